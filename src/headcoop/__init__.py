@@ -1,0 +1,50 @@
+"""headcoop: how attention heads share work, on one-layer HookedTransformers.
+
+The data flow is task -> model -> engine -> (analyzers). The public names below are imported
+lazily, so that ``import headcoop`` (and ``headcoop --help``) stays fast: transformer_lens takes
+seconds to import.
+
+>>> import headcoop
+>>> task = headcoop.Count01()
+>>> model = headcoop.build_model(headcoop.ModelConfig(), d_vocab=len(task.vocab), seed=0)
+>>> model.cfg.d_model
+32
+"""
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "HeadcoopError": "headcoop.errors",
+    "Batch": "headcoop.tasks",
+    "Count01": "headcoop.tasks",
+    "SplitSpec": "headcoop.tasks",
+    "Task": "headcoop.tasks",
+    "make_task": "headcoop.tasks",
+    "register_task": "headcoop.tasks",
+    "ModelConfig": "headcoop.model",
+    "build_model": "headcoop.model",
+    "bag_exact": "headcoop.engine",
+    "evaluate": "headcoop.engine",
+    "predict": "headcoop.engine",
+    "read_logits": "headcoop.engine",
+    "TrainConfig": "headcoop.train",
+    "train": "headcoop.train",
+    "train_models": "headcoop.train",
+    "load_checkpoint": "headcoop.checkpoint",
+    "save_checkpoint": "headcoop.checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'headcoop' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

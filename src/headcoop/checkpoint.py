@@ -1,0 +1,216 @@
+"""Checkpoints that plain TransformerLens users can read.
+
+A checkpoint is a directory:
+
+- ``model.safetensors``: the HookedTransformer state dict under TransformerLens names
+  (loads with ``strict=True``);
+- ``config.json``: ``{"model": <HookedTransformerConfig kwargs>, "task": {"name", "vocab", ...},
+  "train": {...}, "metrics": {...}}``;
+- ``optimizer.safetensors`` (optional): optimizer state, for resuming a training run.
+
+Directories are written under a temporary name and renamed into place, so a killed run never
+leaves a half-written checkpoint. Nothing is unpickled on load.
+
+A training run directory holds ``epoch_NNNN/`` checkpoints and, once training completes, a
+``final`` link to the last one; `load_checkpoint` accepts the run directory for its final
+checkpoint.
+"""
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import torch
+from safetensors.torch import load_file, save_file
+from transformer_lens import HookedTransformer
+
+from headcoop.errors import HeadcoopError
+from headcoop.model import ModelConfig, freeze_positions, hooked_transformer
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+OPTIMIZER = "optimizer.safetensors"
+FINAL = "final"
+_EPOCH_DIR = re.compile(r"epoch_(\d+)$")
+
+
+def epoch_dir(run: Path, epoch: int) -> Path:
+    return Path(run) / f"epoch_{epoch:04d}"
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: HookedTransformer,
+    meta: dict[str, Any],
+    optimizer_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``model`` and its metadata to the directory ``path``, atomically.
+
+    Args:
+        path: the checkpoint directory; an existing one is replaced.
+        model: the model whose state dict is saved.
+        meta: the ``task``, ``train`` and ``metrics`` sections of config.json; ``model`` is
+            filled in from ``model.cfg``.
+        optimizer_state: a ``torch.optim`` state dict, saved for resuming.
+    """
+    path = Path(path)
+    config = {"model": _hooked_kwargs(model), **meta}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS)
+        if optimizer_state is not None:
+            tensors, layout = _flatten_optimizer(optimizer_state)
+            save_file(tensors, tmp / OPTIMIZER, metadata={"layout": json.dumps(layout)})
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+        _fsync_dir_files(tmp)
+        if path.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+            os.replace(path, trash / "ckpt")
+            os.replace(tmp, path)
+            shutil.rmtree(trash)
+        else:
+            os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def mark_final(run: str | Path, checkpoint: str | Path) -> Path:
+    """Point ``run/final`` at ``checkpoint`` (atomically replacing an older link)."""
+    run = Path(run)
+    link = run / FINAL
+    tmp = run / f".{FINAL}.tmp"
+    tmp.unlink(missing_ok=True)
+    os.symlink(Path(checkpoint).name, tmp)
+    os.replace(tmp, link)
+    return link
+
+
+def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]]:
+    """Load a model and its metadata (the parsed config.json).
+
+    ``path`` is a checkpoint directory, or a training run directory (its final checkpoint).
+    Works for any checkpoint in this format, whoever wrote it.
+
+    Raises:
+        HeadcoopError: the directory, config or weights are missing or corrupt, or the weights
+            do not fit the config.
+    """
+    path = resolve_checkpoint(path)
+    config = read_config(path)
+    if not isinstance(config.get("model"), dict):
+        raise HeadcoopError(f"{path / CONFIG}: no 'model' section")
+    model = hooked_transformer(config["model"])
+    try:
+        state = load_file(path / WEIGHTS)
+    except FileNotFoundError:
+        raise HeadcoopError(f"{path}: missing {WEIGHTS}") from None
+    except (safetensors.SafetensorError, OSError) as exc:
+        raise HeadcoopError(f"{path / WEIGHTS} is corrupt: {exc}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:3])
+        raise HeadcoopError(f"{path / WEIGHTS} does not fit config.json: {detail}") from None
+    if not model.pos_embed.W_pos.any():
+        freeze_positions(model)
+    task = config.get("task", {})
+    if "vocab" in task and len(task["vocab"]) != model.cfg.d_vocab:
+        raise HeadcoopError(
+            f"vocabulary mismatch in {path}: task has {len(task['vocab'])} tokens, "
+            f"model d_vocab is {model.cfg.d_vocab}"
+        )
+    model.eval()
+    return model, config
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint directory that ``path`` names (a run directory resolves to its final)."""
+    path = Path(path)
+    if not path.exists():
+        raise HeadcoopError(f"no checkpoint at {path}: it does not exist")
+    if not (path / CONFIG).exists() and (path / FINAL).exists():
+        path = (path / FINAL).resolve()
+    if not (path / CONFIG).exists():
+        hint = (
+            " (a run that has not finished: pass one of its epoch_* directories)"
+            if list(run_checkpoints(path))
+            else ""
+        )
+        raise HeadcoopError(f"no checkpoint at {path}: missing {CONFIG}{hint}")
+    return path
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except json.JSONDecodeError as exc:
+        raise HeadcoopError(f"{path / CONFIG} is corrupt: {exc}") from None
+    if not isinstance(config, dict):
+        raise HeadcoopError(f"{path / CONFIG} is corrupt: expected a JSON object")
+    return config
+
+
+def run_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
+    """The complete ``epoch_NNNN`` checkpoints of a run directory, by epoch."""
+    run = Path(run)
+    if not run.is_dir():
+        return []
+    found = []
+    for child in run.iterdir():
+        match = _EPOCH_DIR.match(child.name)
+        if match and (child / CONFIG).exists():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+def load_optimizer_state(path: str | Path) -> dict[str, Any]:
+    """The optimizer state dict saved beside a checkpoint's weights."""
+    file = Path(path) / OPTIMIZER
+    try:
+        tensors = load_file(file)
+        with safetensors.safe_open(file, framework="pt") as handle:
+            layout = json.loads(handle.metadata()["layout"])
+    except FileNotFoundError:
+        raise HeadcoopError(f"{Path(path)}: missing {OPTIMIZER}, cannot resume from it") from None
+    except (safetensors.SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise HeadcoopError(f"{file} is corrupt: {exc}") from None
+    state = {
+        int(index): {key: tensors[f"{index}.{key}"] for key in keys}
+        for index, keys in layout["state"].items()
+    }
+    return {"state": state, "param_groups": layout["param_groups"]}
+
+
+def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split a torch optimizer state dict into named tensors and a JSON layout."""
+    tensors, keys = {}, {}
+    for index, param_state in state_dict["state"].items():
+        keys[str(index)] = sorted(param_state)
+        for key, value in param_state.items():
+            tensors[f"{index}.{key}"] = torch.as_tensor(value).contiguous()
+    return tensors, {"state": keys, "param_groups": state_dict["param_groups"]}
+
+
+def _hooked_kwargs(model: HookedTransformer) -> dict[str, Any]:
+    """The config keyword arguments that rebuild ``model``, read off ``model.cfg``."""
+    kwargs = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
+    differ = [k for k, v in kwargs.items() if k != "device" and getattr(model.cfg, k) != v]
+    if differ:
+        raise HeadcoopError(
+            f"cannot save this model: its config differs from headcoop's in {differ}"
+        )
+    return kwargs
+
+
+def _fsync_dir_files(directory: Path) -> None:
+    for file in directory.iterdir():
+        with open(file, "rb") as handle:
+            os.fsync(handle.fileno())

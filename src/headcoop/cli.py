@@ -1,0 +1,163 @@
+"""The ``headcoop`` command line: thin wrappers that parse, call the library and report.
+
+Heavy imports (torch, transformer_lens) happen inside the commands, so ``--help`` is instant.
+"""
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from headcoop.errors import HeadcoopError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="headcoop",
+        description="Train and analyse one-layer attention-only transformers on counting tasks.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser(
+        "train",
+        help="train a model on Count01 and write checkpoints",
+        description="Train a one-layer attention-only HookedTransformer on Count01. "
+        "Checkpoints go to OUT/epoch_NNNN; OUT/final links the last one.",
+    )
+    train.add_argument("--out", required=True, help="run directory for checkpoints")
+    train.add_argument("--seed", type=int, default=0, help="seed of weights, order and dropout")
+    train.add_argument("--data-seed", type=int, default=0, help="seed of the Count01 splits")
+    train.add_argument("--epochs", type=_positive_int, default=100)
+    train.add_argument("--d-model", type=_positive_int, default=32)
+    train.add_argument("--n-heads", type=_positive_int, default=16)
+    train.add_argument("--d-head", type=_positive_int, default=2)
+    train.add_argument("--no-layernorm", action="store_true", help="train without LayerNorm")
+    train.add_argument("--batch-size", type=_positive_int, default=64)
+    train.add_argument("--lr", type=_non_negative_float, default=1e-3)
+    train.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
+    train.add_argument(
+        "--dropout",
+        type=_non_negative_float,
+        default=0.1,
+        help="dropout on the attention output, in training",
+    )
+    train.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        default=1,
+        help="save every N epochs (the last is always saved)",
+    )
+    train.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --out"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+
+    evaluate = commands.add_parser(
+        "eval",
+        help="accuracy of a checkpoint",
+        description="Accuracy of the answer and of [EOS] on a split of the checkpoint's task.",
+    )
+    evaluate.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument(
+        "--full", action="store_true", help="run full sequences instead of the bag engine"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(run=_eval)
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from headcoop.model import ModelConfig
+    from headcoop.tasks import Count01
+    from headcoop.train import TrainConfig, train
+
+    task = Count01(seed=args.data_seed)
+    model_cfg = ModelConfig(
+        d_model=args.d_model,
+        n_heads=args.n_heads,
+        d_head=args.d_head,
+        layernorm=not args.no_layernorm,
+    )
+    train_cfg = TrainConfig(
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        checkpoint_every=args.checkpoint_every,
+    )
+    train(task, model_cfg, train_cfg, out=args.out, resume=args.resume, progress=not args.quiet)
+    from headcoop.checkpoint import FINAL, resolve_checkpoint
+
+    final = resolve_checkpoint(args.out)
+    print(f"final checkpoint: {final} (also {args.out}/{FINAL})")
+    _report(final, "test", full=False, as_json=False)
+
+
+def _eval(args: argparse.Namespace) -> None:
+    _report(args.checkpoint, args.split, args.full, args.json)
+
+
+def _report(path: str, split: str, full: bool, as_json: bool) -> None:
+    from headcoop.checkpoint import load_checkpoint
+    from headcoop.engine import evaluate
+    from headcoop.tasks import task_from_config
+
+    model, config = load_checkpoint(path)
+    task = task_from_config(config.get("task", {}))
+    mode = "full" if full else "auto"
+    metrics = evaluate(model, task, task.split(split), mode)
+    if as_json:
+        print(json.dumps({"split": split, "mode": mode, **metrics}))
+        return
+    accuracies = ", ".join(f"{name} {metrics[name]:.4f}" for name in task.read_names)
+    engine = "full sequences" if full else "bag engine"
+    print(f"{split} accuracy ({len(task.split(split))} examples, {engine}): {accuracies}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except HeadcoopError as exc:
+        print(f"headcoop {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"headcoop {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Running a model on a task's batches, with bag compression wherever it is exact.
+
+Bag compression: with no positional information and a single attention layer, a token's key,
+value and query depend on the token alone, so attention from a query over its prefix only sees
+how many times each token type occurs. Attending over one position per type, with log(count)
+added to that key's score, gives the same output:
+
+    sum_t c_t exp(s_t) v_t / sum_t c_t exp(s_t) = softmax(s_t + log c_t) . v_t
+
+The model is run unchanged; one hook on ``blocks.0.attn.hook_attn_scores`` adds the log counts
+(log 0 = -inf removes a type). Only the scored positions' outputs are meaningful.
+"""
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from jaxtyping import Float, Int
+from transformer_lens import HookedTransformer
+from transformer_lens.hook_points import HookPoint
+
+from headcoop.errors import HeadcoopError
+from headcoop.tasks.base import Batch, Task
+
+Hook = tuple[str | Callable[[str], bool], Callable]
+SCORES_HOOK = "blocks.0.attn.hook_attn_scores"
+# Full sequences are batched so that one attention tensor [batch, head, pos, pos] stays below
+# this many floats (about 256 MB).
+FULL_ATTENTION_BUDGET = 64 * 2**20
+
+
+def bag_exact(model: HookedTransformer) -> bool:
+    """Whether bag compression reproduces ``model`` exactly at the scored positions.
+
+    It does for causal models with one attention layer (an MLP after it is fine) and no
+    positional information: standard positional embedding with W_pos all zero.
+    """
+    cfg = model.cfg
+    return (
+        cfg.n_layers == 1
+        and cfg.attention_dir == "causal"
+        and cfg.positional_embedding_type == "standard"
+        and not bool(model.pos_embed.W_pos.any())
+    )
+
+
+def multiplicity_hook(
+    multiplicity: Float[torch.Tensor, "batch pos"],
+) -> Callable[[torch.Tensor, HookPoint], torch.Tensor]:
+    """A hook on attention scores that makes each key position count ``multiplicity`` times."""
+    log_mult = multiplicity.log()[:, None, None, :]  # [batch 1 1 key_pos]
+
+    def add_log_multiplicity(
+        scores: Float[torch.Tensor, "batch head_index query_pos key_pos"], hook: HookPoint
+    ) -> Float[torch.Tensor, "batch head_index query_pos key_pos"]:
+        return scores + log_mult
+
+    return add_log_multiplicity
+
+
+def read_logits(
+    model: HookedTransformer, batch: Batch, fwd_hooks: Sequence[Hook] = ()
+) -> Float[torch.Tensor, "batch read d_vocab"]:
+    """Logits at the batch's scored positions, optionally with extra forward hooks.
+
+    A bag batch adds the multiplicity hook before ``fwd_hooks``, so hooks on the attention
+    pattern see the compressed pattern: the total attention mass on each token type.
+    """
+    hooks = list(fwd_hooks)
+    if batch.is_bag:
+        if not bag_exact(model):
+            raise HeadcoopError(
+                "bag compression is not exact for this model (it needs one attention layer and "
+                "no positional embedding): run full sequences instead"
+            )
+        hooks.insert(0, (SCORES_HOOK, multiplicity_hook(batch.multiplicity)))
+    with model.hooks(fwd_hooks=hooks):
+        logits = model(batch.tokens)  # [batch pos d_vocab]
+    index = batch.read_pos[:, :, None].expand(-1, -1, logits.shape[-1])
+    return logits.gather(1, index)
+
+
+def batch_loss(
+    logits: Float[torch.Tensor, "batch read d_vocab"], targets: Int[torch.Tensor, "batch read"]
+) -> torch.Tensor:
+    """Mean negative log-likelihood of the scored tokens."""
+    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+
+
+def use_bags(model: HookedTransformer, task: Task, mode: str = "auto") -> bool:
+    """Resolve ``mode`` ('auto', 'bag' or 'full') to whether batches are bags."""
+    if mode not in ("auto", "bag", "full"):
+        raise HeadcoopError(f"mode must be 'auto', 'bag' or 'full', got {mode!r}")
+    if mode == "full":
+        return False
+    exact = bag_exact(model) and task.supports_bags
+    if mode == "bag" and not exact:
+        raise HeadcoopError("bag compression is not exact for this model or task")
+    return exact
+
+
+def iter_batches(
+    task: Task,
+    examples: torch.Tensor,
+    order: Int[torch.Tensor, " example"],
+    batch_size: int,
+    bags: bool,
+    n_heads: int = 1,
+) -> Iterator[tuple[Int[torch.Tensor, " batch"], Batch]]:
+    """Batches of ``examples`` taken in ``order``, with the indices of each.
+
+    Bags are built once and sliced. Full sequences are built batch by batch, and a batch is cut
+    short where its attention tensor would exceed `FULL_ATTENTION_BUDGET`.
+    """
+    if bags:
+        all_bags = task.bags(examples)
+        for start in range(0, len(order), batch_size):
+            idx = order[start : start + batch_size]
+            yield idx, all_bags[idx]
+        return
+    lengths = task.lengths(examples)[order].tolist()
+    start = 0
+    while start < len(order):
+        stop, longest = start, 0
+        while stop < len(order) and stop - start < batch_size:
+            longest = max(longest, lengths[stop])
+            if stop > start and (stop - start + 1) * n_heads * longest**2 > FULL_ATTENTION_BUDGET:
+                break
+            stop += 1
+        idx = order[start:stop]
+        yield idx, task.sequences(examples[idx])
+        start = stop
+
+
+@torch.no_grad()
+def predict(
+    model: HookedTransformer,
+    task: Task,
+    examples: torch.Tensor,
+    mode: str = "auto",
+    batch_size: int = 1024,
+) -> Float[torch.Tensor, "example read d_vocab"]:
+    """Logits at the scored positions of every example, in the order given."""
+    bags = use_bags(model, task, mode)
+    # Full sequences go shortest first so that each batch pads little.
+    order = torch.arange(len(examples)) if bags else task.lengths(examples).argsort()
+    out = torch.empty(len(examples), len(task.read_names), model.cfg.d_vocab)
+    for idx, batch in iter_batches(task, examples, order, batch_size, bags, model.cfg.n_heads):
+        out[idx] = read_logits(model, batch)
+    return out
+
+
+def evaluate(
+    model: HookedTransformer, task: Task, examples: torch.Tensor, mode: str = "auto"
+) -> dict[str, float]:
+    """Accuracy of each scored prediction (argmax over the vocabulary) and the mean loss.
+
+    >>> from headcoop.model import ModelConfig, build_model
+    >>> from headcoop.tasks import Count01
+    >>> task = Count01()
+    >>> model = build_model(ModelConfig(), d_vocab=len(task.vocab), seed=0)
+    >>> sorted(evaluate(model, task, task.split("test")[:8]))
+    ['answer', 'eos', 'loss']
+    """
+    return metrics(task, predict(model, task, examples, mode), task.targets(examples))
+
+
+def metrics(
+    task: Task,
+    logits: Float[torch.Tensor, "example read d_vocab"],
+    targets: Int[torch.Tensor, "example read"],
+) -> dict[str, float]:
+    """Accuracy of each scored prediction, by the task's read names, and the mean loss."""
+    accuracy = (logits.argmax(-1) == targets).float().mean(0)
+    out = {name: float(acc) for name, acc in zip(task.read_names, accuracy, strict=True)}
+    out["loss"] = float(batch_loss(logits, targets))
+    return out
