@@ -79,7 +79,7 @@ def test_sequences_hold_the_counted_tokens_in_shuffled_order():
     batch = task.sequences(counts)
     for row, (n0, n1, n2) in zip(batch.tokens, counts.tolist(), strict=True):
         length = n0 + n1 + n2 + 3
-        text = task.format(row[:length].tolist() + [EOS])
+        text = task.format([*row[:length].tolist(), EOS])
         assert task.examples([text]).tolist() == [[n0, n1, n2]]
     assert (batch.tokens[torch.arange(4), batch.read_pos[:, 0]] == EQUALS).all()
     assert torch.equal(batch.targets, task.targets(counts))

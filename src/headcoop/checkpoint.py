@@ -39,7 +39,8 @@ FINAL = "final"
 _EPOCH_DIR = re.compile(r"epoch_(\d+)$")
 
 
-def epoch_dir(run: Path, epoch: int) -> Path:
+def epoch_dir(run: str | Path, epoch: int) -> Path:
+    """Where a run keeps its checkpoint of ``epoch``."""
     return Path(run) / f"epoch_{epoch:04d}"
 
 

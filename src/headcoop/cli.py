@@ -7,6 +7,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
 from headcoop.errors import HeadcoopError
@@ -129,7 +130,7 @@ def _eval(args: argparse.Namespace) -> None:
     _report(args.checkpoint, args.split, args.full, args.json)
 
 
-def _report(path: str, split: str, full: bool, as_json: bool) -> None:
+def _report(path: str | Path, split: str, full: bool, as_json: bool) -> None:
     from headcoop.checkpoint import load_checkpoint
     from headcoop.engine import evaluate
     from headcoop.tasks import task_from_config

@@ -125,6 +125,7 @@ def task_from_config(config: dict[str, Any]) -> Task:
     task = make_task(name, **params)
     if vocab is not None and tuple(vocab) != task.vocab:
         raise HeadcoopError(
-            f"vocabulary mismatch for task {name!r}: stored {list(vocab)}, task has {list(task.vocab)}"
+            f"vocabulary mismatch for task {name!r}: "
+            f"stored {list(vocab)}, the task has {list(task.vocab)}"
         )
     return task

@@ -5,7 +5,7 @@ order of the tokens before '=' does not change what the model computes, so full 
 drawn by shuffling only when they are asked for.
 """
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -65,7 +65,7 @@ class Count01:
     >>> task.split("train").shape
     torch.Size([7000, 3])
     >>> task.format(task.parse("0121=4"))
-    '0120=4'
+    '0121=4'
     """
 
     seed: int = 0
@@ -188,7 +188,10 @@ class Count01:
             "name": self.name,
             "vocab": list(self.vocab),
             "seed": self.seed,
-            "splits": {k: asdict(v) for k, v in self.splits.items()},
+            "splits": {
+                k: {"size": v.size, "n01": list(v.n01), "n2": list(v.n2)}
+                for k, v in self.splits.items()
+            },
         }
 
 

@@ -1,0 +1,99 @@
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from headcoop.checkpoint import load_checkpoint, save_checkpoint
+from headcoop.engine import predict
+from headcoop.errors import HeadcoopError
+from headcoop.model import ModelConfig, build_model
+from headcoop.tasks import Count01
+
+META = {"task": Count01().to_config(), "train": {"seed": 0, "epoch": 3}, "metrics": {"x": 1}}
+
+
+@pytest.fixture
+def saved(tmp_path, trained):
+    return save_checkpoint(tmp_path / "ckpt", trained, META), trained
+
+
+def test_round_trip_gives_the_same_model_and_metadata(saved, task):
+    path, original = saved
+    model, config = load_checkpoint(path)
+    assert config["task"] == META["task"] and config["train"] == META["train"]
+    counts = task.split("test")[:32]
+    assert torch.equal(predict(model, task, counts), predict(original, task, counts))
+    assert not model.pos_embed.W_pos.requires_grad
+
+
+def test_plain_transformer_lens_reads_the_checkpoint(saved):
+    path, original = saved
+    config = json.loads((path / "config.json").read_text())
+    assert config["task"]["vocab"] == list(Count01().vocab)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        model = HookedTransformer(HookedTransformerConfig(**config["model"]))
+    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+    tokens = Count01().bags(torch.tensor([[3, 5, 2]])).tokens
+    assert torch.equal(model(tokens), original(tokens))
+
+
+def test_a_checkpoint_written_by_another_program_loads(tmp_path):
+    kwargs = ModelConfig(d_model=6, n_heads=2, d_head=3, layernorm=False).hooked_kwargs(8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        foreign = HookedTransformer(HookedTransformerConfig(**kwargs))
+    foreign.pos_embed.W_pos.data.zero_()
+    (tmp_path / "config.json").write_text(json.dumps({"model": kwargs, "task": META["task"]}))
+    save_file({k: v.contiguous() for k, v in foreign.state_dict().items()},
+              tmp_path / "model.safetensors")
+    model, _ = load_checkpoint(tmp_path)
+    assert model.cfg.d_model == 6
+    assert torch.equal(model.blocks[0].attn.W_Q, foreign.blocks[0].attn.W_Q)
+
+
+def test_saving_replaces_an_old_checkpoint_and_leaves_no_temporaries(tmp_path, task):
+    first, second = build_model(ModelConfig(), 8, seed=0), build_model(ModelConfig(), 8, seed=1)
+    save_checkpoint(tmp_path / "c", first, META)
+    save_checkpoint(tmp_path / "c", second, META)
+    assert [p.name for p in tmp_path.iterdir()] == ["c"]
+    model, _ = load_checkpoint(tmp_path / "c")
+    assert torch.equal(model.embed.W_E, second.embed.W_E)
+
+
+def test_missing_and_corrupt_files_give_one_clear_error(saved, tmp_path):
+    path, _ = saved
+    with pytest.raises(HeadcoopError, match="does not exist"):
+        load_checkpoint(tmp_path / "nowhere")
+    (path / "config.json").write_text("{not json")
+    with pytest.raises(HeadcoopError, match="config.json is corrupt"):
+        load_checkpoint(path)
+
+
+def test_truncated_weights_are_reported_as_corrupt(saved):
+    path, _ = saved
+    weights = path / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(HeadcoopError, match="model.safetensors is corrupt"):
+        load_checkpoint(path)
+
+
+def test_weights_that_do_not_fit_the_config_are_rejected(saved):
+    path, _ = saved
+    config = json.loads((path / "config.json").read_text())
+    config["model"]["d_head"] = 4
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HeadcoopError, match="does not fit config.json"):
+        load_checkpoint(path)
+
+
+def test_vocabulary_mismatch_is_reported(saved):
+    path, _ = saved
+    config = json.loads((path / "config.json").read_text())
+    config["task"]["vocab"] = config["task"]["vocab"][:5]
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HeadcoopError, match="vocabulary mismatch"):
+        load_checkpoint(path)

@@ -1,0 +1,122 @@
+import pytest
+import torch
+
+import headcoop.checkpoint as checkpoint_module
+from headcoop.checkpoint import load_checkpoint, run_checkpoints
+from headcoop.engine import evaluate
+from headcoop.errors import HeadcoopError
+from headcoop.model import ModelConfig, build_model
+from headcoop.tasks import Count01, SplitSpec
+from headcoop.train import TrainConfig, train, train_models
+
+SMALL = ModelConfig(d_model=8, n_heads=4, d_head=2)
+
+
+def weights(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def same(a, b):
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_training_learns_the_task(task):
+    model = build_model(ModelConfig(), len(task.vocab), seed=0)
+    before = evaluate(model, task, task.split("val"))
+    after = train(task, ModelConfig(), TrainConfig(epochs=8, lr=3e-3))
+    assert evaluate(after, task, task.split("val"))["loss"] < before["loss"] / 2
+    assert evaluate(after, task, task.split("val"))["eos"] == 1.0
+
+
+def test_same_seed_same_weights_bit_for_bit(task):
+    cfg = TrainConfig(epochs=2, seed=3)
+    a = weights(train(task, SMALL, cfg))
+    b = weights(train(task, SMALL, cfg))
+    c = weights(train(task, SMALL, TrainConfig(epochs=2, seed=4)))
+    assert same(a, b)
+    assert not same(a, c)
+
+
+def test_checkpoints_at_chosen_epochs_and_final_link(task, tmp_path):
+    train(task, SMALL, TrainConfig(epochs=5, checkpoint_every=2), out=tmp_path)
+    assert [epoch for epoch, _ in run_checkpoints(tmp_path)] == [2, 4, 5]
+    model, meta = load_checkpoint(tmp_path)  # the run directory loads its final checkpoint
+    assert meta["train"]["epoch"] == 5 and meta["train"]["checkpoint_every"] == 2
+    assert set(meta["metrics"]) >= {"epoch", "train_loss", "val", "test"}
+    assert meta["task"] == task.to_config()
+    assert meta["metrics"]["test"] == pytest.approx(evaluate(model, task, task.split("test")))
+
+
+def test_a_killed_run_resumes_to_the_same_weights(task, tmp_path, monkeypatch):
+    cfg = TrainConfig(epochs=4)
+    uninterrupted = weights(train(task, SMALL, cfg, out=tmp_path / "a"))
+
+    real_save_file, calls = checkpoint_module.save_file, []
+
+    def dies_during_epoch_3(tensors, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 5:  # epochs 1 and 2 write weights and optimizer; 3 dies mid-write
+            raise KeyboardInterrupt
+        real_save_file(tensors, path, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", dies_during_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        train(task, SMALL, cfg, out=tmp_path / "b")
+    monkeypatch.undo()
+    assert [e for e, _ in run_checkpoints(tmp_path / "b")] == [1, 2]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["epoch_0001", "epoch_0002"]
+
+    resumed = weights(train(task, SMALL, cfg, out=tmp_path / "b", resume=True))
+    assert same(resumed, uninterrupted)
+
+
+def test_resume_extends_a_finished_run_and_refuses_other_settings(task, tmp_path):
+    train(task, SMALL, TrainConfig(epochs=2), out=tmp_path)
+    longer = weights(train(task, SMALL, TrainConfig(epochs=3), out=tmp_path, resume=True))
+    straight = weights(train(task, SMALL, TrainConfig(epochs=3)))
+    assert same(longer, straight)
+    with pytest.raises(HeadcoopError, match="settings differ in lr"):
+        train(task, SMALL, TrainConfig(epochs=4, lr=0.5), out=tmp_path, resume=True)
+    with pytest.raises(HeadcoopError, match="model"):
+        train(task, ModelConfig(), TrainConfig(epochs=4), out=tmp_path, resume=True)
+
+
+def test_stacked_models_train_like_a_model_alone(task):
+    cfg = TrainConfig(epochs=2, dropout=0.0)
+    alone = train(task, SMALL, cfg)
+    models = [build_model(SMALL, 8, seed=0), build_model(SMALL, 8, seed=1)]
+    train_models(task, models, cfg)
+    stacked, other = models[0].state_dict(), models[1].state_dict()
+    for name, value in alone.state_dict().items():
+        assert torch.allclose(stacked[name], value, atol=1e-5), name
+    assert not torch.allclose(other["blocks.0.attn.W_Q"], stacked["blocks.0.attn.W_Q"])
+
+
+def test_models_without_bags_train_on_full_sequences():
+    task = Count01(
+        splits={
+            "train": SplitSpec(64, n01=(0, 6), n2=(0, 6)),
+            "val": SplitSpec(16, n01=(0, 6), n2=(0, 6)),
+            "test": SplitSpec(16, n01=(0, 6), n2=(0, 6)),
+        }
+    )
+    cfg = ModelConfig(d_model=8, n_heads=2, d_head=2, positional=True, n_ctx=32)
+    start = build_model(cfg, 8, seed=0).pos_embed.W_pos.clone()
+    model = train(task, cfg, TrainConfig(epochs=2, batch_size=16))
+    assert not torch.equal(model.pos_embed.W_pos, start)
+    with pytest.raises(HeadcoopError, match="side by side"):
+        train_models(task, [build_model(cfg, 8, 0), build_model(cfg, 8, 1)], TrainConfig())
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("dropout", 1.0)]
+)
+def test_bad_train_settings_are_rejected_by_name(field, value):
+    with pytest.raises(HeadcoopError, match=field):
+        TrainConfig(**{field: value})
+
+
+@pytest.mark.slow
+def test_default_settings_reach_near_perfect_test_accuracy():
+    model = train(Count01(), ModelConfig(), TrainConfig())
+    assert evaluate(model, Count01(), Count01().split("test"))["answer"] >= 0.99
