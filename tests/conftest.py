@@ -3,9 +3,10 @@
 import pytest
 import torch
 
-from headcoop.model import ModelConfig, build_model
+from headcoop.config import ModelConfig, TrainConfig
+from headcoop.model import build_model
 from headcoop.tasks import Count01, SplitSpec
-from headcoop.train import TrainConfig, train
+from headcoop.training import train
 
 
 def small_count01(seed: int = 0) -> Count01:

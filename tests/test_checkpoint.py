@@ -7,9 +7,10 @@ from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from headcoop.checkpoint import load_checkpoint, save_checkpoint
+from headcoop.config import ModelConfig
 from headcoop.engine import predict
 from headcoop.errors import HeadcoopError
-from headcoop.model import ModelConfig, build_model
+from headcoop.model import build_model
 from headcoop.tasks import Count01
 
 META = {"task": Count01().to_config(), "train": {"seed": 0, "epoch": 3}, "metrics": {"x": 1}}
@@ -48,8 +49,9 @@ def test_a_checkpoint_written_by_another_program_loads(tmp_path):
         foreign = HookedTransformer(HookedTransformerConfig(**kwargs))
     foreign.pos_embed.W_pos.data.zero_()
     (tmp_path / "config.json").write_text(json.dumps({"model": kwargs, "task": META["task"]}))
-    save_file({k: v.contiguous() for k, v in foreign.state_dict().items()},
-              tmp_path / "model.safetensors")
+    save_file(
+        {k: v.contiguous() for k, v in foreign.state_dict().items()}, tmp_path / "model.safetensors"
+    )
     model, _ = load_checkpoint(tmp_path)
     assert model.cfg.d_model == 6
     assert torch.equal(model.blocks[0].attn.W_Q, foreign.blocks[0].attn.W_Q)
@@ -69,7 +71,7 @@ def test_missing_and_corrupt_files_give_one_clear_error(saved, tmp_path):
     with pytest.raises(HeadcoopError, match="does not exist"):
         load_checkpoint(tmp_path / "nowhere")
     (path / "config.json").write_text("{not json")
-    with pytest.raises(HeadcoopError, match="config.json is corrupt"):
+    with pytest.raises(HeadcoopError, match=r"config\.json is corrupt"):
         load_checkpoint(path)
 
 
@@ -77,7 +79,7 @@ def test_truncated_weights_are_reported_as_corrupt(saved):
     path, _ = saved
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(HeadcoopError, match="model.safetensors is corrupt"):
+    with pytest.raises(HeadcoopError, match=r"model\.safetensors is corrupt"):
         load_checkpoint(path)
 
 
@@ -86,7 +88,7 @@ def test_weights_that_do_not_fit_the_config_are_rejected(saved):
     config = json.loads((path / "config.json").read_text())
     config["model"]["d_head"] = 4
     (path / "config.json").write_text(json.dumps(config))
-    with pytest.raises(HeadcoopError, match="does not fit config.json"):
+    with pytest.raises(HeadcoopError, match=r"does not fit config\.json"):
         load_checkpoint(path)
 
 

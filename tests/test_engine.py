@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from headcoop.config import ModelConfig
 from headcoop.engine import (
     FULL_ATTENTION_BUDGET,
     bag_exact,
@@ -13,7 +14,7 @@ from headcoop.engine import (
     read_logits,
 )
 from headcoop.errors import HeadcoopError
-from headcoop.model import ModelConfig, build_model
+from headcoop.model import build_model
 from headcoop.tasks import Count01
 
 TOL = 1e-4

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
+from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
-from headcoop.model import ModelConfig, build_model
+from headcoop.model import build_model
 
 
 def test_default_is_the_papers_stable_setup():

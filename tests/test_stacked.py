@@ -3,9 +3,10 @@
 import pytest
 import torch
 
+from headcoop.config import ModelConfig
 from headcoop.engine import read_logits
 from headcoop.errors import HeadcoopError
-from headcoop.model import ModelConfig, build_model
+from headcoop.model import build_model
 from headcoop.stacked import stack_params, stacked_logits, unstack_params
 from headcoop.tasks import Count01
 
@@ -25,8 +26,11 @@ def run_stack(models, bags_per_model):
 
 @pytest.mark.parametrize(
     "cfg",
-    [ModelConfig(), ModelConfig(layernorm=False), ModelConfig(d_model=1, n_heads=1, d_head=1,
-                                                              layernorm=False)],
+    [
+        ModelConfig(),
+        ModelConfig(layernorm=False),
+        ModelConfig(d_model=1, n_heads=1, d_head=1, layernorm=False),
+    ],
 )
 def test_stacked_logits_match_each_hooked_transformer(cfg):
     task = Count01()

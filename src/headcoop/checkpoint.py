@@ -29,8 +29,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer
 
+from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
-from headcoop.model import ModelConfig, freeze_positions, hooked_transformer
+from headcoop.model import freeze_positions, hooked_transformer
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"

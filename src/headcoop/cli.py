@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
+from headcoop.config import ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
 
 
@@ -50,30 +51,39 @@ def build_parser() -> argparse.ArgumentParser:
     train = commands.add_parser(
         "train",
         help="train a model on Count01 and write checkpoints",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train a one-layer attention-only HookedTransformer on Count01. "
         "Checkpoints go to OUT/epoch_NNNN; OUT/final links the last one.",
     )
     train.add_argument("--out", required=True, help="run directory for checkpoints")
-    train.add_argument("--seed", type=int, default=0, help="seed of weights, order and dropout")
+    train.add_argument(
+        "--seed", type=int, default=TrainConfig.seed, help="seed of weights, order and dropout"
+    )
     train.add_argument("--data-seed", type=int, default=0, help="seed of the Count01 splits")
-    train.add_argument("--epochs", type=_positive_int, default=100)
-    train.add_argument("--d-model", type=_positive_int, default=32)
-    train.add_argument("--n-heads", type=_positive_int, default=16)
-    train.add_argument("--d-head", type=_positive_int, default=2)
+    train.add_argument("--epochs", type=_positive_int, default=TrainConfig.epochs)
+    train.add_argument("--d-model", type=_positive_int, default=ModelConfig.d_model)
+    train.add_argument("--n-heads", type=_positive_int, default=ModelConfig.n_heads)
+    train.add_argument("--d-head", type=_positive_int, default=ModelConfig.d_head)
     train.add_argument("--no-layernorm", action="store_true", help="train without LayerNorm")
-    train.add_argument("--batch-size", type=_positive_int, default=64)
-    train.add_argument("--lr", type=_non_negative_float, default=1e-3)
-    train.add_argument("--weight-decay", type=_non_negative_float, default=0.01)
+    train.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
+    train.add_argument("--lr", type=_non_negative_float, default=TrainConfig.lr)
+    train.add_argument(
+        "--lr-schedule",
+        default=TrainConfig.lr_schedule,
+        choices=("cosine", "constant"),
+        help="cosine decays the learning rate to zero over the epochs",
+    )
+    train.add_argument("--weight-decay", type=_non_negative_float, default=TrainConfig.weight_decay)
     train.add_argument(
         "--dropout",
         type=_non_negative_float,
-        default=0.1,
+        default=TrainConfig.dropout,
         help="dropout on the attention output, in training",
     )
     train.add_argument(
         "--checkpoint-every",
         type=_positive_int,
-        default=1,
+        default=TrainConfig.checkpoint_every,
         help="save every N epochs (the last is always saved)",
     )
     train.add_argument(
@@ -98,9 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from headcoop.model import ModelConfig
+    from headcoop.checkpoint import FINAL, resolve_checkpoint
     from headcoop.tasks import Count01
-    from headcoop.train import TrainConfig, train
+    from headcoop.training import train
 
     task = Count01(seed=args.data_seed)
     model_cfg = ModelConfig(
@@ -114,13 +124,12 @@ def _train(args: argparse.Namespace) -> None:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
         weight_decay=args.weight_decay,
         dropout=args.dropout,
         checkpoint_every=args.checkpoint_every,
     )
     train(task, model_cfg, train_cfg, out=args.out, resume=args.resume, progress=not args.quiet)
-    from headcoop.checkpoint import FINAL, resolve_checkpoint
-
     final = resolve_checkpoint(args.out)
     print(f"final checkpoint: {final} (also {args.out}/{FINAL})")
     _report(final, "test", full=False, as_json=False)

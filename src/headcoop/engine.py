@@ -155,7 +155,8 @@ def evaluate(
 ) -> dict[str, float]:
     """Accuracy of each scored prediction (argmax over the vocabulary) and the mean loss.
 
-    >>> from headcoop.model import ModelConfig, build_model
+    >>> from headcoop.config import ModelConfig
+    >>> from headcoop.model import build_model
     >>> from headcoop.tasks import Count01
     >>> task = Count01()
     >>> model = build_model(ModelConfig(), d_vocab=len(task.vocab), seed=0)

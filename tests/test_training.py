@@ -1,13 +1,16 @@
+from dataclasses import replace
+
 import pytest
 import torch
 
 import headcoop.checkpoint as checkpoint_module
 from headcoop.checkpoint import load_checkpoint, run_checkpoints
+from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine import evaluate
 from headcoop.errors import HeadcoopError
-from headcoop.model import ModelConfig, build_model
+from headcoop.model import build_model
 from headcoop.tasks import Count01, SplitSpec
-from headcoop.train import TrainConfig, train, train_models
+from headcoop.training import train, train_models
 
 SMALL = ModelConfig(d_model=8, n_heads=4, d_head=2)
 
@@ -70,15 +73,25 @@ def test_a_killed_run_resumes_to_the_same_weights(task, tmp_path, monkeypatch):
     assert same(resumed, uninterrupted)
 
 
-def test_resume_extends_a_finished_run_and_refuses_other_settings(task, tmp_path):
-    train(task, SMALL, TrainConfig(epochs=2), out=tmp_path)
-    longer = weights(train(task, SMALL, TrainConfig(epochs=3), out=tmp_path, resume=True))
-    straight = weights(train(task, SMALL, TrainConfig(epochs=3)))
-    assert same(longer, straight)
-    with pytest.raises(HeadcoopError, match="settings differ in lr"):
-        train(task, SMALL, TrainConfig(epochs=4, lr=0.5), out=tmp_path, resume=True)
+def test_resume_extends_a_constant_schedule_and_refuses_other_settings(task, tmp_path):
+    constant = TrainConfig(epochs=2, lr_schedule="constant")
+    train(task, SMALL, constant, out=tmp_path)
+    three = replace(constant, epochs=3)
+    longer = weights(train(task, SMALL, three, out=tmp_path, resume=True))
+    assert same(longer, weights(train(task, SMALL, three)))
+    with pytest.raises(HeadcoopError, match=r"settings differ in lr$"):
+        train(task, SMALL, replace(three, lr=0.5), out=tmp_path, resume=True)
+    with pytest.raises(HeadcoopError, match="settings differ in epochs, lr_schedule"):
+        train(task, SMALL, TrainConfig(epochs=4), out=tmp_path, resume=True)
     with pytest.raises(HeadcoopError, match="model"):
-        train(task, ModelConfig(), TrainConfig(epochs=4), out=tmp_path, resume=True)
+        train(task, ModelConfig(), three, out=tmp_path, resume=True)
+
+
+def test_cosine_schedule_decays_to_zero():
+    cfg = TrainConfig(lr=0.01)
+    assert cfg.lr_at(0.0) == 0.01 and cfg.lr_at(0.5) == pytest.approx(0.005)
+    assert cfg.lr_at(1.0) == pytest.approx(0.0, abs=1e-12)
+    assert TrainConfig(lr=0.01, lr_schedule="constant").lr_at(0.7) == 0.01
 
 
 def test_stacked_models_train_like_a_model_alone(task):
@@ -92,14 +105,25 @@ def test_stacked_models_train_like_a_model_alone(task):
     assert not torch.allclose(other["blocks.0.attn.W_Q"], stacked["blocks.0.attn.W_Q"])
 
 
+def short_task() -> Count01:
+    spec = SplitSpec(64, n01=(0, 6), n2=(0, 6))
+    return Count01(splits={"train": spec, "val": spec, "test": spec})
+
+
+def test_training_on_full_sequences_matches_training_on_bags():
+    cfg = TrainConfig(epochs=3, dropout=0.0, batch_size=16)
+    on_bags, on_sequences = build_model(SMALL, 8, seed=0), build_model(SMALL, 8, seed=0)
+    train_models(short_task(), [on_bags], cfg)
+    train_models(short_task(), [on_sequences], cfg, mode="full")
+    for name, value in on_bags.state_dict().items():
+        # b_K shifts every key score of a query equally, so its true gradient is zero and Adam
+        # turns rounding noise into steps; it cannot change any output.
+        if name != "blocks.0.attn.b_K":
+            assert torch.allclose(on_sequences.state_dict()[name], value, atol=1e-4), name
+
+
 def test_models_without_bags_train_on_full_sequences():
-    task = Count01(
-        splits={
-            "train": SplitSpec(64, n01=(0, 6), n2=(0, 6)),
-            "val": SplitSpec(16, n01=(0, 6), n2=(0, 6)),
-            "test": SplitSpec(16, n01=(0, 6), n2=(0, 6)),
-        }
-    )
+    task = short_task()
     cfg = ModelConfig(d_model=8, n_heads=2, d_head=2, positional=True, n_ctx=32)
     start = build_model(cfg, 8, seed=0).pos_embed.W_pos.clone()
     model = train(task, cfg, TrainConfig(epochs=2, batch_size=16))
@@ -109,7 +133,8 @@ def test_models_without_bags_train_on_full_sequences():
 
 
 @pytest.mark.parametrize(
-    ("field", "value"), [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("dropout", 1.0)]
+    ("field", "value"),
+    [("epochs", 0), ("batch_size", 0), ("lr", 0.0), ("dropout", 1.0), ("lr_schedule", "step")],
 )
 def test_bad_train_settings_are_rejected_by_name(field, value):
     with pytest.raises(HeadcoopError, match=field):

@@ -8,7 +8,7 @@ uninterrupted run ends.
 
 import logging
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -26,55 +26,19 @@ from headcoop.checkpoint import (
     run_checkpoints,
     save_checkpoint,
 )
+from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine import batch_loss, evaluate, iter_batches, metrics, read_logits, use_bags
 from headcoop.errors import HeadcoopError
-from headcoop.model import ModelConfig, build_model
+from headcoop.model import build_model
 from headcoop.stacked import stack_params, stacked_logits, unstack_params
 from headcoop.tasks.base import Batch, Task
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings. The defaults train the paper's model (d_model 32, 16 heads) to
-    near-perfect test accuracy; see the README for the measured accuracies over seeds.
-
-    Args:
-        seed: seed of the initial weights, the example order and the dropout masks.
-        epochs: passes over the training split.
-        batch_size: examples per optimizer step.
-        lr: AdamW learning rate (constant).
-        weight_decay: AdamW weight decay.
-        dropout: rate of dropout on the attention output (after W_O), during training only.
-        checkpoint_every: save a checkpoint every this many epochs (the last is always saved).
-    """
-
-    seed: int = 0
-    epochs: int = 100
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    dropout: float = 0.1
-    checkpoint_every: int = 1
-
-    def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise HeadcoopError(f"train config: {name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise HeadcoopError(f"train config: lr must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise HeadcoopError(f"train config: weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.dropout < 1:
-            raise HeadcoopError(f"train config: dropout must be in [0, 1), got {self.dropout}")
-
-    def saves(self, epoch: int) -> bool:
-        return epoch % self.checkpoint_every == 0 or epoch == self.epochs
-
-
 # Settings that may change when a run is resumed: they do not alter the epochs already run.
-_RESUMABLE_CHANGES = {"epochs", "checkpoint_every"}
+# (The number of epochs sets a cosine schedule's pace, so only a constant one can be extended.)
+_RESUMABLE_CHANGES = {"checkpoint_every"}
 
 
 def attn_out_dropout(rate: float, generator: torch.Generator) -> tuple[Any, Any]:
@@ -151,15 +115,18 @@ def train_models(
     optimizer_state: dict[str, Any] | None = None,
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
+    mode: str = "auto",
 ) -> list[dict[str, Any]]:
     """Train same-shaped models side by side, in place; return each one's last metrics.
 
     Where bag compression is exact, the models run as one stack (`headcoop.stacked`), each
     with its own example order drawn from the epoch's generator; otherwise a single model runs
     on full sequences through its HookedTransformer forward. ``cfg.seed`` seeds the example
-    orders and dropout masks (the initial weights are the models' own).
+    orders and dropout masks (the initial weights are the models' own). ``mode='full'`` forces
+    full sequences, for comparison: without dropout the weights match the bag path's up to
+    float rounding.
     """
-    bags = use_bags(models[0], task)
+    bags = use_bags(models[0], task, mode)
     if not bags and len(models) != 1:
         raise HeadcoopError("only bag-compressible models can be trained side by side")
     step = _StackedStep(task, models, cfg) if bags else _FullStep(task, models[0], cfg)
@@ -178,13 +145,16 @@ def train_models(
     )
     for epoch in bar:
         gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-        total = 0.0
-        for loss in step.epoch(gen):
+        total, seen = 0.0, 0
+        for loss, size in step.epoch(gen):
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at((epoch - 1 + seen / step.n_examples) / cfg.epochs)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            # The sum over models of each model's mean loss: every model gets its own gradient.
+            (loss * len(models)).backward()
             optimizer.step()
-            total += loss.item()
-        train_loss = total / step.steps_per_epoch
+            total, seen = total + loss.item() * size, seen + size
+        train_loss = total / seen
         results = [
             {"epoch": epoch, "train_loss": train_loss, "val": val} for val in step.validate()
         ]
@@ -209,19 +179,19 @@ class _StackedStep:
         self.train_bags = task.bags(task.split("train"))
         self.val_examples = task.split("val")
         self.val_bags = task.bags(self.val_examples)
-        self.steps_per_epoch = -(-len(self.train_bags) // cfg.batch_size)
+        self.n_examples = len(self.train_bags)
         attn = models[0].blocks[0].attn
         self.eps, self.attn_scale = models[0].cfg.eps, float(attn.attn_scale)
 
-    def epoch(self, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    def epoch(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
+        """Yield each step's loss (mean over models) and its number of examples per model."""
         n_models, n = len(self.models), len(self.train_bags)
         orders = torch.rand(n_models, n, generator=gen).argsort(dim=1)  # [model example]
         for start in range(0, n, self.cfg.batch_size):
             idx = orders[:, start : start + self.cfg.batch_size]  # [model batch]
             logits = self._logits(self.train_bags, idx, self.cfg.dropout, gen)
             targets = self.train_bags.targets[idx]
-            # Sum over models of each model's mean loss: the models' gradients stay separate.
-            yield batch_loss(logits.flatten(0, 1), targets.flatten(0, 1)) * n_models
+            yield batch_loss(logits.flatten(0, 1), targets.flatten(0, 1)), idx.shape[1]
 
     @torch.no_grad()
     def validate(self) -> list[dict[str, float]]:
@@ -254,13 +224,12 @@ class _FullStep:
         self.task, self.model, self.cfg = task, model, cfg
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.examples, self.val_examples = task.split("train"), task.split("val")
-        self.steps_per_epoch = 0
+        self.n_examples = len(self.examples)
 
-    def epoch(self, gen: torch.Generator) -> Iterator[torch.Tensor]:
+    def epoch(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
         order = torch.rand(len(self.examples), generator=gen).argsort()
         hooks = [attn_out_dropout(self.cfg.dropout, gen)] if self.cfg.dropout > 0 else []
         self.model.train()
-        self.steps_per_epoch = 0
         for _, batch in iter_batches(
             self.task,
             self.examples,
@@ -269,8 +238,7 @@ class _FullStep:
             bags=False,
             n_heads=self.model.cfg.n_heads,
         ):
-            self.steps_per_epoch += 1
-            yield batch_loss(read_logits(self.model, batch, hooks), batch.targets)
+            yield batch_loss(read_logits(self.model, batch, hooks), batch.targets), len(batch)
         self.model.eval()
 
     def validate(self) -> list[dict[str, float]]:
@@ -291,9 +259,8 @@ def _check_resumable(
     """Refuse to resume a run whose stored settings differ from the ones asked for."""
     stored_train = meta.get("train", {})
     wanted = {f.name: getattr(train_cfg, f.name) for f in fields(train_cfg)}
-    differ = [
-        k for k, v in wanted.items() if k not in _RESUMABLE_CHANGES and stored_train.get(k) != v
-    ]
+    resumable = _RESUMABLE_CHANGES | ({"epochs"} if train_cfg.lr_schedule == "constant" else set())
+    differ = [k for k, v in wanted.items() if k not in resumable and stored_train.get(k) != v]
     if meta.get("task") != task.to_config():
         differ.append("task")
     stored_model = meta.get("model", {})
