@@ -8,6 +8,7 @@ the answer depends only on token counts, so it gets the fast exact bag engine fo
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -32,6 +33,8 @@ class Plurality:
     vocab = VOCAB
     read_names = ("answer", "eos")
     supports_bags = True
+    decision_tokens = ("A", "B", "C")
+    attention_ratios: ClassVar = {"a_over_b": ("=", "a", "b")}
 
     def split(self, name: str) -> torch.Tensor:
         lo, hi = {

@@ -40,3 +40,9 @@ def random_model(task: Count01):
 @pytest.fixture(autouse=True)
 def _deterministic_threads():
     torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def trained_no_ln(task: Count01):
+    """Like `trained`, without LayerNorm: logits are exactly affine in the head outputs."""
+    return train(task, ModelConfig(layernorm=False), TrainConfig(epochs=8, lr=3e-3))

@@ -99,3 +99,10 @@ def test_vocabulary_mismatch_is_reported(saved):
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(HeadcoopError, match="vocabulary mismatch"):
         load_checkpoint(path)
+
+
+def test_an_unfinished_run_points_to_its_epoch_checkpoints(tmp_path):
+    save_checkpoint(tmp_path / "epoch_0001", build_model(ModelConfig(), 8, seed=0), META)
+    with pytest.raises(HeadcoopError, match="unfinished run: pass one of its epoch_"):
+        load_checkpoint(tmp_path)
+    assert load_checkpoint(tmp_path / "epoch_0001")[1]["train"]["epoch"] == 3

@@ -141,11 +141,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
     if not (path / CONFIG).exists() and (path / FINAL).exists():
         path = (path / FINAL).resolve()
     if not (path / CONFIG).exists():
-        hint = (
-            " (a run that has not finished: pass one of its epoch_* directories)"
-            if list(run_checkpoints(path))
-            else ""
-        )
+        unfinished = bool(run_checkpoints(path))
+        hint = " (an unfinished run: pass one of its epoch_* directories)" if unfinished else ""
         raise HeadcoopError(f"no checkpoint at {path}: missing {CONFIG}{hint}")
     return path
 

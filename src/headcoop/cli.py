@@ -104,6 +104,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     evaluate.set_defaults(run=_eval)
+
+    analyze = commands.add_parser(
+        "analyze",
+        help="measure every head of a checkpoint",
+        description="Per-head and per-pair l-acc, ROC AUC, s-acc, attention ratios, head weights "
+        "and [EOS] l-acc, and the three metrics of every subset of heads. Writes OUT/heads.csv, "
+        "OUT/pairs.csv, OUT/subsets.csv.gz and OUT/summary.json.",
+    )
+    analyze.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    analyze.add_argument("--out", required=True, help="directory for the result files")
+    analyze.add_argument("--no-subsets", action="store_true", help="skip the all-subsets pass")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bars")
+    analyze.set_defaults(run=_analyze)
     return parser
 
 
@@ -133,6 +146,23 @@ def _train(args: argparse.Namespace) -> None:
     final = resolve_checkpoint(args.out)
     print(f"final checkpoint: {final} (also {args.out}/{FINAL})")
     _report(final, "test", full=False, as_json=False)
+
+
+def _analyze(args: argparse.Namespace) -> None:
+    from headcoop.analysis import analyze
+    from headcoop.files import write_atomic
+
+    result = analyze(args.checkpoint, subsets=not args.no_subsets, progress=not args.quiet)
+    out = Path(args.out)
+    write_atomic(out / "heads.csv", result.heads_frame().to_csv(index=False))
+    write_atomic(out / "pairs.csv", result.pairs_frame().to_csv(index=False))
+    if result.subsets is not None:
+        subsets_csv = result.subsets.to_pandas().to_csv(index=False)
+        write_atomic(out / "subsets.csv.gz", subsets_csv, compress=True)
+    summary = {"checkpoint": str(args.checkpoint), **result.summary}
+    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
+    print(f"heads: {classes}; results in {out}")
 
 
 def _eval(args: argparse.Namespace) -> None:

@@ -27,7 +27,15 @@ from headcoop.checkpoint import (
     save_checkpoint,
 )
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine import batch_loss, evaluate, iter_batches, metrics, read_logits, use_bags
+from headcoop.engine import (
+    Hook,
+    batch_loss,
+    evaluate,
+    iter_batches,
+    metrics,
+    read_logits,
+    use_bags,
+)
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.stacked import stack_params, stacked_logits, unstack_params
@@ -41,7 +49,7 @@ log = logging.getLogger(__name__)
 _RESUMABLE_CHANGES = {"checkpoint_every"}
 
 
-def attn_out_dropout(rate: float, generator: torch.Generator) -> tuple[Any, Any]:
+def attn_out_dropout(rate: float, generator: torch.Generator) -> Hook:
     """A forward hook (name filter, function) applying dropout to every ``hook_attn_out``.
 
     HookedTransformer has no dropout; the paper's model drops the attention output after the

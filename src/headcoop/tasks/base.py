@@ -72,6 +72,14 @@ class Task(Protocol):
     supports_bags: bool
     """Whether `bags` is available: every scored position's prefix is known by its counts."""
 
+    decision_tokens: tuple[str, ...]
+    """The tokens that the first scored position chooses between (Count01: '4' and '5')."""
+
+    attention_ratios: dict[str, tuple[str, str, str]]
+    """Named per-token attention ratios worth reporting, as (query, numerator, denominator)
+    tokens: Count01 has w01 = ('=', '0', '1') and w02 = ('=', '0', '2'). May be empty."""
+    """Whether `bags` is available: every scored position's prefix is known by its counts."""
+
     def targets(self, examples: torch.Tensor) -> Int[torch.Tensor, "example read"]:
         """The correct token at each scored position."""
         ...

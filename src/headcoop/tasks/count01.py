@@ -6,7 +6,7 @@ drawn by shuffling only when they are asked for.
 """
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from jaxtyping import Int
@@ -75,6 +75,8 @@ class Count01:
     vocab = VOCAB
     read_names = ("answer", "eos")
     supports_bags = True
+    decision_tokens = ("4", "5")
+    attention_ratios: ClassVar = {"w01": ("=", "0", "1"), "w02": ("=", "0", "2")}
 
     def __post_init__(self) -> None:
         splits = {

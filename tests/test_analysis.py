@@ -1,0 +1,91 @@
+import json
+
+import pandas as pd
+import pytest
+import torch
+
+from headcoop.analysis import SUCCESSFUL, analyze
+from headcoop.checkpoint import save_checkpoint
+from headcoop.cli import main
+from headcoop.engine import evaluate
+from headcoop.errors import HeadcoopError
+
+
+@pytest.fixture(scope="module")
+def result(trained, task):
+    return analyze(trained, task)
+
+
+def test_per_head_table(result):
+    frame = result.heads_frame()
+    assert list(frame.columns) == [
+        "head",
+        "s_acc",
+        "l_acc",
+        "roc_auc",
+        "w01",
+        "w02",
+        "head_weight",
+        "eos_l_acc",
+        "class",
+    ]
+    assert len(frame) == 16
+    assert frame["head_weight"].sum() == pytest.approx(1.0)
+    assert ((frame["class"] == "successful") == (frame["s_acc"] >= SUCCESSFUL)).all()
+    assert frame[["s_acc", "l_acc", "roc_auc", "eos_l_acc"]].stack().between(0, 1).all()
+
+
+def test_all_subsets_agree_with_singles_pairs_and_the_model(result, trained, task):
+    subsets = result.subsets.to_pandas()
+    assert len(subsets) == 2**16
+    by_heads = subsets.set_index("heads")
+    heads = result.heads_frame()
+    for metric in ("l_acc", "roc_auc", "s_acc"):
+        singles = by_heads.loc[[str(h) for h in range(16)], metric].to_numpy()
+        assert singles == pytest.approx(heads[metric].to_numpy(), abs=1e-6)
+    everything = by_heads.loc[" ".join(map(str, range(16))), "l_acc"]
+    assert everything == pytest.approx(evaluate(trained, task, task.split("test"))["answer"])
+    assert by_heads.loc["", "roc_auc"] == pytest.approx(0.5)
+
+
+def test_pairs_table(result):
+    pairs = result.pairs_frame()
+    assert len(pairs) == 120 and set(pairs["size"]) == {2}
+    assert pairs["heads"].iloc[0] == "0 1"
+
+
+def test_summary_counts_every_head(result):
+    assert sum(result.summary["classes"].values()) == 16
+    assert 0.5 <= result.summary["majority_share"] < 0.6
+
+
+def test_analyze_needs_a_task_for_a_bare_model(trained):
+    with pytest.raises(HeadcoopError, match="needs a task"):
+        analyze(trained)
+
+
+def test_cli_writes_tables_and_summary(trained, task, tmp_path, capsys):
+    save_checkpoint(tmp_path / "ckpt", trained, {"task": task.to_config()})
+    out = tmp_path / "analysis"
+    assert main(["analyze", str(tmp_path / "ckpt"), "--out", str(out), "--quiet"]) == 0
+    assert "heads: " in capsys.readouterr().out
+    heads = pd.read_csv(out / "heads.csv")
+    assert {
+        "head",
+        "s_acc",
+        "l_acc",
+        "roc_auc",
+        "w01",
+        "w02",
+        "head_weight",
+        "eos_l_acc",
+        "class",
+    } <= set(heads.columns)
+    subsets = pd.read_csv(out / "subsets.csv.gz", keep_default_na=False)
+    assert len(subsets) == 2**16 and subsets["size"].max() == 16
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["accuracy"]["answer"] == pytest.approx(
+        evaluate(trained, task, task.split("test"))["answer"]
+    )
+    assert set(summary["seconds"]) == {"cache", "singles_and_pairs", "all_subsets"}
+    assert torch.tensor(heads["s_acc"].to_numpy()).shape == (16,)

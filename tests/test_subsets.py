@@ -1,0 +1,65 @@
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from headcoop.attribution import decompose
+from headcoop.cache import collect
+from headcoop.engine import evaluate
+from headcoop.subsets import all_subsets, auc, learned_accuracy, roc_auc, singles_and_pairs
+from headcoop.tasks.count01 import FIVE, FOUR
+
+CHOICES = torch.tensor([FOUR, FIVE])
+
+
+@pytest.fixture(scope="module")
+def parts(trained, task):
+    cache = collect(trained, task, task.split("test"))
+    return decompose(trained, cache), cache.targets[:, 0]
+
+
+def test_all_subsets_are_distinct_and_complete():
+    masks = all_subsets(5)
+    assert masks.shape == (32, 5)
+    assert len({tuple(m.tolist()) for m in masks}) == 32
+    assert masks.sum().item() == 5 * 16
+
+
+def test_singles_then_pairs():
+    masks = singles_and_pairs(4)
+    assert masks.sum(1).tolist() == [1] * 4 + [2] * 6
+    assert torch.nonzero(masks[4]).flatten().tolist() == [0, 1]
+
+
+def test_l_acc_of_all_heads_is_the_models_accuracy(trained, task, parts):
+    decomposition, targets = parts
+    everything = torch.ones(1, 16, dtype=torch.bool)
+    l_acc = learned_accuracy(decomposition, everything, targets, 0, CHOICES)
+    assert l_acc.item() == pytest.approx(evaluate(trained, task, task.split("test"))["answer"])
+
+
+def test_with_every_head_ablated_the_prediction_is_one_constant_class(parts):
+    decomposition, targets = parts
+    nothing = torch.zeros(1, 16, dtype=torch.bool)
+    l_acc = learned_accuracy(decomposition, nothing, targets, 0, CHOICES).item()
+    shares = {(targets == FOUR).float().mean().item(), (targets == FIVE).float().mean().item()}
+    assert min(abs(l_acc - s) for s in shares) < 1e-6
+    assert roc_auc(decomposition, nothing, targets, 0, CHOICES).item() == pytest.approx(0.5)
+
+
+def test_roc_auc_matches_scikit_learn(parts):
+    decomposition, targets = parts
+    masks = all_subsets(16)[torch.randperm(2**16, generator=torch.Generator().manual_seed(1))[:6]]
+    ours = roc_auc(decomposition, masks, targets, 0, CHOICES)
+    logits = decomposition.subset_logits(masks, 0, CHOICES)
+    for k in range(len(masks)):
+        expected = max(
+            roc_auc_score((targets == FOUR).numpy(), logits[k, :, 0].numpy()),
+            roc_auc_score((targets == FIVE).numpy(), logits[k, :, 1].numpy()),
+        )
+        assert ours[k].item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_auc_handles_ties_like_scikit_learn():
+    scores = torch.tensor([[0.0, 1.0, 1.0, 2.0, 2.0, 3.0]])
+    labels = torch.tensor([False, True, False, True, False, True])
+    assert auc(scores, labels).item() == pytest.approx(roc_auc_score(labels, scores[0]))
