@@ -83,66 +83,90 @@ def _newton(
     max_iter: int,
     start: Float[torch.Tensor, "subset feature"] | None,
 ) -> Float[torch.Tensor, "subset feature"]:
-    """Newton's method from ``start`` (zero if None) to each set's exact optimum."""
+    """Newton's method from ``start`` (zero if None) to each set's exact optimum.
+
+    Sets that reach their optimum leave the working arrays, which shrink as the loop runs.
+    """
     n_sets, n_features = keep.shape
     eye = torch.eye(n_features, dtype=torch.float64)
+    result = torch.zeros(n_sets, n_features, dtype=torch.float64)
+    rows = torch.arange(n_sets)  # which set each working row is
     keep_f = keep.double()
-    on = keep_f[:, :, None] * keep_f[:, None, :]  # [subset feature feature]
-    w = torch.zeros(n_sets, n_features, dtype=torch.float64) if start is None else start.clone()
-    margins = (w @ features.T) * signs  # [subset example]
+    w = result.clone() if start is None else start.clone()
+    margins = (w @ features.T) * signs  # [row example]
     active = margins < 1
-    gram = active.double() @ outer  # the active examples' Gram, flattened
-    live = torch.arange(n_sets)  # sets not yet at their optimum
+    gram = active.double() @ outer  # each row's active examples' Gram, flattened
     for _ in range(max_iter):
-        if len(live) == 0:
-            break
-        w_l, m_l, a_l, k_l, on_l = w[live], margins[live], active[live], keep_f[live], on[live]
-        residual = torch.where(a_l, m_l - 1, 0.0) * signs  # half the loss's slope in x.w
-        grad = (w_l + 2 * C * residual @ features) * k_l
+        on = keep_f[:, :, None] * keep_f[:, None, :]
+        residual = torch.where(active, margins - 1, 0.0) * signs  # half the loss's slope in x.w
+        grad = (w + 2 * C * residual @ features) * keep_f
         # Off-mask rows and columns of the Hessian are the identity: those weights stay zero.
-        hessian = (eye + 2 * C * gram[live].view(-1, n_features, n_features)) * on_l
-        hessian = hessian + eye * (1 - on_l)
+        hessian = (eye + 2 * C * gram.view(-1, n_features, n_features)) * on + eye * (1 - on)
         step = torch.linalg.solve(hessian, grad[..., None])[..., 0]
-        step_margins = (step @ features.T) * signs  # [live example]
-        alpha = _line_search(w_l, step, m_l, step_margins, C)
-        w[live] = w_l - alpha[:, None] * step
-        m_l = m_l - alpha[:, None] * step_margins
-        margins[live] = m_l
-        new_active = m_l < 1
-        changes = new_active != a_l
+        step_margins = (step @ features.T) * signs  # [row example]
+        alpha = _line_search(w, step, 1 - margins, step_margins, C)
+        w = w - alpha[:, None] * step
+        margins = margins - alpha[:, None] * step_margins
+        new_active = margins < 1
+        changes = new_active != active
         if changes.double().mean() > 0.05:  # many changes: rebuild the Gram densely
-            gram[live] = new_active.double() @ outer
+            gram = new_active.double() @ outer
         else:
-            delta = (new_active.double() - a_l.double()).to_sparse()
-            gram[live] = gram[live] + torch.sparse.mm(delta, outer)
-        active[live] = new_active
+            delta = new_active.double() - active.double()
+            gram = gram + torch.sparse.mm(delta.to_sparse(), outer)
+        active = new_active
         # A full Newton step that leaves the active set unchanged lands on the optimum.
-        live = live[changes.any(-1) | (alpha < 1)]
-    return w
+        done = ~changes.any(-1) & (alpha == 1)
+        result[rows[done]] = w[done]
+        if done.all():
+            return result
+        live = ~done
+        rows, w, margins, active, gram, keep_f = (
+            t[live] for t in (rows, w, margins, active, gram, keep_f)
+        )
+    result[rows] = w
+    return result
 
 
 def _line_search(
-    w: Float[torch.Tensor, "subset feature"],
-    step: Float[torch.Tensor, "subset feature"],
-    margins: Float[torch.Tensor, "subset example"],
-    step_margins: Float[torch.Tensor, "subset example"],
+    w: Float[torch.Tensor, "row feature"],
+    step: Float[torch.Tensor, "row feature"],
+    slack: Float[torch.Tensor, "row example"],
+    step_slack: Float[torch.Tensor, "row example"],
     C: float,
-) -> Float[torch.Tensor, " subset"]:
-    """The largest of 1, 1/2, 1/4, ... that does not raise each set's objective (Newton's full
-    step almost always qualifies)."""
+) -> Float[torch.Tensor, " row"]:
+    """A step length for each row: 1 (Newton's full step) unless the objective already rises
+    at 1, else the exact minimiser in (0, 1).
 
-    def objective(alpha: torch.Tensor) -> torch.Tensor:
-        slack = (1 - (margins - alpha[:, None] * step_margins)).clamp(min=0)
-        w_new = w - alpha[:, None] * step
-        return 0.5 * w_new.pow(2).sum(-1) + C * slack.pow(2).sum(-1)
+    Along the step the objective is the convex piecewise quadratic
+    ``1/2 |w - a d|^2 + C sum max(0, slack + a step_slack)^2``, whose slope is increasing and
+    piecewise linear; safeguarded Newton steps on the slope find its zero in a few passes.
+    """
+    wd, dd = (w * step).sum(-1), (step * step).sum(-1)
 
-    current = objective(torch.zeros(len(w), dtype=torch.float64))
-    alpha = torch.ones(len(w), dtype=torch.float64)
-    for _ in range(20):
-        worse = objective(alpha) > current * (1 + 1e-12)
-        if not worse.any():
+    def slope_and_curvature(alpha, rows):
+        s = slack[rows] + alpha[:, None] * step_slack[rows]
+        t = step_slack[rows] * (s > 0)
+        slope = alpha * dd[rows] - wd[rows] + 2 * C * (t * s).sum(-1)
+        return slope, dd[rows] + 2 * C * (t * step_slack[rows]).sum(-1)
+
+    alpha = torch.ones_like(wd)
+    slope, curvature = slope_and_curvature(alpha, slice(None))
+    # Where the slope at 1 is positive beyond rounding, the full step overshoots: search (0, 1).
+    rows = torch.nonzero(slope > 1e-9 * curvature).flatten()
+    lo, hi, a = torch.zeros(len(rows), dtype=wd.dtype), alpha[rows], alpha[rows]
+    slope, curvature = slope[rows], curvature[rows]
+    for _ in range(30):
+        newton = a - slope / curvature
+        a = torch.where((newton > lo) & (newton < hi), newton, (lo + hi) / 2)
+        alpha[rows] = a
+        slope, curvature = slope_and_curvature(a, rows)
+        searching = slope.abs() > 1e-9 * curvature * a
+        if not searching.any():
             break
-        alpha = torch.where(worse, alpha / 2, alpha)
+        lo = torch.where(slope <= 0, a, lo)[searching]
+        hi = torch.where(slope > 0, a, hi)[searching]
+        rows, a, slope, curvature = (t[searching] for t in (rows, a, slope, curvature))
     return alpha
 
 
