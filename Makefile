@@ -7,12 +7,13 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup test test-slow train bench lint clean
+.PHONY: help setup test test-slow train analyze bench bench-train bench-subsets lint clean
 
 help:
 	@echo "make test       run the test suite (<10 min on 2 cores)"
 	@echo "make train      train and evaluate the paper's model (d_model 32, 16 heads) in $(RUNS)/paper"
-	@echo "make bench      time full-sequence vs bag-compressed training side by side"
+	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
+	@echo "make bench      training speed (full sequences vs bags) and all-subsets analysis speed"
 	@echo "make lint       ruff check and format check"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
 
@@ -32,10 +33,17 @@ test-slow: $(STAMP)
 
 train: $(STAMP)
 	$(VENV)/bin/headcoop train --out $(RUNS)/paper --resume
-	$(VENV)/bin/headcoop eval $(RUNS)/paper
 
-bench: $(STAMP)
+analyze: train
+	$(VENV)/bin/headcoop analyze $(RUNS)/paper --out $(RUNS)/paper/analysis
+
+bench: bench-train bench-subsets
+
+bench-train: $(STAMP)
 	$(PY) scripts/bench_train.py
+
+bench-subsets: train
+	$(PY) scripts/bench_subsets.py $(RUNS)/paper
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts examples

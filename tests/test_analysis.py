@@ -2,13 +2,13 @@ import json
 
 import pandas as pd
 import pytest
-import torch
 
 from headcoop.analysis import SUCCESSFUL, analyze
-from headcoop.checkpoint import save_checkpoint
 from headcoop.cli import main
+from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine import evaluate
 from headcoop.errors import HeadcoopError
+from headcoop.training import train
 
 
 @pytest.fixture(scope="module")
@@ -64,10 +64,10 @@ def test_analyze_needs_a_task_for_a_bare_model(trained):
         analyze(trained)
 
 
-def test_cli_writes_tables_and_summary(trained, task, tmp_path, capsys):
-    save_checkpoint(tmp_path / "ckpt", trained, {"task": task.to_config()})
+def test_cli_writes_tables_and_summary(task, tmp_path, capsys):
+    model = train(task, ModelConfig(d_model=8, n_heads=4), TrainConfig(epochs=2), out=tmp_path)
     out = tmp_path / "analysis"
-    assert main(["analyze", str(tmp_path / "ckpt"), "--out", str(out), "--quiet"]) == 0
+    assert main(["analyze", str(tmp_path), "--out", str(out), "--quiet"]) == 0
     assert "heads: " in capsys.readouterr().out
     heads = pd.read_csv(out / "heads.csv")
     assert {
@@ -81,11 +81,12 @@ def test_cli_writes_tables_and_summary(trained, task, tmp_path, capsys):
         "eos_l_acc",
         "class",
     } <= set(heads.columns)
+    assert len(heads) == 4
     subsets = pd.read_csv(out / "subsets.csv.gz", keep_default_na=False)
-    assert len(subsets) == 2**16 and subsets["size"].max() == 16
+    assert len(subsets) == 2**4 and subsets["size"].max() == 4
+    assert len(pd.read_csv(out / "pairs.csv")) == 6
     summary = json.loads((out / "summary.json").read_text())
     assert summary["accuracy"]["answer"] == pytest.approx(
-        evaluate(trained, task, task.split("test"))["answer"]
+        evaluate(model, task, task.split("test"))["answer"]
     )
     assert set(summary["seconds"]) == {"cache", "singles_and_pairs", "all_subsets"}
-    assert torch.tensor(heads["s_acc"].to_numpy()).shape == (16,)

@@ -1,6 +1,7 @@
 """headcoop: how attention heads share work, on one-layer HookedTransformers.
 
-The data flow is task -> model -> engine -> (analyzers). The public names below are imported
+The data flow is task -> model -> engine -> cache -> metrics (attribution, subsets,
+separation, attention) -> analysis. The public names below are imported
 lazily, so that ``import headcoop`` (and ``headcoop --help``) stays fast: transformer_lens takes
 seconds to import.
 
@@ -34,6 +35,21 @@ _EXPORTS = {
     "train_models": "headcoop.training",
     "load_checkpoint": "headcoop.checkpoint",
     "save_checkpoint": "headcoop.checkpoint",
+    "HeadCache": "headcoop.cache",
+    "collect": "headcoop.cache",
+    "LogitDecomposition": "headcoop.attribution",
+    "decompose": "headcoop.attribution",
+    "head_weights": "headcoop.attribution",
+    "all_subsets": "headcoop.subsets",
+    "learned_accuracy": "headcoop.subsets",
+    "roc_auc": "headcoop.subsets",
+    "separation_accuracy": "headcoop.separation",
+    "weight_ratio": "headcoop.attention",
+    "HeadAnalysis": "headcoop.analysis",
+    "analyze": "headcoop.analysis",
+    "attention_sweep": "headcoop.analysis",
+    "trajectory": "headcoop.dynamics",
+    "random_head_s_acc": "headcoop.dynamics",
 }
 
 __all__ = sorted(_EXPORTS)

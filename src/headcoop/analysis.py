@@ -109,7 +109,7 @@ def analyze(
     decomposition = decompose(model, test)
     timings["cache"] = time.perf_counter() - clock
 
-    measure = _SetMeasure(task, train, test, decomposition)
+    measure = SetMeasure(task, train, test, decomposition)
     n_heads = model.cfg.n_heads
     clock = time.perf_counter()
     pair_masks = singles_and_pairs(n_heads)
@@ -184,7 +184,7 @@ def attention_sweep(
 
         train = collect(model, task, task.split("train"), intervention=intervene)
         test = collect(model, task, task.split("test"), intervention=intervene)
-        measure = _SetMeasure(task, train, test, None)
+        measure = SetMeasure(task, train, test, None)
         rows.append(measure.s_acc(torch.eye(model.cfg.n_heads, dtype=torch.bool)))
     return torch.stack(rows)
 
@@ -203,8 +203,12 @@ def ratio_weights(task: Task, setting: dict[str, float]) -> Float[torch.Tensor, 
     return weights
 
 
-class _SetMeasure:
-    """l-acc, ROC AUC and s-acc of sets of heads, from train and test caches."""
+class SetMeasure:
+    """l-acc, ROC AUC and s-acc of sets of heads, from train and test caches.
+
+    Calling it with masks gives all three (``decomposition`` is then needed); `s_acc` alone
+    needs only the caches.
+    """
 
     def __init__(
         self,

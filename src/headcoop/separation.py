@@ -10,9 +10,7 @@ It is convex and piecewise quadratic, so Newton's method with the current set of
 violators ("active" examples) reaches the exact optimum in a few steps: once a step leaves the
 active set unchanged, the gradient is zero. Every set of heads is the same problem on the full
 feature vector with the other heads' features held at zero, so a whole batch of sets shares one
-set of tensors. The Hessian needs each set's Gram matrix over its active examples; it is built
-once for all examples and then updated only for the examples whose status changed, which after
-the first steps are few.
+set of tensors (`_Shared`); heads of different models each bring their own features (`_Own`).
 """
 
 import torch
@@ -43,10 +41,32 @@ def separation_accuracy(
         max_iter: Newton steps at most (the exact optimum usually takes under 20).
         progress: show a progress bar over batches of sets.
     """
-    weights = fit_separators(train_x, train_y, masks, C, max_iter, progress)
-    test = _features(test_x)
-    signs = torch.where(test_y, 1.0, -1.0).double()
-    return ((weights @ test.T) * signs > 0).float().mean(-1)
+    weights = fit_separators(train_x, train_y, masks, C, max_iter, progress)  # [subset feature]
+    return _accuracy(weights @ _with_intercept(test_x.flatten(1)).T, test_y)
+
+
+def separation_accuracy_each(
+    train_x: Float[torch.Tensor, "problem example d_head"],
+    train_y: Bool[torch.Tensor, " example"],
+    test_x: Float[torch.Tensor, "problem test_example d_head"],
+    test_y: Bool[torch.Tensor, " test_example"],
+    C: float = 1000.0,
+    max_iter: int = 100,
+    progress: bool = False,
+) -> Float[torch.Tensor, " problem"]:
+    """s-acc of many heads that do not share features (for example heads of different models).
+
+    Same problem and solver as `separation_accuracy`, one head per problem.
+    """
+    signs = _signs(train_y)
+    accuracies = []
+    chunks = zip(train_x.split(SET_CHUNK), test_x.split(SET_CHUNK), strict=True)
+    for train_chunk, test_chunk in tqdm(list(chunks), desc="s-acc", disable=not progress):
+        own = _Own(_with_intercept(train_chunk) * signs[:, None])
+        w = _newton(own, C, max_iter)
+        margins = torch.einsum("pnf,pf->pn", _with_intercept(test_chunk), w)
+        accuracies.append(_accuracy(margins, test_y))
+    return torch.cat(accuracies)
 
 
 def fit_separators(
@@ -58,72 +78,124 @@ def fit_separators(
     progress: bool = False,
 ) -> Float[torch.Tensor, "subset feature"]:
     """The optimal (w, intercept) of each set of heads; zero on the features of other heads."""
-    features = _features(x)  # [example feature]
-    signs = torch.where(y, 1.0, -1.0).double()
-    d_head = x.shape[-1]
+    signed = _with_intercept(x.flatten(1)) * _signs(y)[:, None]  # [example feature]
     keep = torch.cat(
-        [masks.repeat_interleave(d_head, dim=1), torch.ones(len(masks), 1, dtype=torch.bool)], dim=1
+        [masks.repeat_interleave(x.shape[-1], dim=1), torch.ones(len(masks), 1, dtype=torch.bool)],
+        dim=1,
     )  # [subset feature]
-    outer = torch.einsum("ef,eg->efg", features, features).flatten(1)  # [example feature^2]
     # A warm start from a subsample leaves only a few steps on all the examples.
     sample = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[: len(y) // 8]
     fitted = []
     for chunk in tqdm(keep.split(SET_CHUNK), desc="s-acc", disable=not progress, unit="chunk"):
-        start = _newton(features[sample], signs[sample], outer[sample], chunk, C, max_iter, None)
-        fitted.append(_newton(features, signs, outer, chunk, C, max_iter, start))
+        start = _newton(_Shared(signed[sample], chunk), C, max_iter)
+        fitted.append(_newton(_Shared(signed, chunk), C, max_iter, start))
     return torch.cat(fitted)
 
 
-def _newton(
-    features: Float[torch.Tensor, "example feature"],
-    signs: Float[torch.Tensor, " example"],
-    outer: Float[torch.Tensor, "example feature_sq"],
-    keep: Bool[torch.Tensor, "subset feature"],
-    C: float,
-    max_iter: int,
-    start: Float[torch.Tensor, "subset feature"] | None,
-) -> Float[torch.Tensor, "subset feature"]:
-    """Newton's method from ``start`` (zero if None) to each set's exact optimum.
+class _Shared:
+    """Problems that share one feature matrix, each using some of its columns (sets of heads).
 
-    Sets that reach their optimum leave the working arrays, which shrink as the loop runs.
+    The Hessian needs each problem's Gram matrix over its active examples: it is built from
+    per-example outer products, then updated only for examples whose status changed.
     """
-    n_sets, n_features = keep.shape
-    eye = torch.eye(n_features, dtype=torch.float64)
-    result = torch.zeros(n_sets, n_features, dtype=torch.float64)
-    rows = torch.arange(n_sets)  # which set each working row is
-    keep_f = keep.double()
+
+    def __init__(self, signed: torch.Tensor, keep: torch.Tensor) -> None:
+        self.signed = signed  # [example feature], each row times its class sign
+        self.outer = torch.einsum("ef,eg->efg", signed, signed).flatten(1)  # [example f*f]
+        self.keep = keep.double()  # [problem feature]
+        self.n_features = signed.shape[1]
+
+    def __len__(self) -> int:
+        return len(self.keep)
+
+    def margins(self, w: torch.Tensor) -> torch.Tensor:
+        return w @ self.signed.T
+
+    def pull(self, residual: torch.Tensor) -> torch.Tensor:
+        return residual @ self.signed * self.keep
+
+    def gram(
+        self,
+        active: torch.Tensor,
+        old: torch.Tensor | None = None,
+        was_active: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        if old is None or (active != was_active).double().mean() > 0.05:
+            return active.double() @ self.outer
+        delta = (active.double() - was_active.double()).to_sparse()
+        return old + torch.sparse.mm(delta, self.outer)
+
+    def hessian(self, gram: torch.Tensor, C: float) -> torch.Tensor:
+        eye = torch.eye(self.n_features, dtype=torch.float64)
+        on = self.keep[:, :, None] * self.keep[:, None, :]
+        # Off-mask rows and columns are the identity: those weights stay zero.
+        return (eye + 2 * C * gram.view(-1, self.n_features, self.n_features)) * on + eye * (1 - on)
+
+    def take(self, rows: torch.Tensor) -> "_Shared":
+        taken = object.__new__(_Shared)
+        taken.__dict__.update(self.__dict__, keep=self.keep[rows])
+        return taken
+
+
+class _Own:
+    """Problems with features of their own (few features each)."""
+
+    def __init__(self, signed: torch.Tensor) -> None:
+        self.signed = signed  # [problem example feature]
+        self.n_features = signed.shape[-1]
+
+    def __len__(self) -> int:
+        return len(self.signed)
+
+    def margins(self, w: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("pnf,pf->pn", self.signed, w)
+
+    def pull(self, residual: torch.Tensor) -> torch.Tensor:
+        return torch.einsum("pn,pnf->pf", residual, self.signed)
+
+    def gram(self, active: torch.Tensor, old=None, was_active=None) -> torch.Tensor:
+        return torch.einsum("pn,pnf,png->pfg", active.double(), self.signed, self.signed)
+
+    def hessian(self, gram: torch.Tensor, C: float) -> torch.Tensor:
+        return torch.eye(self.n_features, dtype=torch.float64) + 2 * C * gram
+
+    def take(self, rows: torch.Tensor) -> "_Own":
+        return _Own(self.signed[rows])
+
+
+def _newton(
+    problems: _Shared | _Own, C: float, max_iter: int, start: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Newton's method from ``start`` (zero if None) to each problem's exact optimum.
+
+    Problems that reach their optimum leave the working arrays, which shrink as the loop runs.
+    """
+    n_problems = len(problems)
+    result = torch.zeros(n_problems, problems.n_features, dtype=torch.float64)
     w = result.clone() if start is None else start.clone()
-    margins = (w @ features.T) * signs  # [row example]
+    rows = torch.arange(n_problems)  # which problem each working row is
+    margins = problems.margins(w)  # [row example]
     active = margins < 1
-    gram = active.double() @ outer  # each row's active examples' Gram, flattened
+    gram = problems.gram(active)
     for _ in range(max_iter):
-        on = keep_f[:, :, None] * keep_f[:, None, :]
-        residual = torch.where(active, margins - 1, 0.0) * signs  # half the loss's slope in x.w
-        grad = (w + 2 * C * residual @ features) * keep_f
-        # Off-mask rows and columns of the Hessian are the identity: those weights stay zero.
-        hessian = (eye + 2 * C * gram.view(-1, n_features, n_features)) * on + eye * (1 - on)
-        step = torch.linalg.solve(hessian, grad[..., None])[..., 0]
-        step_margins = (step @ features.T) * signs  # [row example]
+        residual = torch.where(active, margins - 1, 0.0)  # half the loss's slope in the margin
+        grad = w + 2 * C * problems.pull(residual)
+        step = torch.linalg.solve(problems.hessian(gram, C), grad[..., None])[..., 0]
+        step_margins = problems.margins(step)
         alpha = _line_search(w, step, 1 - margins, step_margins, C)
         w = w - alpha[:, None] * step
         margins = margins - alpha[:, None] * step_margins
         new_active = margins < 1
-        changes = new_active != active
-        if changes.double().mean() > 0.05:  # many changes: rebuild the Gram densely
-            gram = new_active.double() @ outer
-        else:
-            delta = new_active.double() - active.double()
-            gram = gram + torch.sparse.mm(delta.to_sparse(), outer)
-        active = new_active
+        gram = problems.gram(new_active, gram, active)
         # A full Newton step that leaves the active set unchanged lands on the optimum.
-        done = ~changes.any(-1) & (alpha == 1)
+        done = (new_active == active).all(-1) & (alpha == 1)
+        active = new_active
         result[rows[done]] = w[done]
         if done.all():
             return result
         live = ~done
-        rows, w, margins, active, gram, keep_f = (
-            t[live] for t in (rows, w, margins, active, gram, keep_f)
-        )
+        rows, w, margins, active, gram = (t[live] for t in (rows, w, margins, active, gram))
+        problems = problems.take(live)
     result[rows] = w
     return result
 
@@ -170,7 +242,16 @@ def _line_search(
     return alpha
 
 
-def _features(x: Float[torch.Tensor, "example head_index d_head"]) -> torch.Tensor:
-    """Concatenated head outputs and a constant 1 (the intercept), in float64."""
-    flat = x.flatten(1).double()
-    return torch.cat([flat, torch.ones(len(flat), 1, dtype=torch.float64)], dim=1)
+def _with_intercept(x: torch.Tensor) -> torch.Tensor:
+    """Features in float64 with a constant 1 appended (the intercept's feature)."""
+    ones = torch.ones(*x.shape[:-1], 1, dtype=torch.float64)
+    return torch.cat([x.double(), ones], dim=-1)
+
+
+def _signs(y: torch.Tensor) -> torch.Tensor:
+    return torch.where(y, 1.0, -1.0).double()
+
+
+def _accuracy(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Share of examples on the side of their class: ``scores`` is [problem example]."""
+    return ((scores * _signs(y)) > 0).float().mean(-1)

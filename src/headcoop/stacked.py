@@ -67,6 +67,58 @@ def stacked_logits(
     Matches `headcoop.engine.read_logits` on each model (to float32 rounding). With
     ``dropout`` > 0, the attention output at the scored positions is dropped as in training.
     """
+    resid, z = _attention(params, tokens, multiplicity, read_pos, eps, attn_scale)
+    attn_out = torch.einsum("mbrhe,mhed->mbrd", z, params["blocks.0.attn.W_O"])
+    attn_out = attn_out + params["blocks.0.attn.b_O"][:, None, None]
+    if dropout > 0:
+        keep = torch.rand(attn_out.shape, generator=generator) >= dropout
+        attn_out = attn_out * keep / (1 - dropout)
+    resid_read = resid.gather(2, read_pos[..., None].expand(-1, -1, -1, resid.shape[-1]))
+    final = _layernorm(resid_read + attn_out, params, "ln_final", eps)
+    logits = torch.einsum("mbrd,mdv->mbrv", final, params["unembed.W_U"])
+    return logits + params["unembed.b_U"][:, None, None]
+
+
+def stacked_head_outputs(
+    params: Params,
+    tokens: Int[torch.Tensor, "model batch pos"],
+    multiplicity: Float[torch.Tensor, "model batch pos"],
+    read_pos: Int[torch.Tensor, "model batch read"],
+    eps: float,
+    attn_scale: float,
+) -> Float[torch.Tensor, "model batch read head_index d_head"]:
+    """Each head's output O_i (``hook_z``) at the scored positions of bag batches."""
+    return _attention(params, tokens, multiplicity, read_pos, eps, attn_scale)[1]
+
+
+@torch.no_grad()
+def random_params(template: HookedTransformer, n_models: int, generator: torch.Generator) -> Params:
+    """Stacked parameters of ``n_models`` freshly initialised models shaped like ``template``.
+
+    Draws what TransformerLens's GPT-2 initialisation draws: every ``W_`` matrix from
+    N(0, initializer_range), everything else as initialised (zero biases, unit LayerNorm).
+    """
+    std = template.cfg.initializer_range
+    params = {}
+    for name, value in stack_params([template]).items():
+        shape = (n_models, *value.shape[1:])
+        if name.split(".")[-1].startswith("W_"):
+            params[name] = torch.randn(shape, generator=generator) * std
+        else:
+            params[name] = value.detach().expand(shape).clone()
+    return params
+
+
+def _attention(
+    params: Params,
+    tokens: Int[torch.Tensor, "model batch pos"],
+    multiplicity: Float[torch.Tensor, "model batch pos"],
+    read_pos: Int[torch.Tensor, "model batch read"],
+    eps: float,
+    attn_scale: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The embedded residual [model batch pos d_model] and the head outputs at the scored
+    positions [model batch read head d_head]."""
     n_models = tokens.shape[0]
     model_idx = torch.arange(n_models)[:, None, None]
     resid = params["embed.W_E"][model_idx, tokens]  # [model batch pos d_model]
@@ -85,17 +137,7 @@ def stacked_logits(
     visible = positions <= read_pos[..., None]  # causal mask [model batch read pos]
     log_mult = multiplicity.log()[:, :, None, :].masked_fill(~visible, float("-inf"))
     pattern = torch.softmax(scores + log_mult[:, :, None], dim=-1)  # [model batch head read pos]
-    z = torch.einsum("mbhrp,mbphe->mbrhe", pattern, v)
-    attn_out = torch.einsum("mbrhe,mhed->mbrd", z, params["blocks.0.attn.W_O"])
-    attn_out = attn_out + params["blocks.0.attn.b_O"][:, None, None]
-    if dropout > 0:
-        keep = torch.rand(attn_out.shape, generator=generator) >= dropout
-        attn_out = attn_out * keep / (1 - dropout)
-
-    resid_read = resid.gather(2, read_pos[..., None].expand(-1, -1, -1, resid.shape[-1]))
-    final = _layernorm(resid_read + attn_out, params, "ln_final", eps)
-    logits = torch.einsum("mbrd,mdv->mbrv", final, params["unembed.W_U"])
-    return logits + params["unembed.b_U"][:, None, None]
+    return resid, torch.einsum("mbhrp,mbphe->mbrhe", pattern, v)
 
 
 def _layernorm(x: torch.Tensor, params: Params, name: str, eps: float) -> torch.Tensor:

@@ -1,0 +1,142 @@
+"""Heads over training and at initialisation.
+
+- `trajectory`: s-acc and head weight of every head, and model accuracy, at each saved epoch of
+  a training run (the paper's Figure 14, right; Figure 10 pools several runs).
+- `random_head_s_acc`: s-acc of many freshly initialised heads (Figure 14, left), computed for
+  all of them at once from stacked random parameters.
+"""
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from jaxtyping import Float, Int
+from tqdm.auto import tqdm
+
+from headcoop.analysis import SetMeasure
+from headcoop.attribution import head_weights
+from headcoop.cache import collect
+from headcoop.checkpoint import load_checkpoint, run_checkpoints
+from headcoop.config import ModelConfig
+from headcoop.errors import HeadcoopError
+from headcoop.model import build_model
+from headcoop.separation import separation_accuracy_each
+from headcoop.stacked import random_params, stacked_head_outputs
+from headcoop.tasks.base import Task, task_from_config
+
+MODEL_CHUNK = 16
+"""Random models whose head outputs are computed together (bounds memory)."""
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """Per-epoch head metrics of one training run."""
+
+    epochs: Int[torch.Tensor, " checkpoint"]
+    s_acc: Float[torch.Tensor, "checkpoint head_index"]
+    head_weight: Float[torch.Tensor, "checkpoint head_index"]
+    accuracy: Float[torch.Tensor, " checkpoint"]
+
+    @property
+    def weighted_s_acc(self) -> Float[torch.Tensor, " checkpoint"]:
+        """The head-weighted mean s-acc, sum_i hw_i s-acc_i (the paper's Figure 10)."""
+        return (self.s_acc * self.head_weight).sum(-1)
+
+    def to_pandas(self) -> Any:
+        """One row per (epoch, head)."""
+        import pandas as pd
+
+        n_heads = self.s_acc.shape[1]
+        return pd.DataFrame(
+            {
+                "epoch": self.epochs.repeat_interleave(n_heads).tolist(),
+                "head": list(range(n_heads)) * len(self.epochs),
+                "s_acc": self.s_acc.flatten().tolist(),
+                "head_weight": self.head_weight.flatten().tolist(),
+                "accuracy": self.accuracy.repeat_interleave(n_heads).tolist(),
+                "weighted_s_acc": self.weighted_s_acc.repeat_interleave(n_heads).tolist(),
+            }
+        )
+
+
+def trajectory(
+    run: str | Path,
+    task: Task | None = None,
+    epochs: list[int] | None = None,
+    progress: bool = False,
+) -> Trajectory:
+    """Measure every head at each saved epoch of a training run directory.
+
+    Args:
+        run: a run directory with ``epoch_NNNN`` checkpoints.
+        task: the task; by default the one stored in the checkpoints.
+        epochs: only these epochs (all saved ones by default).
+        progress: show a progress bar over checkpoints.
+    """
+    found = [(e, p) for e, p in run_checkpoints(run) if epochs is None or e in epochs]
+    if not found:
+        raise HeadcoopError(f"no epoch checkpoints in {run}")
+    rows = []
+    for _, path in tqdm(found, desc="checkpoints", disable=not progress):
+        model, config = load_checkpoint(path)
+        task = task if task is not None else task_from_config(config.get("task", {}))
+        train = collect(model, task, task.split("train"))
+        test = collect(model, task, task.split("test"))
+        measure = SetMeasure(task, train, test, None)
+        s_acc = measure.s_acc(torch.eye(model.cfg.n_heads, dtype=torch.bool))
+        correct = test.logits[:, 0].argmax(-1) == test.targets[:, 0]
+        rows.append((s_acc, head_weights(model, measure.choice_pair), correct.float().mean()))
+    s_acc, weights, accuracy = (torch.stack(column) for column in zip(*rows, strict=True))
+    return Trajectory(torch.tensor([e for e, _ in found]), s_acc, weights, accuracy)
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
+    """Pearson correlation of two equally long vectors.
+
+    >>> round(pearson(torch.tensor([1.0, 2.0, 3.0]), torch.tensor([2.0, 4.0, 7.0])), 4)
+    0.9934
+    """
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    return float((x * y).sum() / (x.norm() * y.norm()))
+
+
+@torch.no_grad()
+def random_head_s_acc(
+    task: Task,
+    model_cfg: ModelConfig = ModelConfig(),
+    n_heads: int = 10_000,
+    seed: int = 0,
+    progress: bool = False,
+) -> Float[torch.Tensor, " head"]:
+    """s-acc of ``n_heads`` heads of freshly initialised models (TransformerLens's
+    initialisation, as `build_model` draws it), without building the models one by one."""
+    if not task.supports_bags:
+        raise HeadcoopError("random_head_s_acc needs a task with bags")
+    template = build_model(model_cfg, len(task.vocab), seed)
+    n_models = math.ceil(n_heads / model_cfg.n_heads)
+    params = random_params(template, n_models, torch.Generator().manual_seed(seed))
+    eps, attn_scale = template.cfg.eps, float(template.blocks[0].attn.attn_scale)
+    first = task.vocab.index(task.decision_tokens[0])
+
+    def outputs(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        bags = task.bags(task.split(split))
+        chunks = []
+        for start in tqdm(range(0, n_models, MODEL_CHUNK), desc=split, disable=not progress):
+            chunk = {k: v[start : start + MODEL_CHUNK] for k, v in params.items()}
+            m = len(chunk["embed.W_E"])
+            z = stacked_head_outputs(
+                chunk,
+                bags.tokens.expand(m, -1, -1),
+                bags.multiplicity.expand(m, -1, -1),
+                bags.read_pos.expand(m, -1, -1),
+                eps,
+                attn_scale,
+            )
+            chunks.append(z[:, :, 0].transpose(1, 2).flatten(0, 1))  # [model*head example d_head]
+        return torch.cat(chunks)[:n_heads], bags.targets[:, 0] == first
+
+    train_x, train_y = outputs("train")
+    test_x, test_y = outputs("test")
+    return separation_accuracy_each(train_x, train_y, test_x, test_y, progress=progress)

@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from headcoop.analysis import analyze
+from headcoop.cache import collect
+from headcoop.config import ModelConfig, TrainConfig
+from headcoop.dynamics import pearson, random_head_s_acc, trajectory
+from headcoop.errors import HeadcoopError
+from headcoop.model import build_model
+from headcoop.separation import separation_accuracy, separation_accuracy_each
+from headcoop.stacked import random_params, stack_params, stacked_head_outputs, unstack_params
+from headcoop.tasks.count01 import FOUR
+from headcoop.training import train
+
+SMALL = ModelConfig(d_model=8, n_heads=4, d_head=2)
+
+
+def test_trajectory_matches_analyzing_each_checkpoint(task, tmp_path):
+    train(task, SMALL, TrainConfig(epochs=3, lr=3e-3), out=tmp_path)
+    path = trajectory(tmp_path)
+    assert path.epochs.tolist() == [1, 2, 3]
+    assert path.s_acc.shape == path.head_weight.shape == (3, 4)
+    last = analyze(tmp_path / "epoch_0003", subsets=False)
+    assert path.s_acc[-1].tolist() == pytest.approx(last.heads["s_acc"])
+    assert path.head_weight[-1].tolist() == pytest.approx(last.heads["head_weight"])
+    assert path.accuracy[-1].item() == pytest.approx(last.summary["accuracy"]["answer"])
+    assert torch.allclose(path.weighted_s_acc, (path.s_acc * path.head_weight).sum(1))
+    assert len(path.to_pandas()) == 12
+    with pytest.raises(HeadcoopError, match="no epoch checkpoints"):
+        trajectory(tmp_path, epochs=[7])
+
+
+def test_pearson():
+    x = torch.arange(10.0)
+    assert pearson(x, 3 * x + 1) == pytest.approx(1.0)
+    assert pearson(x, -x) == pytest.approx(-1.0)
+
+
+def test_random_params_follow_the_transformer_lens_initialisation():
+    template = build_model(ModelConfig(), 8, seed=0)
+    params = random_params(template, 400, torch.Generator().manual_seed(0))
+    std = template.cfg.initializer_range
+    assert params["blocks.0.attn.W_Q"].std().item() == pytest.approx(std, rel=0.02)
+    assert (params["blocks.0.attn.b_Q"] == 0).all() and (params["blocks.0.ln1.w"] == 1).all()
+    assert params["embed.W_E"].shape == (400, 8, 32)
+
+
+def test_stacked_head_outputs_match_each_models_hook_z(task):
+    template = build_model(ModelConfig(), 8, seed=0)
+    params = random_params(template, 3, torch.Generator().manual_seed(1))
+    models = [build_model(ModelConfig(), 8, seed=s) for s in range(3)]
+    unstack_params(params, models)
+    counts = task.split("test")[:30]
+    bags = task.bags(counts)
+    z = stacked_head_outputs(
+        stack_params(models),
+        bags.tokens.expand(3, -1, -1),
+        bags.multiplicity.expand(3, -1, -1),
+        bags.read_pos.expand(3, -1, -1),
+        template.cfg.eps,
+        float(template.blocks[0].attn.attn_scale),
+    )
+    for i, model in enumerate(models):
+        assert (z[i] - collect(model, task, counts).z).abs().max() < 1e-5
+
+
+def test_per_head_solver_agrees_with_the_shared_one(trained, task):
+    train_cache, test_cache = (
+        collect(trained, task, task.split("train")),
+        collect(trained, task, task.split("test")),
+    )
+    y, y_test = train_cache.targets[:, 0] == FOUR, test_cache.targets[:, 0] == FOUR
+    shared = separation_accuracy(
+        train_cache.z[:, 0], y, test_cache.z[:, 0], y_test, torch.eye(16, dtype=torch.bool)
+    )
+    each = separation_accuracy_each(
+        train_cache.z[:, 0].transpose(0, 1), y, test_cache.z[:, 0].transpose(0, 1), y_test
+    )
+    assert torch.allclose(shared, each)
+
+
+def test_random_heads_span_a_range_of_s_acc(task):
+    s_acc = random_head_s_acc(task, n_heads=40, seed=0)
+    assert s_acc.shape == (40,)
+    assert s_acc.min() >= 0.3 and s_acc.max() <= 1.0 and s_acc.std() > 0.01
