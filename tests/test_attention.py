@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from headcoop.analysis import analyze, attention_sweep, ratio_weights
+from headcoop.analysis import analyze, attention_sweep, intervention_curves, ratio_weights
 from headcoop.attention import fixed_attention_hook, weight_ratio
 from headcoop.cache import collect
 from headcoop.config import ModelConfig
@@ -80,3 +80,13 @@ def test_extreme_w01_collapses_the_outputs(trained, task):
     s_acc = attention_sweep(trained, task, [{"w01": 1.0}, {"w01": 1e-3}, {"w01": 1e3}])
     assert s_acc.shape == (3, 16)
     assert (s_acc[1:].mean(1) < s_acc[0].mean() - 0.2).all()
+
+
+def test_intervention_curves_sweep_both_ratios(trained, task):
+    curves = intervention_curves(trained, task, ratios=(0.01, 1.0, 100.0))
+    assert list(curves.columns) == ["sweep", "ratio", "mean", "std"]
+    assert curves["sweep"].tolist() == ["w01"] * 3 + ["w02"] * 3
+    w01 = curves[curves["sweep"] == "w01"].set_index("ratio")["mean"]
+    assert w01[1.0] > max(w01[0.01], w01[100.0])  # the healthy region is around 1
+    w02 = curves[curves["sweep"] == "w02"].set_index("ratio")["mean"]
+    assert w02[100.0] >= w02[0.01]  # attending to '2' adds noise

@@ -4,7 +4,13 @@ import torch
 from headcoop.analysis import analyze
 from headcoop.cache import collect
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.dynamics import pearson, random_head_s_acc, trajectory
+from headcoop.dynamics import (
+    Trajectory,
+    pearson,
+    random_head_s_acc,
+    trajectory,
+    weighted_s_acc_correlation,
+)
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.separation import separation_accuracy, separation_accuracy_each
@@ -28,6 +34,21 @@ def test_trajectory_matches_analyzing_each_checkpoint(task, tmp_path):
     assert len(path.to_pandas()) == 12
     with pytest.raises(HeadcoopError, match="no epoch checkpoints"):
         trajectory(tmp_path, epochs=[7])
+
+
+def test_weighted_s_acc_correlation_pools_runs_after_the_first_epoch():
+    def run(acc):
+        acc = torch.tensor(acc)
+        return Trajectory(
+            torch.arange(1, len(acc) + 1) * 5,
+            torch.ones(len(acc), 2) * acc[:, None],
+            torch.full((len(acc), 2), 0.5),
+            acc,
+        )
+
+    weighted, accuracy, r = weighted_s_acc_correlation([run([0.5, 0.6, 0.9]), run([0.7, 0.8])])
+    assert accuracy.tolist() == pytest.approx([0.6, 0.9, 0.8])  # epochs 10 and later
+    assert torch.allclose(weighted, accuracy) and r == pytest.approx(1.0)
 
 
 def test_pearson():

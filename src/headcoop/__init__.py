@@ -48,6 +48,7 @@ _EXPORTS = {
     "HeadAnalysis": "headcoop.analysis",
     "analyze": "headcoop.analysis",
     "attention_sweep": "headcoop.analysis",
+    "intervention_curves": "headcoop.analysis",
     "trajectory": "headcoop.dynamics",
     "random_head_s_acc": "headcoop.dynamics",
 }

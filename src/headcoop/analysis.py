@@ -22,7 +22,7 @@ from headcoop.cache import HeadCache, collect
 from headcoop.checkpoint import load_checkpoint
 from headcoop.errors import HeadcoopError
 from headcoop.separation import separation_accuracy
-from headcoop.subsets import all_subsets, learned_accuracy, roc_auc, singles_and_pairs
+from headcoop.subsets import all_subsets, decision_metrics, learned_accuracy, singles_and_pairs
 from headcoop.tasks.base import Task, task_from_config
 
 SUCCESSFUL = 0.98
@@ -40,6 +40,9 @@ class SetMetrics:
     l_acc: Float[torch.Tensor, " subset"]
     roc_auc: Float[torch.Tensor, " subset"]
     s_acc: Float[torch.Tensor, " subset"]
+
+    def __getitem__(self, rows: slice | torch.Tensor) -> "SetMetrics":
+        return SetMetrics(self.masks[rows], self.l_acc[rows], self.roc_auc[rows], self.s_acc[rows])
 
     def to_pandas(self) -> Any:
         import pandas as pd
@@ -135,8 +138,7 @@ def analyze(
     for name, (query, numerator, denominator) in task.attention_ratios.items():
         ids = [task.vocab.index(t) for t in (query, numerator, denominator)]
         heads[name] = weight_ratio(model, *ids).tolist()
-    if len(task.decision_tokens) == 2:
-        heads["head_weight"] = head_weights(model, measure.choice_pair).tolist()
+    heads["head_weight"] = head_weights(model, measure.choice_pair).tolist()
     heads["eos_l_acc"] = eos_l_acc[:n_heads].tolist()
     heads["class"] = classes
 
@@ -150,15 +152,7 @@ def analyze(
         "n_test": len(test),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    return HeadAnalysis(
-        heads,
-        SetMetrics(
-            pair_masks[n_heads:], *(t[n_heads:] for t in (pairs.l_acc, pairs.roc_auc, pairs.s_acc))
-        ),
-        eos_l_acc[n_heads:],
-        subset_metrics,
-        summary,
-    )
+    return HeadAnalysis(heads, pairs[n_heads:], eos_l_acc[n_heads:], subset_metrics, summary)
 
 
 def attention_sweep(
@@ -187,6 +181,45 @@ def attention_sweep(
         measure = SetMeasure(task, train, test, None)
         rows.append(measure.s_acc(torch.eye(model.cfg.n_heads, dtype=torch.bool)))
     return torch.stack(rows)
+
+
+RATIO_GRID = tuple(10 ** (k / 4) for k in range(-12, 13))
+"""Attention ratios from 1e-3 to 1e3, four per decade."""
+
+
+def intervention_curves(
+    model: HookedTransformer,
+    task: Task,
+    ratios: tuple[float, ...] = RATIO_GRID,
+    progress: bool = False,
+) -> Any:
+    """Mean and standard deviation over heads of s-acc under fixed attention (Figures 8, 9).
+
+    The first two of the task's attention ratios (Count01: w01, w02) are swept in turn: the
+    first alone (the second ratio's token gets no attention), then the second with the first
+    held at 1. Returns a DataFrame with columns sweep, ratio, mean, std.
+    """
+    import pandas as pd
+
+    if len(task.attention_ratios) < 2:
+        raise HeadcoopError("intervention_curves needs a task with two attention ratios")
+    first, second = list(task.attention_ratios)[:2]
+    rows = []
+    for name, settings in (
+        (first, [{first: r} for r in ratios]),
+        (second, [{first: 1.0, second: r} for r in ratios]),
+    ):
+        s_acc = attention_sweep(model, task, settings, progress=progress)
+        for r, per_head in zip(ratios, s_acc, strict=True):
+            rows.append(
+                {
+                    "sweep": name,
+                    "ratio": r,
+                    "mean": per_head.mean().item(),
+                    "std": per_head.std().item(),
+                }
+            )
+    return pd.DataFrame(rows)
 
 
 def ratio_weights(task: Task, setting: dict[str, float]) -> Float[torch.Tensor, " d_vocab"]:
@@ -229,8 +262,7 @@ class SetMeasure:
 
     def __call__(self, masks: torch.Tensor, progress: bool = False) -> SetMetrics:
         targets = self.test.targets[:, 0]
-        l_acc = learned_accuracy(self.decomposition, masks, targets, 0, self.choices)
-        auc = roc_auc(self.decomposition, masks, targets, 0, self.choices)
+        l_acc, auc = decision_metrics(self.decomposition, masks, targets, 0, self.choices)
         return SetMetrics(masks, l_acc, auc, self.s_acc(masks, progress))
 
     def s_acc(self, masks: torch.Tensor, progress: bool = False) -> torch.Tensor:

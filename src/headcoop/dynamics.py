@@ -102,6 +102,20 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x * y).sum() / (x.norm() * y.norm()))
 
 
+def weighted_s_acc_correlation(
+    trajectories: list[Trajectory], first_epoch: int = 10
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Head-weighted s-acc and model accuracy pooled over runs from ``first_epoch`` on, and
+    their Pearson correlation (the paper's Figure 10)."""
+    weighted, accuracy = [], []
+    for path in trajectories:
+        later = path.epochs >= first_epoch
+        weighted.append(path.weighted_s_acc[later])
+        accuracy.append(path.accuracy[later])
+    weighted_all, accuracy_all = torch.cat(weighted), torch.cat(accuracy)
+    return weighted_all, accuracy_all, pearson(weighted_all, accuracy_all)
+
+
 @torch.no_grad()
 def random_head_s_acc(
     task: Task,

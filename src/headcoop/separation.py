@@ -17,8 +17,14 @@ import torch
 from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 
-SET_CHUNK = 2048
-"""Sets of heads fitted together (bounds memory: about 100 MB at 7,000 examples)."""
+CHUNK_ELEMENTS = 4_000_000
+"""Problems are fitted in batches whose [problem, example] arrays hold about this many numbers
+(about 500 sets at 7,000 examples): small enough to stay fast in cache, large enough to keep
+the per-batch overhead low."""
+
+
+def _chunk_size(n_examples: int) -> int:
+    return max(64, CHUNK_ELEMENTS // n_examples)
 
 
 def separation_accuracy(
@@ -60,7 +66,8 @@ def separation_accuracy_each(
     """
     signs = _signs(train_y)
     accuracies = []
-    chunks = zip(train_x.split(SET_CHUNK), test_x.split(SET_CHUNK), strict=True)
+    size = _chunk_size(train_x.shape[1])
+    chunks = zip(train_x.split(size), test_x.split(size), strict=True)
     for train_chunk, test_chunk in tqdm(list(chunks), desc="s-acc", disable=not progress):
         own = _Own(_with_intercept(train_chunk) * signs[:, None])
         w = _newton(own, C, max_iter)
@@ -86,7 +93,8 @@ def fit_separators(
     # A warm start from a subsample leaves only a few steps on all the examples.
     sample = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[: len(y) // 8]
     fitted = []
-    for chunk in tqdm(keep.split(SET_CHUNK), desc="s-acc", disable=not progress, unit="chunk"):
+    chunks = keep.split(_chunk_size(len(y)))
+    for chunk in tqdm(chunks, desc="s-acc", disable=not progress, unit="chunk"):
         start = _newton(_Shared(signed[sample], chunk), C, max_iter)
         fitted.append(_newton(_Shared(signed, chunk), C, max_iter, start))
     return torch.cat(fitted)

@@ -10,7 +10,7 @@ import itertools
 import torch
 from jaxtyping import Bool, Float, Int
 
-from headcoop.attribution import LogitDecomposition
+from headcoop.attribution import SUBSET_CHUNK, LogitDecomposition
 
 
 def all_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
@@ -43,9 +43,7 @@ def learned_accuracy(
 ) -> Float[torch.Tensor, " subset"]:
     """l-acc: accuracy with the heads outside each set ablated, the prediction being the
     highest logit among ``choices`` (the decision tokens, or the whole vocabulary)."""
-    logits = decomposition.subset_logits(masks, read, choices)  # [subset example choice]
-    predicted = choices[logits.argmax(-1)]
-    return (predicted == targets).float().mean(-1)
+    return decision_metrics(decomposition, masks, targets, read, choices, with_auc=False)[0]
 
 
 def roc_auc(
@@ -57,9 +55,27 @@ def roc_auc(
 ) -> Float[torch.Tensor, " subset"]:
     """The largest, over the tokens t in ``choices``, of the ROC AUC of logit t (with the heads
     outside each set ablated) as a score for "the next token is t"."""
-    logits = decomposition.subset_logits(masks, read, choices)  # [subset example choice]
-    aucs = [auc(logits[..., k], targets == token) for k, token in enumerate(choices.tolist())]
-    return torch.stack(aucs).amax(0)
+    return decision_metrics(decomposition, masks, targets, read, choices)[1]
+
+
+def decision_metrics(
+    decomposition: LogitDecomposition,
+    masks: Bool[torch.Tensor, "subset head_index"],
+    targets: Int[torch.Tensor, " example"],
+    read: int,
+    choices: Int[torch.Tensor, " choice"],
+    with_auc: bool = True,
+) -> tuple[Float[torch.Tensor, " subset"], Float[torch.Tensor, " subset"] | None]:
+    """l-acc and (if ``with_auc``) ROC AUC of each set, from one pass over the ablated logits,
+    a chunk of sets at a time."""
+    l_acc, aucs = [], []
+    for chunk in masks.split(SUBSET_CHUNK):
+        logits = decomposition.subset_logits(chunk, read, choices)  # [subset example choice]
+        l_acc.append((choices[logits.argmax(-1)] == targets).float().mean(-1))
+        if with_auc:
+            per_token = [auc(logits[..., k], targets == t) for k, t in enumerate(choices.tolist())]
+            aucs.append(torch.stack(per_token).amax(0))
+    return torch.cat(l_acc), torch.cat(aucs) if with_auc else None
 
 
 def auc(
@@ -71,11 +87,17 @@ def auc(
     ...     torch.tensor([False, False, True, True])).tolist()
     [0.75, 0.5]
     """
-    ordered = scores.sort(dim=-1).values.contiguous()
-    below = torch.searchsorted(ordered, scores.contiguous(), right=False)
-    not_above = torch.searchsorted(ordered, scores.contiguous(), right=True)
-    ranks = (below + not_above + 1).double() / 2  # 1-based, ties share their mean rank
+    ordered, order = scores.sort(dim=-1)
+    n = scores.shape[-1]
+    index = torch.arange(n).expand_as(ordered)
+    new = ordered[:, 1:] != ordered[:, :-1]
+    edge = torch.ones(len(ordered), 1, dtype=torch.bool)
+    starts = torch.cat([edge, new], dim=1)  # first of a run of equal scores
+    ends = torch.cat([new, edge], dim=1).flip(-1)  # last of a run, counted from the right
+    first = torch.where(starts, index, 0).cummax(-1).values
+    last = n - 1 - torch.where(ends, index, 0).cummax(-1).values.flip(-1)
+    ranks = (first + last).double() / 2 + 1  # tied scores share the mean of their ranks
     n_pos = int(positive.sum())
     n_neg = positive.numel() - n_pos
-    rank_sum = ranks[:, positive].sum(-1)
+    rank_sum = (ranks * positive[order]).sum(-1)
     return ((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).float()
