@@ -10,6 +10,18 @@ from headcoop.engine import evaluate
 from headcoop.errors import HeadcoopError
 from headcoop.training import train
 
+HEAD_COLUMNS = [
+    "head",
+    "s_acc",
+    "l_acc",
+    "roc_auc",
+    "w01",
+    "w02",
+    "head_weight",
+    "eos_l_acc",
+    "class",
+]
+
 
 @pytest.fixture(scope="module")
 def result(trained, task):
@@ -18,17 +30,7 @@ def result(trained, task):
 
 def test_per_head_table(result):
     frame = result.heads_frame()
-    assert list(frame.columns) == [
-        "head",
-        "s_acc",
-        "l_acc",
-        "roc_auc",
-        "w01",
-        "w02",
-        "head_weight",
-        "eos_l_acc",
-        "class",
-    ]
+    assert list(frame.columns) == HEAD_COLUMNS
     assert len(frame) == 16
     assert frame["head_weight"].sum() == pytest.approx(1.0)
     assert ((frame["class"] == "successful") == (frame["s_acc"] >= SUCCESSFUL)).all()
@@ -70,17 +72,7 @@ def test_cli_writes_tables_and_summary(task, tmp_path, capsys):
     assert main(["analyze", str(tmp_path), "--out", str(out), "--quiet"]) == 0
     assert "heads: " in capsys.readouterr().out
     heads = pd.read_csv(out / "heads.csv")
-    assert {
-        "head",
-        "s_acc",
-        "l_acc",
-        "roc_auc",
-        "w01",
-        "w02",
-        "head_weight",
-        "eos_l_acc",
-        "class",
-    } <= set(heads.columns)
+    assert list(heads.columns) == HEAD_COLUMNS
     assert len(heads) == 4
     subsets = pd.read_csv(out / "subsets.csv.gz", keep_default_na=False)
     assert len(subsets) == 2**4 and subsets["size"].max() == 4
