@@ -20,6 +20,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=list(range(10)))
     parser.add_argument("--out", type=Path, default=Path("runs/seeds"))
     parser.add_argument("--epochs", type=int, default=100)
+    parser.add_argument("--lr-schedule", default="cosine", choices=("cosine", "constant"))
     args = parser.parse_args()
 
     from headcoop import Count01, ModelConfig, TrainConfig, evaluate, train
@@ -30,7 +31,7 @@ def main() -> None:
         model = train(
             task,
             ModelConfig(),
-            TrainConfig(seed=seed, epochs=args.epochs),
+            TrainConfig(seed=seed, epochs=args.epochs, lr_schedule=args.lr_schedule),
             out=args.out / f"seed_{seed}",
             resume=True,
             progress=True,

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from headcoop.engine import Hook, iter_batches, read_logits, use_bags
+from headcoop.engine import Hook, inference_batches, read_logits
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Task
 
@@ -67,11 +67,9 @@ def collect(
     """
     if model.cfg.n_layers != 1:
         raise HeadcoopError("the head analyzers need a model with one attention layer")
-    bags = use_bags(model, task, mode)
-    order = torch.arange(len(examples)) if bags else task.lengths(examples).argsort()
     parts: dict[str, list[torch.Tensor]] = {"z": [], "mass": [], "resid_pre": [], "logits": []}
     index: list[torch.Tensor] = []
-    batches = iter_batches(task, examples, order, batch_size, bags, model.cfg.n_heads)
+    batches = inference_batches(model, task, examples, mode, batch_size)
     for idx, batch in tqdm(batches, desc="cache", disable=not progress, unit="batch"):
         captured: dict[str, torch.Tensor] = {}
         hooks = [] if intervention is None else intervention(batch)

@@ -132,6 +132,16 @@ def iter_batches(
         start = stop
 
 
+def inference_batches(
+    model: HookedTransformer, task: Task, examples: torch.Tensor, mode: str, batch_size: int
+) -> Iterator[tuple[Int[torch.Tensor, " batch"], Batch]]:
+    """Batches for a pass over ``examples``: bags in order where exact, else full sequences
+    shortest first (so that each batch pads little), with the indices of each batch."""
+    bags = use_bags(model, task, mode)
+    order = torch.arange(len(examples)) if bags else task.lengths(examples).argsort()
+    return iter_batches(task, examples, order, batch_size, bags, model.cfg.n_heads)
+
+
 @torch.no_grad()
 def predict(
     model: HookedTransformer,
@@ -141,11 +151,8 @@ def predict(
     batch_size: int = 1024,
 ) -> Float[torch.Tensor, "example read d_vocab"]:
     """Logits at the scored positions of every example, in the order given."""
-    bags = use_bags(model, task, mode)
-    # Full sequences go shortest first so that each batch pads little.
-    order = torch.arange(len(examples)) if bags else task.lengths(examples).argsort()
     out = torch.empty(len(examples), len(task.read_names), model.cfg.d_vocab)
-    for idx, batch in iter_batches(task, examples, order, batch_size, bags, model.cfg.n_heads):
+    for idx, batch in inference_batches(model, task, examples, mode, batch_size):
         out[idx] = read_logits(model, batch)
     return out
 
