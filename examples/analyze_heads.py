@@ -28,7 +28,7 @@ cache = collect(model, task, task.split("test"))
 parts = decompose(model, cache)
 four, five = task.vocab.index("4"), task.vocab.index("5")
 bias_toward_4 = (parts.head_logits[:, 0, :, four] - parts.head_logits[:, 0, :, five]).mean(0)
-print("mean z_4 - z_5 by head:", bias_toward_4.round(decimals=2).tolist())
+print("mean z_4 - z_5 by head:", [round(v, 2) for v in bias_toward_4.tolist()])
 
 # Fix the attention at '=' (no '2', w01 swept) and measure each head again (Figure 8).
 ratios = torch.logspace(-3, 3, 7).tolist()
