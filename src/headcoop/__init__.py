@@ -51,6 +51,7 @@ _EXPORTS = {
     "intervention_curves": "headcoop.analysis",
     "trajectory": "headcoop.dynamics",
     "random_head_s_acc": "headcoop.dynamics",
+    "minimal_solution": "headcoop.minimal",
 }
 
 __all__ = sorted(_EXPORTS)
