@@ -8,7 +8,12 @@ the score of '=' against token t is e_= e_t, so '=' gives weight e^N to each '0'
 each '1' and about nothing to the rest; its output y lies between N (only 0s) and N+1 (only 1s),
 and equals a = (N + e(N+1)) / (1 + e) exactly when the 0s and 1s are equally many. The unembedding
 (0 0 0 0 0 1 -1 4) with bias (0 0 0 0 0 -a-1 a+1+eps -12(N+1)) turns the residual 1 + y into
-'4' when y > a, '5' otherwise, and after '4' or '5' (residual 2N^2) into [EOS].
+'4' when y > a, '5' otherwise, and after '4' or '5' (residual 2N^2) into [EOS]. The appendix
+compares only '4', '5' and [EOS]; here the other tokens get bias -1e4 instead of 0, so that the
+argmax over the whole vocabulary agrees.
+
+The appendix's table of embeddings is missing from our copy of the text; these values are
+reconstructed from its attention logits and output formulas, and reproduce them.
 
 The approximation needs n2 much smaller than e^N: 2s pull y towards their value 0, and when
 that shift exceeds the gap between a tie and one more '1' the answer flips. `minimal_solution`
