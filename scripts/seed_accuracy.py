@@ -7,9 +7,7 @@ Each seed is exactly ``headcoop train --seed S``; runs resume where they stopped
 """
 
 import argparse
-import csv
 import json
-import os
 import statistics
 import time
 from pathlib import Path
@@ -24,6 +22,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from headcoop import Count01, ModelConfig, TrainConfig, evaluate, train
+    from headcoop.files import write_atomic
 
     task, rows = Count01(), []
     for seed in args.seeds:
@@ -52,23 +51,13 @@ def main() -> None:
     name = "seed_accuracy" + (
         "" if args.seeds == list(range(10)) else "_" + "_".join(map(str, args.seeds))
     )
-    args.out.mkdir(parents=True, exist_ok=True)
-    _atomic_write(args.out / f"{name}.json", json.dumps(summary, indent=2) + "\n")
-    tmp = args.out / f".{name}.csv"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, args.out / f"{name}.csv")
+    write_atomic(args.out / f"{name}.json", json.dumps(summary, indent=2) + "\n")
+    lines = ["seed,test_answer,test_eos,seconds"]
+    lines += [f"{r['seed']},{r['test_answer']},{r['test_eos']},{r['seconds']}" for r in rows]
+    write_atomic(args.out / f"{name}.csv", "\n".join(lines) + "\n")
     print(
         f"mean test accuracy {summary['mean']:.4f}, min {summary['min']:.4f} over {len(rows)} seeds"
     )
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 if __name__ == "__main__":
