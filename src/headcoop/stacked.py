@@ -71,12 +71,17 @@ def stacked_logits(
     attn_out = torch.einsum("mbrhe,mhed->mbrd", z, params["blocks.0.attn.W_O"])
     attn_out = attn_out + params["blocks.0.attn.b_O"][:, None, None]
     if dropout > 0:
-        keep = torch.rand(attn_out.shape, generator=generator) >= dropout
-        attn_out = attn_out * keep / (1 - dropout)
+        attn_out = drop_out(attn_out, dropout, generator)
     resid_read = resid.gather(2, read_pos[..., None].expand(-1, -1, -1, resid.shape[-1]))
     final = _layernorm(resid_read + attn_out, params, "ln_final", eps)
     logits = torch.einsum("mbrd,mdv->mbrv", final, params["unembed.W_U"])
     return logits + params["unembed.b_U"][:, None, None]
+
+
+def drop_out(x: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
+    """Inverted dropout with masks drawn from ``generator`` (so that runs are reproducible)."""
+    keep = torch.rand(x.shape, generator=generator) >= rate
+    return x * keep / (1 - rate)
 
 
 def stacked_head_outputs(

@@ -38,7 +38,7 @@ from headcoop.engine import (
 )
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.stacked import stack_params, stacked_logits, unstack_params
+from headcoop.stacked import drop_out, stack_params, stacked_logits, unstack_params
 from headcoop.tasks.base import Batch, Task
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,7 @@ def attn_out_dropout(rate: float, generator: torch.Generator) -> Hook:
     def drop(
         attn_out: Float[torch.Tensor, "batch pos d_model"], hook: HookPoint
     ) -> Float[torch.Tensor, "batch pos d_model"]:
-        keep = torch.rand(attn_out.shape, generator=generator) >= rate
-        return attn_out * keep / (1 - rate)
+        return drop_out(attn_out, rate, generator)
 
     return (lambda name: name.endswith("hook_attn_out")), drop
 
@@ -185,8 +184,7 @@ class _StackedStep:
         self.params_by_name = stack_params(models)
         self.params = list(self.params_by_name.values())
         self.train_bags = task.bags(task.split("train"))
-        self.val_examples = task.split("val")
-        self.val_bags = task.bags(self.val_examples)
+        self.val_bags = task.bags(task.split("val"))
         self.n_examples = len(self.train_bags)
         attn = models[0].blocks[0].attn
         self.eps, self.attn_scale = models[0].cfg.eps, float(attn.attn_scale)
