@@ -3,12 +3,13 @@
 import pytest
 import torch
 
-from headcoop.config import ModelConfig
+from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine import read_logits
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.stacked import stack_params, stacked_logits, unstack_params
 from headcoop.tasks import Count01
+from headcoop.training import train_models
 
 
 def run_stack(models, bags_per_model):
@@ -69,8 +70,58 @@ def test_unstack_writes_parameters_back():
     assert torch.equal(models[1].blocks[0].attn.W_Q, params["blocks.0.attn.W_Q"][1])
 
 
-def test_only_same_shaped_bag_models_stack():
-    with pytest.raises(HeadcoopError, match="one config"):
+def test_stacked_models_must_share_all_but_their_sizes():
+    with pytest.raises(HeadcoopError, match="differ only in n_heads and d_model"):
         stack_params([build_model(ModelConfig(), 8, 0), build_model(ModelConfig(d_head=3), 8, 0)])
     with pytest.raises(HeadcoopError, match="without positions"):
         stack_params([build_model(ModelConfig(positional=True), 8, 0)])
+
+
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_models_of_different_sizes_stack_exactly(layernorm):
+    task = Count01()
+    shapes = [(32, 16), (8, 1), (2, 4)]  # (d_model, n_heads)
+    models = [
+        build_model(ModelConfig(d_model=d, n_heads=h, layernorm=layernorm), 8, seed)
+        for seed, (d, h) in enumerate(shapes)
+    ]
+    bag = task.bags(task.split("test")[:60])
+    params, logits = run_stack(models, [bag] * len(models))
+    assert params["embed.W_E"].shape == (3, 8, 32)
+    assert ("dim_mask" in params) == layernorm
+    for model, stacked in zip(models, logits, strict=True):
+        assert (stacked - read_logits(model, bag)).abs().max() < 1e-5
+
+
+def test_padding_gets_exactly_zero_gradient():
+    models = [build_model(ModelConfig(d_model=d, n_heads=h), 8, 0) for d, h in [(8, 4), (3, 2)]]
+    bag = Count01().bags(Count01().split("train")[:32])
+    params, logits = run_stack(models, [bag, bag])
+    logits.sum().backward()
+    small = models[1].state_dict()
+    for name, p in params.items():
+        if p.requires_grad:
+            inside = torch.zeros_like(p.grad[1], dtype=torch.bool)
+            inside[tuple(map(slice, small[name].shape))] = True
+            assert p.grad[1][~inside].abs().sum() == 0 and p[1][~inside].abs().sum() == 0
+
+
+def test_a_model_trains_the_same_beside_a_larger_one():
+    task = Count01(
+        splits={
+            "train": {"size": 300, "n01": (0, 20), "n2": (0, 20)},
+            "val": {"size": 50, "n01": (21, 30), "n2": (0, 30)},
+            "test": {"size": 50, "n01": (31, 40), "n2": (0, 40)},
+        }
+    )
+    cfg = TrainConfig(epochs=2, dropout=0.0)
+    small = ModelConfig(d_model=8, n_heads=2)
+    alone = [build_model(small, 8, 0)]
+    beside = [build_model(small, 8, 0), build_model(ModelConfig(), 8, 1)]
+    train_models(task, alone, cfg)
+    train_models(task, beside, cfg)
+    trained_beside = dict(beside[0].named_parameters())
+    for name, value in alone[0].named_parameters():
+        if name == "blocks.0.attn.b_K":  # zero true gradient: AdamW steps on rounding noise
+            continue
+        assert (value - trained_beside[name]).abs().max() < 1e-5, name

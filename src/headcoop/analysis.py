@@ -6,6 +6,7 @@ syntactic [EOS] task), attention ratios and head weights; optionally the three d
 for every subset of heads. Results convert to pandas.
 """
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from headcoop.attribution import LogitDecomposition, decompose, head_weights
 from headcoop.cache import HeadCache, collect
 from headcoop.checkpoint import load_checkpoint
 from headcoop.errors import HeadcoopError
+from headcoop.files import write_atomic
 from headcoop.separation import separation_accuracy
 from headcoop.subsets import all_subsets, decision_metrics, learned_accuracy, singles_and_pairs
 from headcoop.tasks.base import Task, task_from_config
@@ -78,6 +80,19 @@ class HeadAnalysis:
         frame = self.pairs.to_pandas()
         frame["eos_l_acc"] = self.pair_eos_l_acc.tolist()
         return frame
+
+    def save(self, out: str | Path, **extra: Any) -> Path:
+        """Write heads.csv, pairs.csv, subsets.csv.gz (if measured) and summary.json (with
+        ``extra`` entries) into the directory ``out``, each atomically."""
+        out = Path(out)
+        write_atomic(out / "heads.csv", self.heads_frame().to_csv(index=False))
+        write_atomic(out / "pairs.csv", self.pairs_frame().to_csv(index=False))
+        if self.subsets is not None:
+            subsets_csv = self.subsets.to_pandas().to_csv(index=False)
+            write_atomic(out / "subsets.csv.gz", subsets_csv, compress=True)
+        summary = json.dumps({**extra, **self.summary}, indent=2) + "\n"
+        write_atomic(out / "summary.json", summary)
+        return out
 
 
 def analyze(

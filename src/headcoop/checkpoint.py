@@ -181,11 +181,7 @@ def load_optimizer_state(path: str | Path) -> dict[str, Any]:
         raise HeadcoopError(f"{Path(path)}: missing {OPTIMIZER}, cannot resume from it") from None
     except (safetensors.SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
         raise HeadcoopError(f"{file} is corrupt: {exc}") from None
-    state = {
-        int(index): {key: tensors[f"{index}.{key}"] for key in keys}
-        for index, keys in layout["state"].items()
-    }
-    return {"state": state, "param_groups": layout["param_groups"]}
+    return _unflatten_optimizer(tensors, layout)
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -196,6 +192,15 @@ def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tens
         for key, value in param_state.items():
             tensors[f"{index}.{key}"] = torch.as_tensor(value).contiguous()
     return tensors, {"state": keys, "param_groups": state_dict["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict) -> dict[str, Any]:
+    """Rebuild the torch optimizer state dict that `_flatten_optimizer` split."""
+    state = {
+        int(index): {key: tensors[f"{index}.{key}"] for key in keys}
+        for index, keys in layout["state"].items()
+    }
+    return {"state": state, "param_groups": layout["param_groups"]}
 
 
 def _hooked_kwargs(model: HookedTransformer) -> dict[str, Any]:
@@ -213,3 +218,51 @@ def _fsync_dir_files(directory: Path) -> None:
     for file in directory.iterdir():
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
+
+
+def save_stack(
+    path: str | Path,
+    models: list[HookedTransformer],
+    meta: dict[str, Any],
+    optimizer_state: dict[str, Any],
+) -> Path:
+    """Write the state of models trained side by side to one file, atomically, for resuming.
+
+    The file holds each model's state dict (``"{i}/{name}"``), the shared optimizer state
+    (``"optimizer/..."``) and ``meta`` (JSON); `load_stack` reads it back.
+    """
+    path = Path(path)
+    tensors = {
+        f"{i}/{k}": v.contiguous() for i, m in enumerate(models) for k, v in m.state_dict().items()
+    }
+    opt_tensors, layout = _flatten_optimizer(optimizer_state)
+    tensors.update({f"optimizer/{k}": v for k, v in opt_tensors.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata={"meta": json.dumps(meta), "layout": json.dumps(layout)})
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
+
+
+def load_stack(
+    path: str | Path,
+) -> tuple[list[dict[str, torch.Tensor]], dict[str, Any], dict[str, Any]]:
+    """Read a `save_stack` file: the models' state dicts, ``meta`` and the optimizer state."""
+    try:
+        tensors = load_file(path)
+        with safetensors.safe_open(path, framework="pt") as handle:
+            header = handle.metadata()
+        meta, layout = json.loads(header["meta"]), json.loads(header["layout"])
+    except (safetensors.SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
+        raise HeadcoopError(f"{path} is corrupt: {exc}") from None
+    by_owner: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        owner, name = key.split("/", 1)
+        by_owner.setdefault(owner, {})[name] = value
+    optimizer = by_owner.pop("optimizer", {})
+    states = [by_owner[str(i)] for i in range(len(by_owner))]
+    return states, meta, _unflatten_optimizer(optimizer, layout)

@@ -150,17 +150,9 @@ def _train(args: argparse.Namespace) -> None:
 
 def _analyze(args: argparse.Namespace) -> None:
     from headcoop.analysis import analyze
-    from headcoop.files import write_atomic
 
     result = analyze(args.checkpoint, subsets=not args.no_subsets, progress=not args.quiet)
-    out = Path(args.out)
-    write_atomic(out / "heads.csv", result.heads_frame().to_csv(index=False))
-    write_atomic(out / "pairs.csv", result.pairs_frame().to_csv(index=False))
-    if result.subsets is not None:
-        subsets_csv = result.subsets.to_pandas().to_csv(index=False)
-        write_atomic(out / "subsets.csv.gz", subsets_csv, compress=True)
-    summary = {"checkpoint": str(args.checkpoint), **result.summary}
-    write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    out = result.save(args.out, checkpoint=str(args.checkpoint))
     classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
     print(f"heads: {classes}; results in {out}")
 

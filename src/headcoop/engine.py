@@ -14,7 +14,6 @@ The model is run unchanged; one hook on ``blocks.0.attn.hook_attn_scores`` adds 
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
@@ -83,8 +82,15 @@ def read_logits(
 def batch_loss(
     logits: Float[torch.Tensor, "batch read d_vocab"], targets: Int[torch.Tensor, "batch read"]
 ) -> torch.Tensor:
-    """Mean negative log-likelihood of the scored tokens."""
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten())
+    """Mean negative log-likelihood of the scored tokens.
+
+    Written out rather than `F.cross_entropy`, which is twice as slow on CPU for the small
+    vocabularies of toy tasks (a reduction over a short last axis).
+    """
+    logits, targets = logits.flatten(0, 1), targets.flatten()
+    shift = logits.detach().amax(-1, keepdim=True)
+    log_z = (logits - shift).exp().sum(-1).log() + shift[:, 0]
+    return (log_z - logits.gather(1, targets[:, None])[:, 0]).mean()
 
 
 def use_bags(model: HookedTransformer, task: Task, mode: str = "auto") -> bool:

@@ -35,21 +35,44 @@ _NORMS = ("blocks.0.ln1.w", "blocks.0.ln1.b", "ln_final.w", "ln_final.b")
 
 
 def stack_params(models: list[HookedTransformer]) -> Params:
-    """Copy the trainable parameters of same-shaped models into stacked leaf tensors."""
+    """Copy the trainable parameters of models into stacked leaf tensors.
+
+    Models may differ in ``n_heads`` and ``d_model``: smaller ones are padded with zeros to
+    the largest shape. Padding is exact and stays exact in training: a zero head has zero
+    values and a zero output matrix, a zero residual dimension is never read, so the padding
+    gets exactly zero gradient and AdamW (zero moments, decay of zero) leaves it at zero. Only
+    LayerNorm must know each model's width: its statistics use the ``dim_mask`` entry [model
+    d_model] (present, and not trainable, when widths differ).
+    """
     if not models or not all(bag_exact(m) and m.cfg.attn_only for m in models):
         raise HeadcoopError("stacking needs one-layer attention-only models without positions")
     names = _param_names(models[0])
-    if any(_param_names(m) != names or m.cfg.to_dict() != models[0].cfg.to_dict() for m in models):
-        raise HeadcoopError("stacked models must share one config")
+    reference = _shared_config(models[0])
+    if any(_param_names(m) != names or _shared_config(m) != reference for m in models):
+        raise HeadcoopError("stacked models may differ only in n_heads and d_model")
     states = [m.state_dict() for m in models]
-    return {n: torch.stack([s[n] for s in states]).detach().requires_grad_(True) for n in names}
+    params = {n: _padded_stack([s[n] for s in states]).requires_grad_(True) for n in names}
+    widths = torch.tensor([m.cfg.d_model for m in models])
+    if (widths != widths.max()).any() and "ln_final.w" in params:
+        params["dim_mask"] = (torch.arange(int(widths.max())) < widths[:, None]).float()
+    return params
 
 
 @torch.no_grad()
 def unstack_params(params: Params, models: list[HookedTransformer]) -> None:
-    """Write stacked parameters back into ``models`` (the models `stack_params` read)."""
+    """Write stacked parameters back into ``models`` (the models `stack_params` read),
+    cutting away any padding."""
     for i, model in enumerate(models):
-        model.load_state_dict({n: p[i] for n, p in params.items()}, strict=False)
+        state = model.state_dict()
+        model.load_state_dict(
+            {n: p[i][tuple(map(slice, state[n].shape))] for n, p in trainable(params).items()},
+            strict=False,
+        )
+
+
+def trainable(params: Params) -> Params:
+    """The entries of ``params`` that training updates (all but the padding mask)."""
+    return {n: p for n, p in params.items() if p.requires_grad}
 
 
 def stacked_logits(
@@ -67,12 +90,11 @@ def stacked_logits(
     Matches `headcoop.engine.read_logits` on each model (to float32 rounding). With
     ``dropout`` > 0, the attention output at the scored positions is dropped as in training.
     """
-    resid, z = _attention(params, tokens, multiplicity, read_pos, eps, attn_scale)
+    resid_read, z = _attention(params, tokens, multiplicity, read_pos, eps, attn_scale)
     attn_out = torch.einsum("mbrhe,mhed->mbrd", z, params["blocks.0.attn.W_O"])
     attn_out = attn_out + params["blocks.0.attn.b_O"][:, None, None]
     if dropout > 0:
         attn_out = drop_out(attn_out, dropout, generator)
-    resid_read = resid.gather(2, read_pos[..., None].expand(-1, -1, -1, resid.shape[-1]))
     final = _layernorm(resid_read + attn_out, params, "ln_final", eps)
     logits = torch.einsum("mbrd,mdv->mbrv", final, params["unembed.W_U"])
     return logits + params["unembed.b_U"][:, None, None]
@@ -105,7 +127,7 @@ def random_params(template: HookedTransformer, n_models: int, generator: torch.G
     """
     std = template.cfg.initializer_range
     params = {}
-    for name, value in stack_params([template]).items():
+    for name, value in trainable(stack_params([template])).items():
         shape = (n_models, *value.shape[1:])
         if name.split(".")[-1].startswith("W_"):
             params[name] = torch.randn(shape, generator=generator) * std
@@ -122,37 +144,97 @@ def _attention(
     eps: float,
     attn_scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The embedded residual [model batch pos d_model] and the head outputs at the scored
-    positions [model batch read head d_head]."""
-    n_models = tokens.shape[0]
+    """The embedded residual at the scored positions [model batch read d_model] and the head
+    outputs there [model batch read head d_head].
+
+    With no positions, a query, key or value depends on its token alone, and attention from a
+    scored position over a bag is
+
+        z = sum_v C_v exp(s_uv) v_v / sum_v C_v exp(s_uv)
+
+    where u is the query token and C_v the count of key token v it sees. So each model's
+    vocabulary-sized tables of exp(scores) and values are built once per step, and every
+    example is a count vector over (query token, key token) pairs contracted with them in one
+    batched matmul: no per-example softmax, keys or values.
+    """
+    n_models, batch, n_read = read_pos.shape
+    d_vocab = params["embed.W_E"].shape[1]
+    counts = _pair_counts(tokens, multiplicity, read_pos, d_vocab)  # [model batch*read u*v]
+    present = counts.unflatten(-1, (d_vocab, d_vocab)).sum((1, 2)) > 0  # [model key_token]
+
+    x = _layernorm(params["embed.W_E"], params, "blocks.0.ln1", eps)  # [model vocab d_model]
+    q = torch.einsum("mud,mhde->muhe", x, params["blocks.0.attn.W_Q"])
+    k = torch.einsum("mvd,mhde->mvhe", x, params["blocks.0.attn.W_K"])
+    v = torch.einsum("mvd,mhde->mvhe", x, params["blocks.0.attn.W_V"])
+    q = q + params["blocks.0.attn.b_Q"][:, None]
+    k = k + params["blocks.0.attn.b_K"][:, None]
+    v = v + params["blocks.0.attn.b_V"][:, None]
+    scores = torch.einsum("muhe,mvhe->muvh", q, k) / attn_scale  # [model u v head]
+    # Shift each query token's scores by their maximum over the key tokens that occur, as a
+    # softmax does; tokens that never occur get weight 0 (their counts are 0 anyway).
+    visible = present[:, None, :, None]
+    shift = scores.detach().masked_fill(~visible, float("-inf")).amax(2, keepdim=True)
+    weights = (scores - shift.nan_to_num(neginf=0.0)).masked_fill(~visible, float("-inf")).exp()
+    ones = torch.ones_like(v[..., :1])
+    values = torch.cat([v, ones], dim=-1)  # [model v head d_head+1]: numerator and denominator
+    table = weights[..., None] * values[:, None]  # [model u v head d_head+1]
+    sums = torch.bmm(counts, table.flatten(3).flatten(1, 2))  # [model batch*read head*(e+1)]
+    sums = sums.reshape(n_models, batch, n_read, -1, values.shape[-1])
+    z = sums[..., :-1] / sums[..., -1:]
+
+    read_tokens = tokens.gather(2, read_pos)
     model_idx = torch.arange(n_models)[:, None, None]
-    resid = params["embed.W_E"][model_idx, tokens]  # [model batch pos d_model]
-    x = _layernorm(resid, params, "blocks.0.ln1", eps)
-    x_read = x.gather(2, read_pos[..., None].expand(-1, -1, -1, x.shape[-1]))
+    return params["embed.W_E"][model_idx, read_tokens], z
 
-    q = torch.einsum("mbrd,mhde->mbrhe", x_read, params["blocks.0.attn.W_Q"])
-    q = q + params["blocks.0.attn.b_Q"][:, None, None]
-    k = torch.einsum("mbpd,mhde->mbphe", x, params["blocks.0.attn.W_K"])
-    k = k + params["blocks.0.attn.b_K"][:, None, None]
-    v = torch.einsum("mbpd,mhde->mbphe", x, params["blocks.0.attn.W_V"])
-    v = v + params["blocks.0.attn.b_V"][:, None, None]
 
-    scores = torch.einsum("mbrhe,mbphe->mbhrp", q, k) / attn_scale
+def _pair_counts(
+    tokens: Int[torch.Tensor, "model batch pos"],
+    multiplicity: Float[torch.Tensor, "model batch pos"],
+    read_pos: Int[torch.Tensor, "model batch read"],
+    d_vocab: int,
+) -> Float[torch.Tensor, "model batch_read pair"]:
+    """For each scored position, how often it sees each (query token, key token) pair: the
+    query token is its own, the keys are the bag's positions up to it (with multiplicity)."""
     positions = torch.arange(tokens.shape[2])
-    visible = positions <= read_pos[..., None]  # causal mask [model batch read pos]
-    log_mult = multiplicity.log()[:, :, None, :].masked_fill(~visible, float("-inf"))
-    pattern = torch.softmax(scores + log_mult[:, :, None], dim=-1)  # [model batch head read pos]
-    return resid, torch.einsum("mbhrp,mbphe->mbrhe", pattern, v)
+    visible = positions <= read_pos[..., None]  # [model batch read pos]
+    read_tokens = tokens.gather(2, read_pos)  # [model batch read]
+    pair = read_tokens[..., None] * d_vocab + tokens[:, :, None, :]  # [model batch read pos]
+    weight = multiplicity[:, :, None, :] * visible
+    counts = torch.zeros(*read_pos.shape, d_vocab * d_vocab)
+    counts.scatter_add_(-1, pair, weight)
+    return counts.flatten(1, 2)
 
 
 def _layernorm(x: torch.Tensor, params: Params, name: str, eps: float) -> torch.Tensor:
-    """TransformerLens LayerNorm with per-model weights (identity when the model has none)."""
+    """TransformerLens LayerNorm with per-model weights (identity when the model has none),
+    over each model's own width when the stack is padded."""
     if f"{name}.w" not in params:
         return x
-    x = x - x.mean(-1, keepdim=True)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
     shape = (x.shape[0],) + (1,) * (x.dim() - 2) + (x.shape[-1],)
+    if "dim_mask" in params:
+        mask = params["dim_mask"].reshape(shape)
+        width = mask.sum(-1, keepdim=True)
+        x = (x - (x * mask).sum(-1, keepdim=True) / width) * mask
+        x = x / (x.pow(2).sum(-1, keepdim=True) / width + eps).sqrt()
+    else:
+        x = x - x.mean(-1, keepdim=True)
+        x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
     return x * params[f"{name}.w"].reshape(shape) + params[f"{name}.b"].reshape(shape)
+
+
+def _padded_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Stack tensors of equal rank, zero-padding each axis to the largest size."""
+    shape = [max(sizes) for sizes in zip(*(t.shape for t in tensors), strict=True)]
+    out = torch.zeros(len(tensors), *shape)
+    for i, t in enumerate(tensors):
+        out[i][tuple(map(slice, t.shape))] = t
+    return out
+
+
+def _shared_config(model: HookedTransformer) -> dict:
+    """The config entries that stacked models must share (all but the padded sizes)."""
+    differ = {"n_heads", "d_model", "d_mlp", "initializer_range", "n_params"}
+    return {k: v for k, v in model.cfg.to_dict().items() if k not in differ}
 
 
 def _param_names(model: HookedTransformer) -> tuple[str, ...]:

@@ -38,7 +38,7 @@ from headcoop.engine import (
 )
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.stacked import drop_out, stack_params, stacked_logits, unstack_params
+from headcoop.stacked import drop_out, stack_params, stacked_logits, trainable, unstack_params
 from headcoop.tasks.base import Batch, Task
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,7 @@ class _StackedStep:
     def __init__(self, task: Task, models: list[HookedTransformer], cfg: TrainConfig) -> None:
         self.task, self.models, self.cfg = task, models, cfg
         self.params_by_name = stack_params(models)
-        self.params = list(self.params_by_name.values())
+        self.params = list(trainable(self.params_by_name).values())
         self.train_bags = task.bags(task.split("train"))
         self.val_bags = task.bags(task.split("val"))
         self.n_examples = len(self.train_bags)
