@@ -117,6 +117,23 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-subsets", action="store_true", help="skip the all-subsets pass")
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.set_defaults(run=_analyze)
+
+    figures = commands.add_parser(
+        "figures",
+        help="every figure and table of the paper, with an HTML report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train and measure what the paper's figures need (cached under CACHE: a "
+        "rerun only redraws, an interrupted run resumes), then write OUT/index.html, one HTML "
+        "and one PNG per item, and the data behind them.",
+    )
+    figures.add_argument("--out", default="figures", help="directory for the report")
+    figures.add_argument("--cache", default="runs/figures", help="directory for cached results")
+    figures.add_argument(
+        "--quick", action="store_true", help="small splits and sweeps: checks the pipeline"
+    )
+    figures.add_argument("--no-png", action="store_true", help="skip the PNG pictures")
+    figures.add_argument("--quiet", action="store_true", help="no progress bars")
+    figures.set_defaults(run=_figures)
     return parser
 
 
@@ -155,6 +172,23 @@ def _analyze(args: argparse.Namespace) -> None:
     out = result.save(args.out, checkpoint=str(args.checkpoint))
     classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
     print(f"heads: {classes}; results in {out}")
+
+
+def _figures(args: argparse.Namespace) -> None:
+    import logging
+
+    from headcoop.figures.plan import FigurePlan
+    from headcoop.figures.report import make_figures
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("headcoop.figures").setLevel(logging.INFO)
+    plan = FigurePlan.quick() if args.quick else FigurePlan.paper()
+    summary = make_figures(plan, args.out, args.cache, png=not args.no_png, progress=not args.quiet)
+    disagree = sum(r["verdict"] == "disagrees" for r in summary["paper_comparison"])
+    print(
+        f"report: {Path(args.out) / 'index.html'} ({summary['seconds']['total']:.0f} s; "
+        f"{disagree} disagreement(s) with the paper's text). {summary['png']}"
+    )
 
 
 def _eval(args: argparse.Namespace) -> None:
