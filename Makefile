@@ -7,9 +7,11 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup test test-slow train analyze bench bench-train bench-subsets lint clean
+.PHONY: help setup chromium test test-slow figures train analyze bench bench-train bench-subsets lint clean
 
 help:
+	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
+	@echo "                (QUICK=1: small sweeps into $(RUNS)/figures-quick, about a minute)"
 	@echo "make test       run the test suite (<10 min on 2 cores)"
 	@echo "make train      train and evaluate the paper's model (d_model 32, 16 heads) in $(RUNS)/paper"
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
@@ -25,8 +27,28 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-test: $(STAMP)
+# PNG export (kaleido) and the report's browser test need a Chromium. Install Debian's when it
+# is missing and we are root; otherwise say so: PNGs are then skipped and the test is skipped.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's chromium (for PNGs and the report's browser test)"; \
+	    { apt-get install -y -qq chromium >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; } || \
+	    echo "chromium could not be installed: PNGs and the browser test will be skipped"; \
+	  else \
+	    echo "no chromium, and no root to install it: PNGs and the browser test will be skipped"; \
+	  fi; }
+
+test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+figures: $(STAMP) chromium
+ifdef QUICK
+	$(VENV)/bin/headcoop figures --quick --out $(RUNS)/figures-quick --cache $(RUNS)/figures
+else
+	$(VENV)/bin/headcoop figures --out figures --cache $(RUNS)/figures
+endif
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow

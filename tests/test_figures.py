@@ -1,0 +1,139 @@
+"""`make figures QUICK=1`: the whole pipeline end to end, and the report in a real browser."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+import headcoop.figures.compute as compute
+from headcoop.figures import plots
+from headcoop.figures.plan import FigurePlan
+from headcoop.figures.report import compare_with_paper, make_figures
+
+ITEMS = [f"fig{n:02d}" for n in range(1, 16)] + ["table1", "appendix_a"]
+CHROMIUM = shutil.which("chromium")
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    """Run `headcoop figures --quick` (what `make figures QUICK=1` runs) into a fresh cache."""
+    root = tmp_path_factory.mktemp("figures")
+    command = [sys.executable, "-m", "headcoop.cli", "figures", "--quick", "--quiet"]
+    command += ["--out", str(root / "out"), "--cache", str(root / "cache")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "report:" in done.stdout
+    return root
+
+
+def test_every_item_is_written_with_its_data(report):
+    out = report / "out"
+    for item in ITEMS:
+        assert (out / f"{item}.html").stat().st_size > 1000, item
+        if CHROMIUM:
+            assert (out / f"{item}.png").stat().st_size > 1000, item
+    assert (out / "plotly.min.js").exists()
+    for name in ("fig02_grid.csv", "table1_models.csv", "fig10_14_trajectories.csv"):
+        assert not pd.read_csv(out / "data" / name).empty
+    summary = json.loads((out / "summary.json").read_text())
+    plan = FigurePlan.quick()
+    assert sum(summary["head_classes_by_seed"]["0"].values()) == plan.model.n_heads
+    assert len(summary["table1"]) == len(plan.table1)
+    assert summary["random_heads"]["n"] == plan.random_heads
+    assert -1 <= summary["pearson_r_weighted_s_acc_accuracy"] <= 1
+    assert ("skipped" in summary["png"]) == (CHROMIUM is None)
+
+
+def test_a_rerun_reads_the_cache_instead_of_training(report, tmp_path, monkeypatch):
+    def no_training(*args, **kwargs):
+        raise AssertionError("cached work was redone")
+
+    monkeypatch.setattr(compute, "train_stack", no_training)
+    monkeypatch.setattr(compute, "run_sweep", no_training)
+    monkeypatch.setattr(compute, "analyze", no_training)
+    summary = make_figures(FigurePlan.quick(), tmp_path, report / "cache", png=False)
+    assert summary["png"].startswith("PNGs were not asked for")
+    assert (tmp_path / "index.html").exists()
+
+
+def render(page: Path, profile: Path) -> tuple[str, list[str]]:
+    """The DOM of ``page`` after headless Chromium ran its scripts, and its console lines."""
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
+        "--virtual-time-budget=30000",
+        "--dump-dom",
+    ]
+    done = subprocess.run(
+        [CHROMIUM, *flags, page.resolve().as_uri()], capture_output=True, text=True, timeout=120
+    )
+    return done.stdout, [line for line in done.stderr.splitlines() if ":CONSOLE" in line]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")
+def test_the_report_renders_every_figure_without_console_errors(report, tmp_path):
+    dom, console = render(report / "out" / "index.html", tmp_path / "profile")
+    assert console == []
+    rendered = dom.count('class="plotly-graph-div js-plotly-plot"')  # plotly marks drawn plots
+    assert rendered == len(ITEMS)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")
+def test_the_browser_check_sees_a_script_error(tmp_path):
+    page = tmp_path / "bad.html"
+    page.write_text("<html><body><script>throw new Error('boom')</script></body></html>")
+    _, console = render(page, tmp_path / "profile")
+    assert any("boom" in line for line in console)
+
+
+def test_pair_gain_is_a_pair_minus_its_stronger_head():
+    heads = pd.DataFrame({"head": [0, 1, 2], "s_acc": [0.6, 0.9, 0.7]})
+    pairs = pd.DataFrame({"heads": ["0 1", "0 2", "1 2"], "s_acc": [0.95, 0.65, 0.85]})
+    gain = plots.pair_gain(heads, pairs)
+    assert gain[0, 0] == 0.6 and gain[1, 1] == 0.9
+    assert gain[0, 1] == pytest.approx(0.05) and gain[1, 0] == pytest.approx(0.05)
+    assert gain[1, 2] == pytest.approx(-0.05) and gain[0, 2] == pytest.approx(-0.05)
+
+
+def test_separator_segments_stay_inside_the_plot_box():
+    line = pd.Series({"w_x": 1.0, "w_y": -1.0, "b": 0.0})  # y = x
+    xs, ys = plots._separator_segment(line, -1, 2, 0, 1)
+    assert xs == [0.0, 1.0] and ys == [0.0, 1.0]
+    assert (
+        plots._separator_segment(pd.Series({"w_x": 0.0, "w_y": 1.0, "b": -5.0}), 0, 1, 0, 1) is None
+    )
+
+
+def test_table1_counts_successful_and_perfect_heads():
+    rows = [
+        (2, 1, s, 0, a) for s, a in [(0, 1.0), (1, 0.99), (2, 0.5)]
+    ]  # d, heads, seed, head, s-acc
+    rows += [(2, 2, 0, h, a) for h, a in [(0, 1.0), (1, 0.97)]]
+    frame = pd.DataFrame(rows, columns=["d_model", "n_heads", "seed", "head", "s_acc"])
+    frame["test_accuracy"] = 1.0
+    table = plots.table1_frame(frame).set_index("heads per exp")
+    assert table.loc[1, "number of exps"] == 3 and table.loc[1, "total heads"] == 3
+    assert table.loc[1, "heads with s-acc >= 98%"] == 2 and table.loc[1, "perfect heads"] == 1
+    assert table.loc[2, "total heads"] == 2 and table.loc[2, "heads with s-acc >= 98%"] == 1
+
+
+def test_the_comparison_flags_a_disagreement(report):
+    summary = json.loads((report / "out" / "summary.json").read_text())
+    summary["head_class_shares"] = {"successful": 0.1, "mixed": 0.1, "failed": 0.8}
+    verdicts = {r["paper"]: r["verdict"] for r in compare_with_paper(summary)}
+    assert verdicts["roughly half of the heads are successful (Sec. 6)"] == "disagrees"
+    summary["head_class_shares"] = {"successful": 0.5, "mixed": 0.1, "failed": 0.4}
+    verdicts = {r["paper"]: r["verdict"] for r in compare_with_paper(summary)}
+    assert verdicts["roughly half of the heads are successful (Sec. 6)"] == "agrees"
