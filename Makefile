@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-slow figures train analyze bench bench-train bench-subsets lint clean
+.PHONY: help setup chromium test test-slow figures train analyze bench bench-train bench-subsets bench-sweep lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -15,7 +15,7 @@ help:
 	@echo "make test       run the test suite (<10 min on 2 cores)"
 	@echo "make train      train and evaluate the paper's model (d_model 32, 16 heads) in $(RUNS)/paper"
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
-	@echo "make bench      training speed (full sequences vs bags) and all-subsets analysis speed"
+	@echo "make bench      speed: full sequences vs bags, stacked sweeps, all-subsets analysis"
 	@echo "make lint       ruff check and format check"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
 
@@ -59,10 +59,13 @@ train: $(STAMP)
 analyze: train
 	$(VENV)/bin/headcoop analyze $(RUNS)/paper --out $(RUNS)/paper/analysis
 
-bench: bench-train bench-subsets
+bench: bench-train bench-subsets bench-sweep
 
 bench-train: $(STAMP)
 	$(PY) scripts/bench_train.py
+
+bench-sweep: $(STAMP)
+	$(PY) scripts/bench_sweep.py
 
 bench-subsets: train
 	$(PY) scripts/bench_subsets.py $(RUNS)/paper

@@ -37,6 +37,7 @@ def test_every_item_is_written_with_its_data(report):
         if CHROMIUM:
             assert (out / f"{item}.png").stat().st_size > 1000, item
     assert (out / "plotly.min.js").exists()
+    assert len(pd.read_csv(out / "table1.csv")) == len(FigurePlan.quick().table1)
     for name in ("fig02_grid.csv", "table1_models.csv", "fig10_14_trajectories.csv"):
         assert not pd.read_csv(out / "data" / name).empty
     summary = json.loads((out / "summary.json").read_text())
