@@ -1,0 +1,340 @@
+"""The measurements behind every figure, each computed once and cached as a file.
+
+`FigureData` trains what the plan needs and writes each result (CSV or JSON) into its
+directory, named by the plan's key; a result that is already there is read back instead of
+recomputed, and training resumes from its last saved state. So an interrupted `make figures`
+picks up where it stopped and a rerun only redraws.
+"""
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from transformer_lens import HookedTransformer
+
+from headcoop.analysis import analyze, intervention_curves
+from headcoop.cache import collect
+from headcoop.checkpoint import load_checkpoint
+from headcoop.config import ModelConfig
+from headcoop.dynamics import random_head_s_acc, trajectory
+from headcoop.engine import evaluate
+from headcoop.files import write_atomic
+from headcoop.figures.plan import FigurePlan
+from headcoop.minimal import minimal_solution
+from headcoop.separation import fit_separators
+from headcoop.sweep import Experiment, run_sweep, train_stack
+from headcoop.tasks.base import Task, make_task
+
+log = logging.getLogger(__name__)
+
+
+class FigureData:
+    """Lazily computed, cached measurements for one `FigurePlan`.
+
+    Args:
+        plan: what to compute.
+        cache: the cache directory. Measurements go to ``<cache>/<plan key>/``; the trained
+            models, which are costly, are keyed by their own settings so that other plans
+            reuse them: the main models under ``<cache>/main/<key>/``, sweep results in
+            ``<cache>/sweeps/results.json``.
+        progress: show progress bars for long steps.
+    """
+
+    def __init__(self, plan: FigurePlan, cache: str | Path, progress: bool = False) -> None:
+        self.plan, self.progress = plan, progress
+        self.task: Task = make_task("count01", **plan.task)
+        cache = Path(cache)
+        self.root = cache / plan.key()
+        main_settings = (self.task.to_config(), plan.model, plan.train, plan.main_seeds)
+        self.main_dir = cache / "main" / _short_hash(main_settings)
+        self.sweep_dir = cache / "sweeps"
+        self.root.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.root / "plan.json", json.dumps(plan.to_dict(), indent=2) + "\n")
+
+    # --- the main models -------------------------------------------------------------------
+
+    def main_run(self, seed: int) -> Path:
+        """The run directory of the main model with this seed (trained on first use, all main
+        seeds side by side, with a checkpoint every epoch)."""
+        runs = [self.main_dir / f"seed_{s}" for s in self.plan.main_seeds]
+        if not all((run / "final").exists() for run in runs):
+            log.info("training the main models (seeds %s)", self.plan.main_seeds)
+            experiments = [Experiment(self.plan.model, s) for s in self.plan.main_seeds]
+            train_stack(
+                self.task,
+                experiments,
+                self.plan.train,
+                self.main_dir / "stack.safetensors",
+                runs=runs,
+                progress=self.progress,
+            )
+        return self.main_dir / f"seed_{seed}"
+
+    def main_model(self, seed: int) -> HookedTransformer:
+        return load_checkpoint(self.main_run(seed))[0]
+
+    def analysis(self, seed: int) -> dict[str, Any]:
+        """heads, pairs (and for the first seed all subsets) of a main model."""
+        out = self.root / "analysis" / f"seed_{seed}"
+        if not (out / "summary.json").exists():
+            full = seed == self.plan.main_seeds[0]
+            log.info("analysing seed %d%s", seed, " (all subsets)" if full else "")
+            result = analyze(self.main_model(seed), self.task, subsets=full, progress=self.progress)
+            result.save(out, seed=seed)
+        found = {
+            "heads": pd.read_csv(out / "heads.csv"),
+            "pairs": pd.read_csv(out / "pairs.csv"),
+            "summary": json.loads((out / "summary.json").read_text()),
+        }
+        if (out / "subsets.csv.gz").exists():
+            found["subsets"] = pd.read_csv(out / "subsets.csv.gz", dtype={"heads": str})
+        return found
+
+    # --- per-figure measurements of the first main model -----------------------------------
+
+    def logits(self) -> pd.DataFrame:
+        """Fig 1: the model's logits of the decision and end tokens on the test split, by
+        current token and true next token."""
+
+        def make() -> pd.DataFrame:
+            model = self.main_model(self.plan.main_seeds[0])
+            examples = self.task.split("test")
+            cache = collect(model, self.task, examples)
+            current = self.task.sequences(examples)  # the token at each scored position
+            read_tokens = current.tokens.gather(1, current.read_pos)
+            vocab = self.task.vocab
+            shown = [*self.task.decision_tokens, vocab[-1]]
+            rows = []
+            for read in range(cache.logits.shape[1]):
+                for token in shown:
+                    rows.append(
+                        pd.DataFrame(
+                            {
+                                "current": [vocab[t] for t in read_tokens[:, read].tolist()],
+                                "next": [vocab[t] for t in cache.targets[:, read].tolist()],
+                                "token": token,
+                                "logit": cache.logits[:, read, vocab.index(token)].tolist(),
+                            }
+                        )
+                    )
+            return pd.concat(rows, ignore_index=True)
+
+        return self._csv("fig01_logits.csv", make, text=("current", "next", "token"))
+
+    def head_outputs(self) -> dict[str, pd.DataFrame]:
+        """Figs 6, 7, 15: head outputs of train and test samples, the value vectors of the
+        counted tokens and each head's separating line, in each head's output space."""
+
+        def points() -> pd.DataFrame:
+            model = self.main_model(self.plan.main_seeds[0])
+            gen = torch.Generator().manual_seed(0)
+            frames = []
+            for split in ("train", "test"):
+                examples = self.task.split(split)
+                pick = torch.randperm(len(examples), generator=gen)[: self.plan.scatter_points]
+                cache = collect(model, self.task, examples[pick])
+                z = cache.z[:, 0]  # [example head d_head]
+                label = [self.task.vocab[t] for t in cache.targets[:, 0].tolist()]
+                for head in range(z.shape[1]):
+                    frames.append(
+                        pd.DataFrame(
+                            {
+                                "head": head,
+                                "split": split,
+                                "class": label,
+                                "x": z[:, head, 0].tolist(),
+                                "y": z[:, head, -1].tolist(),
+                            }
+                        )
+                    )
+            return pd.concat(frames, ignore_index=True)
+
+        return {
+            "points": self._csv("fig06_head_outputs.csv", points, text=("class",)),
+            "values": self._csv("fig06_values.csv", self._value_vectors, text=("token",)),
+            "separators": self._csv("fig06_separators.csv", self._separators),
+        }
+
+    def _value_vectors(self) -> pd.DataFrame:
+        model = self.main_model(self.plan.main_seeds[0])
+        counted = [t for t in self.task.vocab if t in ("0", "1", "2")]
+        ids = torch.tensor([self.task.vocab.index(t) for t in counted])
+        with torch.no_grad():
+            x = model.blocks[0].ln1(model.embed.W_E[ids][None])[0]  # [token d_model]
+            attn = model.blocks[0].attn
+            v = torch.einsum("td,hde->hte", x, attn.W_V) + attn.b_V[:, None]
+        rows = [
+            {"head": h, "token": tok, "x": float(v[h, i, 0]), "y": float(v[h, i, -1])}
+            for h in range(v.shape[0])
+            for i, tok in enumerate(counted)
+        ]
+        return pd.DataFrame(rows)
+
+    def _separators(self) -> pd.DataFrame:
+        """Each single head's fitted separator w . O + b = 0 (the s-acc fit)."""
+        model = self.main_model(self.plan.main_seeds[0])
+        train = collect(model, self.task, self.task.split("train"))
+        first = self.task.vocab.index(self.task.decision_tokens[0])
+        n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
+        masks = torch.eye(n_heads, dtype=torch.bool)
+        weights = fit_separators(train.z[:, 0], train.targets[:, 0] == first, masks)
+        rows = []
+        for h in range(n_heads):
+            w = weights[h, h * d_head : (h + 1) * d_head]
+            rows.append({"head": h, "w_x": float(w[0]), "w_y": float(w[-1]), "b": float(weights[h, -1])})
+        return pd.DataFrame(rows)
+
+    def interventions(self) -> pd.DataFrame:
+        """Figs 8, 9: s-acc of the first main model's heads under fixed attention ratios."""
+
+        def make() -> pd.DataFrame:
+            model = self.main_model(self.plan.main_seeds[0])
+            return intervention_curves(model, self.task, progress=self.progress)
+
+        return self._csv("fig08_09_interventions.csv", make)
+
+    # --- training dynamics -----------------------------------------------------------------
+
+    def trajectories(self) -> pd.DataFrame:
+        """Figs 10, 14 (right): per-epoch head s-acc, head weight and accuracy of every main
+        model."""
+
+        def make() -> pd.DataFrame:
+            frames = []
+            for seed in self.plan.main_seeds:
+                path = trajectory(self.main_run(seed), self.task, progress=self.progress)
+                frames.append(path.to_pandas().assign(seed=seed))
+            return pd.concat(frames, ignore_index=True)
+
+        return self._csv("fig10_14_trajectories.csv", make)
+
+    def random_heads(self) -> pd.DataFrame:
+        """Fig 14 (left): s-acc of heads of freshly initialised main-shaped models."""
+
+        def make() -> pd.DataFrame:
+            s_acc = random_head_s_acc(
+                self.task, self.plan.model, self.plan.random_heads, progress=self.progress
+            )
+            return pd.DataFrame({"s_acc": s_acc.tolist()})
+
+        return self._csv("fig14_random_heads.csv", make)
+
+    # --- sweeps ----------------------------------------------------------------------------
+
+    def grid(self) -> pd.DataFrame:
+        """Fig 2: test accuracy of every (heads, d_model, seed) of the grid."""
+
+        def make() -> pd.DataFrame:
+            stacks = [
+                [
+                    Experiment(replace(self.plan.model, n_heads=h, d_model=d), seed)
+                    for h in self.plan.grid_heads
+                    for seed in range(self.plan.grid_seeds)
+                ]
+                for d in self.plan.grid_dims
+            ]
+            results = run_sweep(
+                self.task, stacks, self.plan.train, self.sweep_dir, self.progress
+            )
+            return _sweep_frame(results)
+
+        return self._csv("fig02_grid.csv", make)
+
+    def table1(self) -> pd.DataFrame:
+        """Table 1: s-acc of every head of the d_head = 1 models without LayerNorm."""
+
+        def make() -> pd.DataFrame:
+            def models(row: Any) -> list[Experiment]:
+                cfg = ModelConfig(d_model=row.d_model, n_heads=row.n_heads, d_head=1, layernorm=False)
+                return [Experiment(cfg, seed) for seed in range(row.n_exps)]
+
+            rows = self.plan.table1
+            stacks = [
+                [e for r in rows if r.n_heads == 1 and r.d_model >= 4 for e in models(r)],
+                [e for r in rows if r.n_heads == 1 and r.d_model < 4 for e in models(r)],
+                [e for r in rows if r.n_heads > 1 for e in models(r)],
+            ]
+            stacks = [s for s in stacks if s]
+            results = run_sweep(
+                self.task, stacks, self.plan.train, self.sweep_dir, self.progress
+            )
+            return _sweep_frame(results)
+
+        return self._csv("table1_models.csv", make)
+
+    # --- appendix A ------------------------------------------------------------------------
+
+    def minimal(self) -> pd.DataFrame:
+        """Appendix A: the hand-set minimal model's test accuracy by N, and its accuracy when
+        the test examples get many more 2s."""
+
+        def make() -> pd.DataFrame:
+            test = self.task.split("test")
+            rows = []
+            for n in self.plan.minimal_N:
+                model = minimal_solution(N=n)
+                for n2 in (None, 1_000, 10_000, 100_000):
+                    examples = test if n2 is None else test.clone().index_fill_(1, torch.tensor([2]), n2)
+                    result = evaluate(model, self.task, examples)
+                    rows.append(
+                        {
+                            "N": n,
+                            "n2": "test split" if n2 is None else n2,
+                            "answer_accuracy": result[self.task.read_names[0]],
+                            "eos_accuracy": result[self.task.read_names[1]],
+                        }
+                    )
+            return pd.DataFrame(rows)
+
+        return self._csv("appendix_a_minimal.csv", make)
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _csv(
+        self, name: str, make: Callable[[], pd.DataFrame], text: tuple[str, ...] = ()
+    ) -> pd.DataFrame:
+        """Read ``name`` from the cache, or make it and write it there atomically. The
+        ``text`` columns hold token names, read back as strings (not as numbers)."""
+        path = self.root / name
+        if path.exists():
+            return pd.read_csv(path, dtype={column: str for column in text})
+        log.info("measuring %s", name)
+        frame = make()
+        write_atomic(path, frame.to_csv(index=False))
+        return frame
+
+
+def _short_hash(settings: Any) -> str:
+    text = json.dumps(settings, sort_keys=True, default=lambda o: o.__dict__)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _sweep_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per head of every swept model."""
+    rows = []
+    for model in results:
+        shape = {k: model[k] for k in ("d_model", "n_heads", "d_head", "layernorm", "seed")}
+        for head, s_acc in enumerate(model["s_acc"]):
+            rows.append({**shape, "test_accuracy": model["test_accuracy"], "head": head, "s_acc": s_acc})
+    return pd.DataFrame(rows)
+
+
+def measure_all(data: FigureData) -> None:
+    """Compute everything the figures need (in the order that fails fastest)."""
+    for seed in data.plan.main_seeds:
+        data.analysis(seed)
+    data.logits()
+    data.head_outputs()
+    data.interventions()
+    data.minimal()
+    data.random_heads()
+    data.trajectories()
+    data.grid()
+    data.table1()
+

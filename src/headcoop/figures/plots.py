@@ -1,0 +1,441 @@
+"""One plotly figure per item of the paper, drawn from the cached measurements.
+
+Every function takes DataFrames (as `headcoop.figures.compute.FigureData` returns them) and
+returns a `plotly.graph_objects.Figure`; nothing here trains or measures.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+CLASS_COLOURS = {"4": "#1f77b4", "5": "#ff7f0e"}
+TOKEN_COLOURS = {"0": "#d62728", "1": "#2ca02c", "2": "#7f7f7f"}
+SEED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+
+
+def fig01_logits(logits: pd.DataFrame) -> go.Figure:
+    """Distributions of the logits of '4', '5' and [EOS] by current and true next token."""
+    tokens = list(dict.fromkeys(logits["token"]))
+    fig = make_subplots(rows=1, cols=len(tokens), subplot_titles=[f"logit of '{t}'" for t in tokens])
+    groups = logits.groupby(["current", "next"], sort=True)
+    for col, token in enumerate(tokens, start=1):
+        for i, ((current, nxt), frame) in enumerate(groups):
+            values = frame.loc[frame["token"] == token, "logit"]
+            fig.add_trace(
+                go.Box(
+                    y=values,
+                    name=f"{current} → {nxt}",
+                    marker_color=SEED_COLOURS[i % len(SEED_COLOURS)],
+                    boxpoints=False,
+                    showlegend=col == 1,
+                    legendgroup=f"{current}{nxt}",
+                ),
+                row=1,
+                col=col,
+            )
+    fig.update_layout(title="Fig 1: next-token logits by current → true next token (test split)")
+    return fig
+
+
+def fig02_grid(grid: pd.DataFrame) -> go.Figure:
+    """Mean and standard deviation over seeds of test accuracy on the heads × d_model grid."""
+    models = grid.drop_duplicates(["d_model", "n_heads", "seed"])
+    stats = models.groupby(["d_model", "n_heads"])["test_accuracy"].agg(["mean", "std", "count"])
+    mean = stats["mean"].unstack("n_heads")
+    std = stats["std"].unstack("n_heads")
+    n_seeds = int(stats["count"].max())
+    fig = make_subplots(
+        rows=1, cols=2, subplot_titles=("mean test accuracy", "standard deviation"), horizontal_spacing=0.12
+    )
+    for col, (table, scale) in enumerate(((mean, "Viridis"), (std, "Reds")), start=1):
+        fig.add_trace(
+            go.Heatmap(
+                z=table.values,
+                x=[str(h) for h in table.columns],
+                y=[str(d) for d in table.index],
+                colorscale=scale,
+                text=np.round(table.values, 3),
+                texttemplate="%{text}",
+                colorbar={"x": 0.44 if col == 1 else 1.0},
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="heads", type="category", row=1, col=col)
+        fig.update_yaxes(title_text="d_model", type="category", row=1, col=col)
+    fig.update_layout(title=f"Fig 2: model accuracy on Count01 over {n_seeds} seeds")
+    return fig
+
+
+def pair_matrix(heads: pd.DataFrame, pairs: pd.DataFrame, column: str) -> np.ndarray:
+    """A heads × heads matrix: ``column`` of single heads on the diagonal, of pairs elsewhere."""
+    n = len(heads)
+    matrix = np.full((n, n), np.nan)
+    matrix[np.arange(n), np.arange(n)] = heads[column].to_numpy()
+    for members, value in zip(pairs["heads"], pairs[column], strict=True):
+        i, j = map(int, str(members).split())
+        matrix[i, j] = matrix[j, i] = value
+    return matrix
+
+
+def pair_gain(heads: pd.DataFrame, pairs: pd.DataFrame) -> np.ndarray:
+    """s-acc of single heads on the diagonal; off it, a pair's s-acc minus its stronger head's."""
+    matrix = pair_matrix(heads, pairs, "s_acc")
+    single = heads["s_acc"].to_numpy()
+    stronger = np.maximum(single[:, None], single[None, :])
+    off = ~np.eye(len(single), dtype=bool)
+    matrix[off] = matrix[off] - stronger[off]
+    return matrix
+
+
+def fig03_pairs(heads: pd.DataFrame, pairs: pd.DataFrame, title: str = "Fig 3") -> go.Figure:
+    """(a) l-acc, (b) ROC AUC, (c) s-acc of single heads and the gain of pairs."""
+    panels = (
+        ("(a) l-acc", pair_matrix(heads, pairs, "l_acc"), "Viridis", None),
+        ("(b) ROC AUC", pair_matrix(heads, pairs, "roc_auc"), "Viridis", None),
+        ("(c) s-acc (diagonal) and pair gain", pair_gain(heads, pairs), "RdBu", 0.0),
+    )
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.1)
+    for col, (_, matrix, scale, mid) in enumerate(panels, start=1):
+        right = fig.layout[f"xaxis{col if col > 1 else ''}"].domain[1]
+        fig.add_trace(_head_heatmap(matrix, scale, mid, x=right + 0.005), row=1, col=col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+    fig.update_layout(title=f"{title}: single heads and pairs", height=430, width=1250)
+    return fig
+
+
+def fig_pair_replicas(analyses: dict[int, dict], panel: str, title: str) -> go.Figure:
+    """Fig 3a (``panel='l_acc'``) or 3c (``'gain'``) for several seeds side by side."""
+    seeds = list(analyses)
+    fig = make_subplots(rows=1, cols=len(seeds), subplot_titles=[f"seed {s}" for s in seeds])
+    for col, seed in enumerate(seeds, start=1):
+        heads, pairs = analyses[seed]["heads"], analyses[seed]["pairs"]
+        if panel == "gain":
+            trace = _head_heatmap(pair_gain(heads, pairs), "RdBu", 0.0, showscale=col == 1)
+        else:
+            trace = _head_heatmap(pair_matrix(heads, pairs, panel), "Viridis", None, showscale=col == 1)
+        fig.add_trace(trace, row=1, col=col)
+        fig.update_yaxes(autorange="reversed", row=1, col=col)
+    fig.update_layout(title=title, height=430, width=400 * len(seeds))
+    return fig
+
+
+def fig04_subsets(subsets: pd.DataFrame) -> go.Figure:
+    """s-acc, ROC AUC and l-acc of every subset of heads, by subset size (box statistics)."""
+    metrics = (("s_acc", "s-acc"), ("roc_auc", "ROC AUC"), ("l_acc", "l-acc"))
+    fig = make_subplots(rows=1, cols=3, subplot_titles=[m[1] for m in metrics])
+    grouped = subsets.groupby("size")
+    for col, (column, label) in enumerate(metrics, start=1):
+        q = grouped[column].quantile([0.0, 0.25, 0.5, 0.75, 1.0]).unstack()
+        fig.add_trace(
+            go.Box(
+                x=q.index.astype(str),
+                q1=q[0.25],
+                median=q[0.5],
+                q3=q[0.75],
+                lowerfence=q[0.0],
+                upperfence=q[1.0],
+                mean=grouped[column].mean(),
+                name=label,
+                showlegend=False,
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text="subset size", row=1, col=col)
+    fig.update_layout(title=f"Fig 4: all {len(subsets):,} subsets of heads (min, quartiles, max, mean)")
+    return fig
+
+
+def fig05_ratios(heads: pd.DataFrame, title: str = "Fig 5") -> go.Figure:
+    """Heads in the (w01, w02) plane, log axes, coloured by s-acc."""
+    fig = go.Figure(_ratio_scatter(heads, showscale=True))
+    fig.update_xaxes(type="log", title_text="w01 (weight of '0' / weight of '1' at '=')")
+    fig.update_yaxes(type="log", title_text="w02 (weight of '0' / weight of '2' at '=')")
+    fig.update_layout(title=f"{title}: attention ratios of heads, coloured by s-acc")
+    return fig
+
+
+def fig_ratio_replicas(analyses: dict[int, dict], title: str) -> go.Figure:
+    seeds = list(analyses)
+    fig = make_subplots(rows=1, cols=len(seeds), subplot_titles=[f"seed {s}" for s in seeds])
+    for col, seed in enumerate(seeds, start=1):
+        fig.add_trace(_ratio_scatter(analyses[seed]["heads"], showscale=col == 1), row=1, col=col)
+        fig.update_xaxes(type="log", title_text="w01", row=1, col=col)
+        fig.update_yaxes(type="log", title_text="w02", row=1, col=col)
+    fig.update_layout(title=title, width=420 * len(seeds))
+    return fig
+
+
+def fig_head_outputs(
+    outputs: dict[str, pd.DataFrame], heads: pd.DataFrame, chosen: list[int], title: str
+) -> go.Figure:
+    """Head outputs of train and test samples by class, the value vectors of '0', '1', '2'
+    and the fitted separating line, in the output space of each chosen head."""
+    cols = min(4, len(chosen))
+    rows = math.ceil(len(chosen) / cols)
+    s_acc = heads.set_index("head")["s_acc"]
+    fig = make_subplots(
+        rows=rows,
+        cols=cols,
+        subplot_titles=[f"head {h} (s-acc {s_acc[h]:.3f})" for h in chosen],
+        vertical_spacing=0.3 / rows,
+    )
+    points, values, lines = outputs["points"], outputs["values"], outputs["separators"]
+    for k, head in enumerate(chosen):
+        row, col = k // cols + 1, k % cols + 1
+        first = k == 0
+        mine = points[points["head"] == head]
+        for (split, label), frame in mine.groupby(["split", "class"]):
+            fig.add_trace(
+                go.Scatter(
+                    x=frame["x"],
+                    y=frame["y"],
+                    mode="markers",
+                    name=f"{split}, next '{label}'",
+                    legendgroup=f"{split}{label}",
+                    showlegend=first,
+                    marker={
+                        "color": CLASS_COLOURS.get(str(label), "#333"),
+                        "size": 4,
+                        "symbol": "circle" if split == "train" else "x",
+                        "opacity": 0.6,
+                    },
+                ),
+                row=row,
+                col=col,
+            )
+        vectors = values[values["head"] == head]
+        for _, v in vectors.iterrows():
+            fig.add_trace(
+                go.Scatter(
+                    x=[0, v["x"]],
+                    y=[0, v["y"]],
+                    mode="lines+markers+text",
+                    text=["", f"v('{v['token']}')"],
+                    textposition="top center",
+                    line={"color": TOKEN_COLOURS.get(str(v["token"]), "#000"), "width": 2},
+                    marker={"size": [0, 8]},
+                    name=f"value of '{v['token']}'",
+                    legendgroup=f"value{v['token']}",
+                    showlegend=first,
+                ),
+                row=row,
+                col=col,
+            )
+        xs = pd.concat([mine["x"], vectors["x"], pd.Series([0.0])])
+        ys = pd.concat([mine["y"], vectors["y"], pd.Series([0.0])])
+        line = lines[lines["head"] == head].iloc[0]
+        segment = _separator_segment(line, xs.min(), xs.max(), ys.min(), ys.max())
+        if segment is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=segment[0],
+                    y=segment[1],
+                    mode="lines",
+                    line={"color": "black", "dash": "dash"},
+                    name="separator (s-acc fit)",
+                    legendgroup="separator",
+                    showlegend=first,
+                ),
+                row=row,
+                col=col,
+            )
+    fig.update_layout(title=title, height=380 * rows, width=max(700, 330 * cols))
+    return fig
+
+
+def fig_interventions(curves: pd.DataFrame, sweep: str, title: str) -> go.Figure:
+    """s-acc under a fixed attention ratio: mean over heads with a ±1 std band."""
+    frame = curves[curves["sweep"] == sweep].sort_values("ratio")
+    upper, lower = frame["mean"] + frame["std"], frame["mean"] - frame["std"]
+    fig = go.Figure(
+        [
+            go.Scatter(
+                x=pd.concat([frame["ratio"], frame["ratio"][::-1]]),
+                y=pd.concat([upper, lower[::-1]]),
+                fill="toself",
+                fillcolor="rgba(31,119,180,0.2)",
+                line={"width": 0},
+                name="± 1 std over heads",
+            ),
+            go.Scatter(x=frame["ratio"], y=frame["mean"], mode="lines+markers", name="mean s-acc"),
+        ]
+    )
+    fig.update_xaxes(type="log", title_text=f"fixed {sweep}")
+    fig.update_yaxes(title_text="s-acc")
+    fig.update_layout(title=title)
+    return fig
+
+
+def fig10_weighted(trajectories: pd.DataFrame, first_epoch: int, r: float) -> go.Figure:
+    """Head-weighted s-acc against model accuracy, one dot per checkpoint."""
+    per_ckpt = trajectories.drop_duplicates(["seed", "epoch"])
+    per_ckpt = per_ckpt[per_ckpt["epoch"] >= first_epoch]
+    fig = go.Figure()
+    for i, (seed, frame) in enumerate(per_ckpt.groupby("seed")):
+        fig.add_trace(
+            go.Scatter(
+                x=frame["weighted_s_acc"],
+                y=frame["accuracy"],
+                mode="markers",
+                name=f"seed {seed}",
+                marker={"color": SEED_COLOURS[i % len(SEED_COLOURS)], "size": 6},
+                text=[f"epoch {e}" for e in frame["epoch"]],
+            )
+        )
+    fig.update_xaxes(title_text="head-weighted s-acc, Σ hw_i · s-acc_i")
+    fig.update_yaxes(title_text="model test accuracy")
+    fig.update_layout(
+        title=f"Fig 10: checkpoints from epoch {first_epoch} on; Pearson r = {r:.3f}"
+    )
+    return fig
+
+
+def fig14_dynamics(random_heads: pd.DataFrame, trajectories: pd.DataFrame, seed: int) -> go.Figure:
+    """(left) s-acc of random heads at initialisation; (right) s-acc of each head over
+    training, line width by the head's mean weight and marker size by its weight then."""
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(
+            f"{len(random_heads):,} heads at initialisation",
+            f"heads of seed {seed} over training",
+        ),
+    )
+    fig.add_trace(
+        go.Histogram(x=random_heads["s_acc"], nbinsx=50, name="random heads", showlegend=False),
+        row=1,
+        col=1,
+    )
+    fig.update_xaxes(title_text="s-acc", row=1, col=1)
+    fig.update_yaxes(title_text="heads", row=1, col=1)
+    mine = trajectories[trajectories["seed"] == seed]
+    top = mine["head_weight"].max()
+    for head, frame in mine.groupby("head"):
+        width = 0.5 + 5 * frame["head_weight"].mean() / top
+        fig.add_trace(
+            go.Scatter(
+                x=frame["epoch"],
+                y=frame["s_acc"],
+                mode="lines+markers",
+                line={"width": width},
+                marker={"size": 2 + 8 * frame["head_weight"] / top},
+                name=f"head {head}",
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(title_text="epoch", row=1, col=2)
+    fig.update_yaxes(title_text="s-acc", row=1, col=2)
+    fig.update_layout(title="Fig 14: s-acc at initialisation and during training", width=1200)
+    return fig
+
+
+def table1_frame(table1: pd.DataFrame) -> pd.DataFrame:
+    """Table 1 from the per-head sweep results: one line per (d_model, heads per model)."""
+    rows = []
+    for (d_model, n_heads), frame in table1.groupby(["d_model", "n_heads"], sort=False):
+        rows.append(
+            {
+                "embedding dim": d_model,
+                "number of exps": frame["seed"].nunique(),
+                "heads per exp": n_heads,
+                "total heads": len(frame),
+                "heads with s-acc >= 98%": int((frame["s_acc"] >= 0.98).sum()),
+                "perfect heads": int((frame["s_acc"] >= 1.0).sum()),
+                "share >= 98%": (frame["s_acc"] >= 0.98).mean(),
+                "share perfect": (frame["s_acc"] >= 1.0).mean(),
+                "mean model accuracy": frame.drop_duplicates("seed")["test_accuracy"].mean(),
+            }
+        )
+    return pd.DataFrame(rows).sort_values(["embedding dim", "heads per exp"], ascending=[False, True])
+
+
+def table_figure(frame: pd.DataFrame, title: str) -> go.Figure:
+    """A DataFrame as a plotly table (numbers rounded for reading)."""
+    cells = [
+        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in frame[c]] for c in frame.columns
+    ]
+    fig = go.Figure(go.Table(header={"values": list(frame.columns)}, cells={"values": cells}))
+    fig.update_layout(title=title, height=120 + 32 * len(frame))
+    return fig
+
+
+def fig_minimal(minimal: pd.DataFrame) -> go.Figure:
+    """Appendix A: test accuracy of the hand-set minimal model by N, on the test split and
+    with the number of 2s in every test example raised."""
+    fig = go.Figure()
+    for i, (n2, frame) in enumerate(minimal.groupby("n2", sort=False)):
+        label = "test split" if str(n2) == "test split" else f"n2 = {int(float(n2)):,}"
+        fig.add_trace(
+            go.Scatter(
+                x=frame["N"],
+                y=frame["answer_accuracy"],
+                mode="lines+markers",
+                name=label,
+                marker={"color": SEED_COLOURS[i % len(SEED_COLOURS)]},
+            )
+        )
+    fig.update_xaxes(title_text="N (embedding scale)")
+    fig.update_yaxes(title_text="test accuracy of the answer")
+    fig.update_layout(title="Appendix A: the minimal solution (d_model 1, one head, d_head 1)")
+    return fig
+
+
+def _head_heatmap(
+    matrix: np.ndarray, scale: str, mid: float | None, x: float | None = None, showscale: bool = True
+) -> go.Heatmap:
+    n = len(matrix)
+    return go.Heatmap(
+        z=matrix,
+        x=list(range(n)),
+        y=list(range(n)),
+        colorscale=scale,
+        zmid=mid,
+        showscale=showscale,
+        colorbar={"x": x, "len": 0.8, "thickness": 12} if x is not None else {"len": 0.8},
+        hovertemplate="heads %{y}, %{x}: %{z:.3f}<extra></extra>",
+    )
+
+
+def _ratio_scatter(heads: pd.DataFrame, showscale: bool) -> go.Scatter:
+    return go.Scatter(
+        x=heads["w01"],
+        y=heads["w02"],
+        mode="markers+text",
+        text=[str(h) for h in heads["head"]],
+        textposition="top center",
+        marker={
+            "color": heads["s_acc"],
+            "colorscale": "Viridis",
+            "cmin": 0.5,
+            "cmax": 1.0,
+            "size": 11,
+            "showscale": showscale,
+            "colorbar": {"title": "s-acc"},
+        },
+        hovertemplate="head %{text}: w01 %{x:.3g}, w02 %{y:.3g}<extra></extra>",
+        showlegend=False,
+    )
+
+
+def _separator_segment(
+    line: pd.Series, x0: float, x1: float, y0: float, y1: float
+) -> tuple[list[float], list[float]] | None:
+    """The part of w_x x + w_y y + b = 0 inside the box [x0, x1] × [y0, y1] (None if
+    the line misses it)."""
+    wx, wy, b = float(line["w_x"]), float(line["w_y"]), float(line["b"])
+    found = []
+    if abs(wy) > 1e-12:
+        found += [(x, -(b + wx * x) / wy) for x in (x0, x1)]
+    if abs(wx) > 1e-12:
+        found += [(-(b + wy * y) / wx, y) for y in (y0, y1)]
+    inside = [(x, y) for x, y in found if x0 - 1e-9 <= x <= x1 + 1e-9 and y0 - 1e-9 <= y <= y1 + 1e-9]
+    if len(inside) < 2:
+        return None
+    inside.sort()
+    return [inside[0][0], inside[-1][0]], [inside[0][1], inside[-1][1]]
