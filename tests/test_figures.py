@@ -110,10 +110,11 @@ def test_pair_gain_is_a_pair_minus_its_stronger_head():
 
 def test_separator_segments_stay_inside_the_plot_box():
     line = pd.Series({"w_x": 1.0, "w_y": -1.0, "b": 0.0})  # y = x
-    xs, ys = plots._separator_segment(line, -1, 2, 0, 1)
+    xs, ys = plots._separator_segment(line, -1.0, 2.0, 0.0, 1.0)
     assert xs == [0.0, 1.0] and ys == [0.0, 1.0]
     assert (
-        plots._separator_segment(pd.Series({"w_x": 0.0, "w_y": 1.0, "b": -5.0}), 0, 1, 0, 1) is None
+        plots._separator_segment(pd.Series({"w_x": 0.0, "w_y": 1.0, "b": -5.0}), 0.0, 1.0, 0.0, 1.0)
+        is None
     )
 
 

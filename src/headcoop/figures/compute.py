@@ -9,8 +9,8 @@ picks up where it stopped and a rerun only redraws.
 import hashlib
 import json
 import logging
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,8 @@ from headcoop.checkpoint import load_checkpoint
 from headcoop.config import ModelConfig
 from headcoop.dynamics import random_head_s_acc, trajectory
 from headcoop.engine import evaluate
-from headcoop.files import write_atomic
 from headcoop.figures.plan import FigurePlan
+from headcoop.files import write_atomic
 from headcoop.minimal import minimal_solution
 from headcoop.separation import fit_separators
 from headcoop.sweep import Experiment, run_sweep, train_stack
@@ -187,7 +187,9 @@ class FigureData:
         rows = []
         for h in range(n_heads):
             w = weights[h, h * d_head : (h + 1) * d_head]
-            rows.append({"head": h, "w_x": float(w[0]), "w_y": float(w[-1]), "b": float(weights[h, -1])})
+            rows.append(
+                {"head": h, "w_x": float(w[0]), "w_y": float(w[-1]), "b": float(weights[h, -1])}
+            )
         return pd.DataFrame(rows)
 
     def interventions(self) -> pd.DataFrame:
@@ -239,9 +241,7 @@ class FigureData:
                 ]
                 for d in self.plan.grid_dims
             ]
-            results = run_sweep(
-                self.task, stacks, self.plan.train, self.sweep_dir, self.progress
-            )
+            results = run_sweep(self.task, stacks, self.plan.train, self.sweep_dir, self.progress)
             return _sweep_frame(results)
 
         return self._csv("fig02_grid.csv", make)
@@ -251,7 +251,9 @@ class FigureData:
 
         def make() -> pd.DataFrame:
             def models(row: Any) -> list[Experiment]:
-                cfg = ModelConfig(d_model=row.d_model, n_heads=row.n_heads, d_head=1, layernorm=False)
+                cfg = ModelConfig(
+                    d_model=row.d_model, n_heads=row.n_heads, d_head=1, layernorm=False
+                )
                 return [Experiment(cfg, seed) for seed in range(row.n_exps)]
 
             rows = self.plan.table1
@@ -261,9 +263,7 @@ class FigureData:
                 [e for r in rows if r.n_heads > 1 for e in models(r)],
             ]
             stacks = [s for s in stacks if s]
-            results = run_sweep(
-                self.task, stacks, self.plan.train, self.sweep_dir, self.progress
-            )
+            results = run_sweep(self.task, stacks, self.plan.train, self.sweep_dir, self.progress)
             return _sweep_frame(results)
 
         return self._csv("table1_models.csv", make)
@@ -280,7 +280,9 @@ class FigureData:
             for n in self.plan.minimal_N:
                 model = minimal_solution(N=n)
                 for n2 in (None, 1_000, 10_000, 100_000):
-                    examples = test if n2 is None else test.clone().index_fill_(1, torch.tensor([2]), n2)
+                    examples = (
+                        test if n2 is None else test.clone().index_fill_(1, torch.tensor([2]), n2)
+                    )
                     result = evaluate(model, self.task, examples)
                     rows.append(
                         {
@@ -321,7 +323,9 @@ def _sweep_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
     for model in results:
         shape = {k: model[k] for k in ("d_model", "n_heads", "d_head", "layernorm", "seed")}
         for head, s_acc in enumerate(model["s_acc"]):
-            rows.append({**shape, "test_accuracy": model["test_accuracy"], "head": head, "s_acc": s_acc})
+            rows.append(
+                {**shape, "test_accuracy": model["test_accuracy"], "head": head, "s_acc": s_acc}
+            )
     return pd.DataFrame(rows)
 
 
@@ -337,4 +341,3 @@ def measure_all(data: FigureData) -> None:
     data.trajectories()
     data.grid()
     data.table1()
-

@@ -19,7 +19,9 @@ SEED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 def fig01_logits(logits: pd.DataFrame) -> go.Figure:
     """Distributions of the logits of '4', '5' and [EOS] by current and true next token."""
     tokens = list(dict.fromkeys(logits["token"]))
-    fig = make_subplots(rows=1, cols=len(tokens), subplot_titles=[f"logit of '{t}'" for t in tokens])
+    fig = make_subplots(
+        rows=1, cols=len(tokens), subplot_titles=[f"logit of '{t}'" for t in tokens]
+    )
     groups = logits.groupby(["current", "next"], sort=True)
     for col, token in enumerate(tokens, start=1):
         for i, ((current, nxt), frame) in enumerate(groups):
@@ -48,7 +50,10 @@ def fig02_grid(grid: pd.DataFrame) -> go.Figure:
     std = stats["std"].unstack("n_heads")
     n_seeds = int(stats["count"].max())
     fig = make_subplots(
-        rows=1, cols=2, subplot_titles=("mean test accuracy", "standard deviation"), horizontal_spacing=0.12
+        rows=1,
+        cols=2,
+        subplot_titles=("mean test accuracy", "standard deviation"),
+        horizontal_spacing=0.12,
     )
     for col, (table, scale) in enumerate(((mean, "Viridis"), (std, "Reds")), start=1):
         fig.add_trace(
@@ -98,7 +103,9 @@ def fig03_pairs(heads: pd.DataFrame, pairs: pd.DataFrame, title: str = "Fig 3") 
         ("(b) ROC AUC", pair_matrix(heads, pairs, "roc_auc"), "Viridis", None),
         ("(c) s-acc (diagonal) and pair gain", pair_gain(heads, pairs), "RdBu", 0.0),
     )
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.1)
+    fig = make_subplots(
+        rows=1, cols=3, subplot_titles=[p[0] for p in panels], horizontal_spacing=0.1
+    )
     for col, (_, matrix, scale, mid) in enumerate(panels, start=1):
         right = fig.layout[f"xaxis{col if col > 1 else ''}"].domain[1]
         fig.add_trace(_head_heatmap(matrix, scale, mid, x=right + 0.005), row=1, col=col)
@@ -116,7 +123,9 @@ def fig_pair_replicas(analyses: dict[int, dict], panel: str, title: str) -> go.F
         if panel == "gain":
             trace = _head_heatmap(pair_gain(heads, pairs), "RdBu", 0.0, showscale=col == 1)
         else:
-            trace = _head_heatmap(pair_matrix(heads, pairs, panel), "Viridis", None, showscale=col == 1)
+            trace = _head_heatmap(
+                pair_matrix(heads, pairs, panel), "Viridis", None, showscale=col == 1
+            )
         fig.add_trace(trace, row=1, col=col)
         fig.update_yaxes(autorange="reversed", row=1, col=col)
     fig.update_layout(title=title, height=430, width=400 * len(seeds))
@@ -146,7 +155,9 @@ def fig04_subsets(subsets: pd.DataFrame) -> go.Figure:
             col=col,
         )
         fig.update_xaxes(title_text="subset size", row=1, col=col)
-    fig.update_layout(title=f"Fig 4: all {len(subsets):,} subsets of heads (min, quartiles, max, mean)")
+    fig.update_layout(
+        title=f"Fig 4: all {len(subsets):,} subsets of heads (min, quartiles, max, mean)"
+    )
     return fig
 
 
@@ -289,9 +300,7 @@ def fig10_weighted(trajectories: pd.DataFrame, first_epoch: int, r: float) -> go
         )
     fig.update_xaxes(title_text="head-weighted s-acc, Σ hw_i · s-acc_i")
     fig.update_yaxes(title_text="model test accuracy")
-    fig.update_layout(
-        title=f"Fig 10: checkpoints from epoch {first_epoch} on; Pearson r = {r:.3f}"
-    )
+    fig.update_layout(title=f"Fig 10: checkpoints from epoch {first_epoch} on; Pearson r = {r:.3f}")
     return fig
 
 
@@ -352,7 +361,9 @@ def table1_frame(table1: pd.DataFrame) -> pd.DataFrame:
                 "mean model accuracy": frame.drop_duplicates("seed")["test_accuracy"].mean(),
             }
         )
-    return pd.DataFrame(rows).sort_values(["embedding dim", "heads per exp"], ascending=[False, True])
+    return pd.DataFrame(rows).sort_values(
+        ["embedding dim", "heads per exp"], ascending=[False, True]
+    )
 
 
 def table_figure(frame: pd.DataFrame, title: str) -> go.Figure:
@@ -387,7 +398,11 @@ def fig_minimal(minimal: pd.DataFrame) -> go.Figure:
 
 
 def _head_heatmap(
-    matrix: np.ndarray, scale: str, mid: float | None, x: float | None = None, showscale: bool = True
+    matrix: np.ndarray,
+    scale: str,
+    mid: float | None,
+    x: float | None = None,
+    showscale: bool = True,
 ) -> go.Heatmap:
     n = len(matrix)
     return go.Heatmap(
@@ -434,7 +449,9 @@ def _separator_segment(
         found += [(x, -(b + wx * x) / wy) for x in (x0, x1)]
     if abs(wx) > 1e-12:
         found += [(-(b + wy * y) / wx, y) for y in (y0, y1)]
-    inside = [(x, y) for x, y in found if x0 - 1e-9 <= x <= x1 + 1e-9 and y0 - 1e-9 <= y <= y1 + 1e-9]
+    inside = [
+        (x, y) for x, y in found if x0 - 1e-9 <= x <= x1 + 1e-9 and y0 - 1e-9 <= y <= y1 + 1e-9
+    ]
     if len(inside) < 2:
         return None
     inside.sort()

@@ -69,7 +69,10 @@ def make_figures(
     _copy_data(data.root, out / "data")
     write_atomic(out / "table1.csv", pd.DataFrame(summary["table1"]).to_csv(index=False))
     summary["png"] = png_note
-    summary["seconds"] = {"measure": round(measured, 1), "total": round(time.perf_counter() - clock, 1)}
+    summary["seconds"] = {
+        "measure": round(measured, 1),
+        "total": round(time.perf_counter() - clock, 1),
+    }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
     write_atomic(out / "index.html", _index_html(items, summary, plan, png_note))
     return summary
@@ -96,62 +99,135 @@ def _items(data: FigureData) -> tuple[list[Item], dict[str, Any]]:
     replicas = {s: analyses[s] for s in seeds[1:4]}
 
     items = [
-        Item("fig01", "Fig 1: logit distributions", plots.fig01_logits(data.logits()),
-             "Logits of '4', '5' and [EOS] of the first main model on the test split, by the "
-             "current token and the true next token."),
-        Item("fig02", "Fig 2: accuracy over heads and embedding size", plots.fig02_grid(grid),
-             f"Test accuracy, mean and standard deviation over {plan.grid_seeds} seeds; "
-             f"d_head = {plan.model.d_head} throughout."),
-        Item("fig03", "Fig 3: single heads and pairs", plots.fig03_pairs(heads, pairs),
-             "Diagonal: single heads; off the diagonal: pairs. In (c) the off-diagonal cells "
-             "are a pair's s-acc minus that of its stronger head."),
+        Item(
+            "fig01",
+            "Fig 1: logit distributions",
+            plots.fig01_logits(data.logits()),
+            "Logits of '4', '5' and [EOS] of the first main model on the test split, by the "
+            "current token and the true next token.",
+        ),
+        Item(
+            "fig02",
+            "Fig 2: accuracy over heads and embedding size",
+            plots.fig02_grid(grid),
+            f"Test accuracy, mean and standard deviation over {plan.grid_seeds} seeds; "
+            f"d_head = {plan.model.d_head} throughout.",
+        ),
+        Item(
+            "fig03",
+            "Fig 3: single heads and pairs",
+            plots.fig03_pairs(heads, pairs),
+            "Diagonal: single heads; off the diagonal: pairs. In (c) the off-diagonal cells "
+            "are a pair's s-acc minus that of its stronger head.",
+        ),
     ]
     if "subsets" in first:
-        items.append(Item("fig04", "Fig 4: all subsets of heads", plots.fig04_subsets(first["subsets"]),
-                          "s-acc, ROC AUC and l-acc of every subset, by size."))
+        items.append(
+            Item(
+                "fig04",
+                "Fig 4: all subsets of heads",
+                plots.fig04_subsets(first["subsets"]),
+                "s-acc, ROC AUC and l-acc of every subset, by size.",
+            )
+        )
     items += [
-        Item("fig05", "Fig 5: attention ratios", plots.fig05_ratios(heads),
-             "w01 and w02 at '=' of each head (log axes), coloured by s-acc."),
-        Item("fig06", "Fig 6: two successful heads",
-             plots.fig_head_outputs(outputs, heads, order[-2:][::-1], "Fig 6: the two heads with the highest s-acc"),
-             "Head outputs of train (dots) and test (crosses) samples by class, the value "
-             "vectors of '0', '1', '2', and the separating line fitted for s-acc."),
-        Item("fig07", "Fig 7: two failed heads",
-             plots.fig_head_outputs(outputs, heads, order[:2], "Fig 7: the two heads with the lowest s-acc"),
-             "As Fig 6, for the two heads with the lowest s-acc."),
-        Item("fig08", "Fig 8: intervening on w01",
-             plots.fig_interventions(curves, "w01", "Fig 8: s-acc with w01 fixed and no attention to '2'"),
-             "Each head's attention at '=' is set to weight 1 on '0', 1/w01 on '1', 0 on the rest."),
-        Item("fig09", "Fig 9: intervening on w02",
-             plots.fig_interventions(curves, "w02", "Fig 9: s-acc with w01 = 1 and w02 fixed"),
-             "Weight 1 on '0' and '1', 1/w02 on '2', 0 on the rest."),
-        Item("fig10", "Fig 10: weighted s-acc and accuracy",
-             plots.fig10_weighted(trajectories, plan.first_epoch, r),
-             f"One dot per checkpoint, epochs {plan.first_epoch}-{plan.train.epochs}, "
-             f"{len(seeds)} seeds."),
+        Item(
+            "fig05",
+            "Fig 5: attention ratios",
+            plots.fig05_ratios(heads),
+            "w01 and w02 at '=' of each head (log axes), coloured by s-acc.",
+        ),
+        Item(
+            "fig06",
+            "Fig 6: two successful heads",
+            plots.fig_head_outputs(
+                outputs, heads, order[-2:][::-1], "Fig 6: the two heads with the highest s-acc"
+            ),
+            "Head outputs of train (dots) and test (crosses) samples by class, the value "
+            "vectors of '0', '1', '2', and the separating line fitted for s-acc.",
+        ),
+        Item(
+            "fig07",
+            "Fig 7: two failed heads",
+            plots.fig_head_outputs(
+                outputs, heads, order[:2], "Fig 7: the two heads with the lowest s-acc"
+            ),
+            "As Fig 6, for the two heads with the lowest s-acc.",
+        ),
+        Item(
+            "fig08",
+            "Fig 8: intervening on w01",
+            plots.fig_interventions(
+                curves, "w01", "Fig 8: s-acc with w01 fixed and no attention to '2'"
+            ),
+            "Each head's attention at '=' is set to weight 1 on '0', 1/w01 on '1', 0 on the rest.",
+        ),
+        Item(
+            "fig09",
+            "Fig 9: intervening on w02",
+            plots.fig_interventions(curves, "w02", "Fig 9: s-acc with w01 = 1 and w02 fixed"),
+            "Weight 1 on '0' and '1', 1/w02 on '2', 0 on the rest.",
+        ),
+        Item(
+            "fig10",
+            "Fig 10: weighted s-acc and accuracy",
+            plots.fig10_weighted(trajectories, plan.first_epoch, r),
+            f"One dot per checkpoint, epochs {plan.first_epoch}-{plan.train.epochs}, "
+            f"{len(seeds)} seeds.",
+        ),
     ]
     if replicas:
         items += [
-            Item("fig11", "Fig 11: Fig 3a for further seeds",
-                 plots.fig_pair_replicas(replicas, "l_acc", "Fig 11: l-acc of single heads and pairs"), ""),
-            Item("fig12", "Fig 12: Fig 3c for further seeds",
-                 plots.fig_pair_replicas(replicas, "gain", "Fig 12: s-acc of single heads and pair gain"), ""),
-            Item("fig13", "Fig 13: Fig 5 for further seeds",
-                 plots.fig_ratio_replicas(replicas, "Fig 13: attention ratios and s-acc"), ""),
+            Item(
+                "fig11",
+                "Fig 11: Fig 3a for further seeds",
+                plots.fig_pair_replicas(
+                    replicas, "l_acc", "Fig 11: l-acc of single heads and pairs"
+                ),
+                "",
+            ),
+            Item(
+                "fig12",
+                "Fig 12: Fig 3c for further seeds",
+                plots.fig_pair_replicas(
+                    replicas, "gain", "Fig 12: s-acc of single heads and pair gain"
+                ),
+                "",
+            ),
+            Item(
+                "fig13",
+                "Fig 13: Fig 5 for further seeds",
+                plots.fig_ratio_replicas(replicas, "Fig 13: attention ratios and s-acc"),
+                "",
+            ),
         ]
     items += [
-        Item("fig14", "Fig 14: s-acc at initialisation and over training",
-             plots.fig14_dynamics(random_heads, trajectories, seeds[0]),
-             "Right: line width follows the head's mean weight hw_i over training, marker size "
-             "its weight at that epoch."),
-        Item("fig15", "Fig 15: every head's output space",
-             plots.fig_head_outputs(outputs, heads, heads["head"].tolist(), "Fig 15: all heads"), ""),
-        Item("table1", "Table 1: heads with d_head = 1, no LayerNorm",
-             plots.table_figure(table1, "Table 1: s-acc of heads with d_head = 1"),
-             "Perfect: s-acc = 1 on the test split; successful: s-acc >= 0.98."),
-        Item("appendix_a", "Appendix A: the minimal solution", plots.fig_minimal(minimal),
-             "The hand-set model of the paper's appendix A; 'n2 = k' sets the number of 2s of every "
-             "test example to k."),
+        Item(
+            "fig14",
+            "Fig 14: s-acc at initialisation and over training",
+            plots.fig14_dynamics(random_heads, trajectories, seeds[0]),
+            "Right: line width follows the head's mean weight hw_i over training, marker size "
+            "its weight at that epoch.",
+        ),
+        Item(
+            "fig15",
+            "Fig 15: every head's output space",
+            plots.fig_head_outputs(outputs, heads, heads["head"].tolist(), "Fig 15: all heads"),
+            "",
+        ),
+        Item(
+            "table1",
+            "Table 1: heads with d_head = 1, no LayerNorm",
+            plots.table_figure(table1, "Table 1: s-acc of heads with d_head = 1"),
+            "Perfect: s-acc = 1 on the test split; successful: s-acc >= 0.98.",
+        ),
+        Item(
+            "appendix_a",
+            "Appendix A: the minimal solution",
+            plots.fig_minimal(minimal),
+            "The hand-set model of the paper's appendix A; 'n2 = k' sets the number of 2s of every "
+            "test example to k.",
+        ),
     ]
     summary = _summary(data, analyses, table1, grid, minimal, random_heads, curves, trajectories, r)
     return items, summary
@@ -173,7 +249,9 @@ def _summary(data, analyses, table1, grid, minimal, random_heads, curves, trajec
     first = analyses[plan.main_seeds[0]]
     heads, pairs = first["heads"], first["pairs"]
     chance = first["summary"]["majority_share"]
-    main_cell = grid[(grid["d_model"] == plan.model.d_model) & (grid["n_heads"] == plan.model.n_heads)]
+    main_cell = grid[
+        (grid["d_model"] == plan.model.d_model) & (grid["n_heads"] == plan.model.n_heads)
+    ]
     main_cell = main_cell.drop_duplicates("seed")["test_accuracy"]
     models = grid.drop_duplicates(["d_model", "n_heads", "seed"])
     cells = models.groupby(["d_model", "n_heads"])["test_accuracy"].mean()
@@ -191,7 +269,9 @@ def _summary(data, analyses, table1, grid, minimal, random_heads, curves, trajec
         "single_heads_at_majority_l_acc": int(((heads["l_acc"] - chance).abs() < 0.01).sum()),
         "n_heads": len(heads),
         "n_pairs": len(pairs),
-        "pairs_below_stronger_single_s_acc": int((plots.pair_gain(heads, pairs) < -1e-9).sum() // 2),
+        "pairs_below_stronger_single_s_acc": int(
+            (plots.pair_gain(heads, pairs) < -1e-9).sum() // 2
+        ),
         "eos_perfect_single_heads": int((heads["eos_l_acc"] >= 1.0).sum()),
         "eos_perfect_pairs": int((pairs["eos_l_acc"] >= 1.0).sum()),
         "pearson_r_weighted_s_acc_accuracy": r,
@@ -232,7 +312,8 @@ def compare_with_paper(summary: dict[str, Any]) -> list[dict[str, str]]:
     grid = summary["grid_main_config_accuracy"]
     rows = []
 
-    def add(claim: str, measured: str, agrees: bool | None, criterion: str) -> None:
+    def add(claim: str, measured: str, agrees: Any, criterion: str) -> None:
+        """``agrees``: a truth value (Python or numpy), or None when not comparable."""
         verdict = "agrees" if agrees else "disagrees" if agrees is not None else "not comparable"
         rows.append(
             {"paper": claim, "measured": measured, "criterion": criterion, "verdict": verdict}
@@ -264,13 +345,14 @@ def compare_with_paper(summary: dict[str, Any]) -> list[dict[str, str]]:
     n = summary["n_heads"]
     add(
         "many heads are highly biased toward one of '4' or '5' (Sec. 5.1)",
-        f"{summary['single_heads_at_majority_l_acc']} of {n} single heads have l-acc within 1 point "
-        "of always answering the majority class",
+        f"{summary['single_heads_at_majority_l_acc']} of {n} single heads have l-acc within "
+        "1 point of always answering the majority class",
         summary["single_heads_at_majority_l_acc"] >= n / 4,
         "at least a quarter of the heads",
     )
     add(
-        "near perfect heads exist, yet the model does not exploit any single one directly (Sec. 5.2)",
+        "near perfect heads exist, yet the model does not exploit any single one directly "
+        "(Sec. 5.2)",
         f"{summary['single_heads_above_chance_l_acc']} of {n} single heads and "
         f"{summary['pairs_above_chance_l_acc']} of {summary['n_pairs']} pairs have l-acc more than "
         "5 points above chance",
@@ -287,8 +369,8 @@ def compare_with_paper(summary: dict[str, Any]) -> list[dict[str, str]]:
     )
     add(
         "attention to '2' adds noise (Sec. 5.3)",
-        f"mean s-acc {iv['w02 smallest']:.3f} with most weight on '2', {iv['w02 largest']:.3f} with "
-        "least",
+        f"mean s-acc {iv['w02 smallest']:.3f} with most weight on '2', "
+        f"{iv['w02 largest']:.3f} with least",
         iv["w02 largest"] > iv["w02 smallest"] + 0.05,
         "least weight on '2' beats most by 0.05",
     )
@@ -329,7 +411,8 @@ def compare_with_paper(summary: dict[str, Any]) -> list[dict[str, str]]:
             if len(pair) == 2:
                 alone, together = pair["share >= 98%"].iloc[0], pair["share >= 98%"].iloc[-1]
                 add(
-                    f"at d = {d}, heads trained alone do much better than 64 trained together (App. B)",
+                    f"at d = {d}, heads trained alone do much better than 64 trained together "
+                    "(App. B)",
                     f"successful share {alone:.1%} alone vs {together:.1%} in 64-head models",
                     alone > together,
                     "alone above together",
@@ -391,7 +474,8 @@ def _index_html(items: list[Item], summary: dict, plan: FigurePlan, png_note: st
             f"<p>{html.escape(item.caption)} {links}</p>{div}</section>"
         )
     comparison = "".join(
-        f"<tr class='{html.escape(r['verdict'].replace(' ', '-'))}'><td>{html.escape(r['paper'])}</td>"
+        f"<tr class='{html.escape(r['verdict'].replace(' ', '-'))}'>"
+        f"<td>{html.escape(r['paper'])}</td>"
         f"<td>{html.escape(r['measured'])}</td><td>{html.escape(r['criterion'])}</td>"
         f"<td>{html.escape(r['verdict'])}</td></tr>"
         for r in summary["paper_comparison"]
@@ -424,9 +508,9 @@ tr.disagrees td {{ background: #fde2e2; }} tr.agrees td {{ background: #e6f4e6; 
 section {{ margin: 2.5em 0; }} pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
 </style></head><body>
 <h1>Do attention heads compete or cooperate during counting? Our measurements</h1>
-{quick}<p>Every figure and table below is regenerated by <code>make figures</code> from models trained
-here; the numbers are ours. {html.escape(png_note)}
-Measuring took {summary['seconds']['measure'] if 'seconds' in summary else '?'} s in this run
+{quick}<p>Every figure and table below is regenerated by <code>make figures</code> from models
+trained here; the numbers are ours. {html.escape(png_note)}
+Measuring took {summary["seconds"]["measure"] if "seconds" in summary else "?"} s in this run
 (cached results are reused).</p>
 <h2>Where our results and the paper's text disagree</h2>
 <p><strong>{plain}</strong></p>
@@ -434,7 +518,7 @@ Measuring took {summary['seconds']['measure'] if 'seconds' in summary else '?'} 
 {comparison}</table>
 <h2>Key numbers</h2>
 {key_numbers}
-{''.join(figures)}
+{"".join(figures)}
 <h2>Configuration</h2>
 <pre>{html.escape(json.dumps(plan.to_dict(), indent=2))}</pre>
 </body></html>
@@ -445,26 +529,53 @@ def _key_numbers_html(summary: dict[str, Any]) -> str:
     shares, random = summary["head_class_shares"], summary["random_heads"]
     rows = [
         ("head classes (all main seeds)", ", ".join(f"{c} {v:.1%}" for c, v in shares.items())),
-        ("head classes by seed", "; ".join(
-            f"seed {s}: " + ", ".join(f"{c} {n}" for c, n in v.items())
-            for s, v in summary["head_classes_by_seed"].items())),
-        ("test accuracy by seed (answer)", ", ".join(
-            f"seed {s}: {a['answer']:.4f}" for s, a in summary["accuracy_by_seed"].items())),
-        ("Pearson r, weighted s-acc vs accuracy", f"{summary['pearson_r_weighted_s_acc_accuracy']:.3f}"),
-        ("main model's shape in the Fig 2 grid", "mean {mean:.4f}, worst {min:.4f} over {seeds} seeds".format(
-            **summary["grid_main_config_accuracy"]) if summary["grid_main_config_accuracy"]["seeds"]
-            else "not in this plan's grid"),
-        ("random heads at initialisation", "mean s-acc {:.3f}, share >= 0.98 {:.1%} of {:,}".format(
-            random["mean_s_acc"], random["share_at_least_0.98"], random["n"])),
-        ("minimal solution (test split)", ", ".join(
-            f"N={r['N']:g}: {r['answer_accuracy']:.4f}" for r in summary["minimal_solution"]
-            if r["n2"] == "test split")),
+        (
+            "head classes by seed",
+            "; ".join(
+                f"seed {s}: " + ", ".join(f"{c} {n}" for c, n in v.items())
+                for s, v in summary["head_classes_by_seed"].items()
+            ),
+        ),
+        (
+            "test accuracy by seed (answer)",
+            ", ".join(
+                f"seed {s}: {a['answer']:.4f}" for s, a in summary["accuracy_by_seed"].items()
+            ),
+        ),
+        (
+            "Pearson r, weighted s-acc vs accuracy",
+            f"{summary['pearson_r_weighted_s_acc_accuracy']:.3f}",
+        ),
+        (
+            "main model's shape in the Fig 2 grid",
+            "mean {mean:.4f}, worst {min:.4f} over {seeds} seeds".format(
+                **summary["grid_main_config_accuracy"]
+            )
+            if summary["grid_main_config_accuracy"]["seeds"]
+            else "not in this plan's grid",
+        ),
+        (
+            "random heads at initialisation",
+            "mean s-acc {:.3f}, share >= 0.98 {:.1%} of {:,}".format(
+                random["mean_s_acc"], random["share_at_least_0.98"], random["n"]
+            ),
+        ),
+        (
+            "minimal solution (test split)",
+            ", ".join(
+                f"N={r['N']:g}: {r['answer_accuracy']:.4f}"
+                for r in summary["minimal_solution"]
+                if r["n2"] == "test split"
+            ),
+        ),
     ]
     table1 = "".join(
         "<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r.values()) + "</tr>"
         for r in summary["table1"]
     )
-    header = "".join(f"<th>{html.escape(k)}</th>" for k in (summary["table1"][0] if summary["table1"] else {}))
+    header = "".join(
+        f"<th>{html.escape(k)}</th>" for k in (summary["table1"][0] if summary["table1"] else {})
+    )
     body = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(v)}</td></tr>" for k, v in rows)
     return f"<table>{body}</table><h3>Table 1</h3><table><tr>{header}</tr>{table1}</table>"
 
