@@ -23,7 +23,7 @@ from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.separation import separation_accuracy_each
-from headcoop.stacked import random_params, stacked_head_outputs
+from headcoop.stacked import on_shared_bags, random_params, stacked_head_outputs
 from headcoop.tasks.base import Task, task_from_config
 
 MODEL_CHUNK = 16
@@ -139,15 +139,7 @@ def random_head_s_acc(
         chunks = []
         for start in tqdm(range(0, n_models, MODEL_CHUNK), desc=split, disable=not progress):
             chunk = {k: v[start : start + MODEL_CHUNK] for k, v in params.items()}
-            m = len(chunk["embed.W_E"])
-            z = stacked_head_outputs(
-                chunk,
-                bags.tokens.expand(m, -1, -1),
-                bags.multiplicity.expand(m, -1, -1),
-                bags.read_pos.expand(m, -1, -1),
-                eps,
-                attn_scale,
-            )
+            z = on_shared_bags(stacked_head_outputs, chunk, bags, eps, attn_scale)
             chunks.append(z[:, :, 0].transpose(1, 2).flatten(0, 1))  # [model*head example d_head]
         return torch.cat(chunks)[:n_heads], bags.targets[:, 0] == first
 

@@ -8,12 +8,15 @@ information, optional LayerNorm) and is tested against the HookedTransformer for
 model.
 """
 
+from collections.abc import Callable
+
 import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
 from headcoop.engine import bag_exact
 from headcoop.errors import HeadcoopError
+from headcoop.tasks.base import Batch
 
 Params = dict[str, torch.Tensor]
 """Stacked trainable parameters under TransformerLens names, each with a leading model axis."""
@@ -116,6 +119,27 @@ def stacked_head_outputs(
 ) -> Float[torch.Tensor, "model batch read head_index d_head"]:
     """Each head's output O_i (``hook_z``) at the scored positions of bag batches."""
     return _attention(params, tokens, multiplicity, read_pos, eps, attn_scale)[1]
+
+
+def on_shared_bags(
+    fn: Callable[..., torch.Tensor],
+    params: Params,
+    bags: Batch,
+    eps: float,
+    attn_scale: float,
+) -> torch.Tensor:
+    """Run `stacked_logits` or `stacked_head_outputs` with every model of ``params`` on the
+    same bags (for evaluating a stack on a whole split)."""
+    m = params["embed.W_E"].shape[0]
+    expand = (m, -1, -1)
+    return fn(
+        params,
+        bags.tokens.expand(expand),
+        bags.multiplicity.expand(expand),
+        bags.read_pos.expand(expand),
+        eps,
+        attn_scale,
+    )
 
 
 @torch.no_grad()

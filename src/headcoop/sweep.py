@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Float
 from transformer_lens import HookedTransformer
 
 from headcoop.checkpoint import (
@@ -36,8 +35,8 @@ from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
 from headcoop.model import build_model
 from headcoop.separation import separation_accuracy_each
-from headcoop.stacked import stack_params, stacked_head_outputs, stacked_logits
-from headcoop.tasks.base import Batch, Task
+from headcoop.stacked import on_shared_bags, stack_params, stacked_head_outputs, stacked_logits
+from headcoop.tasks.base import Task
 from headcoop.training import train_models
 
 log = logging.getLogger(__name__)
@@ -178,10 +177,11 @@ def measure_models(task: Task, models: Sequence[HookedTransformer]) -> list[dict
     for start in range(0, len(models), MODEL_CHUNK):
         chunk = list(models[start : start + MODEL_CHUNK])
         params = stack_params(chunk)
-        logits = _run(stacked_logits, params, chunk, test)
+        eps, scale = chunk[0].cfg.eps, float(chunk[0].blocks[0].attn.attn_scale)
+        logits = on_shared_bags(stacked_logits, params, test, eps, scale)
         results += [metrics(task, model_logits, test.targets) for model_logits in logits]
         for split, into in ((train, train_x), (test, test_x)):
-            z = _run(stacked_head_outputs, params, chunk, split)[:, :, 0]  # [model ex head e]
+            z = on_shared_bags(stacked_head_outputs, params, split, eps, scale)[:, :, 0]
             into += [z[i, :, : m.cfg.n_heads].transpose(0, 1) for i, m in enumerate(chunk)]
     s_acc = separation_accuracy_each(torch.cat(train_x), train_y, torch.cat(test_x), test_y)
     out, head = [], 0
@@ -197,22 +197,6 @@ def measure_models(task: Task, models: Sequence[HookedTransformer]) -> list[dict
         )
         head += n
     return out
-
-
-def _run(
-    fn: Any, params: dict, models: list[HookedTransformer], bags: Batch
-) -> Float[torch.Tensor, "model ..."]:
-    """Run a stacked-engine function on the same bags for every model of ``params``."""
-    m = len(models)
-    attn = models[0].blocks[0].attn
-    return fn(
-        params,
-        bags.tokens.expand(m, -1, -1),
-        bags.multiplicity.expand(m, -1, -1),
-        bags.read_pos.expand(m, -1, -1),
-        models[0].cfg.eps,
-        float(attn.attn_scale),
-    )
 
 
 def _stack_train_config(train_cfg: TrainConfig, experiments: Sequence[Experiment]) -> TrainConfig:
