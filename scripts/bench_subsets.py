@@ -25,11 +25,11 @@ def main() -> None:
     from joblib import Parallel, delayed
 
     from headcoop import load_checkpoint, task_from_config
-    from headcoop.analysis import SetMeasure
-    from headcoop.attribution import decompose
-    from headcoop.cache import collect
-    from headcoop.separation import fit_separators
-    from headcoop.subsets import all_subsets, decision_metrics
+    from headcoop.analysis.heads import SetMeasure
+    from headcoop.metrics.attribution import decompose
+    from headcoop.metrics.cache import collect
+    from headcoop.metrics.separation import fit_separators
+    from headcoop.metrics.subsets import all_subsets, decision_metrics
 
     model, config = load_checkpoint(args.checkpoint)
     task = task_from_config(config["task"])

@@ -7,7 +7,7 @@ fixed sample of training examples with the same batch size and optimizer, throug
 - full: the HookedTransformer forward on whole sequences, in the trainer's random order;
 - full, sorted: the same with batches of similar length, the cheapest full-sequence baseline
   (the ratio is taken against it);
-- bag: the trainer's default, 6-token bags run by `headcoop.stacked`, an exact re-expression
+- bag: the trainer's default, 6-token bags run by `headcoop.engine.stack`, an exact re-expression
   of the HookedTransformer forward with the log-count hook.
 
 Then it times 100 epochs of the paper's setup (7,000 examples) with the default settings.
@@ -38,7 +38,7 @@ def main() -> None:
         train,
         train_models,
     )
-    from headcoop.engine import batch_loss, iter_batches, read_logits
+    from headcoop.engine.bags import batch_loss, iter_batches, read_logits
 
     paper = Count01()
     tiny = SplitSpec(8, n01=(0, 2), n2=(0, 2))  # validation each epoch costs next to nothing

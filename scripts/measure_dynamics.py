@@ -24,7 +24,7 @@ def main() -> None:
     import torch
 
     from headcoop import Count01, ModelConfig
-    from headcoop.dynamics import random_head_s_acc, trajectory, weighted_s_acc_correlation
+    from headcoop.analysis.dynamics import random_head_s_acc, trajectory, weighted_s_acc_correlation
     from headcoop.files import write_atomic
 
     report: dict = {"runs": {}}

@@ -6,7 +6,7 @@ import torch
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.model import build_model
 from headcoop.tasks import Count01, SplitSpec
-from headcoop.training import train
+from headcoop.training.trainer import train
 
 
 def small_count01(seed: int = 0) -> Count01:

@@ -3,12 +3,12 @@ import json
 import pandas as pd
 import pytest
 
-from headcoop.analysis import SUCCESSFUL, analyze
+from headcoop.analysis.heads import SUCCESSFUL, analyze
 from headcoop.cli import main
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine import evaluate
+from headcoop.engine.bags import evaluate
 from headcoop.errors import HeadcoopError
-from headcoop.training import train
+from headcoop.training.trainer import train
 
 HEAD_COLUMNS = [
     "head",

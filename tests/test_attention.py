@@ -1,12 +1,12 @@
 import pytest
 import torch
 
-from headcoop.analysis import analyze, attention_sweep, intervention_curves, ratio_weights
-from headcoop.attention import fixed_attention_hook, weight_ratio
-from headcoop.cache import collect
+from headcoop.analysis.heads import analyze, attention_sweep, intervention_curves, ratio_weights
+from headcoop.metrics.attention import fixed_attention_hook, weight_ratio
+from headcoop.metrics.cache import collect
 from headcoop.config import ModelConfig
 from headcoop.model import build_model
-from headcoop.separation import separation_accuracy
+from headcoop.metrics.separation import separation_accuracy
 from headcoop.tasks.count01 import BOS, EOS, EQUALS, FIVE, FOUR, ONE, TWO, ZERO
 
 

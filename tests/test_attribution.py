@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from headcoop.attribution import decompose, head_unembed, head_weights
-from headcoop.cache import collect
-from headcoop.engine import read_logits
-from headcoop.subsets import all_subsets
+from headcoop.metrics.attribution import decompose, head_unembed, head_weights
+from headcoop.metrics.cache import collect
+from headcoop.engine.bags import read_logits
+from headcoop.metrics.subsets import all_subsets
 
 
 @pytest.fixture(params=["trained", "trained_no_ln"])

@@ -1,7 +1,7 @@
 import torch
 
-from headcoop.cache import collect
-from headcoop.engine import predict
+from headcoop.metrics.cache import collect
+from headcoop.engine.bags import predict
 
 
 def test_bag_and_full_caches_agree(trained, task):

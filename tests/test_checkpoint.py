@@ -6,9 +6,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from headcoop.checkpoint import load_checkpoint, save_checkpoint
+from headcoop.training.checkpoint import load_checkpoint, save_checkpoint
 from headcoop.config import ModelConfig
-from headcoop.engine import predict
+from headcoop.engine.bags import predict
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Count01

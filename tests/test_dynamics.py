@@ -1,10 +1,10 @@
 import pytest
 import torch
 
-from headcoop.analysis import analyze
-from headcoop.cache import collect
+from headcoop.analysis.heads import analyze
+from headcoop.metrics.cache import collect
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.dynamics import (
+from headcoop.analysis.dynamics import (
     Trajectory,
     pearson,
     random_head_s_acc,
@@ -13,10 +13,10 @@ from headcoop.dynamics import (
 )
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.separation import separation_accuracy, separation_accuracy_each
-from headcoop.stacked import random_params, stack_params, stacked_head_outputs, unstack_params
+from headcoop.metrics.separation import separation_accuracy, separation_accuracy_each
+from headcoop.engine.stack import random_params, stack_params, stacked_head_outputs, unstack_params
 from headcoop.tasks.count01 import FOUR
-from headcoop.training import train
+from headcoop.training.trainer import train
 
 SMALL = ModelConfig(d_model=8, n_heads=4, d_head=2)
 

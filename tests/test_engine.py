@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from headcoop.config import ModelConfig
-from headcoop.engine import (
+from headcoop.engine.bags import (
     FULL_ATTENTION_BUDGET,
     bag_exact,
     evaluate,

@@ -9,10 +9,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import headcoop.figures.compute as compute
-from headcoop.figures import plots
-from headcoop.figures.plan import FigurePlan
-from headcoop.figures.report import compare_with_paper, make_figures
+import headcoop.paper.compute as compute
+from headcoop.paper import plots
+from headcoop.paper.plan import FigurePlan
+from headcoop.paper.report import compare_with_paper, make_figures
 
 ITEMS = [f"fig{n:02d}" for n in range(1, 16)] + ["table1", "appendix_a"]
 CHROMIUM = shutil.which("chromium")

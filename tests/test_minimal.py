@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from headcoop.engine import evaluate, predict
-from headcoop.minimal import minimal_solution
+from headcoop.engine.bags import evaluate, predict
+from headcoop.tasks.minimal import minimal_solution
 from headcoop.tasks import Count01
 
 

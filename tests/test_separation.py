@@ -5,9 +5,9 @@ import pytest
 import torch
 from sklearn.svm import LinearSVC
 
-from headcoop.cache import collect
-from headcoop.separation import fit_separators, separation_accuracy
-from headcoop.subsets import all_subsets
+from headcoop.metrics.cache import collect
+from headcoop.metrics.separation import fit_separators, separation_accuracy
+from headcoop.metrics.subsets import all_subsets
 from headcoop.tasks.count01 import FOUR
 
 

@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine import read_logits
+from headcoop.engine.bags import read_logits
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.stacked import stack_params, stacked_logits, unstack_params
+from headcoop.engine.stack import stack_params, stacked_logits, unstack_params
 from headcoop.tasks import Count01
-from headcoop.training import train_models
+from headcoop.training.trainer import train_models
 
 
 def run_stack(models, bags_per_model):

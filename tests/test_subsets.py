@@ -2,10 +2,10 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from headcoop.attribution import decompose
-from headcoop.cache import collect
-from headcoop.engine import evaluate
-from headcoop.subsets import all_subsets, auc, learned_accuracy, roc_auc, singles_and_pairs
+from headcoop.metrics.attribution import decompose
+from headcoop.metrics.cache import collect
+from headcoop.engine.bags import evaluate
+from headcoop.metrics.subsets import all_subsets, auc, learned_accuracy, roc_auc, singles_and_pairs
 from headcoop.tasks.count01 import FIVE, FOUR
 
 CHOICES = torch.tensor([FOUR, FIVE])

@@ -6,15 +6,15 @@ import json
 import pytest
 import torch
 
-import headcoop.sweep as sweep
-from headcoop.analysis import SetMeasure
-from headcoop.cache import collect
-from headcoop.checkpoint import load_stack, save_stack
+import headcoop.training.sweep as sweep
+from headcoop.analysis.heads import SetMeasure
+from headcoop.metrics.cache import collect
+from headcoop.training.checkpoint import load_stack, save_stack
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine import evaluate
+from headcoop.engine.bags import evaluate
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.sweep import Experiment, measure_models, run_sweep, train_stack
+from headcoop.training.sweep import Experiment, measure_models, run_sweep, train_stack
 
 EXPERIMENTS = [
     Experiment(ModelConfig(d_model=8, n_heads=2), 0),

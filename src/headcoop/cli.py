@@ -138,9 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
-    from headcoop.checkpoint import FINAL, resolve_checkpoint
+    from headcoop.training.checkpoint import FINAL, resolve_checkpoint
     from headcoop.tasks import Count01
-    from headcoop.training import train
+    from headcoop.training.trainer import train
 
     task = Count01(seed=args.data_seed)
     model_cfg = ModelConfig(
@@ -166,7 +166,7 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _analyze(args: argparse.Namespace) -> None:
-    from headcoop.analysis import analyze
+    from headcoop.analysis.heads import analyze
 
     result = analyze(args.checkpoint, subsets=not args.no_subsets, progress=not args.quiet)
     out = result.save(args.out, checkpoint=str(args.checkpoint))
@@ -177,11 +177,11 @@ def _analyze(args: argparse.Namespace) -> None:
 def _figures(args: argparse.Namespace) -> None:
     import logging
 
-    from headcoop.figures.plan import FigurePlan
-    from headcoop.figures.report import make_figures
+    from headcoop.paper.plan import FigurePlan
+    from headcoop.paper.report import make_figures
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("headcoop.figures").setLevel(logging.INFO)
+    logging.getLogger("headcoop.paper").setLevel(logging.INFO)
     plan = FigurePlan.quick() if args.quick else FigurePlan.paper()
     summary = make_figures(plan, args.out, args.cache, png=not args.no_png, progress=not args.quiet)
     disagree = sum(r["verdict"] == "disagrees" for r in summary["paper_comparison"])
@@ -196,8 +196,8 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _report(path: str | Path, split: str, full: bool, as_json: bool) -> None:
-    from headcoop.checkpoint import load_checkpoint
-    from headcoop.engine import evaluate
+    from headcoop.training.checkpoint import load_checkpoint
+    from headcoop.engine.bags import evaluate
     from headcoop.tasks import task_from_config
 
     model, config = load_checkpoint(path)

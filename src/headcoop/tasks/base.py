@@ -8,7 +8,7 @@ engine treats alike:
   position is invisible to causal attention);
 - bags (optional): one position per token type with a multiplicity, exact for models without
   positional information and with one attention layer when every scored position's prefix is
-  known by its token counts (see `headcoop.engine`).
+  known by its token counts (see `headcoop.engine.bags`).
 """
 
 from dataclasses import dataclass

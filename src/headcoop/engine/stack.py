@@ -14,7 +14,7 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedTransformer
 
-from headcoop.engine import bag_exact
+from headcoop.engine.bags import bag_exact
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch
 

@@ -25,10 +25,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from headcoop.dynamics import pearson
-from headcoop.figures import plots
-from headcoop.figures.compute import FigureData, measure_all
-from headcoop.figures.plan import FigurePlan
+from headcoop.analysis.dynamics import pearson
+from headcoop.paper import plots
+from headcoop.paper.compute import FigureData, measure_all
+from headcoop.paper.plan import FigurePlan
 from headcoop.files import write_atomic
 
 log = logging.getLogger(__name__)

@@ -18,17 +18,17 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from headcoop.analysis import analyze, intervention_curves
-from headcoop.cache import collect
-from headcoop.checkpoint import load_checkpoint
+from headcoop.analysis.heads import analyze, intervention_curves
+from headcoop.metrics.cache import collect
+from headcoop.training.checkpoint import load_checkpoint
 from headcoop.config import ModelConfig
-from headcoop.dynamics import random_head_s_acc, trajectory
-from headcoop.engine import evaluate
-from headcoop.figures.plan import FigurePlan
+from headcoop.analysis.dynamics import random_head_s_acc, trajectory
+from headcoop.engine.bags import evaluate
+from headcoop.paper.plan import FigurePlan
 from headcoop.files import write_atomic
-from headcoop.minimal import minimal_solution
-from headcoop.separation import fit_separators
-from headcoop.sweep import Experiment, run_sweep, train_stack
+from headcoop.tasks.minimal import minimal_solution
+from headcoop.metrics.separation import fit_separators
+from headcoop.training.sweep import Experiment, run_sweep, train_stack
 from headcoop.tasks.base import Task, make_task
 
 log = logging.getLogger(__name__)

@@ -2,7 +2,7 @@
 
 A sweep is a list of stacks; a stack is a list of `Experiment`s (a model shape and a seed)
 trained together by `headcoop.training.train_models`. Models in a stack may differ in
-``n_heads`` and ``d_model`` (`headcoop.stacked` pads them exactly), so a whole grid of shapes
+``n_heads`` and ``d_model`` (`headcoop.engine.stack` pads them exactly), so a whole grid of shapes
 costs little more than its largest member.
 
 Every finished experiment's result is stored in ``results.json`` under a key of its full
@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformer
 
-from headcoop.checkpoint import (
+from headcoop.training.checkpoint import (
     epoch_dir,
     load_stack,
     mark_final,
@@ -30,14 +30,14 @@ from headcoop.checkpoint import (
     save_stack,
 )
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine import metrics
+from headcoop.engine.bags import metrics
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
 from headcoop.model import build_model
-from headcoop.separation import separation_accuracy_each
-from headcoop.stacked import on_shared_bags, stack_params, stacked_head_outputs, stacked_logits
+from headcoop.metrics.separation import separation_accuracy_each
+from headcoop.engine.stack import on_shared_bags, stack_params, stacked_head_outputs, stacked_logits
 from headcoop.tasks.base import Task
-from headcoop.training import train_models
+from headcoop.training.trainer import train_models
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,14 @@ from jaxtyping import Bool, Float
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from headcoop.attention import fixed_attention_hook, weight_ratio
-from headcoop.attribution import LogitDecomposition, decompose, head_weights
-from headcoop.cache import HeadCache, collect
-from headcoop.checkpoint import load_checkpoint
+from headcoop.metrics.attention import fixed_attention_hook, weight_ratio
+from headcoop.metrics.attribution import LogitDecomposition, decompose, head_weights
+from headcoop.metrics.cache import HeadCache, collect
+from headcoop.training.checkpoint import load_checkpoint
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
-from headcoop.separation import separation_accuracy
-from headcoop.subsets import all_subsets, decision_metrics, learned_accuracy, singles_and_pairs
+from headcoop.metrics.separation import separation_accuracy
+from headcoop.metrics.subsets import all_subsets, decision_metrics, learned_accuracy, singles_and_pairs
 from headcoop.tasks.base import Task, task_from_config
 
 SUCCESSFUL = 0.98

@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from headcoop.engine import Hook, inference_batches, read_logits
+from headcoop.engine.bags import Hook, inference_batches, read_logits
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Task
 
@@ -57,7 +57,7 @@ def collect(
 
     Bags are used where they are exact (``mode='auto'``), full sequences otherwise.
     ``intervention`` gives extra forward hooks for each batch (for example
-    `headcoop.attention.fixed_attention_hook`); the cache records the intervened run.
+    `headcoop.metrics.attention.fixed_attention_hook`); the cache records the intervened run.
 
     >>> from headcoop import Count01, ModelConfig, build_model
     >>> task = Count01()

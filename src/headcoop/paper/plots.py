@@ -1,6 +1,6 @@
 """One plotly figure per item of the paper, drawn from the cached measurements.
 
-Every function takes DataFrames (as `headcoop.figures.compute.FigureData` returns them) and
+Every function takes DataFrames (as `headcoop.paper.compute.FigureData` returns them) and
 returns a `plotly.graph_objects.Figure`; nothing here trains or measures.
 """
 

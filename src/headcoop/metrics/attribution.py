@@ -24,7 +24,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from transformer_lens import HookedTransformer
 
-from headcoop.cache import HeadCache
+from headcoop.metrics.cache import HeadCache
 
 SUBSET_CHUNK = 1024
 """Subsets evaluated together by `LogitDecomposition.subset_logits` (bounds memory)."""

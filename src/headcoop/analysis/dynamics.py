@@ -15,15 +15,15 @@ import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from headcoop.analysis import SetMeasure
-from headcoop.attribution import head_weights
-from headcoop.cache import collect
-from headcoop.checkpoint import load_checkpoint, run_checkpoints
+from headcoop.analysis.heads import SetMeasure
+from headcoop.metrics.attribution import head_weights
+from headcoop.metrics.cache import collect
+from headcoop.training.checkpoint import load_checkpoint, run_checkpoints
 from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.separation import separation_accuracy_each
-from headcoop.stacked import on_shared_bags, random_params, stacked_head_outputs
+from headcoop.metrics.separation import separation_accuracy_each
+from headcoop.engine.stack import on_shared_bags, random_params, stacked_head_outputs
 from headcoop.tasks.base import Task, task_from_config
 
 MODEL_CHUNK = 16

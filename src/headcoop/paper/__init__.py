@@ -1,4 +1,4 @@
-"""`make figures`: every figure and table of the paper, from one command.
+"""The paper's figures and tables (`make figures`).
 
 - `plan`: what is computed (`FigurePlan.paper()`, `FigurePlan.quick()`);
 - `compute`: the measurements, cached as files (`FigureData`);

@@ -10,7 +10,7 @@ import itertools
 import torch
 from jaxtyping import Bool, Float, Int
 
-from headcoop.attribution import SUBSET_CHUNK, LogitDecomposition
+from headcoop.metrics.attribution import SUBSET_CHUNK, LogitDecomposition
 
 
 def all_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:

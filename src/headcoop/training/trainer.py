@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from headcoop.checkpoint import (
+from headcoop.training.checkpoint import (
     epoch_dir,
     load_checkpoint,
     load_optimizer_state,
@@ -27,7 +27,7 @@ from headcoop.checkpoint import (
     save_checkpoint,
 )
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine import (
+from headcoop.engine.bags import (
     Hook,
     batch_loss,
     evaluate,
@@ -38,7 +38,7 @@ from headcoop.engine import (
 )
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.stacked import drop_out, stack_params, stacked_logits, trainable, unstack_params
+from headcoop.engine.stack import drop_out, stack_params, stacked_logits, trainable, unstack_params
 from headcoop.tasks.base import Batch, Task
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,7 @@ def train_models(
 ) -> list[dict[str, Any]]:
     """Train same-shaped models side by side, in place; return each one's last metrics.
 
-    Where bag compression is exact, the models run as one stack (`headcoop.stacked`), each
+    Where bag compression is exact, the models run as one stack (`headcoop.engine.stack`), each
     with its own example order drawn from the epoch's generator; otherwise a single model runs
     on full sequences through its HookedTransformer forward. ``cfg.seed`` seeds the example
     orders and dropout masks (the initial weights are the models' own). ``mode='full'`` forces
@@ -177,7 +177,7 @@ def train_models(
 
 
 class _StackedStep:
-    """Training steps of a stack of bag-compressible models (see `headcoop.stacked`)."""
+    """Training steps of a stack of bag-compressible models (see `headcoop.engine.stack`)."""
 
     def __init__(self, task: Task, models: list[HookedTransformer], cfg: TrainConfig) -> None:
         self.task, self.models, self.cfg = task, models, cfg

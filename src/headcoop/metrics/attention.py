@@ -16,7 +16,7 @@ from jaxtyping import Float
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from headcoop.engine import SCORES_HOOK
+from headcoop.engine.bags import SCORES_HOOK
 from headcoop.tasks.base import Batch
 
 PATTERN_HOOK = "blocks.0.attn.hook_pattern"
