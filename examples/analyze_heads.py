@@ -9,10 +9,10 @@ import sys
 import torch
 
 import headcoop
+from headcoop.analysis.dynamics import trajectory
 from headcoop.analysis.heads import analyze, attention_sweep
 from headcoop.metrics.attribution import decompose
 from headcoop.metrics.cache import collect
-from headcoop.analysis.dynamics import trajectory
 
 run = sys.argv[1] if len(sys.argv) > 1 else "runs/paper"
 model, config = headcoop.load_checkpoint(run)

@@ -2,23 +2,29 @@ import json
 
 import pandas as pd
 import pytest
+import torch
 
-from headcoop.analysis.heads import SUCCESSFUL, analyze
+from headcoop.analysis.heads import analyze
 from headcoop.cli import main
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine.bags import evaluate
+from headcoop.engine.bags import evaluate, read_logits
 from headcoop.errors import HeadcoopError
+from headcoop.metrics.classes import SUCCESSFUL
 from headcoop.training.trainer import train
+from tests.hooks import paper_logits_by_hook
 
 HEAD_COLUMNS = [
     "head",
     "s_acc",
     "l_acc",
     "roc_auc",
+    "l_acc_direct",
+    "roc_auc_direct",
     "w01",
     "w02",
     "head_weight",
     "eos_l_acc",
+    "eos_l_acc_direct",
     "class",
 ]
 
@@ -45,9 +51,28 @@ def test_all_subsets_agree_with_singles_pairs_and_the_model(result, trained, tas
     for metric in ("l_acc", "roc_auc", "s_acc"):
         singles = by_heads.loc[[str(h) for h in range(16)], metric].to_numpy()
         assert singles == pytest.approx(heads[metric].to_numpy(), abs=1e-6)
-    everything = by_heads.loc[" ".join(map(str, range(16))), "l_acc"]
+    everything = by_heads.loc[" ".join(map(str, range(16))), "l_acc_direct"]
     assert everything == pytest.approx(evaluate(trained, task, task.split("test"))["answer"])
-    assert by_heads.loc["", "roc_auc"] == pytest.approx(0.5)
+    assert by_heads.loc["", "roc_auc_direct"] == pytest.approx(0.5)
+
+
+def test_eos_l_acc_of_single_heads_follows_both_definitions(result, trained, task):
+    """Pinned against hooks on the running model: the paper's head-only logits (embedding
+    removed, LN scale frozen) and plain ablation of the other heads (direct path kept)."""
+    examples = task.split("test")
+    bags = task.bags(examples)
+    eos = bags.targets[:, 1]
+    heads = result.heads_frame()
+    for head in range(16):
+        keep = torch.zeros(16)
+        keep[head] = 1.0
+        paper = paper_logits_by_hook(trained, bags, keep)[:, 1]
+        ablated = read_logits(
+            trained, bags, [("blocks.0.attn.hook_z", lambda z, hook, k=keep: z * k[:, None])]
+        )[:, 1]
+        for column, logits in (("eos_l_acc", paper), ("eos_l_acc_direct", ablated)):
+            accuracy = (logits.argmax(-1) == eos).float().mean().item()
+            assert heads.loc[head, column] == pytest.approx(accuracy, abs=1e-6), (head, column)
 
 
 def test_pairs_table(result):
@@ -56,9 +81,12 @@ def test_pairs_table(result):
     assert pairs["heads"].iloc[0] == "0 1"
 
 
-def test_summary_counts_every_head(result):
+def test_summary_counts_every_head_and_sizes_the_direct_path(result):
     assert sum(result.summary["classes"].values()) == 16
     assert 0.5 <= result.summary["majority_share"] < 0.6
+    direct = result.summary["direct_path"]
+    assert 0 < direct["decision_share"] < 1
+    assert set(direct["accuracy_alone"]) == {"answer", "eos"}
 
 
 def test_analyze_needs_a_task_for_a_bare_model(trained):

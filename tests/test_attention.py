@@ -1,12 +1,14 @@
 import pytest
 import torch
 
-from headcoop.analysis.heads import analyze, attention_sweep, intervention_curves, ratio_weights
+from headcoop.analysis.heads import analyze
+from headcoop.analysis.interventions import attention_sweep, intervention_curves, ratio_weights
+from headcoop.config import ModelConfig
 from headcoop.metrics.attention import fixed_attention_hook, weight_ratio
 from headcoop.metrics.cache import collect
-from headcoop.config import ModelConfig
-from headcoop.model import build_model
+from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy
+from headcoop.model import build_model
 from headcoop.tasks.count01 import BOS, EOS, EQUALS, FIVE, FOUR, ONE, TWO, ZERO
 
 
@@ -70,7 +72,7 @@ def test_a_head_with_w01_one_and_no_attention_to_2_separates_perfectly(task):
     assert weight_ratio(model, EQUALS, ZERO, ONE).item() == pytest.approx(1.0)
     assert weight_ratio(model, EQUALS, ZERO, TWO).item() > 1e12
     train = collect(model, task, task.split("train"))
-    x, y = train.z[:, 0], train.targets[:, 0] == FOUR
+    x, y = train.z[:, 0], labels(task, train.targets)
     assert separation_accuracy(x, y, x, y, torch.ones(1, 1, dtype=torch.bool)).item() == 1.0
     measured = analyze(model, task, subsets=False)
     assert measured.heads["class"] == ["successful"]

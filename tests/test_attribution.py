@@ -1,15 +1,21 @@
 import pytest
 import torch
 
+from headcoop.engine.bags import read_logits
 from headcoop.metrics.attribution import decompose, head_unembed, head_weights
 from headcoop.metrics.cache import collect
-from headcoop.engine.bags import read_logits
 from headcoop.metrics.subsets import all_subsets
+from tests.hooks import paper_logits_by_hook
 
 
 @pytest.fixture(params=["trained", "trained_no_ln"])
 def model(request):
     return request.getfixturevalue(request.param)
+
+
+def random_sets(n: int, seed: int) -> torch.Tensor:
+    order = torch.randperm(2**16, generator=torch.Generator().manual_seed(seed))
+    return all_subsets(16)[order[:n]]
 
 
 def test_head_attributions_plus_the_rest_equal_the_logits(model, task):
@@ -19,20 +25,42 @@ def test_head_attributions_plus_the_rest_equal_the_logits(model, task):
     assert (total - cache.logits).abs().max() < 1e-4
 
 
-def test_subset_logits_equal_ablation_by_hook(model, task):
+def test_direct_definition_equals_ablation_by_hook(model, task):
     counts = task.split("test")[:100]
     parts = decompose(model, collect(model, task, counts))
-    subsets = all_subsets(16)[torch.randperm(2**16, generator=torch.Generator().manual_seed(0))]
-    subsets = subsets[:12]
-    logits = parts.subset_logits(subsets, 0, torch.arange(8))
+    subsets = random_sets(12, seed=0)
     bags = task.bags(counts)
-    for keep, cached in zip(subsets, logits, strict=True):
+    for read in (0, 1):
+        logits = parts.set_logits(subsets, read, torch.arange(8), "direct")
+        for keep, cached in zip(subsets, logits, strict=True):
 
-        def ablate(z, hook, keep=keep):
-            return z * keep[None, None, :, None]
+            def ablate(z, hook, keep=keep):
+                return z * keep[None, None, :, None]
 
-        hooked = read_logits(model, bags, [("blocks.0.attn.hook_z", ablate)])[:, 0]
-        assert (cached - hooked).abs().max() < 1e-4
+            hooked = read_logits(model, bags, [("blocks.0.attn.hook_z", ablate)])[:, read]
+            assert (cached - hooked).abs().max() < 1e-4
+
+
+def test_paper_definition_equals_head_only_logits_by_hook(model, task):
+    counts = task.split("test")[:100]
+    parts = decompose(model, collect(model, task, counts))
+    bags = task.bags(counts)
+    subsets = torch.cat([torch.eye(16, dtype=torch.bool)[:3], random_sets(6, seed=1)])
+    for read in (0, 1):
+        logits = parts.set_logits(subsets, read, torch.arange(8), "paper")
+        for keep, cached in zip(subsets, logits, strict=True):
+            hooked = paper_logits_by_hook(model, bags, keep)[:, read]
+            assert (cached - hooked).abs().max() < 1e-4
+
+
+def test_the_definitions_differ_by_the_direct_path_alone_without_layernorm(trained_no_ln, task):
+    cache = collect(trained_no_ln, task, task.split("test")[:50])
+    parts = decompose(trained_no_ln, cache)
+    sets = random_sets(5, seed=2)
+    paper = parts.set_logits(sets, 0, torch.arange(8), "paper")
+    direct = parts.set_logits(sets, 0, torch.arange(8), "direct")
+    expected = (cache.resid_pre[:, 0] @ trained_no_ln.W_U).detach()
+    assert (direct - paper - expected).abs().max() < 1e-4
 
 
 def test_without_layernorm_head_terms_are_the_papers_z_t_i(trained_no_ln, task):
@@ -50,3 +78,15 @@ def test_head_weights_are_normalised_output_differences(trained_no_ln):
     by_hand = (w[:, :, 6] - w[:, :, 5]).norm(dim=1)
     assert torch.allclose(hw, by_hand / by_hand.sum())
     assert hw.sum() == pytest.approx(1.0)
+
+
+def test_head_weights_of_three_candidates_ignore_a_shared_shift(trained_no_ln):
+    w = head_unembed(trained_no_ln)[:, :, [1, 2, 3]]
+    centred = w - w.mean(-1, keepdim=True)
+    by_hand = centred.flatten(1).norm(dim=1)
+    assert torch.allclose(head_weights(trained_no_ln, (1, 2, 3)), by_hand / by_hand.sum())
+    with torch.no_grad():
+        trained_no_ln.W_U[:, [1, 2, 3]] += trained_no_ln.W_U[:, [4]]  # moves all three alike
+        shifted = head_weights(trained_no_ln, (1, 2, 3))
+        trained_no_ln.W_U[:, [1, 2, 3]] -= trained_no_ln.W_U[:, [4]]
+    assert torch.allclose(shifted, by_hand / by_hand.sum(), atol=1e-6)

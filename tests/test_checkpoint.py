@@ -6,12 +6,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from headcoop.training.checkpoint import load_checkpoint, save_checkpoint
 from headcoop.config import ModelConfig
 from headcoop.engine.bags import predict
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Count01
+from headcoop.training.checkpoint import load_checkpoint, save_checkpoint
 
 META = {"task": Count01().to_config(), "train": {"seed": 0, "epoch": 3}, "metrics": {"x": 1}}
 

@@ -1,9 +1,6 @@
 import pytest
 import torch
 
-from headcoop.analysis.heads import analyze
-from headcoop.metrics.cache import collect
-from headcoop.config import ModelConfig, TrainConfig
 from headcoop.analysis.dynamics import (
     Trajectory,
     pearson,
@@ -11,11 +8,14 @@ from headcoop.analysis.dynamics import (
     trajectory,
     weighted_s_acc_correlation,
 )
+from headcoop.analysis.heads import analyze
+from headcoop.config import ModelConfig, TrainConfig
+from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
-from headcoop.model import build_model
+from headcoop.metrics.cache import collect
+from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy, separation_accuracy_each
-from headcoop.engine.stack import random_params, stack_params, stacked_head_outputs, unstack_params
-from headcoop.tasks.count01 import FOUR
+from headcoop.model import build_model
 from headcoop.training.trainer import train
 
 SMALL = ModelConfig(d_model=8, n_heads=4, d_head=2)
@@ -59,7 +59,7 @@ def test_pearson():
 
 def test_random_params_follow_the_transformer_lens_initialisation():
     template = build_model(ModelConfig(), 8, seed=0)
-    params = random_params(template, 400, torch.Generator().manual_seed(0))
+    params = Stack.random(template, 400, torch.Generator().manual_seed(0)).params
     std = template.cfg.initializer_range
     assert params["blocks.0.attn.W_Q"].std().item() == pytest.approx(std, rel=0.02)
     assert (params["blocks.0.attn.b_Q"] == 0).all() and (params["blocks.0.ln1.w"] == 1).all()
@@ -68,19 +68,10 @@ def test_random_params_follow_the_transformer_lens_initialisation():
 
 def test_stacked_head_outputs_match_each_models_hook_z(task):
     template = build_model(ModelConfig(), 8, seed=0)
-    params = random_params(template, 3, torch.Generator().manual_seed(1))
     models = [build_model(ModelConfig(), 8, seed=s) for s in range(3)]
-    unstack_params(params, models)
+    Stack.random(template, 3, torch.Generator().manual_seed(1)).write_back(models)
     counts = task.split("test")[:30]
-    bags = task.bags(counts)
-    z = stacked_head_outputs(
-        stack_params(models),
-        bags.tokens.expand(3, -1, -1),
-        bags.multiplicity.expand(3, -1, -1),
-        bags.read_pos.expand(3, -1, -1),
-        template.cfg.eps,
-        float(template.blocks[0].attn.attn_scale),
-    )
+    z = Stack.of(models).head_outputs(task.bags(counts))
     for i, model in enumerate(models):
         assert (z[i] - collect(model, task, counts).z).abs().max() < 1e-5
 
@@ -90,7 +81,7 @@ def test_per_head_solver_agrees_with_the_shared_one(trained, task):
         collect(trained, task, task.split("train")),
         collect(trained, task, task.split("test")),
     )
-    y, y_test = train_cache.targets[:, 0] == FOUR, test_cache.targets[:, 0] == FOUR
+    y, y_test = labels(task, train_cache.targets), labels(task, test_cache.targets)
     shared = separation_accuracy(
         train_cache.z[:, 0], y, test_cache.z[:, 0], y_test, torch.eye(16, dtype=torch.bool)
     )

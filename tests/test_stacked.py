@@ -5,24 +5,23 @@ import torch
 
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import read_logits
+from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.engine.stack import stack_params, stacked_logits, unstack_params
-from headcoop.tasks import Count01
+from headcoop.tasks import Batch, Count01
 from headcoop.training.trainer import train_models
 
 
 def run_stack(models, bags_per_model):
-    params = stack_params(models)
-    attn_scale = float(models[0].blocks[0].attn.attn_scale)
-    return params, stacked_logits(
-        params,
-        torch.stack([b.tokens for b in bags_per_model]),
-        torch.stack([b.multiplicity for b in bags_per_model]),
-        torch.stack([b.read_pos for b in bags_per_model]),
-        models[0].cfg.eps,
-        attn_scale,
+    """Each model reads its own bags: the batches are concatenated, and model m reads rows m."""
+    stack = Stack.of(models)
+    bags = Batch(
+        *(torch.cat([getattr(b, f) for b in bags_per_model]) for f in ("tokens", "read_pos")),
+        torch.cat([b.targets for b in bags_per_model]),
+        torch.cat([b.multiplicity for b in bags_per_model]),
     )
+    rows = torch.arange(len(bags)).reshape(len(models), -1)
+    return stack.params, stack.logits(bags, rows)
 
 
 @pytest.mark.parametrize(
@@ -61,20 +60,21 @@ def test_gradients_stay_within_each_model():
 
 def test_unstack_writes_parameters_back():
     models = [build_model(ModelConfig(), 8, seed) for seed in range(2)]
-    params = stack_params(models)
+    stack = Stack.of(models)
+    params = stack.params
     with torch.no_grad():
         params["blocks.0.attn.W_Q"][1] += 1.0
     before = models[0].blocks[0].attn.W_Q.clone()
-    unstack_params(params, models)
+    stack.write_back(models)
     assert torch.equal(models[0].blocks[0].attn.W_Q, before)
     assert torch.equal(models[1].blocks[0].attn.W_Q, params["blocks.0.attn.W_Q"][1])
 
 
 def test_stacked_models_must_share_all_but_their_sizes():
     with pytest.raises(HeadcoopError, match="differ only in n_heads and d_model"):
-        stack_params([build_model(ModelConfig(), 8, 0), build_model(ModelConfig(d_head=3), 8, 0)])
+        Stack.of([build_model(ModelConfig(), 8, 0), build_model(ModelConfig(d_head=3), 8, 0)])
     with pytest.raises(HeadcoopError, match="without positions"):
-        stack_params([build_model(ModelConfig(positional=True), 8, 0)])
+        Stack.of([build_model(ModelConfig(positional=True), 8, 0)])
 
 
 @pytest.mark.parametrize("layernorm", [True, False])

@@ -2,9 +2,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from headcoop.engine.bags import evaluate
 from headcoop.metrics.attribution import decompose
 from headcoop.metrics.cache import collect
-from headcoop.engine.bags import evaluate
 from headcoop.metrics.subsets import all_subsets, auc, learned_accuracy, roc_auc, singles_and_pairs
 from headcoop.tasks.count01 import FIVE, FOUR
 
@@ -30,27 +30,28 @@ def test_singles_then_pairs():
     assert torch.nonzero(masks[4]).flatten().tolist() == [0, 1]
 
 
-def test_l_acc_of_all_heads_is_the_models_accuracy(trained, task, parts):
+def test_direct_l_acc_of_all_heads_is_the_models_accuracy(trained, task, parts):
     decomposition, targets = parts
     everything = torch.ones(1, 16, dtype=torch.bool)
-    l_acc = learned_accuracy(decomposition, everything, targets, 0, CHOICES)
+    l_acc = learned_accuracy(decomposition, everything, targets, 0, CHOICES, "direct")
     assert l_acc.item() == pytest.approx(evaluate(trained, task, task.split("test"))["answer"])
 
 
 def test_with_every_head_ablated_the_prediction_is_one_constant_class(parts):
     decomposition, targets = parts
     nothing = torch.zeros(1, 16, dtype=torch.bool)
-    l_acc = learned_accuracy(decomposition, nothing, targets, 0, CHOICES).item()
+    l_acc = learned_accuracy(decomposition, nothing, targets, 0, CHOICES, "direct").item()
     shares = {(targets == FOUR).float().mean().item(), (targets == FIVE).float().mean().item()}
     assert min(abs(l_acc - s) for s in shares) < 1e-6
-    assert roc_auc(decomposition, nothing, targets, 0, CHOICES).item() == pytest.approx(0.5)
+    assert roc_auc(decomposition, nothing, targets, 0, CHOICES, "direct").item() == 0.5
 
 
-def test_roc_auc_matches_scikit_learn(parts):
+@pytest.mark.parametrize("definition", ["paper", "direct"])
+def test_roc_auc_matches_scikit_learn(parts, definition):
     decomposition, targets = parts
     masks = all_subsets(16)[torch.randperm(2**16, generator=torch.Generator().manual_seed(1))[:6]]
-    ours = roc_auc(decomposition, masks, targets, 0, CHOICES)
-    logits = decomposition.subset_logits(masks, 0, CHOICES)
+    ours = roc_auc(decomposition, masks, targets, 0, CHOICES, definition)
+    logits = decomposition.set_logits(masks, 0, CHOICES, definition)
     for k in range(len(masks)):
         expected = max(
             roc_auc_score((targets == FOUR).numpy(), logits[k, :, 0].numpy()),
@@ -63,3 +64,20 @@ def test_auc_handles_ties_like_scikit_learn():
     scores = torch.tensor([[0.0, 1.0, 1.0, 2.0, 2.0, 3.0]])
     labels = torch.tensor([False, True, False, True, False, True])
     assert auc(scores, labels).item() == pytest.approx(roc_auc_score(labels, scores[0]))
+
+
+def test_roc_auc_of_more_candidates_is_the_mean_one_vs_rest_auc():
+    from headcoop.metrics.subsets import _candidate_auc
+
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 300, 3, generator=gen)
+    candidates = torch.tensor([4, 5, 6])
+    targets = candidates[torch.randint(0, 3, (300,), generator=gen)]
+    logits[1, :, 0] += 2.0 * (targets == 4)  # the second set tells candidate 4 apart
+    ours = _candidate_auc(logits, targets, candidates)
+    for k in range(2):
+        per = [
+            roc_auc_score((targets == t).numpy(), logits[k, :, i]) for i, t in enumerate([4, 5, 6])
+        ]
+        assert ours[k].item() == pytest.approx(sum(per) / 3, abs=1e-6)
+    assert ours[1] > ours[0]

@@ -8,12 +8,12 @@ import torch
 
 import headcoop.training.sweep as sweep
 from headcoop.analysis.heads import SetMeasure
-from headcoop.metrics.cache import collect
-from headcoop.training.checkpoint import load_stack, save_stack
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import evaluate
 from headcoop.errors import HeadcoopError
+from headcoop.metrics.cache import collect
 from headcoop.model import build_model
+from headcoop.training.checkpoint import load_stack, save_stack
 from headcoop.training.sweep import Experiment, measure_models, run_sweep, train_stack
 
 EXPERIMENTS = [

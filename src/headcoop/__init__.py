@@ -1,7 +1,8 @@
-"""headcoop: how attention heads share work, on one-layer HookedTransformers.
+"""headcoop: how attention heads share work, in small attention-only transformers.
 
-The data flow is task -> model -> engine -> cache -> metrics (attribution, subsets,
-separation, attention) -> analysis. The public names below are imported
+The data flow follows the subpackages: tasks -> model and engine (bags, stacks) -> training
+(trainer, checkpoints, sweeps) -> metrics (cache, attribution, subsets, separation, attention,
+classes) -> analysis -> paper (the figures) -> cli. The public names below are imported
 lazily, so that ``import headcoop`` (and ``headcoop --help``) stays fast: transformer_lens takes
 seconds to import.
 
@@ -19,11 +20,15 @@ _EXPORTS = {
     "HeadcoopError": "headcoop.errors",
     "Batch": "headcoop.tasks",
     "Count01": "headcoop.tasks",
+    "Histogram": "headcoop.tasks",
+    "Plurality": "headcoop.tasks",
+    "Readout": "headcoop.tasks",
     "SplitSpec": "headcoop.tasks",
     "Task": "headcoop.tasks",
     "task_from_config": "headcoop.tasks",
     "make_task": "headcoop.tasks",
     "register_task": "headcoop.tasks",
+    "registered_tasks": "headcoop.tasks",
     "ModelConfig": "headcoop.config",
     "build_model": "headcoop.model",
     "bag_exact": "headcoop.engine.bags",
@@ -47,8 +52,8 @@ _EXPORTS = {
     "weight_ratio": "headcoop.metrics.attention",
     "HeadAnalysis": "headcoop.analysis.heads",
     "analyze": "headcoop.analysis.heads",
-    "attention_sweep": "headcoop.analysis.heads",
-    "intervention_curves": "headcoop.analysis.heads",
+    "attention_sweep": "headcoop.analysis.interventions",
+    "intervention_curves": "headcoop.analysis.interventions",
     "trajectory": "headcoop.analysis.dynamics",
     "random_head_s_acc": "headcoop.analysis.dynamics",
     "minimal_solution": "headcoop.tasks.minimal",

@@ -8,7 +8,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
@@ -44,22 +44,37 @@ def _non_negative_float(text: str) -> float:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="headcoop",
-        description="Train and analyse one-layer attention-only transformers on counting tasks.",
+        description="Train and dissect small attention-only transformers on toy tasks.",
     )
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    tasks = commands.add_parser(
+        "tasks",
+        help="list the registered tasks",
+        description="The tasks that `headcoop train --task NAME` knows, one a line, name first.",
+    )
+    tasks.set_defaults(run=_tasks)
+
     train = commands.add_parser(
         "train",
-        help="train a model on Count01 and write checkpoints",
+        help="train a model on a task and write checkpoints",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Train a one-layer attention-only HookedTransformer on Count01. "
-        "Checkpoints go to OUT/epoch_NNNN; OUT/final links the last one.",
+        description="Train an attention-only HookedTransformer on a registered task (see "
+        "`headcoop tasks`). Checkpoints go to OUT/epoch_NNNN; OUT/final links the last one.",
     )
     train.add_argument("--out", required=True, help="run directory for checkpoints")
+    train.add_argument("--task", default="count01", help="the task's name (headcoop tasks)")
+    train.add_argument(
+        "--task-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the task, e.g. seed=3 (the data seed); repeatable; "
+        "VALUE is read as JSON where it parses, else as text",
+    )
     train.add_argument(
         "--seed", type=int, default=TrainConfig.seed, help="seed of weights, order and dropout"
     )
-    train.add_argument("--data-seed", type=int, default=0, help="seed of the Count01 splits")
     train.add_argument("--epochs", type=_positive_int, default=TrainConfig.epochs)
     train.add_argument("--d-model", type=_positive_int, default=ModelConfig.d_model)
     train.add_argument("--n-heads", type=_positive_int, default=ModelConfig.n_heads)
@@ -95,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = commands.add_parser(
         "eval",
         help="accuracy of a checkpoint",
-        description="Accuracy of the answer and of [EOS] on a split of the checkpoint's task.",
+        description="Accuracy of each readout on a split of the checkpoint's task.",
     )
     evaluate.add_argument("checkpoint", help="checkpoint directory, or a run directory")
     evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
@@ -108,8 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
     analyze = commands.add_parser(
         "analyze",
         help="measure every head of a checkpoint",
-        description="Per-head and per-pair l-acc, ROC AUC, s-acc, attention ratios, head weights "
-        "and [EOS] l-acc, and the three metrics of every subset of heads. Writes OUT/heads.csv, "
+        description="Per-head and per-pair l-acc, ROC AUC and s-acc at the task's decision "
+        "(l-acc and ROC AUC under the paper's head-only logits and, as *_direct, with the "
+        "direct path kept), l-acc of the other readouts, attention ratios and head weights, "
+        "and the decision metrics of every subset of heads. Writes OUT/heads.csv, "
         "OUT/pairs.csv, OUT/subsets.csv.gz and OUT/summary.json.",
     )
     analyze.add_argument("checkpoint", help="checkpoint directory, or a run directory")
@@ -138,11 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from headcoop.tasks import make_task
     from headcoop.training.checkpoint import FINAL, resolve_checkpoint
-    from headcoop.tasks import Count01
     from headcoop.training.trainer import train
 
-    task = Count01(seed=args.data_seed)
+    task = make_task(args.task, **_task_params(args.task_param))
     model_cfg = ModelConfig(
         d_model=args.d_model,
         n_heads=args.n_heads,
@@ -163,6 +180,33 @@ def _train(args: argparse.Namespace) -> None:
     final = resolve_checkpoint(args.out)
     print(f"final checkpoint: {final} (also {args.out}/{FINAL})")
     _report(final, "test", full=False, as_json=False)
+
+
+def _tasks(args: argparse.Namespace) -> None:
+    from headcoop.tasks import make_task, registered_tasks
+
+    for name, cls in registered_tasks().items():
+        task = make_task(name)
+        about = (cls.__doc__ or "").strip().splitlines()[0]
+        decision = task.readouts[task.decision]
+        engine = "bags" if task.supports_bags else "full sequences"
+        facts = f"{len(task.readouts)} readout(s), decision {decision.name!r} with "
+        facts += f"{len(decision.candidates)} classes, {engine}"
+        print(f"{name}\t{about} [{facts}]")
+
+
+def _task_params(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as keyword arguments; values are JSON where they parse."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise HeadcoopError(f"--task-param needs KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
 
 
 def _analyze(args: argparse.Namespace) -> None:
@@ -196,9 +240,9 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _report(path: str | Path, split: str, full: bool, as_json: bool) -> None:
-    from headcoop.training.checkpoint import load_checkpoint
     from headcoop.engine.bags import evaluate
-    from headcoop.tasks import task_from_config
+    from headcoop.tasks import read_names, task_from_config
+    from headcoop.training.checkpoint import load_checkpoint
 
     model, config = load_checkpoint(path)
     task = task_from_config(config.get("task", {}))
@@ -207,7 +251,7 @@ def _report(path: str | Path, split: str, full: bool, as_json: bool) -> None:
     if as_json:
         print(json.dumps({"split": split, "mode": mode, **metrics}))
         return
-    accuracies = ", ".join(f"{name} {metrics[name]:.4f}" for name in task.read_names)
+    accuracies = ", ".join(f"{name} {metrics[name]:.4f}" for name in read_names(task))
     engine = "full sequences" if full else "bag engine"
     print(f"{split} accuracy ({len(task.split(split))} examples, {engine}): {accuracies}")
 

@@ -50,3 +50,8 @@ def freeze_positions(model: HookedTransformer) -> None:
     with torch.no_grad():
         model.pos_embed.W_pos.zero_()
     model.pos_embed.W_pos.requires_grad_(False)
+
+
+def attention_scale(model: HookedTransformer) -> float:
+    """The divisor of the attention scores (sqrt(d_head) unless the config says otherwise)."""
+    return float(model.blocks[0].attn.attn_scale)

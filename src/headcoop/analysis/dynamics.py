@@ -16,18 +16,16 @@ from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from headcoop.analysis.heads import SetMeasure
+from headcoop.config import ModelConfig
+from headcoop.engine.stack import Stack
+from headcoop.errors import HeadcoopError
 from headcoop.metrics.attribution import head_weights
 from headcoop.metrics.cache import collect
-from headcoop.training.checkpoint import load_checkpoint, run_checkpoints
-from headcoop.config import ModelConfig
-from headcoop.errors import HeadcoopError
-from headcoop.model import build_model
+from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy_each
-from headcoop.engine.stack import on_shared_bags, random_params, stacked_head_outputs
+from headcoop.model import build_model
 from headcoop.tasks.base import Task, task_from_config
-
-MODEL_CHUNK = 16
-"""Random models whose head outputs are computed together (bounds memory)."""
+from headcoop.training.checkpoint import load_checkpoint, run_checkpoints
 
 
 @dataclass(frozen=True)
@@ -86,8 +84,8 @@ def trajectory(
         test = collect(model, task, task.split("test"))
         measure = SetMeasure(task, train, test, None)
         s_acc = measure.s_acc(torch.eye(model.cfg.n_heads, dtype=torch.bool))
-        correct = test.logits[:, 0].argmax(-1) == test.targets[:, 0]
-        rows.append((s_acc, head_weights(model, measure.choice_pair), correct.float().mean()))
+        correct = test.logits[:, task.decision].argmax(-1) == test.targets[:, task.decision]
+        rows.append((s_acc, head_weights(model, measure.candidates), correct.float().mean()))
     s_acc, weights, accuracy = (torch.stack(column) for column in zip(*rows, strict=True))
     return Trajectory(torch.tensor([e for e, _ in found]), s_acc, weights, accuracy)
 
@@ -130,18 +128,16 @@ def random_head_s_acc(
         raise HeadcoopError("random_head_s_acc needs a task with bags")
     template = build_model(model_cfg, len(task.vocab), seed)
     n_models = math.ceil(n_heads / model_cfg.n_heads)
-    params = random_params(template, n_models, torch.Generator().manual_seed(seed))
-    eps, attn_scale = template.cfg.eps, float(template.blocks[0].attn.attn_scale)
-    first = task.vocab.index(task.decision_tokens[0])
+    stack = Stack.random(template, n_models, torch.Generator().manual_seed(seed))
 
     def outputs(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         bags = task.bags(task.split(split))
         chunks = []
-        for start in tqdm(range(0, n_models, MODEL_CHUNK), desc=split, disable=not progress):
-            chunk = {k: v[start : start + MODEL_CHUNK] for k, v in params.items()}
-            z = on_shared_bags(stacked_head_outputs, chunk, bags, eps, attn_scale)
-            chunks.append(z[:, :, 0].transpose(1, 2).flatten(0, 1))  # [model*head example d_head]
-        return torch.cat(chunks)[:n_heads], bags.targets[:, 0] == first
+        for chunk in tqdm(list(stack.chunks()), desc=split, disable=not progress):
+            z = chunk.head_outputs(bags)
+            decision = z[:, :, task.decision]  # [model example head d_head]
+            chunks.append(decision.transpose(1, 2).flatten(0, 1))  # [model*head example d_head]
+        return torch.cat(chunks)[:n_heads], labels(task, bags.targets)
 
     train_x, train_y = outputs("train")
     test_x, test_y = outputs("test")

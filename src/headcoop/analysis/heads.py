@@ -1,9 +1,11 @@
 """`analyze`: every head metric of the paper for one model, from caches collected once.
 
-Per head and per pair of heads: learned accuracy (l-acc), ROC AUC and separation accuracy
-(s-acc) of the decision at the first scored position, l-acc of the next scored prediction (the
-syntactic [EOS] task), attention ratios and head weights; optionally the three decision metrics
-for every subset of heads. Results convert to pandas.
+Per head and per pair of heads, at the task's decision readout: learned accuracy (l-acc), ROC
+AUC and separation accuracy (s-acc); l-acc of every other readout (Count01's [EOS]); attention
+ratios and head weights; optionally the decision metrics of every subset of heads. l-acc and
+ROC AUC come under both definitions of a set's logits (`headcoop.metrics.attribution`): the
+paper's head-only logits (``l_acc``) and ablation with the direct path kept (``l_acc_direct``).
+Results convert to pandas and save as CSV and JSON.
 """
 
 import json
@@ -14,51 +16,44 @@ from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from headcoop.metrics.attention import fixed_attention_hook, weight_ratio
-from headcoop.metrics.attribution import LogitDecomposition, decompose, head_weights
-from headcoop.metrics.cache import HeadCache, collect
-from headcoop.training.checkpoint import load_checkpoint
+from headcoop.engine.bags import metrics
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
+from headcoop.metrics.attention import weight_ratio
+from headcoop.metrics.attribution import SUFFIX, LogitDecomposition, decompose, head_weights
+from headcoop.metrics.cache import HeadCache, collect
+from headcoop.metrics.classes import (
+    FAILED_MARGIN,
+    HEAD_CLASSES,
+    SUCCESSFUL,
+    head_class,
+    labels,
+    majority_share,
+)
 from headcoop.metrics.separation import separation_accuracy
-from headcoop.metrics.subsets import all_subsets, decision_metrics, learned_accuracy, singles_and_pairs
-from headcoop.tasks.base import Task, task_from_config
-
-SUCCESSFUL = 0.98
-"""A head whose s-acc reaches this is successful (the paper's bound)."""
-FAILED_MARGIN = 0.05
-"""A head whose s-acc is below the majority-class share plus this margin is failed (near
-chance); heads in between are mixed."""
+from headcoop.metrics.subsets import all_subsets, learned_accuracy, set_metrics, singles_and_pairs
+from headcoop.tasks.base import Task, candidate_ids, read_names, task_from_config
+from headcoop.training.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
 class SetMetrics:
-    """The metrics of many sets of heads (one row of ``masks`` each)."""
+    """Metrics of many sets of heads: one row of ``masks`` each, one tensor per metric."""
 
     masks: Bool[torch.Tensor, "subset head_index"]
-    l_acc: Float[torch.Tensor, " subset"]
-    roc_auc: Float[torch.Tensor, " subset"]
-    s_acc: Float[torch.Tensor, " subset"]
+    columns: dict[str, Float[torch.Tensor, " subset"]]
 
     def __getitem__(self, rows: slice | torch.Tensor) -> "SetMetrics":
-        return SetMetrics(self.masks[rows], self.l_acc[rows], self.roc_auc[rows], self.s_acc[rows])
+        return SetMetrics(self.masks[rows], {k: v[rows] for k, v in self.columns.items()})
 
     def to_pandas(self) -> Any:
         import pandas as pd
 
-        heads = [tuple(torch.nonzero(m).flatten().tolist()) for m in self.masks]
-        return pd.DataFrame(
-            {
-                "heads": [" ".join(map(str, h)) for h in heads],
-                "size": self.masks.sum(-1).tolist(),
-                "l_acc": self.l_acc.tolist(),
-                "roc_auc": self.roc_auc.tolist(),
-                "s_acc": self.s_acc.tolist(),
-            }
-        )
+        heads = [" ".join(map(str, torch.nonzero(m).flatten().tolist())) for m in self.masks]
+        columns = {k: v.tolist() for k, v in self.columns.items()}
+        return pd.DataFrame({"heads": heads, "size": self.masks.sum(-1).tolist(), **columns})
 
 
 @dataclass(frozen=True)
@@ -67,7 +62,6 @@ class HeadAnalysis:
 
     heads: dict[str, list]
     pairs: SetMetrics
-    pair_eos_l_acc: Float[torch.Tensor, " pair"]
     subsets: SetMetrics | None
     summary: dict[str, Any] = field(default_factory=dict)
 
@@ -77,9 +71,7 @@ class HeadAnalysis:
         return pd.DataFrame(self.heads)
 
     def pairs_frame(self) -> Any:
-        frame = self.pairs.to_pandas()
-        frame["eos_l_acc"] = self.pair_eos_l_acc.tolist()
-        return frame
+        return self.pairs.to_pandas()
 
     def save(self, out: str | Path, **extra: Any) -> Path:
         """Write heads.csv, pairs.csv, subsets.csv.gz (if measured) and summary.json (with
@@ -116,7 +108,7 @@ def analyze(
     >>> result = analyze(model, task)
     >>> list(result.heads_frame().columns)[:4]
     ['head', 's_acc', 'l_acc', 'roc_auc']
-    >>> len(result.subsets.l_acc)
+    >>> len(result.subsets.masks)
     8
     """
     model, task = _resolve(model, task)
@@ -124,137 +116,61 @@ def analyze(
     clock = time.perf_counter()
     train = collect(model, task, task.split("train"), progress=progress)
     test = collect(model, task, task.split("test"), progress=progress)
-    decomposition = decompose(model, test)
+    measure = SetMeasure(task, train, test, decompose(model, test))
     timings["cache"] = time.perf_counter() - clock
 
-    measure = SetMeasure(task, train, test, decomposition)
     n_heads = model.cfg.n_heads
     clock = time.perf_counter()
     pair_masks = singles_and_pairs(n_heads)
-    pairs = measure(pair_masks)
-    eos_l_acc = measure.eos_l_acc(pair_masks)
+    pairs = SetMetrics(pair_masks, measure(pair_masks, every_readout=True))
     timings["singles_and_pairs"] = time.perf_counter() - clock
 
     subset_metrics = None
     if subsets:
         clock = time.perf_counter()
-        subset_metrics = measure(all_subsets(n_heads), progress)
+        masks = all_subsets(n_heads)
+        subset_metrics = SetMetrics(masks, measure(masks, progress=progress))
         timings["all_subsets"] = time.perf_counter() - clock
 
-    s_acc = pairs.s_acc[:n_heads]
-    chance = measure.majority_share
-    classes = [_head_class(float(s), chance) for s in s_acc]
-    heads: dict[str, list] = {
-        "head": list(range(n_heads)),
-        "s_acc": s_acc.tolist(),
-        "l_acc": pairs.l_acc[:n_heads].tolist(),
-        "roc_auc": pairs.roc_auc[:n_heads].tolist(),
-    }
+    singles = pairs[:n_heads].columns
+    heads = {"head": list(range(n_heads))}
+    heads |= {k: singles[k].tolist() for k in ("s_acc", "l_acc", "roc_auc")}
+    heads |= {k: singles[k].tolist() for k in ("l_acc_direct", "roc_auc_direct")}
     for name, (query, numerator, denominator) in task.attention_ratios.items():
         ids = [task.vocab.index(t) for t in (query, numerator, denominator)]
         heads[name] = weight_ratio(model, *ids).tolist()
-    heads["head_weight"] = head_weights(model, measure.choice_pair).tolist()
-    heads["eos_l_acc"] = eos_l_acc[:n_heads].tolist()
-    heads["class"] = classes
+    heads["head_weight"] = head_weights(model, measure.candidates).tolist()
+    for name in measure.other_readout_columns():
+        heads[name] = singles[name].tolist()
+    heads["class"] = [head_class(s, measure.chance) for s in heads["s_acc"]]
 
-    accuracy = (test.logits.argmax(-1) == test.targets).float().mean(0)
     summary = {
-        "accuracy": dict(zip(task.read_names, accuracy.tolist(), strict=True)),
-        "classes": {c: classes.count(c) for c in ("successful", "mixed", "failed")},
-        "majority_share": chance,
-        "thresholds": {"successful": SUCCESSFUL, "failed_below": chance + FAILED_MARGIN},
+        "task": task.to_config()["name"],
+        "decision": read_names(task)[task.decision],
+        "accuracy": {
+            k: v for k, v in metrics(task, test.logits, test.targets).items() if k != "loss"
+        },
+        "classes": {c: heads["class"].count(c) for c in HEAD_CLASSES},
+        "majority_share": measure.chance,
+        "thresholds": {"successful": SUCCESSFUL, "failed_below": measure.chance + FAILED_MARGIN},
+        "definitions": {
+            "l_acc, roc_auc": "the paper's head-only logits: head terms plus constant biases, "
+            "no direct path, final LayerNorm scale frozen",
+            "*_direct": "heads outside the set ablated in the running model: direct path kept, "
+            "LayerNorm scale recomputed",
+        },
+        "direct_path": measure.direct_path(n_heads),
         "n_train": len(train),
         "n_test": len(test),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    return HeadAnalysis(heads, pairs[n_heads:], eos_l_acc[n_heads:], subset_metrics, summary)
-
-
-def attention_sweep(
-    model: HookedTransformer,
-    task: Task,
-    settings: list[dict[str, float]],
-    read: int = 0,
-    progress: bool = False,
-) -> Float[torch.Tensor, "setting head_index"]:
-    """s-acc of each head when its attention at the decision position is fixed by ratios.
-
-    Each setting names values of the task's attention ratios, which must share a numerator
-    token: the numerator gets weight 1, each named ratio's denominator 1/value, and every
-    other token 0. For Count01, ``{"w01": r}`` is the paper's Figure 8 (no attention to '2')
-    and ``{"w01": 1, "w02": r}`` its Figure 9.
-    """
-    rows = []
-    for setting in tqdm(settings, desc="sweep", disable=not progress):
-        weights = ratio_weights(task, setting)
-
-        def intervene(batch, weights=weights):
-            return [fixed_attention_hook(batch, read, weights)]
-
-        train = collect(model, task, task.split("train"), intervention=intervene)
-        test = collect(model, task, task.split("test"), intervention=intervene)
-        measure = SetMeasure(task, train, test, None)
-        rows.append(measure.s_acc(torch.eye(model.cfg.n_heads, dtype=torch.bool)))
-    return torch.stack(rows)
-
-
-RATIO_GRID = tuple(10 ** (k / 4) for k in range(-12, 13))
-"""Attention ratios from 1e-3 to 1e3, four per decade."""
-
-
-def intervention_curves(
-    model: HookedTransformer,
-    task: Task,
-    ratios: tuple[float, ...] = RATIO_GRID,
-    progress: bool = False,
-) -> Any:
-    """Mean and standard deviation over heads of s-acc under fixed attention (Figures 8, 9).
-
-    The first two of the task's attention ratios (Count01: w01, w02) are swept in turn: the
-    first alone (the second ratio's token gets no attention), then the second with the first
-    held at 1. Returns a DataFrame with columns sweep, ratio, mean, std.
-    """
-    import pandas as pd
-
-    if len(task.attention_ratios) < 2:
-        raise HeadcoopError("intervention_curves needs a task with two attention ratios")
-    first, second = list(task.attention_ratios)[:2]
-    rows = []
-    for name, settings in (
-        (first, [{first: r} for r in ratios]),
-        (second, [{first: 1.0, second: r} for r in ratios]),
-    ):
-        s_acc = attention_sweep(model, task, settings, progress=progress)
-        for r, per_head in zip(ratios, s_acc, strict=True):
-            rows.append(
-                {
-                    "sweep": name,
-                    "ratio": r,
-                    "mean": per_head.mean().item(),
-                    "std": per_head.std().item(),
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def ratio_weights(task: Task, setting: dict[str, float]) -> Float[torch.Tensor, " d_vocab"]:
-    """Per-token attention weights that realise the named ratio values (see `attention_sweep`)."""
-    weights = torch.zeros(len(task.vocab))
-    numerators = {task.attention_ratios[name][1] for name in setting}
-    if len(numerators) != 1:
-        raise HeadcoopError(f"ratios {sorted(setting)} do not share a numerator token")
-    weights[task.vocab.index(numerators.pop())] = 1.0
-    for name, value in setting.items():
-        if not value > 0:
-            raise HeadcoopError(f"ratio {name} must be positive, got {value}")
-        weights[task.vocab.index(task.attention_ratios[name][2])] = 1.0 / value
-    return weights
+    return HeadAnalysis(heads, pairs[n_heads:], subset_metrics, summary)
 
 
 class SetMeasure:
-    """l-acc, ROC AUC and s-acc of sets of heads, from train and test caches.
+    """The set metrics of one model on a task, from its train and test caches.
 
-    Calling it with masks gives all three (``decomposition`` is then needed); `s_acc` alone
+    Calling it with masks gives every metric (``decomposition`` is then needed); `s_acc` alone
     needs only the caches.
     """
 
@@ -265,44 +181,74 @@ class SetMeasure:
         test: HeadCache,
         decomposition: LogitDecomposition | None,
     ) -> None:
-        if len(task.decision_tokens) != 2:
-            raise HeadcoopError("the head analyzers need a task with two decision tokens")
-        self.choices = torch.tensor([task.vocab.index(t) for t in task.decision_tokens])
-        self.choice_pair = tuple(self.choices.tolist())
-        self.train, self.test, self.decomposition = train, test, decomposition
-        self.n_vocab = len(task.vocab)
-        labels = test.targets[:, 0] == self.choices[0]
-        share = float(labels.float().mean())
-        self.majority_share = max(share, 1 - share)
+        self.task, self.train, self.test, self.decomposition = task, train, test, decomposition
+        self.decision = task.decision
+        self.candidates = candidate_ids(task, self.decision)
+        self.train_labels = labels(task, train.targets)
+        self.test_labels = labels(task, test.targets)
+        self.chance = majority_share(self.test_labels)
 
-    def __call__(self, masks: torch.Tensor, progress: bool = False) -> SetMetrics:
-        targets = self.test.targets[:, 0]
-        l_acc, auc = decision_metrics(self.decomposition, masks, targets, 0, self.choices)
-        return SetMetrics(masks, l_acc, auc, self.s_acc(masks, progress))
+    def __call__(
+        self, masks: torch.Tensor, every_readout: bool = False, progress: bool = False
+    ) -> dict[str, torch.Tensor]:
+        """l-acc and ROC AUC (both definitions) and s-acc at the decision of each set; with
+        ``every_readout``, also the l-acc of each other readout."""
+        columns: dict[str, torch.Tensor] = {"s_acc": self.s_acc(masks, progress)}
+        targets = self.test.targets[:, self.decision]
+        for definition, suffix in SUFFIX.items():
+            l_acc, auc = set_metrics(
+                self.decomposition, masks, targets, self.decision, self.candidates, definition
+            )
+            columns[f"l_acc{suffix}"], columns[f"roc_auc{suffix}"] = l_acc, auc
+        if every_readout:
+            for read, readout in self._other_readouts():
+                for definition, suffix in SUFFIX.items():
+                    columns[f"{readout.name}_l_acc{suffix}"] = learned_accuracy(
+                        self.decomposition,
+                        masks,
+                        self.test.targets[:, read],
+                        read,
+                        candidate_ids(self.task, read),
+                        definition,
+                    )
+        return columns
 
     def s_acc(self, masks: torch.Tensor, progress: bool = False) -> torch.Tensor:
-        first = self.choices[0]
         return separation_accuracy(
-            self.train.z[:, 0],
-            self.train.targets[:, 0] == first,
-            self.test.z[:, 0],
-            self.test.targets[:, 0] == first,
+            self.train.z[:, self.decision],
+            self.train_labels,
+            self.test.z[:, self.decision],
+            self.test_labels,
             masks,
             progress=progress,
         )
 
-    def eos_l_acc(self, masks: torch.Tensor) -> torch.Tensor:
-        """l-acc of the second scored prediction ([EOS]) over the whole vocabulary."""
-        targets = self.test.targets[:, 1]
-        return learned_accuracy(self.decomposition, masks, targets, 1, torch.arange(self.n_vocab))
+    def other_readout_columns(self) -> list[str]:
+        """The per-readout l-acc columns that ``every_readout`` adds, in order."""
+        return [f"{r.name}_l_acc{s}" for _, r in self._other_readouts() for s in SUFFIX.values()]
 
+    def direct_path(self, n_heads: int) -> dict[str, Any]:
+        """The size of the embedding's direct path: its share of the decision's choice, and
+        the accuracy of each readout with every head ablated (the direct path alone)."""
+        nothing = torch.zeros(1, n_heads, dtype=torch.bool)
+        alone = {
+            readout.name: float(
+                learned_accuracy(
+                    self.decomposition,
+                    nothing,
+                    self.test.targets[:, read],
+                    read,
+                    candidate_ids(self.task, read),
+                    "direct",
+                )[0]
+            )
+            for read, readout in enumerate(self.task.readouts)
+        }
+        share = self.decomposition.direct_share(self.decision, self.candidates)
+        return {"decision_share": share, "accuracy_alone": alone}
 
-def _head_class(s_acc: float, chance: float) -> str:
-    if s_acc >= SUCCESSFUL:
-        return "successful"
-    if s_acc < chance + FAILED_MARGIN:
-        return "failed"
-    return "mixed"
+    def _other_readouts(self) -> list:
+        return [(k, r) for k, r in enumerate(self.task.readouts) if k != self.decision]
 
 
 def _resolve(model: HookedTransformer | str | Path, task: Task | None) -> tuple:

@@ -19,7 +19,7 @@ from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
 from headcoop.errors import HeadcoopError
-from headcoop.tasks.base import Batch, Task
+from headcoop.tasks.base import Batch, Task, read_names
 
 Hook = tuple[str | Callable[[str], bool], Callable]
 SCORES_HOOK = "blocks.0.attn.hook_attn_scores"
@@ -157,7 +157,7 @@ def predict(
     batch_size: int = 1024,
 ) -> Float[torch.Tensor, "example read d_vocab"]:
     """Logits at the scored positions of every example, in the order given."""
-    out = torch.empty(len(examples), len(task.read_names), model.cfg.d_vocab)
+    out = torch.empty(len(examples), len(task.readouts), model.cfg.d_vocab)
     for idx, batch in inference_batches(model, task, examples, mode, batch_size):
         out[idx] = read_logits(model, batch)
     return out
@@ -186,6 +186,6 @@ def metrics(
 ) -> dict[str, float]:
     """Accuracy of each scored prediction, by the task's read names, and the mean loss."""
     accuracy = (logits.argmax(-1) == targets).float().mean(0)
-    out = {name: float(acc) for name, acc in zip(task.read_names, accuracy, strict=True)}
+    out = {name: float(acc) for name, acc in zip(read_names(task), accuracy, strict=True)}
     out["loss"] = float(batch_loss(logits, targets))
     return out

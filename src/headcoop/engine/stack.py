@@ -8,7 +8,8 @@ information, optional LayerNorm) and is tested against the HookedTransformer for
 model.
 """
 
-from collections.abc import Callable
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
@@ -16,6 +17,7 @@ from transformer_lens import HookedTransformer
 
 from headcoop.engine.bags import bag_exact
 from headcoop.errors import HeadcoopError
+from headcoop.model import attention_scale
 from headcoop.tasks.base import Batch
 
 Params = dict[str, torch.Tensor]
@@ -37,127 +39,146 @@ _MATRICES = (
 _NORMS = ("blocks.0.ln1.w", "blocks.0.ln1.b", "ln_final.w", "ln_final.b")
 
 
-def stack_params(models: list[HookedTransformer]) -> Params:
-    """Copy the trainable parameters of models into stacked leaf tensors.
+MODEL_CHUNK = 32
+"""Models evaluated together on a whole split (bounds memory: a chunk's pair counts over 7,000
+examples take about 100 MB)."""
 
-    Models may differ in ``n_heads`` and ``d_model``: smaller ones are padded with zeros to
-    the largest shape. Padding is exact and stays exact in training: a zero head has zero
-    values and a zero output matrix, a zero residual dimension is never read, so the padding
-    gets exactly zero gradient and AdamW (zero moments, decay of zero) leaves it at zero. Only
-    LayerNorm must know each model's width: its statistics use the ``dim_mask`` entry [model
-    d_model] (present, and not trainable, when widths differ).
+
+@dataclass
+class Stack:
+    """Models stacked along a leading ``model`` axis, run as one: their parameters and the
+    constants of their forward pass.
+
+    Attributes:
+        params: trainable parameters under TransformerLens names, each ``[model, ...]``, plus a
+            ``dim_mask`` when the models differ in ``d_model`` (see `of`).
+        eps: the LayerNorm epsilon.
+        attn_scale: the attention scale (sqrt(d_head) by default).
     """
-    if not models or not all(bag_exact(m) and m.cfg.attn_only for m in models):
-        raise HeadcoopError("stacking needs one-layer attention-only models without positions")
-    names = _param_names(models[0])
-    reference = _shared_config(models[0])
-    if any(_param_names(m) != names or _shared_config(m) != reference for m in models):
-        raise HeadcoopError("stacked models may differ only in n_heads and d_model")
-    states = [m.state_dict() for m in models]
-    params = {n: _padded_stack([s[n] for s in states]).requires_grad_(True) for n in names}
-    widths = torch.tensor([m.cfg.d_model for m in models])
-    if (widths != widths.max()).any() and "ln_final.w" in params:
-        params["dim_mask"] = (torch.arange(int(widths.max())) < widths[:, None]).float()
-    return params
 
+    params: Params
+    eps: float
+    attn_scale: float
 
-@torch.no_grad()
-def unstack_params(params: Params, models: list[HookedTransformer]) -> None:
-    """Write stacked parameters back into ``models`` (the models `stack_params` read),
-    cutting away any padding."""
-    for i, model in enumerate(models):
-        state = model.state_dict()
-        model.load_state_dict(
-            {n: p[i][tuple(map(slice, state[n].shape))] for n, p in trainable(params).items()},
-            strict=False,
-        )
+    @classmethod
+    def of(cls, models: Sequence[HookedTransformer]) -> "Stack":
+        """Copy the trainable parameters of ``models`` into stacked leaf tensors.
 
+        Models may differ in ``n_heads`` and ``d_model``: smaller ones are padded with zeros to
+        the largest shape. Padding is exact and stays exact in training: a zero head has zero
+        values and a zero output matrix, a zero residual dimension is never read, so the
+        padding gets exactly zero gradient and AdamW (zero moments, decay of zero) leaves it at
+        zero. Only LayerNorm must know each model's width: its statistics use the ``dim_mask``
+        entry [model d_model] (present, and not trainable, when widths differ).
+        """
+        if not models or not all(bag_exact(m) and m.cfg.attn_only for m in models):
+            raise HeadcoopError("stacking needs one-layer attention-only models without positions")
+        names = _param_names(models[0])
+        reference = _shared_config(models[0])
+        if any(_param_names(m) != names or _shared_config(m) != reference for m in models):
+            raise HeadcoopError("stacked models may differ only in n_heads and d_model")
+        states = [m.state_dict() for m in models]
+        params = {n: _padded_stack([s[n] for s in states]).requires_grad_(True) for n in names}
+        widths = torch.tensor([m.cfg.d_model for m in models])
+        if (widths != widths.max()).any() and "ln_final.w" in params:
+            params["dim_mask"] = (torch.arange(int(widths.max())) < widths[:, None]).float()
+        return cls(params, models[0].cfg.eps, attention_scale(models[0]))
 
-def trainable(params: Params) -> Params:
-    """The entries of ``params`` that training updates (all but the padding mask)."""
-    return {n: p for n, p in params.items() if p.requires_grad}
+    @classmethod
+    @torch.no_grad()
+    def random(
+        cls, template: HookedTransformer, n_models: int, generator: torch.Generator
+    ) -> "Stack":
+        """``n_models`` freshly initialised models shaped like ``template``.
 
+        Draws what TransformerLens's GPT-2 initialisation draws: every ``W_`` matrix from
+        N(0, initializer_range), everything else as initialised (zero biases, unit LayerNorm).
+        """
+        std = template.cfg.initializer_range
+        params = {}
+        for name, value in Stack.of([template]).trainable().items():
+            shape = (n_models, *value.shape[1:])
+            if name.split(".")[-1].startswith("W_"):
+                params[name] = torch.randn(shape, generator=generator) * std
+            else:
+                params[name] = value.detach().expand(shape).clone()
+        return cls(params, template.cfg.eps, attention_scale(template))
 
-def stacked_logits(
-    params: Params,
-    tokens: Int[torch.Tensor, "model batch pos"],
-    multiplicity: Float[torch.Tensor, "model batch pos"],
-    read_pos: Int[torch.Tensor, "model batch read"],
-    eps: float,
-    attn_scale: float,
-    dropout: float = 0.0,
-    generator: torch.Generator | None = None,
-) -> Float[torch.Tensor, "model batch read d_vocab"]:
-    """Logits at the scored positions of bag batches, one batch per model.
+    def __len__(self) -> int:
+        return self.params["embed.W_E"].shape[0]
 
-    Matches `headcoop.engine.read_logits` on each model (to float32 rounding). With
-    ``dropout`` > 0, the attention output at the scored positions is dropped as in training.
-    """
-    resid_read, z = _attention(params, tokens, multiplicity, read_pos, eps, attn_scale)
-    attn_out = torch.einsum("mbrhe,mhed->mbrd", z, params["blocks.0.attn.W_O"])
-    attn_out = attn_out + params["blocks.0.attn.b_O"][:, None, None]
-    if dropout > 0:
-        attn_out = drop_out(attn_out, dropout, generator)
-    final = _layernorm(resid_read + attn_out, params, "ln_final", eps)
-    logits = torch.einsum("mbrd,mdv->mbrv", final, params["unembed.W_U"])
-    return logits + params["unembed.b_U"][:, None, None]
+    def trainable(self) -> Params:
+        """The entries of ``params`` that training updates (all but the padding mask)."""
+        return {n: p for n, p in self.params.items() if p.requires_grad}
+
+    def chunks(self, size: int = MODEL_CHUNK) -> Iterator["Stack"]:
+        """Consecutive stacks of at most ``size`` models (views, not copies)."""
+        for start in range(0, len(self), size):
+            chunk = {k: v[start : start + size] for k, v in self.params.items()}
+            yield Stack(chunk, self.eps, self.attn_scale)
+
+    @torch.no_grad()
+    def write_back(self, models: Sequence[HookedTransformer]) -> None:
+        """Write the stacked parameters into ``models`` (the models `of` read), cutting away
+        any padding."""
+        for i, model in enumerate(models):
+            state = model.state_dict()
+            model.load_state_dict(
+                {n: p[i][tuple(map(slice, state[n].shape))] for n, p in self.trainable().items()},
+                strict=False,
+            )
+
+    def logits(
+        self,
+        bags: Batch,
+        rows: Int[torch.Tensor, "model batch"] | None = None,
+        dropout: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Float[torch.Tensor, "model batch read d_vocab"]:
+        """Logits at the scored positions: model m reads the examples ``rows[m]`` of ``bags``
+        (every model reads all of them when ``rows`` is None).
+
+        Matches `headcoop.engine.bags.read_logits` on each model (to float32 rounding). With
+        ``dropout`` > 0, the attention output at the scored positions is dropped as in training.
+        """
+        params = self.params
+        resid_read, z = self._attention(bags, rows)
+        attn_out = torch.einsum("mbrhe,mhed->mbrd", z, params["blocks.0.attn.W_O"])
+        attn_out = attn_out + params["blocks.0.attn.b_O"][:, None, None]
+        if dropout > 0:
+            attn_out = drop_out(attn_out, dropout, generator)
+        final = _layernorm(resid_read + attn_out, params, "ln_final", self.eps)
+        logits = torch.einsum("mbrd,mdv->mbrv", final, params["unembed.W_U"])
+        return logits + params["unembed.b_U"][:, None, None]
+
+    def head_outputs(
+        self, bags: Batch, rows: Int[torch.Tensor, "model batch"] | None = None
+    ) -> Float[torch.Tensor, "model batch read head_index d_head"]:
+        """Each head's output O_i (``hook_z``) at the scored positions (``rows`` as in
+        `logits`)."""
+        return self._attention(bags, rows)[1]
+
+    def _attention(
+        self, bags: Batch, rows: Int[torch.Tensor, "model batch"] | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The embedded residual at the scored positions [model batch read d_model] and the
+        head outputs there [model batch read head d_head]; see `_attention`."""
+        if not bags.is_bag:
+            raise HeadcoopError("the stacked engine runs on bags only")
+        if rows is None:
+            shape = (len(self), -1, -1)
+            fields = (bags.tokens.expand(shape), bags.multiplicity.expand(shape))
+            read_pos = bags.read_pos.expand(shape)
+        else:
+            fields = (bags.tokens[rows], bags.multiplicity[rows])
+            read_pos = bags.read_pos[rows]
+        return _attention(self.params, *fields, read_pos, self.eps, self.attn_scale)
 
 
 def drop_out(x: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
     """Inverted dropout with masks drawn from ``generator`` (so that runs are reproducible)."""
     keep = torch.rand(x.shape, generator=generator) >= rate
     return x * keep / (1 - rate)
-
-
-def stacked_head_outputs(
-    params: Params,
-    tokens: Int[torch.Tensor, "model batch pos"],
-    multiplicity: Float[torch.Tensor, "model batch pos"],
-    read_pos: Int[torch.Tensor, "model batch read"],
-    eps: float,
-    attn_scale: float,
-) -> Float[torch.Tensor, "model batch read head_index d_head"]:
-    """Each head's output O_i (``hook_z``) at the scored positions of bag batches."""
-    return _attention(params, tokens, multiplicity, read_pos, eps, attn_scale)[1]
-
-
-def on_shared_bags(
-    fn: Callable[..., torch.Tensor],
-    params: Params,
-    bags: Batch,
-    eps: float,
-    attn_scale: float,
-) -> torch.Tensor:
-    """Run `stacked_logits` or `stacked_head_outputs` with every model of ``params`` on the
-    same bags (for evaluating a stack on a whole split)."""
-    m = params["embed.W_E"].shape[0]
-    expand = (m, -1, -1)
-    return fn(
-        params,
-        bags.tokens.expand(expand),
-        bags.multiplicity.expand(expand),
-        bags.read_pos.expand(expand),
-        eps,
-        attn_scale,
-    )
-
-
-@torch.no_grad()
-def random_params(template: HookedTransformer, n_models: int, generator: torch.Generator) -> Params:
-    """Stacked parameters of ``n_models`` freshly initialised models shaped like ``template``.
-
-    Draws what TransformerLens's GPT-2 initialisation draws: every ``W_`` matrix from
-    N(0, initializer_range), everything else as initialised (zero biases, unit LayerNorm).
-    """
-    std = template.cfg.initializer_range
-    params = {}
-    for name, value in trainable(stack_params([template])).items():
-        shape = (n_models, *value.shape[1:])
-        if name.split(".")[-1].startswith("W_"):
-            params[name] = torch.randn(shape, generator=generator) * std
-        else:
-            params[name] = value.detach().expand(shape).clone()
-    return params
 
 
 def _attention(

@@ -1,21 +1,28 @@
-"""Per-head logit attribution, exact for the whole model and for any set of heads.
+"""Per-head logit attribution, and the logits of any set of heads under two definitions.
 
 In a one-layer attention-only model the residual stream at a scored position is
 
-    resid = c + sum_i r_i,    c = resid_pre + b_O,    r_i = O_i W_O[i]
+    resid = e + b_O + sum_i r_i,    r_i = O_i W_O[i]
 
-and the logits are ``LN(resid) W_U + b_U``. Without a final LayerNorm they are affine in the
-head outputs: z_t = sum_i O_i . w_{i,t} + b_t with w_{i,t} = (W_O[i] W_U)[:, t], the paper's
-decomposition. With one, TransformerLens's LayerNorm centres ``resid``, divides by its scale
+with e the token's embedding (``resid_pre``), and the logits are ``LN(resid) W_U + b_U``.
+Without a final LayerNorm they are affine in the head outputs, z_t = e W_U[:, t] +
+sum_i O_i . w_{i,t} + b_t, with w_{i,t} = (W_O[i] W_U)[:, t] and b_t = b_O W_U[:, t] + b_U[t].
+With one, TransformerLens's LayerNorm centres ``resid``, divides by its scale
 sqrt(mean(resid_centred^2) + eps) and applies the weight w_ln and bias b_ln; everything but the
-scale is linear, so
+scale is linear, so the same holds with w_{i,t} = (W_O[i] P diag(w_ln) W_U)[:, t] (P the
+centring projection), every term divided by the scale, and b_ln W_U added to the constant.
 
-    z_t = (c~_t + sum_i O_i . w_{i,t}) / scale + b_t,   w_{i,t} = (W_O[i] P diag(w_ln) W_U)[:, t]
+The logits of a set of heads H, two ways (`DEFINITIONS`):
 
-with P the centring projection. Per-head attributions divide by the model's own scale (frozen,
-as in TransformerLens's ``apply_ln_to_stack``) and add up to the logits exactly. Ablating heads
-changes the scale; `LogitDecomposition.subset_logits` recomputes it exactly from Gram matrices
-of the centred head contributions, so ablations need no further forward pass.
+- ``"paper"`` (the paper's §5.1, z_{t,H} = sum_{i in H} z_{t,i} + b_t): the head terms of H
+  plus the constant terms (b_U and the attention bias b_O). The embedding's direct path e
+  through the skip connection is left out. With a final LayerNorm every term is divided by the
+  full model's scale, frozen, as TransformerLens's ``apply_ln_to_stack`` does.
+- ``"direct"``: the heads outside H ablated (their outputs zeroed) in the running model: the
+  direct path is kept and the LayerNorm scale is that of the ablated residual, recomputed
+  exactly from Gram matrices of the centred head contributions, with no further forward pass.
+
+Metrics under the second definition carry the suffix ``_direct`` (`SUFFIX`).
 """
 
 from dataclasses import dataclass
@@ -27,7 +34,11 @@ from transformer_lens import HookedTransformer
 from headcoop.metrics.cache import HeadCache
 
 SUBSET_CHUNK = 1024
-"""Subsets evaluated together by `LogitDecomposition.subset_logits` (bounds memory)."""
+"""Subsets evaluated together by `LogitDecomposition.set_logits` (bounds memory)."""
+
+DEFINITIONS = ("paper", "direct")
+SUFFIX = {"paper": "", "direct": "_direct"}
+"""Column suffix of a set metric under each definition: ``l_acc`` and ``l_acc_direct``."""
 
 
 def head_unembed(model: HookedTransformer) -> Float[torch.Tensor, "head_index d_head d_vocab"]:
@@ -40,37 +51,43 @@ def head_unembed(model: HookedTransformer) -> Float[torch.Tensor, "head_index d_
 
 
 def head_weights(
-    model: HookedTransformer, tokens: tuple[int, int]
+    model: HookedTransformer, candidates: Int[torch.Tensor, " candidate"] | tuple[int, ...]
 ) -> Float[torch.Tensor, " head_index"]:
-    """hw_i = |w_{i,b} - w_{i,a}| for the two decision tokens (a, b), normalised to sum to 1.
+    """hw_i: how strongly the output layer reads head i for a choice among ``candidates``
+    (token ids), normalised over heads to sum to 1.
 
-    How strongly the output layer reads each head for the decision between the two tokens.
+    The norm of the head's read-out restricted to the candidates and centred over them
+    (subtracting the mean over candidates removes what moves every candidate alike). For two
+    candidates (a, b) this is |w_{i,b} - w_{i,a}| / sqrt(2), so after normalising it is the
+    paper's head weight.
     """
-    w = head_unembed(model)
-    norms = (w[:, :, tokens[1]] - w[:, :, tokens[0]]).norm(dim=1)
+    w = head_unembed(model)[:, :, torch.as_tensor(candidates)]  # [head d_head candidate]
+    norms = (w - w.mean(-1, keepdim=True)).flatten(1).norm(dim=1)
     return norms / norms.sum()
 
 
 @dataclass(frozen=True)
 class LogitDecomposition:
-    """The logits at the scored positions, split into head terms and the rest.
+    """The logits at the scored positions, split into their parts.
 
-    ``logits = (rest + heads.sum(head_index)) / scale + bias``, where ``scale`` is the final
-    LayerNorm's (all ones without one).
+    ``logits = (direct + attn_bias + heads.sum(head_index)) / scale + bias``, where ``scale``
+    is the final LayerNorm's (all ones without one).
 
     Attributes:
         heads: O_i . w_{i,t} for each head (unscaled).
-        rest: the same for the residual stream without heads: embedding and b_O.
+        direct: the embedding's direct path through the skip connection (unscaled).
+        attn_bias: the attention bias b_O's part (unscaled).
         bias: the constant part of the logits (b_U, plus the LayerNorm bias mapped through W_U).
         scale: the final LayerNorm's scale in the full model.
         gram, cross, rest_sq: mean products of the centred head contributions with each other,
-            with the rest, and of the rest with itself (None without a final LayerNorm); they
-            give the scale for any set of heads.
+            with the rest (embedding and b_O), and of the rest with itself (None without a
+            final LayerNorm); they give the exact scale for any set of heads.
         eps: the LayerNorm's epsilon.
     """
 
     heads: Float[torch.Tensor, "example read head_index d_vocab"]
-    rest: Float[torch.Tensor, "example read d_vocab"]
+    direct: Float[torch.Tensor, "example read d_vocab"]
+    attn_bias: Float[torch.Tensor, " d_vocab"]
     bias: Float[torch.Tensor, " d_vocab"]
     scale: Float[torch.Tensor, "example read"]
     gram: Float[torch.Tensor, "example read head_index head_index"] | None
@@ -84,27 +101,50 @@ class LogitDecomposition:
         return self.heads / self.scale[..., None, None]
 
     @property
+    def direct_logits(self) -> Float[torch.Tensor, "example read d_vocab"]:
+        """The direct path's contribution to each logit (at the model's own LN scale)."""
+        return self.direct / self.scale[..., None]
+
+    @property
     def base_logits(self) -> Float[torch.Tensor, "example read d_vocab"]:
         """The logits less every head's contribution: ``logits = base + head_logits.sum``."""
-        return self.rest / self.scale[..., None] + self.bias
+        return (self.direct + self.attn_bias) / self.scale[..., None] + self.bias
 
-    def subset_logits(
+    def set_logits(
         self,
         masks: Bool[torch.Tensor, "subset head_index"],
         read: int,
         tokens: Int[torch.Tensor, " token"],
+        definition: str = "paper",
     ) -> Float[torch.Tensor, "subset example token"]:
-        """Exact logits of ``tokens`` at scored position ``read`` with the heads outside each
-        subset ablated (their outputs zeroed), for many subsets at once."""
+        """The logits of ``tokens`` at scored position ``read`` given by each set of heads,
+        under ``definition`` ('paper' or 'direct'; see the module docstring)."""
+        if definition not in DEFINITIONS:
+            raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
         heads = self.heads[:, read][..., tokens]  # [example head token]
-        rest = self.rest[:, read][..., tokens]  # [example token]
+        constant = self.attn_bias[tokens]  # [token]
+        if definition == "direct":
+            constant = constant + self.direct[:, read][..., tokens]  # [example token]
         chunks = []
         for m in masks.float().split(SUBSET_CHUNK):
-            numer = rest + torch.einsum("sh,eht->set", m, heads)  # [subset example token]
-            chunks.append(numer / self._subset_scale(m, read)[..., None] + self.bias[tokens])
+            numer = constant + torch.einsum("sh,eht->set", m, heads)  # [subset example token]
+            scale = self._ablated_scale(m, read) if definition == "direct" else self.scale[:, read]
+            chunks.append(numer / scale[..., None] + self.bias[tokens])
         return torch.cat(chunks)
 
-    def _subset_scale(
+    def direct_share(self, read: int, tokens: Int[torch.Tensor, " token"]) -> float:
+        """The direct path's share of the choice among ``tokens`` at ``read``: the mean norm of
+        its logits centred over the tokens, over that plus the same for all heads together.
+        For two tokens, the share of the logit difference."""
+
+        def centred_norm(logits: torch.Tensor) -> torch.Tensor:
+            return (logits - logits.mean(-1, keepdim=True)).norm(dim=-1).mean()
+
+        direct = centred_norm(self.direct_logits[:, read][..., tokens])
+        heads = centred_norm(self.head_logits[:, read].sum(1)[..., tokens])
+        return float(direct / (direct + heads))
+
+    def _ablated_scale(
         self, masks: Float[torch.Tensor, "subset head_index"], read: int
     ) -> Float[torch.Tensor, "subset example"]:
         if self.gram is None:
@@ -115,25 +155,30 @@ class LogitDecomposition:
 
 
 def decompose(model: HookedTransformer, cache: HeadCache) -> LogitDecomposition:
-    """Split the cached logits into head terms; see the module docstring for the algebra."""
-    c = cache.resid_pre + model.b_O[0].detach()  # [example read d_model]
+    """Split the cached logits into their parts; see the module docstring for the algebra."""
+    b_O, W_U = model.b_O[0].detach(), model.W_U.detach()
     heads = torch.einsum("erhk,hkv->erhv", cache.z, head_unembed(model))
     if not _has_final_ln(model):
-        rest = c @ model.W_U.detach()
-        ones = torch.ones(c.shape[:2])
-        return LogitDecomposition(heads, rest, model.b_U.detach(), ones, None, None, None, 0.0)
+        ones = torch.ones(cache.resid_pre.shape[:2])
+        direct, attn_bias = cache.resid_pre @ W_U, b_O @ W_U
+        return LogitDecomposition(
+            heads, direct, attn_bias, model.b_U.detach(), ones, None, None, None, 0.0
+        )
     w, b = model.ln_final.w.detach(), model.ln_final.b.detach()
-    c_centred = c - c.mean(-1, keepdim=True)
-    r_centred = cache.result - cache.result.mean(-1, keepdim=True)  # [example read head d_model]
+    e = cache.resid_pre - cache.resid_pre.mean(-1, keepdim=True)
+    b_O = b_O - b_O.mean()
+    c = e + b_O  # the residual without heads, centred  [example read d_model]
+    r = cache.result - cache.result.mean(-1, keepdim=True)  # [example read head d_model]
     d_model = c.shape[-1]
-    gram = torch.einsum("erhm,ergm->erhg", r_centred, r_centred) / d_model
-    cross = torch.einsum("erm,erhm->erh", c_centred, r_centred) / d_model
-    rest_sq = c_centred.pow(2).mean(-1)
+    gram = torch.einsum("erhm,ergm->erhg", r, r) / d_model
+    cross = torch.einsum("erm,erhm->erh", c, r) / d_model
+    rest_sq = c.pow(2).mean(-1)
     eps = float(model.cfg.eps)
     scale = (rest_sq + 2 * cross.sum(-1) + gram.sum((-1, -2)) + eps).sqrt()
-    rest = (c_centred * w) @ model.W_U.detach()
-    bias = b @ model.W_U.detach() + model.b_U.detach()
-    return LogitDecomposition(heads, rest, bias, scale, gram, cross, rest_sq, eps)
+    bias = b @ W_U + model.b_U.detach()
+    return LogitDecomposition(
+        heads, (e * w) @ W_U, (b_O * w) @ W_U, bias, scale, gram, cross, rest_sq, eps
+    )
 
 
 def _has_final_ln(model: HookedTransformer) -> bool:

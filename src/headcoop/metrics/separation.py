@@ -13,8 +13,10 @@ feature vector with the other heads' features held at zero, so a whole batch of 
 set of tensors (`_Shared`); heads of different models each bring their own features (`_Own`).
 """
 
+from collections.abc import Callable
+
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
 CHUNK_ELEMENTS = 4_000_000
@@ -29,9 +31,9 @@ def _chunk_size(n_examples: int) -> int:
 
 def separation_accuracy(
     train_x: Float[torch.Tensor, "example head_index d_head"],
-    train_y: Bool[torch.Tensor, " example"],
+    train_labels: Int[torch.Tensor, " example"],
     test_x: Float[torch.Tensor, "test_example head_index d_head"],
-    test_y: Bool[torch.Tensor, " test_example"],
+    test_labels: Int[torch.Tensor, " test_example"],
     masks: Bool[torch.Tensor, "subset head_index"],
     C: float = 1000.0,
     max_iter: int = 100,
@@ -39,41 +41,72 @@ def separation_accuracy(
 ) -> Float[torch.Tensor, " subset"]:
     """s-acc of each set of heads: fit on the train outputs, accuracy on the test outputs.
 
+    Labels are class indices. Two classes give one separator; more give one per class against
+    the rest, and the prediction is the class whose separator scores highest (LinearSVC's
+    one-vs-rest convention). As in LinearSVC, the classes are those present in training.
+
     Args:
         train_x, test_x: head outputs O_i at the decision position.
-        train_y, test_y: the class of each example.
+        train_labels, test_labels: the class of each example.
         masks: the sets of heads, one per row.
         C: the inverse regularisation strength.
         max_iter: Newton steps at most (the exact optimum usually takes under 20).
         progress: show a progress bar over batches of sets.
     """
-    weights = fit_separators(train_x, train_y, masks, C, max_iter, progress)  # [subset feature]
-    return _accuracy(weights @ _with_intercept(test_x.flatten(1)).T, test_y)
+    test_features = _with_intercept(test_x.flatten(1))
+
+    def scores(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
+        weights = fit_separators(train_x, positive, masks, C, max_iter, progress)
+        return weights @ test_features.T  # [subset test_example]
+
+    return _one_vs_rest_accuracy(scores, train_labels, test_labels, len(masks))
 
 
 def separation_accuracy_each(
     train_x: Float[torch.Tensor, "problem example d_head"],
-    train_y: Bool[torch.Tensor, " example"],
+    train_labels: Int[torch.Tensor, " example"],
     test_x: Float[torch.Tensor, "problem test_example d_head"],
-    test_y: Bool[torch.Tensor, " test_example"],
+    test_labels: Int[torch.Tensor, " test_example"],
     C: float = 1000.0,
     max_iter: int = 100,
     progress: bool = False,
 ) -> Float[torch.Tensor, " problem"]:
     """s-acc of many heads that do not share features (for example heads of different models).
 
-    Same problem and solver as `separation_accuracy`, one head per problem.
+    Same problem, classes and solver as `separation_accuracy`, one head per problem.
     """
-    signs = _signs(train_y)
-    accuracies = []
     size = _chunk_size(train_x.shape[1])
-    chunks = zip(train_x.split(size), test_x.split(size), strict=True)
-    for train_chunk, test_chunk in tqdm(list(chunks), desc="s-acc", disable=not progress):
-        own = _Own(_with_intercept(train_chunk) * signs[:, None])
-        w = _newton(own, C, max_iter)
-        margins = torch.einsum("pnf,pf->pn", _with_intercept(test_chunk), w)
-        accuracies.append(_accuracy(margins, test_y))
-    return torch.cat(accuracies)
+
+    def scores(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
+        signs = _signs(positive)
+        out = []
+        chunks = zip(train_x.split(size), test_x.split(size), strict=True)
+        for train_chunk, test_chunk in tqdm(list(chunks), desc="s-acc", disable=not progress):
+            w = _newton(_Own(_with_intercept(train_chunk) * signs[:, None]), C, max_iter)
+            out.append(torch.einsum("pnf,pf->pn", _with_intercept(test_chunk), w))
+        return torch.cat(out)  # [problem test_example]
+
+    return _one_vs_rest_accuracy(scores, train_labels, test_labels, len(train_x))
+
+
+def _one_vs_rest_accuracy(
+    scores: Callable[[torch.Tensor], torch.Tensor],
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    n_problems: int,
+) -> torch.Tensor:
+    """Test accuracy of separators fitted by ``scores`` (positive examples -> test scores
+    [problem test_example]): one for the second class against the first when training has two
+    classes, else one per class, the highest winning."""
+    classes = train_labels.unique()  # sorted, as LinearSVC's classes_
+    if len(classes) == 1:
+        return (test_labels == classes[0]).float().mean().expand(n_problems).clone()
+    if len(classes) == 2:
+        predicted = classes[(scores(train_labels == classes[1]) > 0).long()]
+    else:
+        per_class = torch.stack([scores(train_labels == c) for c in classes])
+        predicted = classes[per_class.argmax(0)]
+    return (predicted == test_labels).float().mean(-1)
 
 
 def fit_separators(
@@ -280,8 +313,3 @@ def _with_intercept(x: torch.Tensor) -> torch.Tensor:
 
 def _signs(y: torch.Tensor) -> torch.Tensor:
     return torch.where(y, 1.0, -1.0).double()
-
-
-def _accuracy(scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Share of examples on the side of their class: ``scores`` is [problem example]."""
-    return ((scores * _signs(y)) > 0).float().mean(-1)

@@ -1,8 +1,9 @@
 """Metrics of sets of heads, many sets at once: learned accuracy (l-acc) and ROC AUC.
 
 A set of heads is a row of a boolean mask over heads; `all_subsets` enumerates every one. Both
-metrics read the logits of the model with the other heads ablated, which
-`LogitDecomposition.subset_logits` gives exactly from the cache, without a forward pass.
+metrics read the logits of each set, which `LogitDecomposition.set_logits` gives exactly from
+the cache under either definition (the paper's head-only logits, or ablation with the direct
+path kept), without a forward pass.
 """
 
 import itertools
@@ -39,11 +40,13 @@ def learned_accuracy(
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,
-    choices: Int[torch.Tensor, " choice"],
+    candidates: Int[torch.Tensor, " candidate"],
+    definition: str = "paper",
 ) -> Float[torch.Tensor, " subset"]:
-    """l-acc: accuracy with the heads outside each set ablated, the prediction being the
-    highest logit among ``choices`` (the decision tokens, or the whole vocabulary)."""
-    return decision_metrics(decomposition, masks, targets, read, choices, with_auc=False)[0]
+    """l-acc: accuracy of each set's logits (under ``definition``, see
+    `headcoop.metrics.attribution`), the prediction being the highest logit among
+    ``candidates``."""
+    return set_metrics(decomposition, masks, targets, read, candidates, definition, False)[0]
 
 
 def roc_auc(
@@ -51,31 +54,50 @@ def roc_auc(
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,
-    choices: Int[torch.Tensor, " choice"],
+    candidates: Int[torch.Tensor, " candidate"],
+    definition: str = "paper",
 ) -> Float[torch.Tensor, " subset"]:
-    """The largest, over the tokens t in ``choices``, of the ROC AUC of logit t (with the heads
-    outside each set ablated) as a score for "the next token is t"."""
-    return decision_metrics(decomposition, masks, targets, read, choices)[1]
+    """ROC AUC of each set: for each candidate t, the AUC of logit t as a score for "the
+    target is t"; with two candidates the larger of the two (the paper's definition), with
+    more the mean over candidates (one-vs-rest). Candidates that are never or always the
+    target are left out."""
+    return set_metrics(decomposition, masks, targets, read, candidates, definition)[1]
 
 
-def decision_metrics(
+def set_metrics(
     decomposition: LogitDecomposition,
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,
-    choices: Int[torch.Tensor, " choice"],
+    candidates: Int[torch.Tensor, " candidate"],
+    definition: str = "paper",
     with_auc: bool = True,
 ) -> tuple[Float[torch.Tensor, " subset"], Float[torch.Tensor, " subset"] | None]:
-    """l-acc and (if ``with_auc``) ROC AUC of each set, from one pass over the ablated logits,
-    a chunk of sets at a time."""
+    """l-acc and (if ``with_auc``) ROC AUC of each set, from one pass over its logits, a chunk
+    of sets at a time."""
     l_acc, aucs = [], []
     for chunk in masks.split(SUBSET_CHUNK):
-        logits = decomposition.subset_logits(chunk, read, choices)  # [subset example choice]
-        l_acc.append((choices[logits.argmax(-1)] == targets).float().mean(-1))
+        logits = decomposition.set_logits(chunk, read, candidates, definition)
+        l_acc.append((candidates[logits.argmax(-1)] == targets).float().mean(-1))
         if with_auc:
-            per_token = [auc(logits[..., k], targets == t) for k, t in enumerate(choices.tolist())]
-            aucs.append(torch.stack(per_token).amax(0))
+            aucs.append(_candidate_auc(logits, targets, candidates))
     return torch.cat(l_acc), torch.cat(aucs) if with_auc else None
+
+
+def _candidate_auc(
+    logits: Float[torch.Tensor, "subset example candidate"],
+    targets: Int[torch.Tensor, " example"],
+    candidates: Int[torch.Tensor, " candidate"],
+) -> Float[torch.Tensor, " subset"]:
+    per_candidate = [
+        auc(logits[..., k], targets == t)
+        for k, t in enumerate(candidates.tolist())
+        if 0 < int((targets == t).sum()) < len(targets)
+    ]
+    if not per_candidate:
+        return logits.new_full(logits.shape[:1], float("nan"))
+    stacked = torch.stack(per_candidate)  # [candidate subset]
+    return stacked.amax(0) if len(candidates) == 2 else stacked.mean(0)
 
 
 def auc(

@@ -18,18 +18,21 @@ import pandas as pd
 import torch
 from transformer_lens import HookedTransformer
 
-from headcoop.analysis.heads import analyze, intervention_curves
-from headcoop.metrics.cache import collect
-from headcoop.training.checkpoint import load_checkpoint
-from headcoop.config import ModelConfig
 from headcoop.analysis.dynamics import random_head_s_acc, trajectory
+from headcoop.analysis.heads import analyze
+from headcoop.analysis.interventions import intervention_curves
+from headcoop.config import ModelConfig
 from headcoop.engine.bags import evaluate
-from headcoop.paper.plan import FigurePlan
 from headcoop.files import write_atomic
-from headcoop.tasks.minimal import minimal_solution
+from headcoop.metrics.attribution import decompose
+from headcoop.metrics.cache import collect
+from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import fit_separators
-from headcoop.training.sweep import Experiment, run_sweep, train_stack
+from headcoop.paper.plan import FigurePlan
 from headcoop.tasks.base import Task, make_task
+from headcoop.tasks.minimal import minimal_solution
+from headcoop.training.checkpoint import load_checkpoint
+from headcoop.training.sweep import Experiment, run_sweep, train_stack
 
 log = logging.getLogger(__name__)
 
@@ -99,33 +102,44 @@ class FigureData:
     # --- per-figure measurements of the first main model -----------------------------------
 
     def logits(self) -> pd.DataFrame:
-        """Fig 1: the model's logits of the decision and end tokens on the test split, by
-        current token and true next token."""
+        """Fig 1: the logits of the decision tokens and [EOS] given by each single head (the
+        paper's head-only logits z_{t,i} + b_t), by current token and true next token, on a
+        sample of the test split."""
 
         def make() -> pd.DataFrame:
             model = self.main_model(self.plan.main_seeds[0])
             examples = self.task.split("test")
+            gen = torch.Generator().manual_seed(0)
+            examples = examples[
+                torch.randperm(len(examples), generator=gen)[: self.plan.scatter_points]
+            ]
             cache = collect(model, self.task, examples)
-            current = self.task.sequences(examples)  # the token at each scored position
+            parts = decompose(model, cache)
+            current = self.task.bags(examples)  # the token at each scored position
             read_tokens = current.tokens.gather(1, current.read_pos)
             vocab = self.task.vocab
-            shown = [*self.task.decision_tokens, vocab[-1]]
+            shown = [*self.task.readouts[self.task.decision].candidates, "[EOS]"]
+            ids = torch.tensor([vocab.index(t) for t in shown])
+            singles = torch.eye(model.cfg.n_heads, dtype=torch.bool)
             rows = []
-            for read in range(cache.logits.shape[1]):
-                for token in shown:
-                    rows.append(
-                        pd.DataFrame(
-                            {
-                                "current": [vocab[t] for t in read_tokens[:, read].tolist()],
-                                "next": [vocab[t] for t in cache.targets[:, read].tolist()],
-                                "token": token,
-                                "logit": cache.logits[:, read, vocab.index(token)].tolist(),
-                            }
+            for read in range(len(self.task.readouts)):
+                logits = parts.set_logits(singles, read, ids)  # [head example token]
+                for head in range(model.cfg.n_heads):
+                    for k, token in enumerate(shown):
+                        rows.append(
+                            pd.DataFrame(
+                                {
+                                    "head": head,
+                                    "current": [vocab[t] for t in read_tokens[:, read].tolist()],
+                                    "next": [vocab[t] for t in cache.targets[:, read].tolist()],
+                                    "token": token,
+                                    "logit": logits[head, :, k].tolist(),
+                                }
+                            )
                         )
-                    )
             return pd.concat(rows, ignore_index=True)
 
-        return self._csv("fig01_logits.csv", make, text=("current", "next", "token"))
+        return self._csv("fig01_head_logits.csv", make, text=("current", "next", "token"))
 
     def head_outputs(self) -> dict[str, pd.DataFrame]:
         """Figs 6, 7, 15: head outputs of train and test samples, the value vectors of the
@@ -180,10 +194,10 @@ class FigureData:
         """Each single head's fitted separator w . O + b = 0 (the s-acc fit)."""
         model = self.main_model(self.plan.main_seeds[0])
         train = collect(model, self.task, self.task.split("train"))
-        first = self.task.vocab.index(self.task.decision_tokens[0])
         n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
         masks = torch.eye(n_heads, dtype=torch.bool)
-        weights = fit_separators(train.z[:, 0], train.targets[:, 0] == first, masks)
+        positive = labels(self.task, train.targets) == 1  # the second class, as in s-acc
+        weights = fit_separators(train.z[:, self.task.decision], positive, masks)
         rows = []
         for h in range(n_heads):
             w = weights[h, h * d_head : (h + 1) * d_head]
@@ -288,8 +302,8 @@ class FigureData:
                         {
                             "N": n,
                             "n2": "test split" if n2 is None else n2,
-                            "answer_accuracy": result[self.task.read_names[0]],
-                            "eos_accuracy": result[self.task.read_names[1]],
+                            "answer_accuracy": result["answer"],
+                            "eos_accuracy": result["eos"],
                         }
                     )
             return pd.DataFrame(rows)

@@ -17,28 +17,38 @@ SEED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"
 
 
 def fig01_logits(logits: pd.DataFrame) -> go.Figure:
-    """Distributions of the logits of '4', '5' and [EOS] by current and true next token."""
+    """Each single head's logits of the decision tokens and [EOS] (head-only, the paper's
+    z_{t,i} + b_t), by current token -> true next token."""
+    heads = sorted(logits["head"].unique())
     tokens = list(dict.fromkeys(logits["token"]))
-    fig = make_subplots(
-        rows=1, cols=len(tokens), subplot_titles=[f"logit of '{t}'" for t in tokens]
-    )
-    groups = logits.groupby(["current", "next"], sort=True)
-    for col, token in enumerate(tokens, start=1):
-        for i, ((current, nxt), frame) in enumerate(groups):
-            values = frame.loc[frame["token"] == token, "logit"]
+    cols = 4
+    rows = -(-len(heads) // cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f"head {h}" for h in heads])
+    groups = logits["current"] + " → " + logits["next"]
+    for i, head in enumerate(heads):
+        of_head = logits["head"] == head
+        for k, token in enumerate(tokens):
+            chosen = of_head & (logits["token"] == token)
             fig.add_trace(
                 go.Box(
-                    y=values,
-                    name=f"{current} → {nxt}",
-                    marker_color=SEED_COLOURS[i % len(SEED_COLOURS)],
+                    x=groups[chosen],
+                    y=logits.loc[chosen, "logit"],
+                    name=f"logit of '{token}'",
+                    marker_color=SEED_COLOURS[k % len(SEED_COLOURS)],
                     boxpoints=False,
-                    showlegend=col == 1,
-                    legendgroup=f"{current}{nxt}",
+                    offsetgroup=token,
+                    legendgroup=token,
+                    showlegend=i == 0,
                 ),
-                row=1,
-                col=col,
+                row=i // cols + 1,
+                col=i % cols + 1,
             )
-    fig.update_layout(title="Fig 1: next-token logits by current → true next token (test split)")
+    fig.update_layout(
+        title="Fig 1: single heads' logits by current → true next token (test sample)",
+        boxmode="group",
+        height=260 * rows + 120,
+        width=1300,
+    )
     return fig
 
 

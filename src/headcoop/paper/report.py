@@ -26,10 +26,10 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from headcoop.analysis.dynamics import pearson
+from headcoop.files import write_atomic
 from headcoop.paper import plots
 from headcoop.paper.compute import FigureData, measure_all
 from headcoop.paper.plan import FigurePlan
-from headcoop.files import write_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,14 +1,37 @@
-"""Tasks: toy languages that the model, engine, trainer and analyzers work on."""
+"""Tasks: toy languages that the model, engines, trainer and analyzers work on.
 
-from headcoop.tasks.base import Batch, Task, make_task, register_task, task_from_config
+Importing this package registers the built-in tasks (``headcoop tasks`` lists them).
+"""
+
+from headcoop.tasks.base import (
+    SPLITS,
+    Batch,
+    Readout,
+    Task,
+    candidate_ids,
+    make_task,
+    read_names,
+    register_task,
+    registered_tasks,
+    task_from_config,
+)
 from headcoop.tasks.count01 import Count01, SplitSpec
+from headcoop.tasks.histogram import Histogram
+from headcoop.tasks.plurality import Plurality
 
 __all__ = [
+    "SPLITS",
     "Batch",
     "Count01",
+    "Histogram",
+    "Plurality",
+    "Readout",
     "SplitSpec",
     "Task",
+    "candidate_ids",
     "make_task",
+    "read_names",
     "register_task",
+    "registered_tasks",
     "task_from_config",
 ]

@@ -1,14 +1,19 @@
-"""The Task protocol: what the model, engine, trainer and analyzers need to know about a task.
+"""The Task protocol: everything the model, engines, trainer and analyzers know about a task.
 
-A task is a formal language whose strings end in a few scored predictions (in Count01: the
-answer after '=' and the [EOS] after the answer). It hands out its examples in two forms that the
-engine treats alike:
+A task is a toy language whose strings end in a few scored predictions, its *readouts*
+(Count01: the answer after '=' and the [EOS] after the answer). Each readout declares the
+tokens its prediction chooses among (its classes); one readout is *the decision* that the head
+analyzers study (l-acc, ROC AUC and s-acc are measured there). A task hands out its examples in
+two forms that the engines treat alike:
 
 - full sequences: ordinary token sequences, right-padded (padding after the last scored
   position is invisible to causal attention);
 - bags (optional): one position per token type with a multiplicity, exact for models without
   positional information and with one attention layer when every scored position's prefix is
   known by its token counts (see `headcoop.engine.bags`).
+
+Nothing outside ``tasks/`` (and the paper's own figures) names a task's tokens: the analyzers
+read them from the protocol.
 """
 
 from dataclasses import dataclass
@@ -21,14 +26,34 @@ from headcoop.errors import HeadcoopError
 
 
 @dataclass(frozen=True)
+class Readout:
+    """A scored position of a task.
+
+    Attributes:
+        name: what the position predicts, e.g. ``"answer"``; metrics are reported under it.
+        candidates: the tokens that its prediction chooses among, in a fixed order (the
+            classes). Accuracy over them is an argmax over these logits only.
+    """
+
+    name: str
+    candidates: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.candidates) < 2 or len(set(self.candidates)) != len(self.candidates):
+            raise HeadcoopError(
+                f"readout {self.name!r} needs two or more distinct candidates, "
+                f"got {self.candidates}"
+            )
+
+
+@dataclass(frozen=True)
 class Batch:
     """Inputs and scored predictions for a batch of examples.
 
     Attributes:
         tokens: input token ids.
-        read_pos: the positions whose next-token prediction is scored, one column per entry of
-            the task's ``read_names``.
-        targets: the correct next token at each scored position.
+        read_pos: the positions whose prediction is scored, one column per readout.
+        targets: the correct token at each scored position.
         multiplicity: how many copies of its token each position stands for; ``None`` for plain
             sequences (every position counts once). Zero removes a position.
     """
@@ -53,32 +78,28 @@ class Batch:
 
 @runtime_checkable
 class Task(Protocol):
-    """A toy language for one-layer transformers.
+    """A toy language for small attention-only transformers.
 
     Examples are whatever the task stores per string (Count01 stores token counts), as a tensor
-    whose first axis runs over examples.
+    whose first axis runs over examples. A new task implements these members and, to be built
+    by name from the CLI and from checkpoints, is decorated with `register_task`.
     """
 
     name: str
     vocab: tuple[str, ...]
-    read_names: tuple[str, ...]
-    """What each scored position predicts, e.g. ``("answer", "eos")``. The first is the decision
-    that the head analyzers study."""
+    readouts: tuple[Readout, ...]
+    """The scored positions, in the order of a batch's ``read`` axis."""
+    decision: int
+    """Index into `readouts` of the prediction that the head analyzers study."""
+    attention_ratios: dict[str, tuple[str, str, str]]
+    """Per-token attention ratios worth reporting, as (query, numerator, denominator) tokens:
+    Count01 has w01 = ('=', '0', '1') and w02 = ('=', '0', '2'). May be empty."""
+    supports_bags: bool
+    """Whether `bags` is available: every scored position's prefix is known by its counts."""
 
     def split(self, name: str) -> torch.Tensor:
         """The examples of a named split ('train', 'val' or 'test'), deterministic."""
         ...
-
-    supports_bags: bool
-    """Whether `bags` is available: every scored position's prefix is known by its counts."""
-
-    decision_tokens: tuple[str, ...]
-    """The tokens that the first scored position chooses between (Count01: '4' and '5')."""
-
-    attention_ratios: dict[str, tuple[str, str, str]]
-    """Named per-token attention ratios worth reporting, as (query, numerator, denominator)
-    tokens: Count01 has w01 = ('=', '0', '1') and w02 = ('=', '0', '2'). May be empty."""
-    """Whether `bags` is available: every scored position's prefix is known by its counts."""
 
     def targets(self, examples: torch.Tensor) -> Int[torch.Tensor, "example read"]:
         """The correct token at each scored position."""
@@ -101,13 +122,67 @@ class Task(Protocol):
         ...
 
 
+_MEMBERS = (
+    *("name", "vocab", "readouts", "decision", "attention_ratios", "supports_bags"),
+    *("split", "targets", "sequences", "bags", "lengths", "to_config"),
+)
+
+SPLITS = ("train", "val", "test")
+"""The split names every task answers to."""
+
+
+def read_names(task: Task) -> tuple[str, ...]:
+    """The names of the task's readouts, in order.
+
+    >>> read_names(make_task("count01"))
+    ('answer', 'eos')
+    """
+    return tuple(r.name for r in task.readouts)
+
+
+def candidate_ids(task: Task, read: int) -> Int[torch.Tensor, " candidate"]:
+    """Token ids of readout ``read``'s candidates, in their declared order.
+
+    >>> candidate_ids(make_task("count01"), 0).tolist()
+    [5, 6]
+    """
+    return torch.tensor([task.vocab.index(t) for t in task.readouts[read].candidates])
+
+
+def check_task(task: Task) -> Task:
+    """Check the declarations that code elsewhere relies on; return the task.
+
+    Raises:
+        HeadcoopError: naming the member that is missing or inconsistent.
+    """
+    missing = [m for m in _MEMBERS if not hasattr(task, m)]
+    if missing:
+        raise HeadcoopError(f"task {task!r} lacks {', '.join(missing)}")
+    if not 0 <= task.decision < len(task.readouts):
+        raise HeadcoopError(f"task {task.name!r}: decision {task.decision} is not a readout")
+    named = [t for r in task.readouts for t in r.candidates]
+    named += [t for ratio in task.attention_ratios.values() for t in ratio]
+    unknown = sorted({t for t in named if t not in task.vocab})
+    if unknown:
+        raise HeadcoopError(f"task {task.name!r} names tokens outside its vocabulary: {unknown}")
+    return task
+
+
 _TASKS: dict[str, type] = {}
 
 
 def register_task(cls: type) -> type:
-    """Class decorator: make a task constructible by name (for checkpoints and the CLI)."""
+    """Class decorator: make a task constructible by name (for checkpoints and the CLI).
+
+    The class's docstring's first line describes it in ``headcoop tasks``.
+    """
     _TASKS[cls.name] = cls
     return cls
+
+
+def registered_tasks() -> dict[str, type]:
+    """The registered task classes by name, sorted."""
+    return dict(sorted(_TASKS.items()))
 
 
 def make_task(name: str, **params: Any) -> Task:
@@ -119,9 +194,10 @@ def make_task(name: str, **params: Any) -> Task:
     if name not in _TASKS:
         raise HeadcoopError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
     try:
-        return _TASKS[name](**params)
+        task = _TASKS[name](**params)
     except TypeError as exc:
         raise HeadcoopError(f"bad parameters for task {name!r}: {exc}") from None
+    return check_task(task)
 
 
 def task_from_config(config: dict[str, Any]) -> Task:
@@ -137,3 +213,11 @@ def task_from_config(config: dict[str, Any]) -> Task:
             f"stored {list(vocab)}, the task has {list(task.vocab)}"
         )
     return task
+
+
+def split_generator(seed: int, split: str) -> torch.Generator:
+    """The generator that draws split ``split`` of a task with data seed ``seed``: each split
+    has its own stream, so that changing one split's size leaves the others unchanged."""
+    if split not in SPLITS:
+        raise HeadcoopError(f"unknown split {split!r}; choose one of {SPLITS}")
+    return torch.Generator().manual_seed(seed * len(SPLITS) + SPLITS.index(split))

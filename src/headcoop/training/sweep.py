@@ -22,6 +22,15 @@ from typing import Any
 import torch
 from transformer_lens import HookedTransformer
 
+from headcoop.config import ModelConfig, TrainConfig
+from headcoop.engine.bags import metrics
+from headcoop.engine.stack import MODEL_CHUNK, Stack
+from headcoop.errors import HeadcoopError
+from headcoop.files import write_atomic
+from headcoop.metrics.classes import labels
+from headcoop.metrics.separation import separation_accuracy_each
+from headcoop.model import build_model
+from headcoop.tasks.base import Task, read_names
 from headcoop.training.checkpoint import (
     epoch_dir,
     load_stack,
@@ -29,21 +38,11 @@ from headcoop.training.checkpoint import (
     save_checkpoint,
     save_stack,
 )
-from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine.bags import metrics
-from headcoop.errors import HeadcoopError
-from headcoop.files import write_atomic
-from headcoop.model import build_model
-from headcoop.metrics.separation import separation_accuracy_each
-from headcoop.engine.stack import on_shared_bags, stack_params, stacked_head_outputs, stacked_logits
-from headcoop.tasks.base import Task
 from headcoop.training.trainer import train_models
 
 log = logging.getLogger(__name__)
 
 RESULTS = "results.json"
-MODEL_CHUNK = 32
-"""Models whose head outputs over a whole split are computed together (bounds memory)."""
 
 
 @dataclass(frozen=True)
@@ -168,29 +167,30 @@ def measure_models(task: Task, models: Sequence[HookedTransformer]) -> list[dict
     """Test metrics of each model and the s-acc of each of its heads, on the stacked engine.
 
     Models may differ in shape, but not in ``d_head``. s-acc fits each head's output at the
-    first scored position on the train split and scores it on the test split.
+    decision readout on the train split and scores it on the test split.
     """
     train, test = task.bags(task.split("train")), task.bags(task.split("test"))
-    first = task.vocab.index(task.decision_tokens[0])
-    train_y, test_y = train.targets[:, 0] == first, test.targets[:, 0] == first
     results, train_x, test_x = [], [], []
     for start in range(0, len(models), MODEL_CHUNK):
         chunk = list(models[start : start + MODEL_CHUNK])
-        params = stack_params(chunk)
-        eps, scale = chunk[0].cfg.eps, float(chunk[0].blocks[0].attn.attn_scale)
-        logits = on_shared_bags(stacked_logits, params, test, eps, scale)
-        results += [metrics(task, model_logits, test.targets) for model_logits in logits]
+        stack = Stack.of(chunk)
+        results += [metrics(task, logits, test.targets) for logits in stack.logits(test)]
         for split, into in ((train, train_x), (test, test_x)):
-            z = on_shared_bags(stacked_head_outputs, params, split, eps, scale)[:, :, 0]
+            z = stack.head_outputs(split)[:, :, task.decision]  # [model example head d_head]
             into += [z[i, :, : m.cfg.n_heads].transpose(0, 1) for i, m in enumerate(chunk)]
-    s_acc = separation_accuracy_each(torch.cat(train_x), train_y, torch.cat(test_x), test_y)
+    s_acc = separation_accuracy_each(
+        torch.cat(train_x),
+        labels(task, train.targets),
+        torch.cat(test_x),
+        labels(task, test.targets),
+    )
+    decision = read_names(task)[task.decision]
     out, head = [], 0
     for model, result in zip(models, results, strict=True):
         n = model.cfg.n_heads
-        answer = task.read_names[0]
         out.append(
             {
-                "test_accuracy": result[answer],
+                "test_accuracy": result[decision],
                 "test_metrics": result,
                 "s_acc": s_acc[head : head + n].tolist(),
             }

@@ -18,14 +18,6 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from headcoop.training.checkpoint import (
-    epoch_dir,
-    load_checkpoint,
-    load_optimizer_state,
-    mark_final,
-    run_checkpoints,
-    save_checkpoint,
-)
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import (
     Hook,
@@ -36,10 +28,18 @@ from headcoop.engine.bags import (
     read_logits,
     use_bags,
 )
+from headcoop.engine.stack import Stack, drop_out
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.engine.stack import drop_out, stack_params, stacked_logits, trainable, unstack_params
-from headcoop.tasks.base import Batch, Task
+from headcoop.tasks.base import Task, read_names
+from headcoop.training.checkpoint import (
+    epoch_dir,
+    load_checkpoint,
+    load_optimizer_state,
+    mark_final,
+    run_checkpoints,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,8 @@ def train_models(
         results = [
             {"epoch": epoch, "train_loss": train_loss, "val": val} for val in step.validate()
         ]
-        mean_val = sum(r["val"][task.read_names[0]] for r in results) / len(results)
+        decision = read_names(task)[task.decision]
+        mean_val = sum(r["val"][decision] for r in results) / len(results)
         bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{mean_val:.4f}")
         log.info("epoch %d: %s", epoch, results)
         if on_epoch is not None:
@@ -181,13 +182,11 @@ class _StackedStep:
 
     def __init__(self, task: Task, models: list[HookedTransformer], cfg: TrainConfig) -> None:
         self.task, self.models, self.cfg = task, models, cfg
-        self.params_by_name = stack_params(models)
-        self.params = list(trainable(self.params_by_name).values())
+        self.stack = Stack.of(models)
+        self.params = list(self.stack.trainable().values())
         self.train_bags = task.bags(task.split("train"))
         self.val_bags = task.bags(task.split("val"))
         self.n_examples = len(self.train_bags)
-        attn = models[0].blocks[0].attn
-        self.eps, self.attn_scale = models[0].cfg.eps, float(attn.attn_scale)
 
     def epoch(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
         """Yield each step's loss (mean over models) and its number of examples per model."""
@@ -195,32 +194,17 @@ class _StackedStep:
         orders = torch.rand(n_models, n, generator=gen).argsort(dim=1)  # [model example]
         for start in range(0, n, self.cfg.batch_size):
             idx = orders[:, start : start + self.cfg.batch_size]  # [model batch]
-            logits = self._logits(self.train_bags, idx, self.cfg.dropout, gen)
+            logits = self.stack.logits(self.train_bags, idx, self.cfg.dropout, gen)
             targets = self.train_bags.targets[idx]
             yield batch_loss(logits.flatten(0, 1), targets.flatten(0, 1)), idx.shape[1]
 
     @torch.no_grad()
     def validate(self) -> list[dict[str, float]]:
-        idx = torch.arange(len(self.val_bags)).expand(len(self.models), -1)
-        logits = self._logits(self.val_bags, idx, 0.0, None)
+        logits = self.stack.logits(self.val_bags)
         return [metrics(self.task, model_logits, self.val_bags.targets) for model_logits in logits]
 
     def write_back(self) -> None:
-        unstack_params(self.params_by_name, self.models)
-
-    def _logits(
-        self, bags: Batch, idx: torch.Tensor, dropout: float, gen: torch.Generator | None
-    ) -> torch.Tensor:
-        return stacked_logits(
-            self.params_by_name,
-            bags.tokens[idx],
-            bags.multiplicity[idx],
-            bags.read_pos[idx],
-            self.eps,
-            self.attn_scale,
-            dropout,
-            gen,
-        )
+        self.stack.write_back(self.models)
 
 
 class _FullStep:

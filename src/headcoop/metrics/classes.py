@@ -1,0 +1,67 @@
+"""Decision labels, chance and head classes: one definition each, imported wherever used.
+
+A task's decision readout chooses among its candidate tokens; an example's *label* is the index
+of its correct candidate (0 .. k-1). Chance is the share of the most frequent label on the test
+split: what a head that always answers one class reaches.
+"""
+
+import torch
+from jaxtyping import Float, Int
+
+from headcoop.errors import HeadcoopError
+from headcoop.tasks.base import Task, candidate_ids
+
+SUCCESSFUL = 0.98
+"""A head whose s-acc reaches this is successful (the paper's bound)."""
+FAILED_MARGIN = 0.05
+"""A head whose s-acc is below chance (the majority share) plus this margin is failed (near
+chance); heads in between are mixed."""
+HEAD_CLASSES = ("successful", "mixed", "failed")
+
+
+def labels(
+    task: Task, targets: Int[torch.Tensor, "example read"], read: int | None = None
+) -> Int[torch.Tensor, " example"]:
+    """The index among readout ``read``'s candidates (by default the decision's) of each
+    example's target.
+
+    >>> from headcoop.tasks import Count01
+    >>> task = Count01()
+    >>> labels(task, task.targets(torch.tensor([[1, 2, 0], [2, 1, 0]]))).tolist()
+    [0, 1]
+    """
+    read = task.decision if read is None else read
+    candidates = candidate_ids(task, read)
+    match = targets[:, read, None] == candidates  # [example candidate]
+    if not match.any(-1).all():
+        bad = int(targets[~match.any(-1), read][0])
+        raise HeadcoopError(
+            f"task {task.name!r}: target {task.vocab[bad]!r} is not a candidate of readout "
+            f"{task.readouts[read].name!r}"
+        )
+    return match.long().argmax(-1)
+
+
+def majority_share(labels: Int[torch.Tensor, " example"]) -> float:
+    """Share of the most frequent label: the accuracy of always answering it.
+
+    >>> majority_share(torch.tensor([0, 1, 1, 2]))
+    0.5
+    """
+    return float(labels.bincount().max() / len(labels))
+
+
+def head_class(s_acc: float, chance: float) -> str:
+    """'successful' (s-acc >= `SUCCESSFUL`), 'failed' (below chance + `FAILED_MARGIN`) or
+    'mixed'."""
+    if s_acc >= SUCCESSFUL:
+        return "successful"
+    if s_acc < chance + FAILED_MARGIN:
+        return "failed"
+    return "mixed"
+
+
+def class_shares(s_acc: Float[torch.Tensor, " head"], chance: float) -> dict[str, float]:
+    """The share of heads in each class."""
+    classes = [head_class(float(s), chance) for s in s_acc]
+    return {c: classes.count(c) / max(1, len(classes)) for c in HEAD_CLASSES}
