@@ -6,6 +6,14 @@ import pytest
 
 from headcoop.cli import main
 
+SMALL_COUNT01 = json.dumps(
+    {
+        "train": {"size": 200, "n01": [0, 30], "n2": [0, 30]},
+        "val": {"size": 100, "n01": [31, 40], "n2": [0, 40]},
+        "test": {"size": 100, "n01": [41, 50], "n2": [0, 50]},
+    }
+)
+
 
 def test_help_does_not_import_torch_or_transformer_lens():
     code = (
@@ -22,9 +30,19 @@ def test_help_does_not_import_torch_or_transformer_lens():
 @pytest.mark.parametrize(
     ("argv", "fragment"),
     [
-        (["train", "--out", "x", "--epochs", "0"], "--epochs: expected a positive integer, got 0"),
+        (
+            ["train", "--out", "x", "--epochs", "0"],
+            "--epochs: expected a positive integer, got '0'",
+        ),
         (["train", "--out", "x", "--d-model", "abc"], "expected a positive integer, got 'abc'"),
-        (["train", "--out", "x", "--lr", "-1"], "expected a non-negative number"),
+        (["train", "--out", "x", "--lr", "-1"], "--lr: expected a positive number, got '-1'"),
+        (["train", "--out", "x", "--lr", "0"], "--lr: expected a positive number, got '0'"),
+        (["train", "--out", "x", "--lr", "inf"], "--lr: expected a positive number, got 'inf'"),
+        (["train", "--out", "x", "--dropout", "1"], "expected a finite number in [0, 1), got '1'"),
+        (
+            ["train", "--out", "x", "--seed", "18446744073709551616"],
+            "--seed: expected an integer in [0, 4294967295]",
+        ),
         (["train"], "the following arguments are required: --out"),
         (["eval", "x", "--split", "dev"], "invalid choice: 'dev'"),
     ],
@@ -83,3 +101,48 @@ def test_eval_reports_a_vocabulary_mismatch(tmp_path, capsys):
     capsys.readouterr()
     assert main(["eval", str(out)]) == 1
     assert "vocabulary mismatch for task 'count01'" in capsys.readouterr().err
+
+
+def test_tasks_lists_one_task_a_line_name_first(capsys):
+    assert main(["tasks"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    names = [line.split("\t")[0] for line in lines]
+    assert {"count01", "plurality", "histogram"} <= set(names)
+    assert all("\t" in line for line in lines)
+
+
+@pytest.mark.parametrize(
+    ("task", "params", "extra_columns"),
+    [
+        ("count01", ["splits=" + SMALL_COUNT01], {"w01", "w02", "eos_l_acc_direct"}),
+        ("plurality", ["size=200"], {"w_ab", "w_ac", "eos_l_acc"}),
+        ("histogram", ["size=200", "length=4"], {"pos1_l_acc", "pos3_l_acc_direct"}),
+    ],
+)
+def test_every_task_trains_and_analyses_from_the_command_line(
+    task, params, extra_columns, tmp_path, capsys
+):
+    run, out = tmp_path / "run", tmp_path / "analysis"
+    argv = ["train", "--task", task, "--epochs", "3", "--out", str(run), "--quiet"]
+    argv += [arg for p in params for arg in ("--task-param", p)]
+    argv += ["--d-model", "8", "--n-heads", "3"]
+    assert main(argv) == 0
+    assert main(["analyze", str(run), "--out", str(out), "--quiet"]) == 0
+    import pandas as pd
+
+    heads = pd.read_csv(out / "heads.csv")
+    columns = {"l_acc", "roc_auc", "s_acc", "l_acc_direct", "roc_auc_direct", "class"}
+    assert columns | extra_columns <= set(heads.columns)
+    assert len(heads) == 3
+    assert len(pd.read_csv(out / "pairs.csv")) == 3
+    assert (out / "subsets.csv.gz").exists()
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["task"] == task and "direct_path" in summary
+
+
+def test_a_bad_task_param_gives_one_line(tmp_path, capsys):
+    argv = ["train", "--task", "plurality", "--task-param", "size", "--out", str(tmp_path)]
+    assert main(argv) == 1
+    assert capsys.readouterr().err.strip() == (
+        "headcoop train: error: --task-param needs KEY=VALUE, got 'size'"
+    )

@@ -1,7 +1,10 @@
+import subprocess
+import sys
+
 import pytest
 import torch
 
-from headcoop.config import ModelConfig
+from headcoop.config import ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 
@@ -49,3 +52,37 @@ def test_layernorm_needs_two_dimensions():
     with pytest.raises(HeadcoopError, match="layernorm"):
         ModelConfig(d_model=1)
     assert ModelConfig(d_model=1, layernorm=False).d_model == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"epochs": True}, "train config: epochs must be a positive integer, got True"),
+        ({"lr": 0.0}, "train config: lr must be a positive number, got 0.0"),
+        ({"lr": float("nan")}, "train config: lr must be a positive number, got nan"),
+        ({"seed": 2**64}, "train config: seed must be an integer in [0, 4294967295]"),
+        ({"lr_schedule": "linear"}, "train config: lr_schedule must be one of"),
+    ],
+)
+def test_bad_train_settings_are_named_in_one_line(kwargs, message):
+    with pytest.raises(HeadcoopError) as info:
+        TrainConfig(**kwargs)
+    assert str(info.value).startswith(message)
+
+
+def test_settings_of_the_wrong_type_are_named_outside_the_type_checked_test_run():
+    """The test run checks annotations at call time (jaxtyping), which would answer first;
+    a user's process has no such hook, so ask one."""
+    code = (
+        "from headcoop.config import TrainConfig\n"
+        "for kwargs in ({'epochs': '5'}, {'lr_schedule': 3}):\n"
+        "    try:\n"
+        "        TrainConfig(**kwargs)\n"
+        "    except ValueError as exc:\n"
+        "        print(type(exc).__name__, exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.splitlines() == [
+        "HeadcoopError train config: epochs must be a positive integer, got '5'",
+        "HeadcoopError train config: lr_schedule must be a str, got 3",
+    ]

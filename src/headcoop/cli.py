@@ -10,8 +10,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from headcoop.config import ModelConfig, TrainConfig
+from headcoop.config import LR_SCHEDULES, MODEL_RULES, SEED, TRAIN_RULES, ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
+
+_TRAIN_FLAGS = (
+    ("--epochs", TRAIN_RULES, "passes over the training split"),
+    ("--d-model", MODEL_RULES, "width of the residual stream"),
+    ("--n-heads", MODEL_RULES, "attention heads"),
+    ("--d-head", MODEL_RULES, "dimension of each head"),
+    ("--batch-size", TRAIN_RULES, "examples per optimizer step"),
+    ("--lr", TRAIN_RULES, "AdamW learning rate (the peak, under a schedule)"),
+    ("--weight-decay", TRAIN_RULES, "AdamW weight decay"),
+    ("--dropout", TRAIN_RULES, "dropout on the attention output, in training"),
+    ("--checkpoint-every", TRAIN_RULES, "save every N epochs (the last is always saved)"),
+)
+"""The numeric training flags: each parsed by the rule its config field is checked with."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -19,26 +32,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a non-negative number, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,33 +66,21 @@ def build_parser() -> argparse.ArgumentParser:
         "VALUE is read as JSON where it parses, else as text",
     )
     train.add_argument(
-        "--seed", type=int, default=TrainConfig.seed, help="seed of weights, order and dropout"
+        "--seed",
+        type=SEED.parse,
+        default=TrainConfig.seed,
+        help="seed of weights, order and dropout",
     )
-    train.add_argument("--epochs", type=_positive_int, default=TrainConfig.epochs)
-    train.add_argument("--d-model", type=_positive_int, default=ModelConfig.d_model)
-    train.add_argument("--n-heads", type=_positive_int, default=ModelConfig.n_heads)
-    train.add_argument("--d-head", type=_positive_int, default=ModelConfig.d_head)
+    for flag, rules, about in _TRAIN_FLAGS:
+        name = flag.removeprefix("--").replace("-", "_")
+        default = getattr(ModelConfig if rules is MODEL_RULES else TrainConfig, name)
+        train.add_argument(flag, type=rules[name].parse, default=default, help=about)
     train.add_argument("--no-layernorm", action="store_true", help="train without LayerNorm")
-    train.add_argument("--batch-size", type=_positive_int, default=TrainConfig.batch_size)
-    train.add_argument("--lr", type=_non_negative_float, default=TrainConfig.lr)
     train.add_argument(
         "--lr-schedule",
         default=TrainConfig.lr_schedule,
-        choices=("cosine", "constant"),
+        choices=LR_SCHEDULES,
         help="cosine decays the learning rate to zero over the epochs",
-    )
-    train.add_argument("--weight-decay", type=_non_negative_float, default=TrainConfig.weight_decay)
-    train.add_argument(
-        "--dropout",
-        type=_non_negative_float,
-        default=TrainConfig.dropout,
-        help="dropout on the attention output, in training",
-    )
-    train.add_argument(
-        "--checkpoint-every",
-        type=_positive_int,
-        default=TrainConfig.checkpoint_every,
-        help="save every N epochs (the last is always saved)",
     )
     train.add_argument(
         "--resume", action="store_true", help="continue from the latest checkpoint in --out"
@@ -187,7 +168,7 @@ def _tasks(args: argparse.Namespace) -> None:
 
     for name, cls in registered_tasks().items():
         task = make_task(name)
-        about = (cls.__doc__ or "").strip().splitlines()[0]
+        about = next(iter((cls.__doc__ or "").strip().splitlines()), "")
         decision = task.readouts[task.decision]
         engine = "bags" if task.supports_bags else "full sequences"
         facts = f"{len(task.readouts)} readout(s), decision {decision.name!r} with "

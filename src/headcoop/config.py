@@ -1,14 +1,106 @@
 """Configuration of the model and of training: plain dataclasses, validated on creation.
 
-Kept free of torch and transformer_lens imports, so that the CLI can show their defaults
-instantly.
+Each numeric setting's rule is declared once, as data (`Rule`, in `MODEL_RULES` and
+`TRAIN_RULES`); the configs check every field against it and the CLI parses its flags with it,
+so the two can never disagree. Kept free of torch and transformer_lens imports, so that the CLI
+can show their defaults instantly.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from headcoop.errors import HeadcoopError
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What a numeric setting accepts: its type and an interval.
+
+    Args:
+        kind: int or float (an int is accepted where a float is asked for; a bool never is).
+        low, high: the bounds, or None for none. Floats must also be finite.
+        low_open, high_open: whether the bound itself is excluded.
+    """
+
+    kind: type
+    low: int | float | None = None
+    high: int | float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def describe(self) -> str:
+        """The rule in words, e.g. 'a positive integer' or 'a number in [0, 1)'."""
+        noun = "an integer" if self.kind is int else "a finite number"
+        if self.low == 0 and self.high is None:
+            return f"{'a positive' if self.low_open else 'a non-negative'} {noun.split()[-1]}"
+        if self.kind is int and self.low == 1 and self.high is None:
+            return "a positive integer"
+
+        def show(bound: int | float) -> str:
+            return str(int(bound)) if self.kind is int else f"{bound:g}"
+
+        if self.high is None:
+            return f"{noun} {'>' if self.low_open else '>='} {show(self.low)}"
+        left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+        return f"{noun} in {left}{show(self.low)}, {show(self.high)}{right}"
+
+    def check(self, name: str, value: Any) -> Any:
+        """``value`` if it obeys the rule, else a `HeadcoopError` naming ``name``."""
+        if not self.accepts(value):
+            raise HeadcoopError(f"{name} must be {self.describe()}, got {value!r}")
+        return value
+
+    def accepts(self, value: Any) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.kind is int and not isinstance(value, int):
+            return False
+        if not math.isfinite(value):
+            return False
+        if self.low is not None and (value < self.low or (self.low_open and value == self.low)):
+            return False
+        return self.high is None or not (
+            value > self.high or (self.high_open and value == self.high)
+        )
+
+    def parse(self, text: str) -> int | float:
+        """Read a command-line value and check it (for argparse's ``type=``)."""
+        import argparse
+
+        try:
+            value = self.kind(text)
+        except ValueError:
+            value = None
+        if value is None or not self.accepts(value):
+            raise argparse.ArgumentTypeError(f"expected {self.describe()}, got {text!r}")
+        return value
+
+
+POSITIVE_INT = Rule(int, 1)
+SEED = Rule(int, 0, 2**32 - 1)
+MODEL_RULES = {name: POSITIVE_INT for name in ("d_model", "n_heads", "d_head", "n_layers", "n_ctx")}
+TRAIN_RULES = {
+    "seed": SEED,
+    "epochs": POSITIVE_INT,
+    "batch_size": POSITIVE_INT,
+    "lr": Rule(float, 0, low_open=True),
+    "weight_decay": Rule(float, 0),
+    "dropout": Rule(float, 0, 1, high_open=True),
+    "checkpoint_every": POSITIVE_INT,
+}
+
+
+def check_fields(config: Any, rules: dict[str, Rule], section: str) -> None:
+    """Check every field of a config dataclass that has a rule, and the type of the rest."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if f.name in rules:
+            rules[f.name].check(f"{section} config: {f.name}", value)
+        elif f.type in (bool, str) and not isinstance(value, f.type):
+            raise HeadcoopError(
+                f"{section} config: {f.name} must be a {f.type.__name__}, got {value!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -34,12 +126,7 @@ class ModelConfig:
     n_ctx: int = 2048
 
     def __post_init__(self) -> None:
-        for name in ("d_model", "n_heads", "d_head", "n_layers", "n_ctx"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise HeadcoopError(
-                    f"model config: {name} must be a positive integer, got {value!r}"
-                )
+        check_fields(self, MODEL_RULES, "model")
         if self.layernorm and self.d_model < 2:
             raise HeadcoopError("model config: layernorm needs d_model >= 2 (use --no-layernorm)")
 
@@ -74,6 +161,9 @@ class ModelConfig:
         )
 
 
+LR_SCHEDULES = ("cosine", "constant")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation settings. The defaults train the paper's model (d_model 32, 16 heads) to
@@ -100,20 +190,11 @@ class TrainConfig:
     checkpoint_every: int = 1
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "batch_size", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise HeadcoopError(f"train config: {name} must be >= 1, got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise HeadcoopError(f"train config: lr must be positive, got {self.lr}")
-        if self.lr_schedule not in ("constant", "cosine"):
+        check_fields(self, TRAIN_RULES, "train")
+        if self.lr_schedule not in LR_SCHEDULES:
             raise HeadcoopError(
-                "train config: lr_schedule must be 'constant' or 'cosine', "
-                f"got {self.lr_schedule!r}"
+                f"train config: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
             )
-        if self.weight_decay < 0:
-            raise HeadcoopError(f"train config: weight_decay must be >= 0, got {self.weight_decay}")
-        if not 0 <= self.dropout < 1:
-            raise HeadcoopError(f"train config: dropout must be in [0, 1), got {self.dropout}")
 
     def lr_at(self, progress: float) -> float:
         """Learning rate after ``progress`` (0 to 1) of all training steps."""

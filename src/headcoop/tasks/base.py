@@ -149,7 +149,7 @@ def candidate_ids(task: Task, read: int) -> Int[torch.Tensor, " candidate"]:
     return torch.tensor([task.vocab.index(t) for t in task.readouts[read].candidates])
 
 
-def check_task(task: Task) -> Task:
+def check_task(task: Any) -> Task:
     """Check the declarations that code elsewhere relies on; return the task.
 
     Raises:
