@@ -21,11 +21,13 @@ def main() -> None:
     parser.add_argument("--random-heads", type=int, default=10_000)
     args = parser.parse_args()
 
+    import pandas as pd
     import torch
 
     from headcoop import Count01, ModelConfig
     from headcoop.analysis.dynamics import random_head_s_acc, trajectory, weighted_s_acc_correlation
     from headcoop.files import write_atomic
+    from headcoop.metrics.classes import SUCCESSFUL
 
     report: dict = {"runs": {}}
     paths = []
@@ -40,13 +42,14 @@ def main() -> None:
             "checkpoints": len(path.epochs),
             "seconds": round(seconds, 1),
             "final_accuracy": path.accuracy[-1].item(),
-            "final_successful_heads": int((final >= 0.98).sum()),
+            "final_successful_heads": int((final >= SUCCESSFUL).sum()),
         }
         print(f"{run}: {len(path.epochs)} checkpoints in {seconds:.1f} s")
 
-    weighted, _, r = weighted_s_acc_correlation(paths, first_epoch=10)
-    report["weighted_s_acc_vs_accuracy"] = {"points": len(weighted), "pearson_r": r}
-    print(f"head-weighted s-acc vs accuracy, {len(weighted)} checkpoints: Pearson r = {r:.3f}")
+    frames = [path.to_pandas(run=str(run)) for run, path in zip(args.runs, paths, strict=True)]
+    pooled, r = weighted_s_acc_correlation(pd.concat(frames), first_epoch=10)
+    report["weighted_s_acc_vs_accuracy"] = {"points": len(pooled), "pearson_r": r}
+    print(f"head-weighted s-acc vs accuracy, {len(pooled)} checkpoints: Pearson r = {r:.3f}")
 
     start = time.perf_counter()
     s_acc = random_head_s_acc(Count01(), ModelConfig(), args.random_heads, progress=True)
@@ -58,7 +61,7 @@ def main() -> None:
         "seconds": round(seconds, 1),
         "mean": s_acc.mean().item(),
         "quantiles_10_50_90": quantiles,
-        "share_at_least_0.98": (s_acc >= 0.98).float().mean().item(),
+        "share_at_least_0.98": (s_acc >= SUCCESSFUL).float().mean().item(),
     }
     print(
         f"{len(s_acc)} random heads in {seconds:.1f} s: mean s-acc {s_acc.mean():.3f}, "

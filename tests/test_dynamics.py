@@ -1,3 +1,4 @@
+import pandas as pd
 import pytest
 import torch
 
@@ -31,7 +32,7 @@ def test_trajectory_matches_analyzing_each_checkpoint(task, tmp_path):
     assert path.head_weight[-1].tolist() == pytest.approx(last.heads["head_weight"])
     assert path.accuracy[-1].item() == pytest.approx(last.summary["accuracy"]["answer"])
     assert torch.allclose(path.weighted_s_acc, (path.s_acc * path.head_weight).sum(1))
-    assert len(path.to_pandas()) == 12
+    assert len(path.to_pandas()) == 12 and set(path.to_pandas()["run"]) == {0}
     with pytest.raises(HeadcoopError, match="no epoch checkpoints"):
         trajectory(tmp_path, epochs=[7])
 
@@ -46,9 +47,11 @@ def test_weighted_s_acc_correlation_pools_runs_after_the_first_epoch():
             acc,
         )
 
-    weighted, accuracy, r = weighted_s_acc_correlation([run([0.5, 0.6, 0.9]), run([0.7, 0.8])])
-    assert accuracy.tolist() == pytest.approx([0.6, 0.9, 0.8])  # epochs 10 and later
-    assert torch.allclose(weighted, accuracy) and r == pytest.approx(1.0)
+    runs = pd.concat([run([0.5, 0.6, 0.9]).to_pandas(0), run([0.7, 0.8]).to_pandas(1)])
+    pooled, r = weighted_s_acc_correlation(runs)
+    assert pooled["accuracy"].tolist() == pytest.approx([0.6, 0.9, 0.8])  # epochs 10 and later
+    assert pooled["weighted_s_acc"].to_numpy() == pytest.approx(pooled["accuracy"].to_numpy())
+    assert r == pytest.approx(1.0)
 
 
 def test_pearson():

@@ -10,9 +10,11 @@ import pandas as pd
 import pytest
 
 import headcoop.paper.compute as compute
-from headcoop.paper import plots
+from headcoop.paper import plots_heads, plots_runs
+from headcoop.paper.comparison import compare_with_paper
+from headcoop.paper.items import ITEMS as REPORT_ITEMS
 from headcoop.paper.plan import FigurePlan
-from headcoop.paper.report import compare_with_paper, make_figures
+from headcoop.paper.report import make_figures
 
 ITEMS = [f"fig{n:02d}" for n in range(1, 16)] + ["table1", "appendix_a"]
 CHROMIUM = shutil.which("chromium")
@@ -47,6 +49,27 @@ def test_every_item_is_written_with_its_data(report):
     assert summary["random_heads"]["n"] == plan.random_heads
     assert -1 <= summary["pearson_r_weighted_s_acc_accuracy"] <= 1
     assert ("skipped" in summary["png"]) == (CHROMIUM is None)
+    assert set(summary["seconds"]["stages"]) >= {"Table 1", "Fig 2 grid", "trajectories"}
+    assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"]
+
+
+def test_the_report_lists_every_item_once_from_the_registry():
+    assert [item.slug for item in REPORT_ITEMS] == ITEMS
+
+
+def test_the_comparison_judges_l_acc_statements_under_both_definitions(report):
+    summary = json.loads((report / "out" / "summary.json").read_text())
+    rows = {r["paper"]: r for r in summary["paper_comparison"]}
+    eos = rows["the [EOS] task is extremely simple (Sec. 6.2)"]
+    assert {"verdict", "verdict_direct", "measured_direct"} <= set(eos)
+    assert "verdict_direct" not in rows["roughly half of the heads are successful (Sec. 6)"]
+    summary["eos_perfect_pairs"], summary["eos_perfect_pairs_direct"] = 0, 5
+    eos = {r["paper"]: r for r in compare_with_paper(summary)}[
+        "the [EOS] task is extremely simple (Sec. 6.2)"
+    ]
+    assert (eos["verdict"], eos["verdict_direct"]) == ("disagrees", "agrees")
+    html = (report / "out" / "index.html").read_text()
+    assert "with the direct path kept" in html and "direct path (embedding" in html
 
 
 def test_a_rerun_reads_the_cache_instead_of_training(report, tmp_path, monkeypatch):
@@ -102,7 +125,7 @@ def test_the_browser_check_sees_a_script_error(tmp_path):
 def test_pair_gain_is_a_pair_minus_its_stronger_head():
     heads = pd.DataFrame({"head": [0, 1, 2], "s_acc": [0.6, 0.9, 0.7]})
     pairs = pd.DataFrame({"heads": ["0 1", "0 2", "1 2"], "s_acc": [0.95, 0.65, 0.85]})
-    gain = plots.pair_gain(heads, pairs)
+    gain = plots_heads.pair_gain(heads, pairs)
     assert gain[0, 0] == 0.6 and gain[1, 1] == 0.9
     assert gain[0, 1] == pytest.approx(0.05) and gain[1, 0] == pytest.approx(0.05)
     assert gain[1, 2] == pytest.approx(-0.05) and gain[0, 2] == pytest.approx(-0.05)
@@ -110,10 +133,12 @@ def test_pair_gain_is_a_pair_minus_its_stronger_head():
 
 def test_separator_segments_stay_inside_the_plot_box():
     line = pd.Series({"w_x": 1.0, "w_y": -1.0, "b": 0.0})  # y = x
-    xs, ys = plots._separator_segment(line, -1.0, 2.0, 0.0, 1.0)
+    xs, ys = plots_heads._separator_segment(line, -1.0, 2.0, 0.0, 1.0)
     assert xs == [0.0, 1.0] and ys == [0.0, 1.0]
     assert (
-        plots._separator_segment(pd.Series({"w_x": 0.0, "w_y": 1.0, "b": -5.0}), 0.0, 1.0, 0.0, 1.0)
+        plots_heads._separator_segment(
+            pd.Series({"w_x": 0.0, "w_y": 1.0, "b": -5.0}), 0.0, 1.0, 0.0, 1.0
+        )
         is None
     )
 
@@ -125,7 +150,7 @@ def test_table1_counts_successful_and_perfect_heads():
     rows += [(2, 2, 0, h, a) for h, a in [(0, 1.0), (1, 0.97)]]
     frame = pd.DataFrame(rows, columns=["d_model", "n_heads", "seed", "head", "s_acc"])
     frame["test_accuracy"] = 1.0
-    table = plots.table1_frame(frame).set_index("heads per exp")
+    table = plots_runs.table1_frame(frame).set_index("heads per exp")
     assert table.loc[1, "number of exps"] == 3 and table.loc[1, "total heads"] == 3
     assert table.loc[1, "heads with s-acc >= 98%"] == 2 and table.loc[1, "perfect heads"] == 1
     assert table.loc[2, "total heads"] == 2 and table.loc[2, "heads with s-acc >= 98%"] == 1

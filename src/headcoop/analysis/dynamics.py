@@ -42,13 +42,14 @@ class Trajectory:
         """The head-weighted mean s-acc, sum_i hw_i s-acc_i (the paper's Figure 10)."""
         return (self.s_acc * self.head_weight).sum(-1)
 
-    def to_pandas(self) -> Any:
-        """One row per (epoch, head)."""
+    def to_pandas(self, run: Any = 0) -> Any:
+        """One row per (epoch, head), labelled with ``run``."""
         import pandas as pd
 
         n_heads = self.s_acc.shape[1]
         return pd.DataFrame(
             {
+                "run": run,
                 "epoch": self.epochs.repeat_interleave(n_heads).tolist(),
                 "head": list(range(n_heads)) * len(self.epochs),
                 "s_acc": self.s_acc.flatten().tolist(),
@@ -100,18 +101,22 @@ def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
     return float((x * y).sum() / (x.norm() * y.norm()))
 
 
-def weighted_s_acc_correlation(
-    trajectories: list[Trajectory], first_epoch: int = 10
-) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """Head-weighted s-acc and model accuracy pooled over runs from ``first_epoch`` on, and
-    their Pearson correlation (the paper's Figure 10)."""
-    weighted, accuracy = [], []
-    for path in trajectories:
-        later = path.epochs >= first_epoch
-        weighted.append(path.weighted_s_acc[later])
-        accuracy.append(path.accuracy[later])
-    weighted_all, accuracy_all = torch.cat(weighted), torch.cat(accuracy)
-    return weighted_all, accuracy_all, pearson(weighted_all, accuracy_all)
+def weighted_s_acc_correlation(trajectories: Any, first_epoch: int = 10) -> tuple[Any, float]:
+    """The paper's Figure 10: checkpoints pooled over runs from ``first_epoch`` on, and the
+    Pearson correlation of their head-weighted s-acc with model accuracy.
+
+    Args:
+        trajectories: a DataFrame of `Trajectory.to_pandas` rows with a ``run`` column that
+            tells the runs apart.
+        first_epoch: the earliest epoch pooled.
+
+    Returns:
+        One row per (run, epoch), and Pearson r.
+    """
+    pooled = trajectories.drop_duplicates(["run", "epoch"])
+    pooled = pooled[pooled["epoch"] >= first_epoch]
+    weighted = torch.tensor(pooled["weighted_s_acc"].to_numpy())
+    return pooled, pearson(weighted, torch.tensor(pooled["accuracy"].to_numpy()))
 
 
 @torch.no_grad()

@@ -25,7 +25,7 @@ from headcoop.metrics.attention import weight_ratio
 from headcoop.metrics.attribution import SUFFIX, LogitDecomposition, decompose, head_weights
 from headcoop.metrics.cache import HeadCache, collect
 from headcoop.metrics.classes import (
-    FAILED_MARGIN,
+    CHANCE_MARGIN,
     HEAD_CLASSES,
     SUCCESSFUL,
     head_class,
@@ -152,7 +152,7 @@ def analyze(
         },
         "classes": {c: heads["class"].count(c) for c in HEAD_CLASSES},
         "majority_share": measure.chance,
-        "thresholds": {"successful": SUCCESSFUL, "failed_below": measure.chance + FAILED_MARGIN},
+        "thresholds": {"successful": SUCCESSFUL, "failed_below": measure.chance + CHANCE_MARGIN},
         "definitions": {
             "l_acc, roc_auc": "the paper's head-only logits: head terms plus constant biases, "
             "no direct path, final LayerNorm scale frozen",

@@ -13,9 +13,10 @@ from headcoop.tasks.base import Task, candidate_ids
 
 SUCCESSFUL = 0.98
 """A head whose s-acc reaches this is successful (the paper's bound)."""
-FAILED_MARGIN = 0.05
-"""A head whose s-acc is below chance (the majority share) plus this margin is failed (near
-chance); heads in between are mixed."""
+CHANCE_MARGIN = 0.05
+"""A score within this of chance (the majority share) is near chance: a head whose s-acc is
+below chance plus this margin is failed, heads in between are mixed; an l-acc above it is
+above chance."""
 HEAD_CLASSES = ("successful", "mixed", "failed")
 
 
@@ -52,11 +53,11 @@ def majority_share(labels: Int[torch.Tensor, " example"]) -> float:
 
 
 def head_class(s_acc: float, chance: float) -> str:
-    """'successful' (s-acc >= `SUCCESSFUL`), 'failed' (below chance + `FAILED_MARGIN`) or
+    """'successful' (s-acc >= `SUCCESSFUL`), 'failed' (below chance + `CHANCE_MARGIN`) or
     'mixed'."""
     if s_acc >= SUCCESSFUL:
         return "successful"
-    if s_acc < chance + FAILED_MARGIN:
+    if s_acc < chance + CHANCE_MARGIN:
         return "failed"
     return "mixed"
 

@@ -1,7 +1,9 @@
 """The paper's figures and tables (`make figures`).
 
 - `plan`: what is computed (`FigurePlan.paper()`, `FigurePlan.quick()`);
-- `compute`: the measurements, cached as files (`FigureData`);
-- `plots`: one plotly figure per item, from those files;
-- `report`: `make_figures`, which writes the HTML, PNGs, data and ``index.html``.
+- `compute`: the measurements, cached as files (`FigureData`), stage by stage;
+- `plots_heads`, `plots_runs`: plotly figures of one model's heads, and of many models;
+- `items`: the list of the report's items, one entry per figure (what it draws, from what);
+- `summary`, `comparison`: the key numbers, and the paper's statements beside them;
+- `html`, `report`: ``index.html`` and `make_figures`, which writes everything.
 """

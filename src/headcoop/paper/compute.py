@@ -9,8 +9,10 @@ picks up where it stopped and a rerun only redraws.
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,7 @@ from headcoop.analysis.interventions import intervention_curves
 from headcoop.config import ModelConfig
 from headcoop.engine.bags import evaluate
 from headcoop.files import write_atomic
-from headcoop.metrics.attribution import decompose
-from headcoop.metrics.cache import collect
-from headcoop.metrics.classes import labels
-from headcoop.metrics.separation import fit_separators
+from headcoop.paper import head_space
 from headcoop.paper.plan import FigurePlan
 from headcoop.tasks.base import Task, make_task
 from headcoop.tasks.minimal import minimal_solution
@@ -102,109 +101,26 @@ class FigureData:
     # --- per-figure measurements of the first main model -----------------------------------
 
     def logits(self) -> pd.DataFrame:
-        """Fig 1: the logits of the decision tokens and [EOS] given by each single head (the
-        paper's head-only logits z_{t,i} + b_t), by current token and true next token, on a
-        sample of the test split."""
-
-        def make() -> pd.DataFrame:
-            model = self.main_model(self.plan.main_seeds[0])
-            examples = self.task.split("test")
-            gen = torch.Generator().manual_seed(0)
-            examples = examples[
-                torch.randperm(len(examples), generator=gen)[: self.plan.scatter_points]
-            ]
-            cache = collect(model, self.task, examples)
-            parts = decompose(model, cache)
-            current = self.task.bags(examples)  # the token at each scored position
-            read_tokens = current.tokens.gather(1, current.read_pos)
-            vocab = self.task.vocab
-            shown = [*self.task.readouts[self.task.decision].candidates, "[EOS]"]
-            ids = torch.tensor([vocab.index(t) for t in shown])
-            singles = torch.eye(model.cfg.n_heads, dtype=torch.bool)
-            rows = []
-            for read in range(len(self.task.readouts)):
-                logits = parts.set_logits(singles, read, ids)  # [head example token]
-                for head in range(model.cfg.n_heads):
-                    for k, token in enumerate(shown):
-                        rows.append(
-                            pd.DataFrame(
-                                {
-                                    "head": head,
-                                    "current": [vocab[t] for t in read_tokens[:, read].tolist()],
-                                    "next": [vocab[t] for t in cache.targets[:, read].tolist()],
-                                    "token": token,
-                                    "logit": logits[head, :, k].tolist(),
-                                }
-                            )
-                        )
-            return pd.concat(rows, ignore_index=True)
-
+        """Fig 1: each single head's logits of the decision tokens and [EOS] (head-only), by
+        current token and true next token, on a sample of the test split."""
+        model = self.main_model(self.plan.main_seeds[0])
+        n = self.plan.scatter_points
+        make = partial(head_space.single_head_logits, model, self.task, n)
         return self._csv("fig01_head_logits.csv", make, text=("current", "next", "token"))
 
     def head_outputs(self) -> dict[str, pd.DataFrame]:
         """Figs 6, 7, 15: head outputs of train and test samples, the value vectors of the
         counted tokens and each head's separating line, in each head's output space."""
-
-        def points() -> pd.DataFrame:
-            model = self.main_model(self.plan.main_seeds[0])
-            gen = torch.Generator().manual_seed(0)
-            frames = []
-            for split in ("train", "test"):
-                examples = self.task.split(split)
-                pick = torch.randperm(len(examples), generator=gen)[: self.plan.scatter_points]
-                cache = collect(model, self.task, examples[pick])
-                z = cache.z[:, 0]  # [example head d_head]
-                label = [self.task.vocab[t] for t in cache.targets[:, 0].tolist()]
-                for head in range(z.shape[1]):
-                    frames.append(
-                        pd.DataFrame(
-                            {
-                                "head": head,
-                                "split": split,
-                                "class": label,
-                                "x": z[:, head, 0].tolist(),
-                                "y": z[:, head, -1].tolist(),
-                            }
-                        )
-                    )
-            return pd.concat(frames, ignore_index=True)
-
+        model = self.main_model(self.plan.main_seeds[0])
+        n, task = self.plan.scatter_points, self.task
+        points = partial(head_space.head_output_points, model, task, n)
+        values = partial(head_space.value_vectors, model, task, ("0", "1", "2"))
+        lines = partial(head_space.separators, model, task)
         return {
             "points": self._csv("fig06_head_outputs.csv", points, text=("class",)),
-            "values": self._csv("fig06_values.csv", self._value_vectors, text=("token",)),
-            "separators": self._csv("fig06_separators.csv", self._separators),
+            "values": self._csv("fig06_values.csv", values, text=("token",)),
+            "separators": self._csv("fig06_separators.csv", lines),
         }
-
-    def _value_vectors(self) -> pd.DataFrame:
-        model = self.main_model(self.plan.main_seeds[0])
-        counted = [t for t in self.task.vocab if t in ("0", "1", "2")]
-        ids = torch.tensor([self.task.vocab.index(t) for t in counted])
-        with torch.no_grad():
-            x = model.blocks[0].ln1(model.embed.W_E[ids][None])[0]  # [token d_model]
-            attn = model.blocks[0].attn
-            v = torch.einsum("td,hde->hte", x, attn.W_V) + attn.b_V[:, None]
-        rows = [
-            {"head": h, "token": tok, "x": float(v[h, i, 0]), "y": float(v[h, i, -1])}
-            for h in range(v.shape[0])
-            for i, tok in enumerate(counted)
-        ]
-        return pd.DataFrame(rows)
-
-    def _separators(self) -> pd.DataFrame:
-        """Each single head's fitted separator w . O + b = 0 (the s-acc fit)."""
-        model = self.main_model(self.plan.main_seeds[0])
-        train = collect(model, self.task, self.task.split("train"))
-        n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
-        masks = torch.eye(n_heads, dtype=torch.bool)
-        positive = labels(self.task, train.targets) == 1  # the second class, as in s-acc
-        weights = fit_separators(train.z[:, self.task.decision], positive, masks)
-        rows = []
-        for h in range(n_heads):
-            w = weights[h, h * d_head : (h + 1) * d_head]
-            rows.append(
-                {"head": h, "w_x": float(w[0]), "w_y": float(w[-1]), "b": float(weights[h, -1])}
-            )
-        return pd.DataFrame(rows)
 
     def interventions(self) -> pd.DataFrame:
         """Figs 8, 9: s-acc of the first main model's heads under fixed attention ratios."""
@@ -225,7 +141,7 @@ class FigureData:
             frames = []
             for seed in self.plan.main_seeds:
                 path = trajectory(self.main_run(seed), self.task, progress=self.progress)
-                frames.append(path.to_pandas().assign(seed=seed))
+                frames.append(path.to_pandas(run=seed))
             return pd.concat(frames, ignore_index=True)
 
         return self._csv("fig10_14_trajectories.csv", make)
@@ -343,15 +259,26 @@ def _sweep_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def measure_all(data: FigureData) -> None:
-    """Compute everything the figures need (in the order that fails fastest)."""
-    for seed in data.plan.main_seeds:
-        data.analysis(seed)
-    data.logits()
-    data.head_outputs()
-    data.interventions()
-    data.minimal()
-    data.random_heads()
-    data.trajectories()
-    data.grid()
-    data.table1()
+MEASUREMENTS: tuple[tuple[str, Callable[[FigureData], Any]], ...] = (
+    ("main models and analyses", lambda d: [d.analysis(s) for s in d.plan.main_seeds]),
+    ("single heads' logits", FigureData.logits),
+    ("head outputs", FigureData.head_outputs),
+    ("interventions", FigureData.interventions),
+    ("minimal solution", FigureData.minimal),
+    ("random heads", FigureData.random_heads),
+    ("trajectories", FigureData.trajectories),
+    ("Fig 2 grid", FigureData.grid),
+    ("Table 1", FigureData.table1),
+)
+"""Every measurement the figures need, by stage, in the order that fails fastest."""
+
+
+def measure_all(data: FigureData) -> dict[str, float]:
+    """Compute (or read from the cache) every measurement; the wall time of each stage."""
+    seconds = {}
+    for stage, measure in MEASUREMENTS:
+        clock = time.perf_counter()
+        measure(data)
+        seconds[stage] = round(time.perf_counter() - clock, 1)
+        log.info("%s: %.1f s", stage, seconds[stage])
+    return seconds

@@ -1,4 +1,4 @@
-"""One plotly figure per item of the paper, drawn from the cached measurements.
+"""The paper's figures of one model's heads: logits, pairs, subsets, ratios, output spaces.
 
 Every function takes DataFrames (as `headcoop.paper.compute.FigureData` returns them) and
 returns a `plotly.graph_objects.Figure`; nothing here trains or measures.
@@ -11,9 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-CLASS_COLOURS = {"4": "#1f77b4", "5": "#ff7f0e"}
-TOKEN_COLOURS = {"0": "#d62728", "1": "#2ca02c", "2": "#7f7f7f"}
-SEED_COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+from headcoop.paper.colours import CLASS_COLOURS, TOKEN_COLOURS, seed_colour
 
 
 def fig01_logits(logits: pd.DataFrame) -> go.Figure:
@@ -34,7 +32,7 @@ def fig01_logits(logits: pd.DataFrame) -> go.Figure:
                     x=groups[chosen],
                     y=logits.loc[chosen, "logit"],
                     name=f"logit of '{token}'",
-                    marker_color=SEED_COLOURS[k % len(SEED_COLOURS)],
+                    marker_color=seed_colour(k),
                     boxpoints=False,
                     offsetgroup=token,
                     legendgroup=token,
@@ -49,39 +47,6 @@ def fig01_logits(logits: pd.DataFrame) -> go.Figure:
         height=260 * rows + 120,
         width=1300,
     )
-    return fig
-
-
-def fig02_grid(grid: pd.DataFrame) -> go.Figure:
-    """Mean and standard deviation over seeds of test accuracy on the heads × d_model grid."""
-    models = grid.drop_duplicates(["d_model", "n_heads", "seed"])
-    stats = models.groupby(["d_model", "n_heads"])["test_accuracy"].agg(["mean", "std", "count"])
-    mean = stats["mean"].unstack("n_heads")
-    std = stats["std"].unstack("n_heads")
-    n_seeds = int(stats["count"].max())
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("mean test accuracy", "standard deviation"),
-        horizontal_spacing=0.12,
-    )
-    for col, (table, scale) in enumerate(((mean, "Viridis"), (std, "Reds")), start=1):
-        fig.add_trace(
-            go.Heatmap(
-                z=table.values,
-                x=[str(h) for h in table.columns],
-                y=[str(d) for d in table.index],
-                colorscale=scale,
-                text=np.round(table.values, 3),
-                texttemplate="%{text}",
-                colorbar={"x": 0.44 if col == 1 else 1.0},
-            ),
-            row=1,
-            col=col,
-        )
-        fig.update_xaxes(title_text="heads", type="category", row=1, col=col)
-        fig.update_yaxes(title_text="d_model", type="category", row=1, col=col)
-    fig.update_layout(title=f"Fig 2: model accuracy on Count01 over {n_seeds} seeds")
     return fig
 
 
@@ -266,144 +231,6 @@ def fig_head_outputs(
                 col=col,
             )
     fig.update_layout(title=title, height=380 * rows, width=max(700, 330 * cols))
-    return fig
-
-
-def fig_interventions(curves: pd.DataFrame, sweep: str, title: str) -> go.Figure:
-    """s-acc under a fixed attention ratio: mean over heads with a ±1 std band."""
-    frame = curves[curves["sweep"] == sweep].sort_values("ratio")
-    upper, lower = frame["mean"] + frame["std"], frame["mean"] - frame["std"]
-    fig = go.Figure(
-        [
-            go.Scatter(
-                x=pd.concat([frame["ratio"], frame["ratio"][::-1]]),
-                y=pd.concat([upper, lower[::-1]]),
-                fill="toself",
-                fillcolor="rgba(31,119,180,0.2)",
-                line={"width": 0},
-                name="± 1 std over heads",
-            ),
-            go.Scatter(x=frame["ratio"], y=frame["mean"], mode="lines+markers", name="mean s-acc"),
-        ]
-    )
-    fig.update_xaxes(type="log", title_text=f"fixed {sweep}")
-    fig.update_yaxes(title_text="s-acc")
-    fig.update_layout(title=title)
-    return fig
-
-
-def fig10_weighted(trajectories: pd.DataFrame, first_epoch: int, r: float) -> go.Figure:
-    """Head-weighted s-acc against model accuracy, one dot per checkpoint."""
-    per_ckpt = trajectories.drop_duplicates(["seed", "epoch"])
-    per_ckpt = per_ckpt[per_ckpt["epoch"] >= first_epoch]
-    fig = go.Figure()
-    for i, (seed, frame) in enumerate(per_ckpt.groupby("seed")):
-        fig.add_trace(
-            go.Scatter(
-                x=frame["weighted_s_acc"],
-                y=frame["accuracy"],
-                mode="markers",
-                name=f"seed {seed}",
-                marker={"color": SEED_COLOURS[i % len(SEED_COLOURS)], "size": 6},
-                text=[f"epoch {e}" for e in frame["epoch"]],
-            )
-        )
-    fig.update_xaxes(title_text="head-weighted s-acc, Σ hw_i · s-acc_i")
-    fig.update_yaxes(title_text="model test accuracy")
-    fig.update_layout(title=f"Fig 10: checkpoints from epoch {first_epoch} on; Pearson r = {r:.3f}")
-    return fig
-
-
-def fig14_dynamics(random_heads: pd.DataFrame, trajectories: pd.DataFrame, seed: int) -> go.Figure:
-    """(left) s-acc of random heads at initialisation; (right) s-acc of each head over
-    training, line width by the head's mean weight and marker size by its weight then."""
-    fig = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=(
-            f"{len(random_heads):,} heads at initialisation",
-            f"heads of seed {seed} over training",
-        ),
-    )
-    fig.add_trace(
-        go.Histogram(x=random_heads["s_acc"], nbinsx=50, name="random heads", showlegend=False),
-        row=1,
-        col=1,
-    )
-    fig.update_xaxes(title_text="s-acc", row=1, col=1)
-    fig.update_yaxes(title_text="heads", row=1, col=1)
-    mine = trajectories[trajectories["seed"] == seed]
-    top = mine["head_weight"].max()
-    for head, frame in mine.groupby("head"):
-        width = 0.5 + 5 * frame["head_weight"].mean() / top
-        fig.add_trace(
-            go.Scatter(
-                x=frame["epoch"],
-                y=frame["s_acc"],
-                mode="lines+markers",
-                line={"width": width},
-                marker={"size": 2 + 8 * frame["head_weight"] / top},
-                name=f"head {head}",
-            ),
-            row=1,
-            col=2,
-        )
-    fig.update_xaxes(title_text="epoch", row=1, col=2)
-    fig.update_yaxes(title_text="s-acc", row=1, col=2)
-    fig.update_layout(title="Fig 14: s-acc at initialisation and during training", width=1200)
-    return fig
-
-
-def table1_frame(table1: pd.DataFrame) -> pd.DataFrame:
-    """Table 1 from the per-head sweep results: one line per (d_model, heads per model)."""
-    rows = []
-    for (d_model, n_heads), frame in table1.groupby(["d_model", "n_heads"], sort=False):
-        rows.append(
-            {
-                "embedding dim": d_model,
-                "number of exps": frame["seed"].nunique(),
-                "heads per exp": n_heads,
-                "total heads": len(frame),
-                "heads with s-acc >= 98%": int((frame["s_acc"] >= 0.98).sum()),
-                "perfect heads": int((frame["s_acc"] >= 1.0).sum()),
-                "share >= 98%": (frame["s_acc"] >= 0.98).mean(),
-                "share perfect": (frame["s_acc"] >= 1.0).mean(),
-                "mean model accuracy": frame.drop_duplicates("seed")["test_accuracy"].mean(),
-            }
-        )
-    return pd.DataFrame(rows).sort_values(
-        ["embedding dim", "heads per exp"], ascending=[False, True]
-    )
-
-
-def table_figure(frame: pd.DataFrame, title: str) -> go.Figure:
-    """A DataFrame as a plotly table (numbers rounded for reading)."""
-    cells = [
-        [f"{v:.3f}" if isinstance(v, float) else str(v) for v in frame[c]] for c in frame.columns
-    ]
-    fig = go.Figure(go.Table(header={"values": list(frame.columns)}, cells={"values": cells}))
-    fig.update_layout(title=title, height=120 + 32 * len(frame))
-    return fig
-
-
-def fig_minimal(minimal: pd.DataFrame) -> go.Figure:
-    """Appendix A: test accuracy of the hand-set minimal model by N, on the test split and
-    with the number of 2s in every test example raised."""
-    fig = go.Figure()
-    for i, (n2, frame) in enumerate(minimal.groupby("n2", sort=False)):
-        label = "test split" if str(n2) == "test split" else f"n2 = {int(float(n2)):,}"
-        fig.add_trace(
-            go.Scatter(
-                x=frame["N"],
-                y=frame["answer_accuracy"],
-                mode="lines+markers",
-                name=label,
-                marker={"color": SEED_COLOURS[i % len(SEED_COLOURS)]},
-            )
-        )
-    fig.update_xaxes(title_text="N (embedding scale)")
-    fig.update_yaxes(title_text="test accuracy of the answer")
-    fig.update_layout(title="Appendix A: the minimal solution (d_model 1, one head, d_head 1)")
     return fig
 
 
