@@ -106,3 +106,20 @@ def test_an_unfinished_run_points_to_its_epoch_checkpoints(tmp_path):
     with pytest.raises(HeadcoopError, match="unfinished run: pass one of its epoch_"):
         load_checkpoint(tmp_path)
     assert load_checkpoint(tmp_path / "epoch_0001")[1]["train"]["epoch"] == 3
+
+
+def test_results_are_written_under_the_users_umask(tmp_path, trained_no_ln):
+    import os
+    import stat
+
+    from headcoop.files import write_atomic
+
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "summary.json", "{}")
+        save_checkpoint(tmp_path / "ckpt", trained_no_ln, {"task": {}, "train": {}})
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "summary.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "ckpt").stat().st_mode) == 0o755
+    assert stat.S_IMODE((tmp_path / "ckpt" / "model.safetensors").stat().st_mode) == 0o644

@@ -1,32 +1,85 @@
-"""Atomic file writes: a reader sees the old file or the new one, never half of one."""
+"""Files that are never half-written, and the keys that name cached results.
 
+Every result file is written through `atomic_path`: a temporary name in the same directory,
+renamed into place once complete, so a reader sees the old file or the new one, never part of
+one. Files get the user's umask (as ``open`` would give them), so colleagues on a shared
+machine can read results.
+"""
+
+import contextlib
+import dataclasses
 import gzip
+import hashlib
+import json
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+
+def umask() -> int:
+    """The process's umask (read without changing it for longer than a moment)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write ``path``'s new content to; on success it is synced and
+    renamed into place, on failure removed.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "a.txt"
+    >>> with atomic_path(target) as tmp:
+    ...     _ = tmp.write_text("done")
+    >>> target.read_text()
+    'done'
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def write_atomic(path: str | Path, data: str | bytes, compress: bool = False) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same directory.
+    """Write ``data`` to ``path`` atomically (see `atomic_path`).
 
     Args:
         path: the destination; its directory is created if needed.
         data: text (written as UTF-8) or bytes.
         compress: gzip the bytes (for ``.gz`` files).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     raw = data.encode() if isinstance(data, str) else data
     if compress:
         raw = gzip.compress(raw, mtime=0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(raw)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(raw)
+    return Path(path)
+
+
+def config_key(settings: Any) -> str:
+    """A short hash of JSON-able settings (dataclasses included) that names cached results:
+    equal settings give equal keys, any change gives another.
+
+    >>> config_key({"a": 1}) == config_key({"a": 1}) != config_key({"a": 2})
+    True
+    """
+
+    def plain(value: Any) -> Any:
+        if dataclasses.is_dataclass(value):
+            return dataclasses.asdict(value)
+        raise TypeError(f"cannot key a {type(value).__name__}")
+
+    text = json.dumps(settings, sort_keys=True, default=plain)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

@@ -6,7 +6,6 @@ recomputed, and training resumes from its last saved state. So an interrupted `m
 picks up where it stopped and a rerun only redraws.
 """
 
-import hashlib
 import json
 import logging
 import time
@@ -25,7 +24,7 @@ from headcoop.analysis.heads import analyze
 from headcoop.analysis.interventions import intervention_curves
 from headcoop.config import ModelConfig
 from headcoop.engine.bags import evaluate
-from headcoop.files import write_atomic
+from headcoop.files import config_key, write_atomic
 from headcoop.paper import head_space
 from headcoop.paper.plan import FigurePlan
 from headcoop.tasks.base import Task, make_task
@@ -54,7 +53,7 @@ class FigureData:
         cache = Path(cache)
         self.root = cache / plan.key()
         main_settings = (self.task.to_config(), plan.model, plan.train, plan.main_seeds)
-        self.main_dir = cache / "main" / _short_hash(main_settings)
+        self.main_dir = cache / "main" / config_key(main_settings)
         self.sweep_dir = cache / "sweeps"
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.root / "plan.json", json.dumps(plan.to_dict(), indent=2) + "\n")
@@ -240,11 +239,6 @@ class FigureData:
         frame = make()
         write_atomic(path, frame.to_csv(index=False))
         return frame
-
-
-def _short_hash(settings: Any) -> str:
-    text = json.dumps(settings, sort_keys=True, default=lambda o: o.__dict__)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def _sweep_frame(results: list[dict[str, Any]]) -> pd.DataFrame:

@@ -5,12 +5,11 @@ splits and small sweeps, in a couple of minutes, to check the whole pipeline. Ke
 torch imports, like `headcoop.config`.
 """
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from headcoop.config import ModelConfig, TrainConfig
+from headcoop.files import config_key
 
 
 @dataclass(frozen=True)
@@ -95,7 +94,7 @@ class FigurePlan:
 
     def key(self) -> str:
         """A short hash of the plan: results computed under another plan are not reused."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return config_key(self)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,6 +31,7 @@ from transformer_lens import HookedTransformer
 
 from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
+from headcoop.files import atomic_path, umask
 from headcoop.model import freeze_positions, hooked_transformer
 
 CONFIG = "config.json"
@@ -70,7 +71,7 @@ def save_checkpoint(
             tensors, layout = _flatten_optimizer(optimizer_state)
             save_file(tensors, tmp / OPTIMIZER, metadata={"layout": json.dumps(layout)})
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
-        _fsync_dir_files(tmp)
+        _seal(tmp)
         if path.exists():
             trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
             os.replace(path, trash / "ckpt")
@@ -214,10 +215,15 @@ def _hooked_kwargs(model: HookedTransformer) -> dict[str, Any]:
     return kwargs
 
 
-def _fsync_dir_files(directory: Path) -> None:
+def _seal(directory: Path) -> None:
+    """Sync a new checkpoint directory's files to disk and give them the user's umask
+    (mkdtemp and safetensors create them private)."""
+    mask = umask()
     for file in directory.iterdir():
         with open(file, "rb") as handle:
             os.fsync(handle.fileno())
+        os.chmod(file, 0o666 & ~mask)
+    os.chmod(directory, 0o777 & ~mask)
 
 
 def save_stack(
@@ -237,14 +243,8 @@ def save_stack(
     }
     opt_tensors, layout = _flatten_optimizer(optimizer_state)
     tensors.update({f"optimizer/{k}": v for k, v in opt_tensors.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata={"meta": json.dumps(meta), "layout": json.dumps(layout)})
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     return path
 
 

@@ -11,7 +11,6 @@ setting is trained afresh. A stack in training saves its state every few epochs,
 interrupted run resumes from it.
 """
 
-import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import metrics
 from headcoop.engine.stack import MODEL_CHUNK, Stack
 from headcoop.errors import HeadcoopError
-from headcoop.files import write_atomic
+from headcoop.files import config_key, write_atomic
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy_each
 from headcoop.model import build_model
@@ -61,7 +60,7 @@ def experiment_key(task: Task, experiment: Experiment, train_cfg: TrainConfig) -
         "seed": experiment.seed,
         "train": asdict(train_cfg),
     }
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    return config_key(config)
 
 
 def run_sweep(
