@@ -1,4 +1,4 @@
-"""Analyse the heads of a trained Count01 model from Python.
+"""Analyse the heads of a trained model from Python (any registered task; Count01 here).
 
 headcoop train --out runs/paper        # or: make train
 python examples/analyze_heads.py runs/paper
@@ -10,31 +10,38 @@ import torch
 
 import headcoop
 from headcoop.analysis.dynamics import trajectory
-from headcoop.analysis.heads import analyze, attention_sweep
+from headcoop.analysis.interventions import attention_sweep
 from headcoop.metrics.attribution import decompose
 from headcoop.metrics.cache import collect
+from headcoop.tasks import candidate_ids
 
 run = sys.argv[1] if len(sys.argv) > 1 else "runs/paper"
 model, config = headcoop.load_checkpoint(run)
 task = headcoop.task_from_config(config["task"])
 
-# Every per-head metric, and the three decision metrics of each pair of heads.
-result = analyze(model, task, subsets=False, progress=True)
+# Every per-head metric, and the metrics of each pair of heads, under both definitions of a
+# set's logits: the paper's head-only logits (l_acc) and ablation with the direct path kept.
+result = headcoop.analyze(model, task, subsets=False, progress=True)
 print(result.heads_frame().round(3).to_string(index=False))
-print(result.summary["classes"])
+print(result.summary["classes"], result.summary["direct_path"])
 
 # Logit attribution: z_{t,i} for each test example, head and token; adds up to the logits.
 cache = collect(model, task, task.split("test"))
 parts = decompose(model, cache)
-four, five = task.vocab.index("4"), task.vocab.index("5")
-bias_toward_4 = (parts.head_logits[:, 0, :, four] - parts.head_logits[:, 0, :, five]).mean(0)
-print("mean z_4 - z_5 by head:", [round(v, 2) for v in bias_toward_4.tolist()])
+first, second = candidate_ids(task, task.decision)[:2].tolist()
+decision = parts.head_logits[:, task.decision]  # [example head d_vocab]
+bias = (decision[..., first] - decision[..., second]).mean(0)
+print(
+    f"mean z_{task.vocab[first]} - z_{task.vocab[second]} by head:", bias.round(decimals=2).tolist()
+)
 
-# Fix the attention at '=' (no '2', w01 swept) and measure each head again (Figure 8).
+# Fix the attention at the decision (for Count01: no '2', w01 swept) and measure each head
+# again (the paper's Figure 8).
+ratio = next(iter(task.attention_ratios))
 ratios = torch.logspace(-3, 3, 7).tolist()
-s_acc = attention_sweep(model, task, [{"w01": r} for r in ratios])
+s_acc = attention_sweep(model, task, [{ratio: r} for r in ratios])
 for r, row in zip(ratios, s_acc, strict=True):
-    print(f"w01 = {r:8.3f}: s-acc mean {row.mean():.3f}, std {row.std():.3f}")
+    print(f"{ratio} = {r:8.3f}: s-acc mean {row.mean():.3f}, std {row.std():.3f}")
 
 # Heads over training, from the run's epoch checkpoints.
 path = trajectory(run, task, epochs=[10, 50, 100])

@@ -26,10 +26,10 @@ def main() -> None:
 
     from headcoop import load_checkpoint, task_from_config
     from headcoop.analysis.heads import SetMeasure
-    from headcoop.metrics.attribution import decompose
+    from headcoop.metrics.attribution import DEFINITIONS, decompose
     from headcoop.metrics.cache import collect
     from headcoop.metrics.separation import fit_separators
-    from headcoop.metrics.subsets import all_subsets, decision_metrics
+    from headcoop.metrics.subsets import all_subsets, set_metrics
 
     model, config = load_checkpoint(args.checkpoint)
     task = task_from_config(config["task"])
@@ -40,11 +40,13 @@ def main() -> None:
     cache_seconds = time.perf_counter() - start
 
     masks = all_subsets(model.cfg.n_heads)
-    targets, choices = test.targets[:, 0], measure.choices
+    read = task.decision
+    targets, candidates = test.targets[:, read], measure.candidates
     timings = {}
-    start = time.perf_counter()
-    decision_metrics(measure.decomposition, masks, targets, 0, choices)
-    timings["l-acc and ROC AUC"] = time.perf_counter() - start
+    for definition in DEFINITIONS:
+        start = time.perf_counter()
+        set_metrics(measure.decomposition, masks, targets, read, candidates, definition)
+        timings[f"l-acc, AUC ({definition})"] = time.perf_counter() - start
     start = time.perf_counter()
     s_acc = measure.s_acc(masks, progress=True)
     timings["s-acc"] = time.perf_counter() - start
@@ -54,17 +56,17 @@ def main() -> None:
         f"{len(test)} test examples (caches: {cache_seconds:.1f} s)"
     )
     for name, seconds in timings.items():
-        print(f"  {name:<18} {seconds:8.1f} s")
-    print(f"  {'total':<18} {total:8.1f} s")
+        print(f"  {name:<24} {seconds:8.1f} s")
+    print(f"  {'total':<24} {total:8.1f} s")
 
     from sklearn.svm import LinearSVC
 
-    first = measure.choices[0]
-    x, y = train.z[:, 0].flatten(1).double().numpy(), (train.targets[:, 0] == first).numpy()
-    x_test, y_test = test.z[:, 0].flatten(1).numpy(), (test.targets[:, 0] == first).numpy()
+    positive, test_positive = measure.train_labels == 1, measure.test_labels == 1
+    x, y = train.z[:, read].flatten(1).double().numpy(), positive.numpy()
+    x_test, y_test = test.z[:, read].flatten(1).numpy(), test_positive.numpy()
     picks = torch.randperm(len(masks) - 1, generator=torch.Generator().manual_seed(0))
     picks = (picks[: args.check] + 1).tolist()  # not the empty set
-    ours_w = fit_separators(train.z[:, 0], train.targets[:, 0] == first, masks[picks]).numpy()
+    ours_w = fit_separators(train.z[:, read], positive, masks[picks]).numpy()
     d_head = model.cfg.d_head
 
     def fit(index: int, tol: float, max_iter: int) -> tuple[float, np.ndarray]:

@@ -152,6 +152,7 @@ def analyze(
         },
         "classes": {c: heads["class"].count(c) for c in HEAD_CLASSES},
         "majority_share": measure.chance,
+        "class_shares": measure.class_shares(),
         "thresholds": {"successful": SUCCESSFUL, "failed_below": measure.chance + CHANCE_MARGIN},
         "definitions": {
             "l_acc, roc_auc": "the paper's head-only logits: head terms plus constant biases, "
@@ -222,6 +223,12 @@ class SetMeasure:
             masks,
             progress=progress,
         )
+
+    def class_shares(self) -> dict[str, float]:
+        """The share of each candidate among the test split's targets at the decision."""
+        counts = self.test_labels.bincount(minlength=len(self.candidates))
+        shares = (counts / len(self.test_labels)).tolist()
+        return dict(zip(self.task.readouts[self.decision].candidates, shares, strict=True))
 
     def other_readout_columns(self) -> list[str]:
         """The per-readout l-acc columns that ``every_readout`` adds, in order."""

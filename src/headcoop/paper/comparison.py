@@ -82,10 +82,10 @@ def _head_statements(summary: dict[str, Any], add: Callable) -> None:
     )
 
     def biased(suffix: str) -> tuple[str, bool]:
-        count = summary[f"single_heads_at_majority_l_acc{suffix}"]
+        count = summary[f"single_heads_answering_one_class{suffix}"]
         return (
-            f"{count} of {n} single heads have l-acc within 1 point of always answering the "
-            "majority class",
+            f"{count} of {n} single heads have l-acc within 1 point of one class's share (they "
+            "answer that class almost always)",
             count >= n / 4,
         )
 
