@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-slow figures train analyze bench bench-train bench-subsets bench-sweep lint clean
+.PHONY: help setup chromium test test-slow fuzz figures train analyze bench bench-train bench-subsets bench-sweep lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench      speed: full sequences vs bags, stacked sweeps, all-subsets analysis"
 	@echo "make lint       ruff check and format check"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
+	@echo "make fuzz       2,000 random command lines and corrupt checkpoints (FUZZ_CASES=N)"
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +53,9 @@ endif
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+fuzz: $(STAMP)
+	$(PY) -m pytest -q -s -m fuzz tests/test_fuzz.py
 
 train: $(STAMP)
 	$(VENV)/bin/headcoop train --out $(RUNS)/paper --resume

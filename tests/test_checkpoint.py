@@ -79,7 +79,22 @@ def test_truncated_weights_are_reported_as_corrupt(saved):
     path, _ = saved
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(HeadcoopError, match=r"model\.safetensors does not match the checksum"):
+        load_checkpoint(path)
+    config = json.loads((path / "config.json").read_text())
+    del config["weights_sha256"]  # as a checkpoint written by another tool
+    (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(HeadcoopError, match=r"model\.safetensors is corrupt"):
+        load_checkpoint(path)
+
+
+def test_a_flipped_byte_in_the_weights_is_refused(saved):
+    path, _ = saved
+    weights = path / "model.safetensors"
+    raw = bytearray(weights.read_bytes())
+    raw[-3] ^= 0x10  # inside the last tensor's data: still a readable file
+    weights.write_bytes(bytes(raw))
+    with pytest.raises(HeadcoopError, match="does not match the checksum"):
         load_checkpoint(path)
 
 

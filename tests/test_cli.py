@@ -32,9 +32,12 @@ def test_help_does_not_import_torch_or_transformer_lens():
     [
         (
             ["train", "--out", "x", "--epochs", "0"],
-            "--epochs: expected a positive integer, got '0'",
+            "--epochs: expected an integer in [1, 100000], got '0'",
         ),
-        (["train", "--out", "x", "--d-model", "abc"], "expected a positive integer, got 'abc'"),
+        (
+            ["train", "--out", "x", "--d-model", "abc"],
+            "--d-model: expected an integer in [1, 16384], got 'abc'",
+        ),
         (["train", "--out", "x", "--lr", "-1"], "--lr: expected a positive number, got '-1'"),
         (["train", "--out", "x", "--lr", "0"], "--lr: expected a positive number, got '0'"),
         (["train", "--out", "x", "--lr", "inf"], "--lr: expected a positive number, got 'inf'"),

@@ -57,7 +57,7 @@ def test_layernorm_needs_two_dimensions():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"epochs": True}, "train config: epochs must be a positive integer, got True"),
+        ({"epochs": True}, "train config: epochs must be an integer in [1, 100000], got True"),
         ({"lr": 0.0}, "train config: lr must be a positive number, got 0.0"),
         ({"lr": float("nan")}, "train config: lr must be a positive number, got nan"),
         ({"seed": 2**64}, "train config: seed must be an integer in [0, 4294967295]"),
@@ -83,6 +83,6 @@ def test_settings_of_the_wrong_type_are_named_outside_the_type_checked_test_run(
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.splitlines() == [
-        "HeadcoopError train config: epochs must be a positive integer, got '5'",
+        "HeadcoopError train config: epochs must be an integer in [1, 100000], got '5'",
         "HeadcoopError train config: lr_schedule must be a str, got 3",
     ]

@@ -86,7 +86,7 @@ def test_bad_task_declarations_are_named():
         check_task(NoDecision())
     with pytest.raises(HeadcoopError, match="bad parameters for task 'plurality'"):
         make_task("plurality", colour="red")
-    with pytest.raises(HeadcoopError, match="size must be a positive integer"):
+    with pytest.raises(HeadcoopError, match="plurality: size must be an integer in"):
         make_task("plurality", size=0)
 
 

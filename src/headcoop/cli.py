@@ -12,6 +12,7 @@ from typing import Any, NoReturn
 
 from headcoop.config import LR_SCHEDULES, MODEL_RULES, SEED, TRAIN_RULES, ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
+from headcoop.files import writable_dir
 
 _TRAIN_FLAGS = (
     ("--epochs", TRAIN_RULES, "passes over the training split"),
@@ -82,8 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=LR_SCHEDULES,
         help="cosine decays the learning rate to zero over the epochs",
     )
-    train.add_argument(
+    existing = train.add_mutually_exclusive_group()
+    existing.add_argument(
         "--resume", action="store_true", help="continue from the latest checkpoint in --out"
+    )
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace a training run already in --out"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(run=_train)
@@ -140,6 +145,7 @@ def _train(args: argparse.Namespace) -> None:
     from headcoop.training.checkpoint import FINAL, resolve_checkpoint
     from headcoop.training.trainer import train
 
+    writable_dir(args.out, "--out")
     task = make_task(args.task, **_task_params(args.task_param))
     model_cfg = ModelConfig(
         d_model=args.d_model,
@@ -157,7 +163,15 @@ def _train(args: argparse.Namespace) -> None:
         dropout=args.dropout,
         checkpoint_every=args.checkpoint_every,
     )
-    train(task, model_cfg, train_cfg, out=args.out, resume=args.resume, progress=not args.quiet)
+    train(
+        task,
+        model_cfg,
+        train_cfg,
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     final = resolve_checkpoint(args.out)
     print(f"final checkpoint: {final} (also {args.out}/{FINAL})")
     _report(final, "test", full=False, as_json=False)
@@ -193,6 +207,7 @@ def _task_params(pairs: list[str]) -> dict[str, Any]:
 def _analyze(args: argparse.Namespace) -> None:
     from headcoop.analysis.heads import analyze
 
+    writable_dir(args.out, "--out")
     result = analyze(args.checkpoint, subsets=not args.no_subsets, progress=not args.quiet)
     out = result.save(args.out, checkpoint=str(args.checkpoint))
     classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
@@ -205,6 +220,8 @@ def _figures(args: argparse.Namespace) -> None:
     from headcoop.paper.plan import FigurePlan
     from headcoop.paper.report import make_figures
 
+    writable_dir(args.out, "--out")
+    writable_dir(args.cache, "--cache")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("headcoop.paper").setLevel(logging.INFO)
     plan = FigurePlan.quick() if args.quick else FigurePlan.paper()

@@ -79,10 +79,20 @@ class Rule:
 
 POSITIVE_INT = Rule(int, 1)
 SEED = Rule(int, 0, 2**32 - 1)
-MODEL_RULES = {name: POSITIVE_INT for name in ("d_model", "n_heads", "d_head", "n_layers", "n_ctx")}
+SPLIT_SIZE = Rule(int, 1, 10**7)
+MODEL_RULES = {
+    "d_model": Rule(int, 1, 2**14),
+    "n_heads": Rule(int, 1, 2**12),
+    "d_head": Rule(int, 1, 2**12),
+    "n_layers": Rule(int, 1, 64),
+    "n_ctx": Rule(int, 1, 2**20),
+}
+MAX_PARAMETERS = 10**8
+"""headcoop's models are toys: a shape with more attention parameters is refused up front
+rather than failing to allocate."""
 TRAIN_RULES = {
     "seed": SEED,
-    "epochs": POSITIVE_INT,
+    "epochs": Rule(int, 1, 10**5),
     "batch_size": POSITIVE_INT,
     "lr": Rule(float, 0, low_open=True),
     "weight_decay": Rule(float, 0),
@@ -127,6 +137,12 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, MODEL_RULES, "model")
+        attention = 4 * self.n_layers * self.n_heads * self.d_head * self.d_model
+        if attention > MAX_PARAMETERS:
+            raise HeadcoopError(
+                f"model config: {attention:,} attention parameters, more than the "
+                f"{MAX_PARAMETERS:,} headcoop allows for toy models"
+            )
         if self.layernorm and self.d_model < 2:
             raise HeadcoopError("model config: layernorm needs d_model >= 2 (use --no-layernorm)")
 

@@ -83,3 +83,33 @@ def config_key(settings: Any) -> str:
 
     text = json.dumps(settings, sort_keys=True, default=plain)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def writable_dir(path: str | Path, what: str) -> Path:
+    """Make sure results can be written into the directory ``path`` before any work starts:
+    create it (and its parents) and write a probe file there.
+
+    Args:
+        path: the output directory.
+        what: how the user named it, for the message (e.g. ``"--out"``).
+
+    Raises:
+        HeadcoopError: one line saying why ``path`` cannot hold results (a file is in the
+            way, or the place is not writable).
+    """
+    from headcoop.errors import HeadcoopError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise HeadcoopError(f"{what} {path} is a file, not a directory")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise HeadcoopError(f"{what} {path} lies under {blocking}, which is a file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise HeadcoopError(f"{what} {path} cannot be written: {reason.lower()}") from None
+    return path

@@ -138,12 +138,26 @@ def iter_batches(
         start = stop
 
 
+def check_lengths(model: HookedTransformer, task: Task, examples: torch.Tensor) -> None:
+    """Refuse full sequences longer than the model's context, naming the first such example."""
+    lengths = task.lengths(examples)
+    too_long = torch.nonzero(lengths > model.cfg.n_ctx).flatten()
+    if len(too_long):
+        k = int(too_long[0])
+        raise HeadcoopError(
+            f"example {k} is {int(lengths[k])} tokens long, beyond the model's n_ctx of "
+            f"{model.cfg.n_ctx}: run it as a bag (mode 'auto') or build a longer context"
+        )
+
+
 def inference_batches(
     model: HookedTransformer, task: Task, examples: torch.Tensor, mode: str, batch_size: int
 ) -> Iterator[tuple[Int[torch.Tensor, " batch"], Batch]]:
     """Batches for a pass over ``examples``: bags in order where exact, else full sequences
     shortest first (so that each batch pads little), with the indices of each batch."""
     bags = use_bags(model, task, mode)
+    if not bags:
+        check_lengths(model, task, examples)
     order = torch.arange(len(examples)) if bags else task.lengths(examples).argsort()
     return iter_batches(task, examples, order, batch_size, bags, model.cfg.n_heads)
 

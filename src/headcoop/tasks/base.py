@@ -195,23 +195,32 @@ def make_task(name: str, **params: Any) -> Task:
         raise HeadcoopError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
     try:
         task = _TASKS[name](**params)
-    except TypeError as exc:
-        raise HeadcoopError(f"bad parameters for task {name!r}: {exc}") from None
+    except TypeError as exc:  # an unknown parameter, or (under a type checker) a mistyped one
+        first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+        raise HeadcoopError(f"bad parameters for task {name!r}: {first}") from None
     return check_task(task)
 
 
-def task_from_config(config: dict[str, Any]) -> Task:
-    """Rebuild a task from `Task.to_config` output, checking that its vocabulary is unchanged."""
+def task_from_config(config: Any) -> Task:
+    """Rebuild a task from `Task.to_config` output.
+
+    The rebuilt task must describe itself exactly as stored: a vocabulary that changed, or a
+    parameter that is missing (it would silently take its default) is refused.
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("name"), str):
+        raise HeadcoopError(f"task config needs a 'name', got {config!r:.80}")
     params = dict(config)
-    name, vocab = params.pop("name", None), params.pop("vocab", None)
-    if name is None:
-        raise HeadcoopError("task config has no 'name'")
+    name, vocab = params.pop("name"), params.pop("vocab", None)
     task = make_task(name, **params)
-    if vocab is not None and tuple(vocab) != task.vocab:
+    rebuilt = task.to_config()
+    if vocab is not None and list(vocab) != list(task.vocab):
         raise HeadcoopError(
             f"vocabulary mismatch for task {name!r}: "
             f"stored {list(vocab)}, the task has {list(task.vocab)}"
         )
+    missing = sorted(k for k in rebuilt if k not in config and k != "vocab")
+    if missing:
+        raise HeadcoopError(f"task config of {name!r} lacks {', '.join(missing)}")
     return task
 
 

@@ -6,6 +6,7 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Int
 
+from headcoop.config import SEED, SPLIT_SIZE
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import SPLITS, register_task, split_generator
 from headcoop.tasks.counting import CountingLanguage
@@ -24,8 +25,7 @@ class SplitSpec:
     n2: tuple[int, int]
 
     def __post_init__(self) -> None:
-        if self.size < 1:
-            raise HeadcoopError(f"split size must be positive, got {self.size}")
+        SPLIT_SIZE.check("split size", self.size)
         for name, (lo, hi) in (("n01", self.n01), ("n2", self.n2)):
             if not 0 <= lo <= hi:
                 raise HeadcoopError(f"split range {name}={lo, hi} must satisfy 0 <= lo <= hi")
@@ -73,6 +73,9 @@ class Count01(CountingLanguage):
     attention_ratios: ClassVar = {"w01": ("=", "0", "1"), "w02": ("=", "0", "2")}
 
     def __post_init__(self) -> None:
+        SEED.check("count01: seed", self.seed)
+        if not isinstance(self.splits, dict):
+            raise HeadcoopError(f"count01: splits must be an object, got {self.splits!r:.60}")
         splits = {
             k: v if isinstance(v, SplitSpec) else _split_from_json(k, v)
             for k, v in self.splits.items()
@@ -107,6 +110,10 @@ class Count01(CountingLanguage):
 
 def _split_from_json(name: str, raw: Any) -> SplitSpec:
     try:
-        return SplitSpec(int(raw["size"]), tuple(raw["n01"]), tuple(raw["n2"]))
-    except (KeyError, TypeError, ValueError):
-        raise HeadcoopError(f"split {name!r} needs size, n01 and n2, got {raw!r}") from None
+        spec = SplitSpec(int(raw["size"]), tuple(raw["n01"]), tuple(raw["n2"]))
+        _ = [int(v) for v in (*spec.n01, *spec.n2)]
+    except (KeyError, TypeError, ValueError, OverflowError):
+        raise HeadcoopError(f"split {name!r} needs size, n01 and n2, got {raw!r:.80}") from None
+    if len(spec.n01) != 2 or len(spec.n2) != 2:
+        raise HeadcoopError(f"split {name!r}: n01 and n2 are ranges [low, high], got {raw!r:.80}")
+    return spec

@@ -180,7 +180,7 @@ class CountingLanguage:
             starts.append(i)
             i += len(word)
         if not ids:
-            raise HeadcoopError("empty string: expected a sentence of the language")
+            raise HeadcoopError("the string is empty at position 0: expected a sentence")
         return ids, starts
 
     def _unexpected(self, text: str, ids: list[int], starts: list[int], k: int, why: str) -> str:

@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Int
 
+from headcoop.config import SEED, SPLIT_SIZE, Rule
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Readout, register_task, split_generator
 from headcoop.tasks.counting import quote
@@ -52,13 +53,10 @@ class Histogram:
     supports_bags: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
-        for field_name, top in (("letters", len(LETTERS)), ("length", 512), ("size", None)):
-            value = getattr(self, field_name)
-            if not isinstance(value, int) or value < 2 or (top is not None and value > top):
-                bound = f" and at most {top}" if top else ""
-                raise HeadcoopError(
-                    f"histogram: {field_name} must be an integer >= 2{bound}, got {value!r}"
-                )
+        SEED.check("histogram: seed", self.seed)
+        Rule(int, 2, len(LETTERS)).check("histogram: letters", self.letters)
+        Rule(int, 2, 512).check("histogram: length", self.length)
+        SPLIT_SIZE.check("histogram: size", self.size)
 
     @property
     def decision(self) -> int:

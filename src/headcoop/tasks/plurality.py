@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Int
 
-from headcoop.errors import HeadcoopError
+from headcoop.config import SEED, SPLIT_SIZE, Rule
 from headcoop.tasks.base import SPLITS, register_task, split_generator
 from headcoop.tasks.counting import CountingLanguage
 
@@ -42,12 +42,9 @@ class Plurality(CountingLanguage):
     attention_ratios: ClassVar = {"w_ab": ("=", "a", "b"), "w_ac": ("=", "a", "c")}
 
     def __post_init__(self) -> None:
-        for field_name in ("size", "max_train"):
-            value = getattr(self, field_name)
-            if not isinstance(value, int) or value < 1:
-                raise HeadcoopError(
-                    f"plurality: {field_name} must be a positive integer, got {value!r}"
-                )
+        SEED.check("plurality: seed", self.seed)
+        SPLIT_SIZE.check("plurality: size", self.size)
+        Rule(int, 1, 10**6).check("plurality: max_train", self.max_train)
 
     def split(self, name: str) -> Int[torch.Tensor, "example 3"]:
         """Counts ``(na, nb, nc)`` of each example of split ``name``."""

@@ -5,7 +5,7 @@ A checkpoint is a directory:
 - ``model.safetensors``: the HookedTransformer state dict under TransformerLens names
   (loads with ``strict=True``);
 - ``config.json``: ``{"model": <HookedTransformerConfig kwargs>, "task": {"name", "vocab", ...},
-  "train": {...}, "metrics": {...}}``;
+  "train": {...}, "metrics": {...}, "weights_sha256": ...}``;
 - ``optimizer.safetensors`` (optional): optimizer state, for resuming a training run.
 
 Directories are written under a temporary name and renamed into place, so a killed run never
@@ -16,6 +16,7 @@ A training run directory holds ``epoch_NNNN/`` checkpoints and, once training co
 checkpoint.
 """
 
+import hashlib
 import json
 import os
 import re
@@ -38,6 +39,10 @@ CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
 FINAL = "final"
+CHECKSUM = "weights_sha256"
+"""config.json's entry holding the SHA-256 of model.safetensors: a flipped byte in the weights
+is refused on load instead of silently changing a number (checked where present, so that
+checkpoints written by other tools load too)."""
 _EPOCH_DIR = re.compile(r"epoch_(\d+)$")
 
 
@@ -67,6 +72,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS)
+        config[CHECKSUM] = _sha256(tmp / WEIGHTS)
         if optimizer_state is not None:
             tensors, layout = _flatten_optimizer(optimizer_state)
             save_file(tensors, tmp / OPTIMIZER, metadata={"layout": json.dumps(layout)})
@@ -95,6 +101,15 @@ def mark_final(run: str | Path, checkpoint: str | Path) -> Path:
     return link
 
 
+def clear_run(run: str | Path) -> None:
+    """Remove a training run's checkpoints and ``final`` link from ``run`` (other files stay)."""
+    run = Path(run)
+    (run / FINAL).unlink(missing_ok=True)
+    for child in run.iterdir():
+        if _EPOCH_DIR.match(child.name) and child.is_dir():
+            shutil.rmtree(child)
+
+
 def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]]:
     """Load a model and its metadata (the parsed config.json).
 
@@ -109,13 +124,24 @@ def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]
     config = read_config(path)
     if not isinstance(config.get("model"), dict):
         raise HeadcoopError(f"{path / CONFIG}: no 'model' section")
+    if not isinstance(config.get("task", {}), dict):
+        raise HeadcoopError(f"{path / CONFIG}: the 'task' section is not an object")
     model = hooked_transformer(config["model"])
+    if not (path / WEIGHTS).is_file():
+        raise HeadcoopError(f"{path}: missing {WEIGHTS}")
+    if CHECKSUM in config and config[CHECKSUM] != _sha256(path / WEIGHTS):
+        raise HeadcoopError(
+            f"{path / WEIGHTS} does not match the checksum in {CONFIG}: the file is corrupt or "
+            "was changed after saving"
+        )
     try:
         state = load_file(path / WEIGHTS)
-    except FileNotFoundError:
-        raise HeadcoopError(f"{path}: missing {WEIGHTS}") from None
     except (safetensors.SafetensorError, OSError) as exc:
         raise HeadcoopError(f"{path / WEIGHTS} is corrupt: {exc}") from None
+    weights = dict(model.named_parameters())  # buffers such as the attention mask hold -inf
+    broken = [n for n, t in state.items() if n in weights and not torch.isfinite(t).all()]
+    if broken:
+        raise HeadcoopError(f"{path / WEIGHTS}: tensor {broken[0]!r} holds NaN or infinite values")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
@@ -125,10 +151,12 @@ def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]
     if not model.pos_embed.W_pos.any():
         freeze_positions(model)
     task = config.get("task", {})
-    if "vocab" in task and len(task["vocab"]) != model.cfg.d_vocab:
+    if "vocab" in task and (
+        not isinstance(task["vocab"], list) or len(task["vocab"]) != model.cfg.d_vocab
+    ):
         raise HeadcoopError(
-            f"vocabulary mismatch in {path}: task has {len(task['vocab'])} tokens, "
-            f"model d_vocab is {model.cfg.d_vocab}"
+            f"vocabulary mismatch in {path}: the task's vocab {task['vocab']!r:.60} does not "
+            f"have the model's {model.cfg.d_vocab} tokens"
         )
     model.eval()
     return model, config
@@ -149,10 +177,12 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_config(path: Path) -> dict[str, Any]:
+    """The parsed config.json of a checkpoint directory."""
     try:
         config = json.loads((path / CONFIG).read_text())
-    except json.JSONDecodeError as exc:
-        raise HeadcoopError(f"{path / CONFIG} is corrupt: {exc}") from None
+    except (ValueError, OSError) as exc:  # not JSON, not UTF-8, or unreadable
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise HeadcoopError(f"{path / CONFIG} is corrupt: {reason}") from None
     if not isinstance(config, dict):
         raise HeadcoopError(f"{path / CONFIG} is corrupt: expected a JSON object")
     return config
@@ -213,6 +243,10 @@ def _hooked_kwargs(model: HookedTransformer) -> dict[str, Any]:
             f"cannot save this model: its config differs from headcoop's in {differ}"
         )
     return kwargs
+
+
+def _sha256(file: Path) -> str:
+    return hashlib.sha256(file.read_bytes()).hexdigest()
 
 
 def _seal(directory: Path) -> None:

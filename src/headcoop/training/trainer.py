@@ -7,6 +7,7 @@ uninterrupted run ends.
 """
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -22,6 +23,7 @@ from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import (
     Hook,
     batch_loss,
+    check_lengths,
     evaluate,
     iter_batches,
     metrics,
@@ -30,9 +32,11 @@ from headcoop.engine.bags import (
 )
 from headcoop.engine.stack import Stack, drop_out
 from headcoop.errors import HeadcoopError
+from headcoop.files import writable_dir
 from headcoop.model import build_model
 from headcoop.tasks.base import Task, read_names
 from headcoop.training.checkpoint import (
+    clear_run,
     epoch_dir,
     load_checkpoint,
     load_optimizer_state,
@@ -74,6 +78,7 @@ def train(
     train_cfg: TrainConfig = TrainConfig(),
     out: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: bool = False,
 ) -> HookedTransformer:
     """Train one model on ``task`` and return it.
@@ -85,8 +90,17 @@ def train(
         out: run directory for ``epoch_NNNN`` checkpoints and the ``final`` link; None saves
             nothing.
         resume: continue from the latest checkpoint in ``out`` (its settings must match).
+        overwrite: replace a training run already in ``out`` (without this or ``resume``, an
+            existing run is refused, so that two runs never mix in one directory).
         progress: show a progress bar with the loss and validation accuracy.
+
+    Raises:
+        HeadcoopError: ``out`` cannot be written or already holds a run, the settings differ
+            from the run being resumed, or the loss stops being finite (training diverged;
+            the checkpoints of the epochs before stay).
     """
+    if out is not None:
+        _prepare_run_dir(Path(out), resume, overwrite)
     start_epoch, opt_state = 0, None
     if resume and out is not None and run_checkpoints(out):
         start_epoch, path = run_checkpoints(out)[-1]
@@ -153,18 +167,22 @@ def train_models(
     for epoch in bar:
         gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
         total, seen = 0.0, 0
-        for loss, size in step.epoch(gen):
+        for k, (loss, size) in enumerate(step.epoch(gen)):
+            value = loss.item()
+            _check_finite(value, epoch, k + 1)
             for group in optimizer.param_groups:
                 group["lr"] = cfg.lr_at((epoch - 1 + seen / step.n_examples) / cfg.epochs)
             optimizer.zero_grad(set_to_none=True)
             # The sum over models of each model's mean loss: every model gets its own gradient.
             (loss * len(models)).backward()
             optimizer.step()
-            total, seen = total + loss.item() * size, seen + size
+            total, seen = total + value * size, seen + size
         train_loss = total / seen
         results = [
             {"epoch": epoch, "train_loss": train_loss, "val": val} for val in step.validate()
         ]
+        for result in results:  # the last step's update may have broken the weights
+            _check_finite(result["val"]["loss"], epoch)
         decision = read_names(task)[task.decision]
         mean_val = sum(r["val"][decision] for r in results) / len(results)
         bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{mean_val:.4f}")
@@ -214,6 +232,7 @@ class _FullStep:
         self.task, self.model, self.cfg = task, model, cfg
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.examples, self.val_examples = task.split("train"), task.split("val")
+        check_lengths(model, task, self.examples)
         self.n_examples = len(self.examples)
 
     def epoch(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
@@ -236,6 +255,31 @@ class _FullStep:
 
     def write_back(self) -> None:
         """The model is trained in place."""
+
+
+def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Check that ``out`` can take this run before any work starts."""
+    if resume and overwrite:
+        raise HeadcoopError("resume and overwrite exclude each other")
+    writable_dir(out, "run directory")
+    found = run_checkpoints(out)
+    if found and not resume and not overwrite:
+        raise HeadcoopError(
+            f"{out} already holds a training run (last epoch {found[-1][0]}): resume it "
+            "(--resume) or replace it (--overwrite)"
+        )
+    if overwrite:
+        clear_run(out)
+
+
+def _check_finite(loss: float, epoch: int, step: int | None = None) -> None:
+    """Stop at the first loss that is not finite: the run has diverged."""
+    if not math.isfinite(loss):
+        where = f"epoch {epoch}" + ("" if step is None else f", step {step}")
+        raise HeadcoopError(
+            f"training diverged at {where}: the loss is {loss}; the checkpoints of earlier "
+            "epochs are kept (try a smaller learning rate or weight decay)"
+        )
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
