@@ -38,9 +38,18 @@ def test_help_does_not_import_torch_or_transformer_lens():
             ["train", "--out", "x", "--d-model", "abc"],
             "--d-model: expected an integer in [1, 16384], got 'abc'",
         ),
-        (["train", "--out", "x", "--lr", "-1"], "--lr: expected a positive number, got '-1'"),
-        (["train", "--out", "x", "--lr", "0"], "--lr: expected a positive number, got '0'"),
-        (["train", "--out", "x", "--lr", "inf"], "--lr: expected a positive number, got 'inf'"),
+        (
+            ["train", "--out", "x", "--lr", "-1"],
+            "--lr: expected a finite number in (0, 1e+06], got '-1'",
+        ),
+        (
+            ["train", "--out", "x", "--lr", "0"],
+            "--lr: expected a finite number in (0, 1e+06], got '0'",
+        ),
+        (
+            ["train", "--out", "x", "--lr", "inf"],
+            "--lr: expected a finite number in (0, 1e+06], got 'inf'",
+        ),
         (["train", "--out", "x", "--dropout", "1"], "expected a finite number in [0, 1), got '1'"),
         (
             ["train", "--out", "x", "--seed", "18446744073709551616"],

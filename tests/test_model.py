@@ -58,8 +58,8 @@ def test_layernorm_needs_two_dimensions():
     ("kwargs", "message"),
     [
         ({"epochs": True}, "train config: epochs must be an integer in [1, 100000], got True"),
-        ({"lr": 0.0}, "train config: lr must be a positive number, got 0.0"),
-        ({"lr": float("nan")}, "train config: lr must be a positive number, got nan"),
+        ({"lr": 0.0}, "train config: lr must be a finite number in (0, 1e+06], got 0.0"),
+        ({"lr": float("nan")}, "train config: lr must be a finite number in (0, 1e+06], got nan"),
         ({"seed": 2**64}, "train config: seed must be an integer in [0, 4294967295]"),
         ({"lr_schedule": "linear"}, "train config: lr_schedule must be one of"),
     ],

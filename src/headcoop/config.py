@@ -94,8 +94,10 @@ TRAIN_RULES = {
     "seed": SEED,
     "epochs": Rule(int, 1, 10**5),
     "batch_size": POSITIVE_INT,
-    "lr": Rule(float, 0, low_open=True),
-    "weight_decay": Rule(float, 0),
+    # Bounded so that the optimizer's arithmetic stays within float32; divergence below the
+    # bounds is caught by the trainer.
+    "lr": Rule(float, 0, 1e6, low_open=True),
+    "weight_decay": Rule(float, 0, 1e9),
     "dropout": Rule(float, 0, 1, high_open=True),
     "checkpoint_every": POSITIVE_INT,
 }

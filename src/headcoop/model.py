@@ -24,8 +24,9 @@ def hooked_transformer(kwargs: dict[str, Any]) -> HookedTransformer:
         )
         try:
             return HookedTransformer(HookedTransformerConfig(**kwargs))
-        except (TypeError, ValueError, AssertionError) as exc:
-            raise HeadcoopError(f"bad model config: {exc}") from None
+        except Exception as exc:  # TransformerLens checks its config with many exception types
+            first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+            raise HeadcoopError(f"bad model config: {first}") from None
 
 
 def build_model(cfg: ModelConfig, d_vocab: int, seed: int) -> HookedTransformer:

@@ -127,6 +127,7 @@ def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]
     if not isinstance(config.get("task", {}), dict):
         raise HeadcoopError(f"{path / CONFIG}: the 'task' section is not an object")
     model = hooked_transformer(config["model"])
+    _check_model_section(config["model"], model, path)
     if not (path / WEIGHTS).is_file():
         raise HeadcoopError(f"{path}: missing {WEIGHTS}")
     if CHECKSUM in config and config[CHECKSUM] != _sha256(path / WEIGHTS):
@@ -160,6 +161,18 @@ def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]
         )
     model.eval()
     return model, config
+
+
+def _check_model_section(stored: dict[str, Any], model: HookedTransformer, path: Path) -> None:
+    """Refuse a model section that TransformerLens accepts but that does not describe one of
+    headcoop's models (a missing or changed setting would only fail, or mislead, later)."""
+    expected = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
+    for key, value in expected.items():
+        if key != "device" and stored.get(key, "(missing)") != value:
+            raise HeadcoopError(
+                f"{path / CONFIG}: model setting {key!r} is {stored.get(key, '(missing)')!r:.40}, "
+                f"but the model it builds has {value!r}"
+            )
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
