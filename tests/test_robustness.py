@@ -1,6 +1,7 @@
 """Nothing lost, nothing silent: bad output places, existing runs, divergence and bad values
 each end in one line and a non-zero exit, before any work is done."""
 
+import hashlib
 import json
 
 import pytest
@@ -111,6 +112,10 @@ def test_a_checkpoint_with_a_nan_weight_is_refused_by_name(tmp_path, capsys):
     state = load_file(weights)
     state["blocks.0.attn.W_V"][0, 0, 0] = float("nan")
     save_file(state, weights)
+    config_file = weights.parent / "config.json"  # saved as written, checksum and all
+    config = json.loads(config_file.read_text())
+    config["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+    config_file.write_text(json.dumps(config))
     for command in (["eval", str(run)], ["analyze", str(run), "--out", str(tmp_path / "a")]):
         assert main(command) == 1
         one_line_error(capsys, "tensor 'blocks.0.attn.W_V' holds NaN or infinite values")
