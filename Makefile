@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-slow fuzz figures train analyze bench bench-train bench-subsets bench-sweep lint clean
+.PHONY: help setup chromium test test-slow fuzz trace figures train analyze bench bench-train bench-subsets bench-sweep lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -16,6 +16,7 @@ help:
 	@echo "make train      train and evaluate the paper's model (d_model 32, 16 heads) in $(RUNS)/paper"
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
 	@echo "make bench      speed: full sequences vs bags, stacked sweeps, all-subsets analysis"
+	@echo "make trace      attention decomposition: 3 induction models and a Count01 model, traced"
 	@echo "make lint       ruff check and format check"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
 	@echo "make fuzz       2,000 random command lines and corrupt checkpoints (FUZZ_CASES=N)"
@@ -62,6 +63,19 @@ train: $(STAMP)
 
 analyze: train
 	$(VENV)/bin/headcoop analyze $(RUNS)/paper --out $(RUNS)/paper/analysis
+
+# Sparse attention decomposition: two-layer induction models (3 seeds) and the paper's Count01
+# model, trained once (reruns only trace) and traced into $(RUNS)/trace/*/trace.
+INDUCTION := --task induction --n-layers 2 --positional --no-layernorm --n-ctx 17 --d-model 32 \
+	--n-heads 4 --d-head 8 --epochs 12 --lr 3e-3 --dropout 0
+trace: $(STAMP)
+	@for seed in 0 1 2; do \
+	  run=$(RUNS)/trace/induction_$$seed; \
+	  test -e $$run/final || $(VENV)/bin/headcoop train $(INDUCTION) --seed $$seed --out $$run --quiet --overwrite || exit 1; \
+	  $(VENV)/bin/headcoop trace $$run --out $$run/trace --prompts 32 || exit 1; \
+	done
+	@test -e $(RUNS)/trace/count01/final || $(VENV)/bin/headcoop train --out $(RUNS)/trace/count01 --quiet --overwrite
+	$(VENV)/bin/headcoop trace $(RUNS)/trace/count01 --out $(RUNS)/trace/count01/trace
 
 bench: bench-train bench-subsets bench-sweep
 

@@ -10,7 +10,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from headcoop.config import LR_SCHEDULES, MODEL_RULES, SEED, TRAIN_RULES, ModelConfig, TrainConfig
+from headcoop.config import (
+    LR_SCHEDULES,
+    MODEL_RULES,
+    SEED,
+    TRAIN_RULES,
+    ModelConfig,
+    Rule,
+    TrainConfig,
+)
 from headcoop.errors import HeadcoopError
 from headcoop.files import writable_dir
 
@@ -19,6 +27,8 @@ _TRAIN_FLAGS = (
     ("--d-model", MODEL_RULES, "width of the residual stream"),
     ("--n-heads", MODEL_RULES, "attention heads"),
     ("--d-head", MODEL_RULES, "dimension of each head"),
+    ("--n-layers", MODEL_RULES, "attention layers (more than one runs full sequences)"),
+    ("--n-ctx", MODEL_RULES, "the longest sequence the model takes"),
     ("--batch-size", TRAIN_RULES, "examples per optimizer step"),
     ("--lr", TRAIN_RULES, "AdamW learning rate (the peak, under a schedule)"),
     ("--weight-decay", TRAIN_RULES, "AdamW weight decay"),
@@ -78,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
         train.add_argument(flag, type=rules[name].parse, default=default, help=about)
     train.add_argument("--no-layernorm", action="store_true", help="train without LayerNorm")
     train.add_argument(
+        "--positional",
+        action="store_true",
+        help="learn a positional embedding (off, the paper's, keeps W_pos zero and frozen)",
+    )
+    train.add_argument(
         "--lr-schedule",
         default=TrainConfig.lr_schedule,
         choices=LR_SCHEDULES,
@@ -121,6 +136,25 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.set_defaults(run=_analyze)
 
+    tracer = commands.add_parser(
+        "trace",
+        help="split attention scores by singular components and trace them head to head",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Sparse attention decomposition of a checkpoint: every score as a sum of "
+        "per-component terms of its head's query-key matrix, the upstream heads that set "
+        "them (models with two or more layers, checked by intervention) and, for "
+        "position-free models, each component's part of the task's attention ratios. Writes "
+        "OUT/terms.csv, OUT/graph.json, OUT/interventions.csv or OUT/ratios.csv, "
+        "OUT/summary.json and OUT/trace.html.",
+    )
+    tracer.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    tracer.add_argument("--out", required=True, help="directory for the result files")
+    tracer.add_argument("--prompts", type=Rule(int, 1, 4096).parse, default=64,
+                        help="test examples traced")  # fmt: skip
+    tracer.add_argument("--share", type=Rule(float, 0, 1, low_open=True).parse, default=0.7,
+                        help="keep upstream contributors until they pass this share")  # fmt: skip
+    tracer.set_defaults(run=_trace)
+
     figures = commands.add_parser(
         "figures",
         help="every figure and table of the paper, with an HTML report",
@@ -152,6 +186,9 @@ def _train(args: argparse.Namespace) -> None:
         n_heads=args.n_heads,
         d_head=args.d_head,
         layernorm=not args.no_layernorm,
+        n_layers=args.n_layers,
+        positional=args.positional,
+        n_ctx=args.n_ctx,
     )
     train_cfg = TrainConfig(
         seed=args.seed,
@@ -214,6 +251,18 @@ def _analyze(args: argparse.Namespace) -> None:
     print(f"heads: {classes}; results in {out}")
 
 
+def _trace(args: argparse.Namespace) -> None:
+    from headcoop.analysis.trace_report import trace_checkpoint
+
+    writable_dir(args.out, "--out")
+    summary = trace_checkpoint(args.checkpoint, args.out, args.prompts, args.share)
+    stats = summary["sparsity"]
+    print(
+        f"{stats['scores']} scores, {stats['mean']:.2f} components each on average; "
+        f"results in {args.out}"
+    )
+
+
 def _figures(args: argparse.Namespace) -> None:
     import logging
 
@@ -238,7 +287,7 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _report(path: str | Path, split: str, full: bool, as_json: bool) -> None:
-    from headcoop.engine.bags import evaluate
+    from headcoop.engine.bags import evaluate, use_bags
     from headcoop.tasks import read_names, task_from_config
     from headcoop.training.checkpoint import load_checkpoint
 
@@ -246,11 +295,11 @@ def _report(path: str | Path, split: str, full: bool, as_json: bool) -> None:
     task = task_from_config(config.get("task", {}))
     mode = "full" if full else "auto"
     metrics = evaluate(model, task, task.split(split), mode)
+    engine = "bag engine" if use_bags(model, task, mode) else "full sequences"
     if as_json:
         print(json.dumps({"split": split, "mode": mode, **metrics}))
         return
     accuracies = ", ".join(f"{name} {metrics[name]:.4f}" for name in read_names(task))
-    engine = "full sequences" if full else "bag engine"
     print(f"{split} accuracy ({len(task.split(split))} examples, {engine}): {accuracies}")
 
 

@@ -53,6 +53,7 @@ def freeze_positions(model: HookedTransformer) -> None:
     model.pos_embed.W_pos.requires_grad_(False)
 
 
-def attention_scale(model: HookedTransformer) -> float:
-    """The divisor of the attention scores (sqrt(d_head) unless the config says otherwise)."""
-    return float(model.blocks[0].attn.attn_scale)
+def attention_scale(model: HookedTransformer, layer: int = 0) -> float:
+    """The divisor of layer ``layer``'s attention scores (sqrt(d_head) unless the config says
+    otherwise)."""
+    return float(model.blocks[layer].attn.attn_scale)

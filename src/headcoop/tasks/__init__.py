@@ -17,6 +17,7 @@ from headcoop.tasks.base import (
 )
 from headcoop.tasks.count01 import Count01, SplitSpec
 from headcoop.tasks.histogram import Histogram
+from headcoop.tasks.induction import Induction
 from headcoop.tasks.plurality import Plurality
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "Batch",
     "Count01",
     "Histogram",
+    "Induction",
     "Plurality",
     "Readout",
     "SplitSpec",
