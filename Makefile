@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-slow fuzz trace figures train analyze bench bench-train bench-subsets bench-sweep lint clean
+.PHONY: help setup chromium test test-slow fuzz trace successor figures train analyze bench bench-train bench-subsets bench-sweep lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -17,6 +17,7 @@ help:
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
 	@echo "make bench      speed: full sequences vs bags, stacked sweeps, all-subsets analysis"
 	@echo "make trace      attention decomposition: 3 induction models and a Count01 model, traced"
+	@echo "make successor  successor heads: 5 one-layer models and a two-layer one, scored and steered"
 	@echo "make lint       ruff check and format check"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
 	@echo "make fuzz       2,000 random command lines and corrupt checkpoints (FUZZ_CASES=N)"
@@ -76,6 +77,18 @@ trace: $(STAMP)
 	done
 	@test -e $(RUNS)/trace/count01/final || $(VENV)/bin/headcoop train --out $(RUNS)/trace/count01 --quiet --overwrite
 	$(VENV)/bin/headcoop trace $(RUNS)/trace/count01 --out $(RUNS)/trace/count01/trace
+
+# Successor heads: five one-layer models (seeds 0-4) and a two-layer one on the successor task,
+# trained once (reruns only analyse) and analysed into $(RUNS)/successor/*/analysis.
+SUCCESSOR := --task successor --no-layernorm --d-model 64 --n-heads 4 --d-head 16 --epochs 20 \
+	--lr 3e-3 --dropout 0
+successor: $(STAMP)
+	@for run in seed_0 seed_1 seed_2 seed_3 seed_4 two_layer; do \
+	  dir=$(RUNS)/successor/$$run; \
+	  case $$run in seed_*) flags="--seed $${run#seed_}";; *) flags="--n-layers 2";; esac; \
+	  test -e $$dir/final || $(VENV)/bin/headcoop train $(SUCCESSOR) $$flags --out $$dir --quiet --overwrite || exit 1; \
+	  $(VENV)/bin/headcoop successor $$dir --out $$dir/analysis || exit 1; \
+	done
 
 bench: bench-train bench-subsets bench-sweep
 

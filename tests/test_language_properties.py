@@ -10,10 +10,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from headcoop.errors import HeadcoopError
-from headcoop.tasks import Count01, Histogram, Plurality
+from headcoop.tasks import Count01, Histogram, Induction, Plurality, Successor, registered_tasks
 from headcoop.tasks.counting import CountingLanguage
 
-TASKS = [Count01(), Plurality(), Histogram(letters=3, length=6)]
+TASKS = [
+    Count01(),
+    Plurality(),
+    Histogram(letters=3, length=6),
+    Induction(tokens=6, half=4),
+    Successor(fillers=2, max_fill=3),
+]
+
+
+def test_every_registered_task_is_covered():
+    assert {t.name for t in TASKS} >= {
+        "count01",
+        "plurality",
+        "histogram",
+        "induction",
+        "successor",
+    }
+    assert set(registered_tasks()) <= {t.name for t in TASKS}
 
 
 def sentence(task, data) -> str:
@@ -25,8 +42,12 @@ def sentence(task, data) -> str:
         tokens = task.sequences(example, seed=seed).tokens[0].tolist()
         length = int(task.lengths(example)[0])
         return task.format(tokens[:length])
-    letters = data.draw(st.lists(st.integers(0, task.letters - 1), min_size=6, max_size=6))
-    return task.format(task.sequences(torch.tensor([letters])).tokens[0].tolist())
+    if isinstance(task, Histogram):
+        letters = data.draw(st.lists(st.integers(0, task.letters - 1), min_size=6, max_size=6))
+        return task.format(task.sequences(torch.tensor([letters])).tokens[0].tolist())
+    examples = task.split("test")
+    example = examples[data.draw(st.integers(0, len(examples) - 1))][None]
+    return task.format(task.sequences(example).tokens[0].tolist())
 
 
 def is_sentence(task, text: str) -> bool:
@@ -35,6 +56,25 @@ def is_sentence(task, text: str) -> bool:
         return (
             re.fullmatch(f"[{''.join(task.vocab[1 : 1 + task.letters])}]{{{task.length}}}", text)
             is not None
+        )
+    if isinstance(task, Induction):
+        words = text.split(" ")
+        block = words[: task.half]
+        return (
+            len(words) == 2 * task.half
+            and all(w in task.vocab[1:] for w in words)
+            and len(set(block)) == task.half
+            and words[task.half :] == block
+        )
+    if isinstance(task, Successor):
+        words = text.split(" ")
+        asked = {task.vocab[t] for t in task.asked.tolist()}
+        fillers = {f"_{k}" for k in range(task.fillers)}
+        body = words[:-1]
+        return (
+            words[-1] == "="
+            and sum(w in task.items for w in body) == 1
+            and all(w in fillers or w in asked for w in body)
         )
     body, answers = "".join(task.counted), "".join(task.answers)
     match = re.fullmatch(rf"(\[BOS\])?([{re.escape(body)}]*)=([{answers}])(\[EOS\])?", text)
@@ -61,6 +101,24 @@ def test_a_mutated_string_is_accepted_exactly_when_it_is_a_sentence(task, data):
     text = sentence(task, data)
     alphabet = [*sorted(set(task.vocab) - {"[BOS]", "[EOS]"}), "x"]
     kind = data.draw(st.sampled_from(["drop", "swap", "insert", "replace", "flip"]))
+    if isinstance(task, Induction | Successor):  # words, not characters
+        words = text.split(" ")
+        i = data.draw(st.integers(0, len(words) - 1))
+        if kind == "drop":
+            words = words[:i] + words[i + 1 :]
+        elif kind == "swap" and i + 1 < len(words):
+            words[i], words[i + 1] = words[i + 1], words[i]
+        elif kind == "insert":
+            words.insert(i, data.draw(st.sampled_from(alphabet)))
+        else:
+            words[i] = data.draw(st.sampled_from(alphabet))
+        mutated = " ".join(words)
+        if is_sentence(task, mutated):
+            assert task.format(task.parse(mutated)) == mutated
+        else:
+            with pytest.raises(HeadcoopError, match=r"position \d+"):
+                task.parse(mutated)
+        return
     i = data.draw(st.integers(0, max(0, len(text) - 1)))
     if kind == "drop":
         mutated = text[:i] + text[i + 1 :]

@@ -155,6 +155,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="keep upstream contributors until they pass this share")  # fmt: skip
     tracer.set_defaults(run=_trace)
 
+    successor = commands.add_parser(
+        "successor",
+        help="succession scores, periodic features and steering of a checkpoint's heads",
+        description="Successor heads: each head's (and, with two layers, each virtual path's) "
+        "effective OV circuit scored on every ordered domain of the task, mod-k features of "
+        "the number tokens by SVD, probe and sparse dictionary, and steering by residue "
+        "arithmetic against random directions. Writes OUT/succession.csv, OUT/features.csv, "
+        "OUT/steering.csv, OUT/summary.json and OUT/successor.html.",
+    )
+    successor.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    successor.add_argument("--out", required=True, help="directory for the result files")
+    successor.set_defaults(run=_successor)
+
     figures = commands.add_parser(
         "figures",
         help="every figure and table of the paper, with an HTML report",
@@ -260,6 +273,18 @@ def _trace(args: argparse.Namespace) -> None:
     print(
         f"{stats['scores']} scores, {stats['mean']:.2f} components each on average; "
         f"results in {args.out}"
+    )
+
+
+def _successor(args: argparse.Namespace) -> None:
+    from headcoop.analysis.successor_report import successor_checkpoint
+
+    writable_dir(args.out, "--out")
+    summary = successor_checkpoint(args.checkpoint, args.out)
+    best = summary["scores"][0]
+    print(
+        f"{len(summary['successor_heads'])} successor head(s); best {best['path']} "
+        f"({best['score']:.3f}); results in {args.out}"
     )
 
 

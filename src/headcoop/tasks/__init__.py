@@ -19,6 +19,7 @@ from headcoop.tasks.count01 import Count01, SplitSpec
 from headcoop.tasks.histogram import Histogram
 from headcoop.tasks.induction import Induction
 from headcoop.tasks.plurality import Plurality
+from headcoop.tasks.successor import Successor
 
 __all__ = [
     "SPLITS",
@@ -29,6 +30,7 @@ __all__ = [
     "Plurality",
     "Readout",
     "SplitSpec",
+    "Successor",
     "Task",
     "candidate_ids",
     "make_task",

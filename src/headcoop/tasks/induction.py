@@ -93,12 +93,14 @@ class Induction:
         return torch.full((len(examples),), 2 * self.half + 1)
 
     def parse(self, text: str) -> list[int]:
-        """Token ids of a sentence ``t4 t0 t2 t4 t0 t2`` (a block of distinct tokens, twice).
+        """Token ids of a sentence ``t4 t0 t2 t4 t0 t2`` (a block of distinct tokens, twice),
+        with or without a leading ``[BOS]``.
 
         Raises:
             HeadcoopError: naming the (character) position of the first token that breaks it.
         """
-        words, ids, position = text.split(" "), [0], 0
+        body = text.removeprefix("[BOS]")
+        words, ids, position = body.split(" "), [0], len(text) - len(body)
         for k, word in enumerate(words):
             if word not in self.vocab[1:]:
                 why = "expected a content token"
