@@ -30,7 +30,8 @@ def test_every_registered_task_is_covered():
         "induction",
         "successor",
     }
-    assert set(registered_tasks()) <= {t.name for t in TASKS}
+    built_in = {n for n, c in registered_tasks().items() if c.__module__.startswith("headcoop.")}
+    assert built_in <= {t.name for t in TASKS}
 
 
 def sentence(task, data) -> str:
