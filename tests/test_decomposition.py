@@ -7,19 +7,21 @@ import math
 import pytest
 import torch
 
-from headcoop.analysis.decomposition import (
+from headcoop.cli import main
+from headcoop.config import ModelConfig, TrainConfig
+from headcoop.decomposition import (  # the public entry point the method is used by
     all_pair_terms,
     component_order,
     contributions,
     head_input,
+    intervene,
     qk_svd,
+    ratio_components,
     residual_sources,
     selected_components,
     sparsity,
+    trace,
 )
-from headcoop.analysis.tracing import intervene, ratio_components, trace
-from headcoop.cli import main
-from headcoop.config import ModelConfig, TrainConfig
 from headcoop.metrics.attention import weight_ratio
 from headcoop.model import build_model
 from headcoop.tasks import Count01, Induction

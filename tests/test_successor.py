@@ -13,15 +13,15 @@ from headcoop.analysis.periodic import (
     residue_shares,
     steer,
 )
-from headcoop.analysis.successor import (
+from headcoop.config import ModelConfig
+from headcoop.errors import HeadcoopError
+from headcoop.model import build_model
+from headcoop.successor import (  # the public entry point the method is used by
     effective_ov,
     head_inputs,
     succession_scores,
     successor_heads,
 )
-from headcoop.config import ModelConfig
-from headcoop.errors import HeadcoopError
-from headcoop.model import build_model
 from headcoop.tasks import Successor
 from headcoop.tasks.successor import DOMAINS, successors
 

@@ -4,7 +4,7 @@
   positions; the (query token, key token) pairs of a position-free one-layer model);
 - graph.json: the traced head-to-head graph, edges weighted by their mean contribution;
 - interventions.csv: every head-to-head edge removed along its components, against the same
-  number of random components (models with two or more layers);
+  number of random components (no rows for one-layer models, which have no upstream heads);
 - ratios.csv: for position-free models with attention ratios (Count01's w01, w02), each
   component's part of each head's log ratio;
 - summary.json and trace.html: the numbers and the graph.
@@ -35,6 +35,11 @@ from headcoop.runinfo import machine
 from headcoop.tasks.base import Task, task_from_config
 from headcoop.training.checkpoint import load_checkpoint
 
+INTERVENTION_COLUMNS = (
+    "source", "target", "side", "removed", "firings", "mean_contribution", "score_change",
+    "margin_change",
+)  # fmt: skip
+
 
 def trace_checkpoint(
     checkpoint: str | Path, out: str | Path, prompts: int = 64, share: float = SHARE
@@ -54,15 +59,18 @@ def trace_checkpoint(
             write_atomic(out / "ratios.csv", ratios.to_csv(index=False))
             summary["ratios"] = ratio_summary(ratios, model, task)
         graph: dict[str, Any] = {"share": share, "nodes": [], "edges": []}
+        effects = pd.DataFrame(columns=INTERVENTION_COLUMNS)  # one layer: no upstream heads
     else:
         examples = task.split("test")[:prompts]
         found = trace(model, task, examples, share=share)
         terms = firing_terms(model, task, examples, found)
         summary["sparsity"] = _sparsity_stats(terms, ["firing"])
         graph = found.graph()
-        effects = pd.DataFrame(intervene(model, task, examples, found))
-        write_atomic(out / "interventions.csv", effects.to_csv(index=False))
+        effects = pd.DataFrame(
+            intervene(model, task, examples, found), columns=INTERVENTION_COLUMNS
+        )
         summary["edges"] = _edge_summary(graph, effects)
+    write_atomic(out / "interventions.csv", effects.to_csv(index=False))
     write_atomic(out / "terms.csv", terms.to_csv(index=False))
     write_atomic(out / "graph.json", json.dumps(graph, indent=1) + "\n")
     graph_figure(graph, f"attention trace of {checkpoint}").write_html(

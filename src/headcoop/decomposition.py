@@ -1,0 +1,45 @@
+"""Sparse attention decomposition, in one import: the SVD of each head's query-key matrix,
+the per-component score terms, sparsity, and the tracer with its interventions.
+
+The code lives in `headcoop.analysis.decomposition` (terms, sparsity, sources) and
+`headcoop.analysis.tracing` (the graph, interventions, Count01's ratios); `headcoop trace`
+writes them to files (`headcoop.analysis.trace_report`).
+"""
+
+from headcoop.analysis.decomposition import (
+    FIRING_PATTERN,
+    QKSVD,
+    all_pair_terms,
+    component_order,
+    contributions,
+    firings,
+    head_input,
+    qk_svd,
+    residual_sources,
+    score_terms,
+    selected_components,
+    sparsity,
+    strongest,
+)
+from headcoop.analysis.tracing import SHARE, Trace, intervene, ratio_components, trace
+
+__all__ = [
+    "FIRING_PATTERN",
+    "QKSVD",
+    "SHARE",
+    "Trace",
+    "all_pair_terms",
+    "component_order",
+    "contributions",
+    "firings",
+    "head_input",
+    "intervene",
+    "qk_svd",
+    "ratio_components",
+    "residual_sources",
+    "score_terms",
+    "selected_components",
+    "sparsity",
+    "strongest",
+    "trace",
+]

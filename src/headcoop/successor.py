@@ -1,0 +1,43 @@
+"""Successor heads, in one import: succession scores, periodic features and steering.
+
+The code lives in `headcoop.analysis.successor` (scores) and `headcoop.analysis.periodic`
+(features, steering); `headcoop successor` writes them to files
+(`headcoop.analysis.successor_report`).
+
+>>> from headcoop.successor import succession_scores  # doctest: +SKIP
+>>> succession_scores(model, task)  # doctest: +SKIP
+"""
+
+from headcoop.analysis.periodic import (
+    ablation_importance,
+    dictionary_features,
+    feature_table,
+    probe_features,
+    residue_means,
+    residue_shares,
+    steer,
+    svd_features,
+)
+from headcoop.analysis.successor import (
+    SUCCESSOR_THRESHOLD,
+    effective_ov,
+    head_inputs,
+    succession_scores,
+    successor_heads,
+)
+
+__all__ = [
+    "SUCCESSOR_THRESHOLD",
+    "ablation_importance",
+    "dictionary_features",
+    "effective_ov",
+    "feature_table",
+    "head_inputs",
+    "probe_features",
+    "residue_means",
+    "residue_shares",
+    "steer",
+    "succession_scores",
+    "successor_heads",
+    "svd_features",
+]
