@@ -2,10 +2,9 @@
 
 The code lives in `headcoop.analysis.successor` (scores) and `headcoop.analysis.periodic`
 (features, steering); `headcoop successor` writes them to files
-(`headcoop.analysis.successor_report`).
-
->>> from headcoop.successor import succession_scores  # doctest: +SKIP
->>> succession_scores(model, task)  # doctest: +SKIP
+(`headcoop.analysis.successor_report`). For example ``succession_scores(model, task)`` gives
+a DataFrame of layer, head, path, domain and score for a model trained on the ``successor``
+task.
 """
 
 from headcoop.analysis.periodic import (
