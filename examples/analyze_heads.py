@@ -32,7 +32,8 @@ first, second = candidate_ids(task, task.decision)[:2].tolist()
 decision = parts.head_logits[:, task.decision]  # [example head d_vocab]
 bias = (decision[..., first] - decision[..., second]).mean(0)
 print(
-    f"mean z_{task.vocab[first]} - z_{task.vocab[second]} by head:", bias.round(decimals=2).tolist()
+    f"mean z_{task.vocab[first]} - z_{task.vocab[second]} by head:",
+    [round(v, 2) for v in bias.tolist()],
 )
 
 # Fix the attention at the decision (for Count01: no '2', w01 swept) and measure each head
