@@ -156,6 +156,11 @@ def test_the_successor_command_writes_its_files(tmp_path, capsys):
     assert "successor head(s)" in capsys.readouterr().out
     for name in ("succession.csv", "features.csv", "steering.csv", "summary.json"):
         assert (out / name).stat().st_size > 50, name
+    import pandas as pd
+
+    features = pd.read_csv(out / "features.csv")
+    probe10 = features[features["method"] == "probe mod 10"]
+    assert probe10["importance"].max() > 0.05  # the planted digits carry the succession
     summary = json.loads((out / "summary.json").read_text())
     steering = {(r["path"], r["k"]): r for r in summary["steering"]}
     assert steering[("L0H0", 10)]["features"] >= 0.9

@@ -91,14 +91,21 @@ def dictionary_features(
     return (decoder / decoder.norm(dim=1, keepdim=True)).detach()
 
 
-def feature_table(
-    x: Float[torch.Tensor, "number d_model"], moduli: tuple[int, ...] = MODULI
-) -> list[dict[str, Any]]:
-    """Every feature of the three methods with its residue share for each modulus, the best
-    one, and whether it is present."""
-    centred = x - x.mean(0)
+def find_features(x: Float[torch.Tensor, "number d_model"]) -> dict[str, torch.Tensor]:
+    """The features of the three methods (one a row), by method."""
     found = {"svd": svd_features(x), "dictionary": dictionary_features(x)}
-    found |= {f"probe mod {k}": probe_features(x, k) for k in (2, 5, 10)}
+    return found | {f"probe mod {k}": probe_features(x, k) for k in (2, 5, 10)}
+
+
+def feature_table(
+    x: Float[torch.Tensor, "number d_model"],
+    found: dict[str, torch.Tensor] | None = None,
+    moduli: tuple[int, ...] = MODULI,
+) -> list[dict[str, Any]]:
+    """Every feature (of `find_features` by default) with its residue share for each modulus,
+    the best one, and whether it is present."""
+    centred = x - x.mean(0)
+    found = find_features(x) if found is None else found
     rows = []
     for method, features in found.items():
         activations = features @ centred.T  # [feature number]

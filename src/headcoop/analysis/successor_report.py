@@ -1,7 +1,8 @@
 """`headcoop successor`: succession scores, periodic features and steering of a checkpoint.
 
 Writes succession.csv (layer, head, path, domain, score), features.csv (each feature of the
-three methods with its residue shares), steering.csv (success of the residue arithmetic and of
+three methods with its residue shares and its importance: the drop of the best path's score on
+the numbers when the feature is ablated), steering.csv (success of the residue arithmetic and of
 its random control, per path and modulus), summary.json and successor.html (the figures: score
 per head and domain, the best head's effective OV circuit over the months, the residue shares
 of the features, steering against its control).
@@ -17,7 +18,13 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from headcoop.analysis.periodic import ablation_importance, feature_table, residue_means, steer
+from headcoop.analysis.periodic import (
+    ablation_importance,
+    feature_table,
+    find_features,
+    residue_means,
+    steer,
+)
 from headcoop.analysis.successor import (
     SUCCESSOR_THRESHOLD,
     effective_ov,
@@ -46,7 +53,13 @@ def successor_checkpoint(checkpoint: str | Path, out: str | Path) -> dict[str, A
     pooled = scores[scores["domain"] == "all"].sort_values("score", ascending=False)
     best = _parse_path(pooled.iloc[0]["path"])
     numbers = torch.tensor([task.vocab.index(t) for t in task.domains["numbers"][0]])
-    features = pd.DataFrame(feature_table(head_inputs(model, numbers)))
+    x = head_inputs(model, numbers)
+    found = find_features(x)
+    features = pd.DataFrame(feature_table(x, found))
+    features["importance"] = [  # the best path's score drop on the numbers when ablated
+        drop for directions in found.values()
+        for drop in ablation_importance(model, numbers, directions, best)
+    ]  # fmt: skip
     steering = pd.DataFrame(
         [
             {"path": path, "k": k, **steer(model, numbers, _parse_path(path), k)}
@@ -54,9 +67,7 @@ def successor_checkpoint(checkpoint: str | Path, out: str | Path) -> dict[str, A
             for k in (2, 5, 10)
         ]
     )
-    importance = ablation_importance(
-        model, numbers, residue_means(head_inputs(model, numbers), 10), best
-    )
+    importance = ablation_importance(model, numbers, residue_means(x, 10), best)
     for name, frame in (("succession", scores), ("features", features), ("steering", steering)):
         write_atomic(out / f"{name}.csv", frame.to_csv(index=False))
     heads = successor_heads(scores)
