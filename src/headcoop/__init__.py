@@ -14,7 +14,13 @@ seconds to import.
 """
 
 import importlib
+from importlib import metadata
 from typing import Any
+
+try:
+    __version__ = metadata.version("headcoop")
+except metadata.PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0+unknown"
 
 _EXPORTS = {
     "HeadcoopError": "headcoop.errors",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from einops import rearrange
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
@@ -141,7 +142,7 @@ def random_head_s_acc(
         for chunk in tqdm(list(stack.chunks()), desc=split, disable=not progress):
             z = chunk.head_outputs(bags)
             decision = z[:, :, task.decision]  # [model example head d_head]
-            chunks.append(decision.transpose(1, 2).flatten(0, 1))  # [model*head example d_head]
+            chunks.append(rearrange(decision, "m e h d -> (m h) e d"))
         return torch.cat(chunks)[:n_heads], labels(task, bags.targets)
 
     train_x, train_y = outputs("train")
