@@ -145,7 +145,7 @@ def analyze(
     heads["class"] = [head_class(s, measure.chance) for s in heads["s_acc"]]
 
     summary = {
-        "task": task.to_config()["name"],
+        "task": task.name,
         "decision": read_names(task)[task.decision],
         "accuracy": {
             k: v for k, v in metrics(task, test.logits, test.targets).items() if k != "loss"

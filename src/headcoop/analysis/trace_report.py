@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import torch
 from transformer_lens import HookedTransformer
 
-from headcoop.analysis.decomposition import head_input, qk_svd, score_terms, sparsity
+from headcoop.analysis.decomposition import qk_svd, sparsity
 from headcoop.analysis.tracing import (
     SHARE,
     Trace,
@@ -63,7 +63,7 @@ def trace_checkpoint(
     else:
         examples = task.split("test")[:prompts]
         found = trace(model, task, examples, share=share)
-        terms = firing_terms(model, task, examples, found)
+        terms = firing_terms(found)
         summary["sparsity"] = _sparsity_stats(terms, ["firing"])
         graph = found.graph()
         effects = pd.DataFrame(
@@ -100,24 +100,15 @@ def token_pair_terms(model: HookedTransformer, task: Task) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def firing_terms(
-    model: HookedTransformer, task: Task, examples: torch.Tensor, found: Trace
-) -> pd.DataFrame:
+def firing_terms(found: Trace) -> pd.DataFrame:
     """The component terms of every traced firing, with the selected ones marked."""
-    _, cache = model.run_with_cache(task.sequences(examples).tokens)
-    inputs = {layer: head_input(model, cache, layer) for layer in range(model.cfg.n_layers)}
-    rows = []
-    for index, record in enumerate(found.firings):
-        layer, head = record["layer"], record["head"]
-        svd = qk_svd(model, layer, head)
-        x = inputs[layer][record["prompt"]]
-        terms = score_terms(svd, x[record["query_pos"]], x[record["key_pos"]])
-        for k, term in enumerate(terms.tolist()):
-            rows.append(
-                {**{f: record[f] for f in ("prompt", "layer", "head", "query_pos", "key_pos")},
-                 "firing": index, "component": k, "sigma": float(svd.S[k]), "term": term,
-                 "selected": k in record["components"]}
-            )  # fmt: skip
+    position = ("prompt", "layer", "head", "query_pos", "key_pos")
+    rows = [
+        {**{f: record[f] for f in position}, "firing": index, "component": k, "sigma": sigma,
+         "term": term, "selected": k in record["components"]}
+        for index, record in enumerate(found.firings)
+        for k, (term, sigma) in enumerate(zip(record["terms"], record["sigma"], strict=True))
+    ]  # fmt: skip
     return pd.DataFrame(rows)
 
 

@@ -48,7 +48,8 @@ class Trace:
 
     Attributes:
         firings: one record per traced firing: prompt, layer, head, query and key position,
-            score, the selected components and their number (the sparsity).
+            score, the selected components and their number (the sparsity), every
+            component's term and singular value.
         edges: (source, (layer, head), side) -> (firing index, contribution) for each firing
             of the target head where the source was kept.
         components: the same keys -> how often each component was selected.
@@ -163,6 +164,8 @@ def _trace_firing(
             "score": float(terms.sum()),
             "components": torch.nonzero(chosen).flatten().tolist(),
             "sparsity": int(chosen.sum()),
+            "terms": terms.tolist(),
+            "sigma": svd.S.tolist(),
         }
     )
     sources = run.sources(layer)
