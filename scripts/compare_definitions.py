@@ -3,7 +3,8 @@ ablation with the direct path kept, seed by seed.
 
 Trains (or reads from the figures cache) the main models of `make figures` and prints, for
 each seed, how many single heads and pairs are above chance in answer l-acc and perfect in
-[EOS] l-acc under each definition, and the direct path's size.
+[EOS] l-acc and how many answer one class almost always, under each definition, and the direct
+path's size.
 
     python scripts/compare_definitions.py [--cache runs/figures] [--quick]
 """
@@ -19,28 +20,22 @@ def main() -> None:
     args = parser.parse_args()
 
     from headcoop.metrics.attribution import SUFFIX
-    from headcoop.metrics.classes import CHANCE_MARGIN
     from headcoop.paper.compute import FigureData
     from headcoop.paper.plan import FigurePlan
+    from headcoop.paper.summary import l_acc_counts
 
     plan = FigurePlan.quick() if args.quick else FigurePlan.paper()
     data = FigureData(plan, args.cache, progress=True)
-    report = {}
     for seed in plan.main_seeds:
         found = data.analysis(seed)
-        heads, pairs, summary = found["heads"], found["pairs"], found["summary"]
-        chance = summary["majority_share"]
+        summary = found["summary"]
+        shares = list(summary["class_shares"].values())
         row = {"classes": summary["classes"], "direct_path": summary["direct_path"]}
         for name, suffix in SUFFIX.items():
-            row[name] = {
-                "single_heads_above_chance": int(
-                    (heads[f"l_acc{suffix}"] > chance + CHANCE_MARGIN).sum()
-                ),
-                "pairs_above_chance": int((pairs[f"l_acc{suffix}"] > chance + CHANCE_MARGIN).sum()),
-                "eos_perfect_single_heads": int((heads[f"eos_l_acc{suffix}"] >= 1.0).sum()),
-                "eos_perfect_pairs": int((pairs[f"eos_l_acc{suffix}"] >= 1.0).sum()),
-            }
-        report[seed] = row
+            counts = l_acc_counts(
+                found["heads"], found["pairs"], summary["majority_share"], shares, suffix
+            )
+            row[name] = {key.removesuffix(suffix): n for key, n in counts.items()}
         print(f"seed {seed}: {json.dumps(row)}")
 
 

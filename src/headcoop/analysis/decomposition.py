@@ -147,9 +147,16 @@ def firings(
     scores: Float[torch.Tensor, "batch query_pos key_pos"],
 ) -> Int[torch.Tensor, "firing 3"]:
     """(batch, query, key) of every score where the head fires (`FIRING_PATTERN`)."""
+    return torch.nonzero(fires(pattern, scores))
+
+
+def fires(
+    pattern: Float[torch.Tensor, "*query key_pos"], scores: Float[torch.Tensor, "*query key_pos"]
+) -> Bool[torch.Tensor, "*query key_pos"]:
+    """Where a head fires: attention of at least `FIRING_PATTERN` with a non-negative score,
+    on any key but the first position."""
     keys = torch.arange(pattern.shape[-1])
-    fire = (pattern >= FIRING_PATTERN) & (scores >= 0) & (keys >= 1)
-    return torch.nonzero(fire)
+    return (pattern >= FIRING_PATTERN) & (scores >= 0) & (keys >= 1)
 
 
 def residual_sources(

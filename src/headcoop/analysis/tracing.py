@@ -23,10 +23,10 @@ from jaxtyping import Float, Int
 from transformer_lens import ActivationCache, HookedTransformer
 
 from headcoop.analysis.decomposition import (
-    FIRING_PATTERN,
     QKSVD,
     augmented_qk,
     contributions,
+    fires,
     firings,
     head_input,
     qk_svd,
@@ -186,9 +186,9 @@ def _recurse(
 ) -> None:
     """Trace an upstream head's own firing at ``position``, if it fires there."""
     row = run.cache[f"blocks.{layer}.attn.hook_pattern"][b, head, position]
+    scores = run.cache[f"blocks.{layer}.attn.hook_attn_scores"][b, head, position]
     j = int(row.argmax())
-    score = run.cache[f"blocks.{layer}.attn.hook_attn_scores"][b, head, position, j]
-    if row[j] >= FIRING_PATTERN and score >= 0 and j >= 1:
+    if fires(row, scores)[j]:
         _trace_firing(run, layer, head, (b, position, j), share, result)
 
 

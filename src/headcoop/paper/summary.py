@@ -63,14 +63,14 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
     }
     shares = list(first["summary"]["class_shares"].values())
     for suffix in SUFFIX.values():
-        summary |= _l_acc_counts(heads, pairs, chance, shares, suffix)
+        summary |= l_acc_counts(heads, pairs, chance, shares, suffix)
     if "subsets" in first:
         by_size = first["subsets"].groupby("size")[["s_acc", "roc_auc", "l_acc"]].mean()
         summary["subset_means_by_size"] = json.loads(by_size.to_json(orient="index"))
     return summary
 
 
-def _l_acc_counts(
+def l_acc_counts(
     heads: pd.DataFrame, pairs: pd.DataFrame, chance: float, shares: list[float], suffix: str
 ) -> dict[str, int]:
     """The counts that rest on l-acc, under the definition that ``suffix`` names."""
