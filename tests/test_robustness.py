@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from headcoop.cli import build_parser, main
-from headcoop.config import ModelConfig, TrainConfig
+from headcoop.config import ModelConfig
 from headcoop.engine.bags import evaluate
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
@@ -161,9 +161,3 @@ def test_table_figures_are_tall_enough_for_every_row():
 
 def _must_not_run(*args, **kwargs):
     raise AssertionError("work started before the output place was checked")
-
-
-def test_train_config_is_checked_before_a_run_directory_is_made(tmp_path):
-    with pytest.raises(HeadcoopError):
-        TrainConfig(lr=-1.0)
-    assert not any(tmp_path.iterdir())
