@@ -1,11 +1,10 @@
 import json
-import warnings
 
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
-from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from headcoop.compat import TL_VERSION, new_model, parameters
 from headcoop.config import ModelConfig
 from headcoop.engine.bags import predict
 from headcoop.errors import HeadcoopError
@@ -30,27 +29,42 @@ def test_round_trip_gives_the_same_model_and_metadata(saved, task):
     assert not model.pos_embed.W_pos.requires_grad
 
 
+def plain_transformer_lens_model(kwargs, state):
+    """The model that TransformerLens's own API builds from a checkpoint's config and weights."""
+    if TL_VERSION[0] == 3:
+        import transformer_lens as tl
+
+        model = tl.HookedTransformer(tl.HookedTransformerConfig(**kwargs))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        assert not unexpected and all(k.endswith((".mask", ".IGNORE")) for k in missing)
+        return model
+    from transformer_lens import TransformerBridge, TransformerBridgeConfig
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+    model = TransformerBridge.boot_native(TransformerBridgeConfig(**kwargs))
+    model.load_state_dict(convert_tl_checkpoint(state, model.cfg), strict=True)
+    return model
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_plain_transformer_lens_reads_the_checkpoint(saved):
     path, original = saved
     config = json.loads((path / "config.json").read_text())
     assert config["task"]["vocab"] == list(Count01().vocab)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        model = HookedTransformer(HookedTransformerConfig(**config["model"]))
-    model.load_state_dict(load_file(path / "model.safetensors"), strict=True)
+    model = plain_transformer_lens_model(config["model"], load_file(path / "model.safetensors"))
     tokens = Count01().bags(torch.tensor([[3, 5, 2]])).tokens
     assert torch.equal(model(tokens), original(tokens))
 
 
 def test_a_checkpoint_written_by_another_program_loads(tmp_path):
+    """Weights as TransformerLens itself saves them: 3.x's state dict holds buffers too."""
     kwargs = ModelConfig(d_model=6, n_heads=2, d_head=3, layernorm=False).hooked_kwargs(8)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        foreign = HookedTransformer(HookedTransformerConfig(**kwargs))
+    foreign = new_model(kwargs)
     foreign.pos_embed.W_pos.data.zero_()
     (tmp_path / "config.json").write_text(json.dumps({"model": kwargs, "task": META["task"]}))
+    state = foreign.state_dict() if TL_VERSION[0] == 3 else parameters(foreign)
     save_file(
-        {k: v.contiguous() for k, v in foreign.state_dict().items()}, tmp_path / "model.safetensors"
+        {k: v.detach().contiguous() for k, v in state.items()}, tmp_path / "model.safetensors"
     )
     model, _ = load_checkpoint(tmp_path)
     assert model.cfg.d_model == 6

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from headcoop.cli import main
+from headcoop.compat import attention_scores, load_parameters, parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.decomposition import (  # the public entry point the method is used by
     all_pair_terms,
@@ -34,10 +35,13 @@ def random_model(layernorm: bool, dtype: torch.dtype = torch.float32, seed: int 
                       layernorm=layernorm, n_ctx=32)  # fmt: skip
     model = build_model(cfg, d_vocab=11, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name.split(".")[-1] in ("b_Q", "b_K", "b_V", "b_O", "b", "w", "W_pos"):
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.5 + (name.endswith(".w")))
+    state = {
+        name: torch.randn(param.shape, generator=gen) * 0.5 + name.endswith(".w")
+        if name.split(".")[-1] in ("b_Q", "b_K", "b_V", "b_O", "b", "w", "W_pos")
+        else param
+        for name, param in parameters(model).items()
+    }
+    load_parameters(model, state)
     model.to(dtype)
     model.cfg.dtype = dtype
     return model
@@ -56,7 +60,7 @@ def test_terms_add_up_to_the_attention_scores(layernorm, dtype, tolerance):
             svd = qk_svd(model, layer, head)
             assert svd.S.shape == (4,) and (svd.S[:-1] >= svd.S[1:]).all()
             scores = all_pair_terms(svd, x).sum(-1)  # [batch query key]
-            expected = cache[f"blocks.{layer}.attn.hook_attn_scores"][:, head] * svd.attn_scale
+            expected = attention_scores(cache, layer, svd.attn_scale)[:, head] * svd.attn_scale
             assert (scores - expected)[:, causal].abs().max() < tolerance * expected.abs().max()
 
 

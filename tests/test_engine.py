@@ -70,7 +70,7 @@ def test_bags_would_be_wrong_for_two_layers():
     counts = Count01().split("test")[:20]
     bags = Count01().bags(counts)
     hooks = [
-        (f"blocks.{layer}.attn.hook_attn_scores", multiplicity_hook(bags.multiplicity))
+        (f"blocks.{layer}.attn.hook_pattern", multiplicity_hook(bags.multiplicity))
         for layer in range(2)
     ]
     with model.hooks(fwd_hooks=hooks):

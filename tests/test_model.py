@@ -4,6 +4,7 @@ import sys
 import pytest
 import torch
 
+from headcoop.compat import parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
@@ -29,10 +30,10 @@ def test_same_seed_same_weights_and_global_rng_untouched():
     torch.manual_seed(123)
     before = torch.rand(1)
     torch.manual_seed(123)
-    a = build_model(ModelConfig(), d_vocab=8, seed=7).state_dict()
+    a = parameters(build_model(ModelConfig(), d_vocab=8, seed=7))
     assert torch.equal(torch.rand(1), before)
-    b = build_model(ModelConfig(), d_vocab=8, seed=7).state_dict()
-    c = build_model(ModelConfig(), d_vocab=8, seed=8).state_dict()
+    b = parameters(build_model(ModelConfig(), d_vocab=8, seed=7))
+    c = parameters(build_model(ModelConfig(), d_vocab=8, seed=8))
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["blocks.0.attn.W_Q"], c["blocks.0.attn.W_Q"])
 

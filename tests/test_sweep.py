@@ -8,6 +8,7 @@ import torch
 
 import headcoop.training.sweep as sweep
 from headcoop.analysis.heads import SetMeasure
+from headcoop.compat import parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import evaluate
 from headcoop.errors import HeadcoopError
@@ -39,7 +40,7 @@ def test_an_interrupted_stack_resumes_to_the_same_weights(task, tmp_path, monkey
     monkeypatch.setattr(sweep, "save_stack", real_save)
     resumed = train_stack(task, EXPERIMENTS, cfg, tmp_path / "cut.safetensors", save_every=1)
     for a, b in zip(whole, resumed, strict=True):
-        for (name, p), q in zip(a.named_parameters(), b.parameters(), strict=True):
+        for (name, p), q in zip(parameters(a).items(), parameters(b).values(), strict=True):
             assert torch.equal(p, q), name
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import headcoop.training.checkpoint as checkpoint_module
+from headcoop.compat import parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import evaluate
 from headcoop.errors import HeadcoopError
@@ -16,7 +17,7 @@ SMALL = ModelConfig(d_model=8, n_heads=4, d_head=2)
 
 
 def weights(model):
-    return {k: v.clone() for k, v in model.state_dict().items()}
+    return {k: v.clone() for k, v in parameters(model).items()}
 
 
 def same(a, b):
@@ -99,8 +100,8 @@ def test_stacked_models_train_like_a_model_alone(task):
     alone = train(task, SMALL, cfg)
     models = [build_model(SMALL, 8, seed=0), build_model(SMALL, 8, seed=1)]
     train_models(task, models, cfg)
-    stacked, other = models[0].state_dict(), models[1].state_dict()
-    for name, value in alone.state_dict().items():
+    stacked, other = parameters(models[0]), parameters(models[1])
+    for name, value in parameters(alone).items():
         assert torch.allclose(stacked[name], value, atol=1e-5), name
     assert not torch.allclose(other["blocks.0.attn.W_Q"], stacked["blocks.0.attn.W_Q"])
 
@@ -115,11 +116,11 @@ def test_training_on_full_sequences_matches_training_on_bags():
     on_bags, on_sequences = build_model(SMALL, 8, seed=0), build_model(SMALL, 8, seed=0)
     train_models(short_task(), [on_bags], cfg)
     train_models(short_task(), [on_sequences], cfg, mode="full")
-    for name, value in on_bags.state_dict().items():
+    for name, value in parameters(on_bags).items():
         # b_K shifts every key score of a query equally, so its true gradient is zero and Adam
         # turns rounding noise into steps; it cannot change any output.
         if name != "blocks.0.attn.b_K":
-            assert torch.allclose(on_sequences.state_dict()[name], value, atol=1e-4), name
+            assert torch.allclose(parameters(on_sequences)[name], value, atol=1e-4), name
 
 
 def test_models_without_bags_train_on_full_sequences():

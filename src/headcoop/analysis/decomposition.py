@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
-from transformer_lens import ActivationCache, FactoredMatrix, HookedTransformer
+from transformer_lens import ActivationCache, FactoredMatrix
 
-from headcoop.model import attention_scale
+from headcoop.compat import Model, attention_scale
 
 FIRING_PATTERN = 0.5
 """A head *fires* from query i to key j when it puts at least this much attention on j (with a
@@ -53,7 +53,7 @@ class QKSVD:
 
 
 def augmented_qk(
-    model: HookedTransformer, layer: int, head: int
+    model: Model, layer: int, head: int
 ) -> tuple[Float[torch.Tensor, "d_in d_head"], Float[torch.Tensor, "d_in d_head"]]:
     """The query and key maps over [x; 1]: [W_Q; b_Q] and [W_K; b_K], with the layer's
     LayerNorm weight and bias folded in (x is then the normalised residual)."""
@@ -67,7 +67,7 @@ def augmented_qk(
     return maps[0], maps[1]
 
 
-def qk_svd(model: HookedTransformer, layer: int, head: int) -> QKSVD:
+def qk_svd(model: Model, layer: int, head: int) -> QKSVD:
     """The SVD of the head's augmented query-key matrix, through TransformerLens's
     `FactoredMatrix` (the d_in x d_in matrix is never formed)."""
     query_map, key_map = augmented_qk(model, layer, head)
@@ -76,7 +76,7 @@ def qk_svd(model: HookedTransformer, layer: int, head: int) -> QKSVD:
 
 
 def head_input(
-    model: HookedTransformer, cache: ActivationCache, layer: int
+    model: Model, cache: ActivationCache, layer: int
 ) -> Float[torch.Tensor, "batch pos d_in"]:
     """What the layer's heads read, extended by a constant 1: [x; 1]."""
     name = "ln1.hook_normalized" if model.cfg.normalization_type is not None else "hook_resid_pre"
@@ -160,7 +160,7 @@ def fires(
 
 
 def residual_sources(
-    model: HookedTransformer, cache: ActivationCache, layer: int
+    model: Model, cache: ActivationCache, layer: int
 ) -> dict[str, Float[torch.Tensor, "batch pos d_in"]]:
     """The parts of layer ``layer``'s head input [x; 1] by source: the token and positional
     embeddings, each earlier head's output (``L{l}H{h}``), each earlier attention bias

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 from jaxtyping import Bool, Float
-from transformer_lens import HookedTransformer
 
+from headcoop.compat import Model
 from headcoop.engine.bags import metrics
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
@@ -88,7 +88,7 @@ class HeadAnalysis:
 
 
 def analyze(
-    model: HookedTransformer | str | Path,
+    model: Model | str | Path,
     task: Task | None = None,
     subsets: bool = True,
     progress: bool = False,
@@ -258,8 +258,8 @@ class SetMeasure:
         return [(k, r) for k, r in enumerate(self.task.readouts) if k != self.decision]
 
 
-def _resolve(model: HookedTransformer | str | Path, task: Task | None) -> tuple:
-    if isinstance(model, HookedTransformer):
+def _resolve(model: Model | str | Path, task: Task | None) -> tuple:
+    if isinstance(model, Model):
         if task is None:
             raise HeadcoopError("analyze needs a task for a model object")
         return model, task

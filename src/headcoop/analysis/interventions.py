@@ -10,9 +10,9 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 
 from headcoop.analysis.heads import SetMeasure
+from headcoop.compat import Model
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.attention import fixed_attention_hook
 from headcoop.metrics.cache import collect
@@ -23,7 +23,7 @@ RATIO_GRID = tuple(10 ** (k / 4) for k in range(-12, 13))
 
 
 def attention_sweep(
-    model: HookedTransformer,
+    model: Model,
     task: Task,
     settings: list[dict[str, float]],
     progress: bool = False,
@@ -50,7 +50,7 @@ def attention_sweep(
 
 
 def intervention_curves(
-    model: HookedTransformer,
+    model: Model,
     task: Task,
     ratios: tuple[float, ...] = RATIO_GRID,
     progress: bool = False,

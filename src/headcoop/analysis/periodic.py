@@ -26,9 +26,9 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from transformer_lens import HookedTransformer
 
 from headcoop.analysis.successor import domain_scores, effective_ov, head_inputs
+from headcoop.compat import Model
 
 MODULI = (2, 5, 7, 10, 12)
 
@@ -130,7 +130,7 @@ def residue_means(x: Float[torch.Tensor, "number d_model"], k: int) -> torch.Ten
 
 @torch.no_grad()
 def ablation_importance(
-    model: HookedTransformer,
+    model: Model,
     number_ids: torch.Tensor,
     features: Float[torch.Tensor, "feature d_model"],
     path: tuple[tuple[int, int], ...],
@@ -147,16 +147,14 @@ def ablation_importance(
     return drops
 
 
-def _number_score(
-    model: HookedTransformer, x: torch.Tensor, ids: torch.Tensor, path: tuple
-) -> float:
+def _number_score(model: Model, x: torch.Tensor, ids: torch.Tensor, path: tuple) -> float:
     logits = effective_ov(model, x, ids, path).AB
     return float(domain_scores(logits, cyclic=False).mean())
 
 
 @torch.no_grad()
 def steer(
-    model: HookedTransformer,
+    model: Model,
     number_ids: torch.Tensor,
     path: tuple[tuple[int, int], ...],
     k: int = 10,

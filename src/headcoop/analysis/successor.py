@@ -19,7 +19,9 @@ from typing import Any
 import pandas as pd
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import FactoredMatrix, HookedTransformer
+from transformer_lens import FactoredMatrix
+
+from headcoop.compat import Model
 
 SUCCESSOR_THRESHOLD = 0.4
 """A head whose pooled succession score reaches this is a successor head (the bound a public
@@ -27,7 +29,7 @@ re-implementation of the method uses; the paper's own is not stated)."""
 
 
 def head_inputs(
-    model: HookedTransformer, token_ids: Int[torch.Tensor, " token"], layer: int = 0
+    model: Model, token_ids: Int[torch.Tensor, " token"], layer: int = 0
 ) -> Float[torch.Tensor, "token d_model"]:
     """What a layer-0 head reads for each token on its own: the embedding, plus the mean
     positional embedding where positions are learned, through the layer's LayerNorm."""
@@ -42,7 +44,7 @@ def head_inputs(
 
 
 def effective_ov(
-    model: HookedTransformer,
+    model: Model,
     inputs: Float[torch.Tensor, "row d_model"],
     columns: Int[torch.Tensor, " column"],
     path: tuple[tuple[int, int], ...],
@@ -71,7 +73,7 @@ def domain_scores(
     return (logits[:asked].argmax(-1) == following).float()
 
 
-def paths(model: HookedTransformer) -> list[tuple[tuple[int, int], ...]]:
+def paths(model: Model) -> list[tuple[tuple[int, int], ...]]:
     """Every head of every layer on its own, and in a model with two or more layers every
     virtual path from a layer-0 head through a layer-1 head."""
     single = [
@@ -85,7 +87,7 @@ def paths(model: HookedTransformer) -> list[tuple[tuple[int, int], ...]]:
 
 @torch.no_grad()
 def succession_scores(
-    model: HookedTransformer,
+    model: Model,
     task: Any,
     inputs: Float[torch.Tensor, "d_vocab d_model"] | None = None,
 ) -> pd.DataFrame:

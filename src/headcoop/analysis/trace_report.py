@@ -18,7 +18,6 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 import torch
-from transformer_lens import HookedTransformer
 
 from headcoop.analysis.decomposition import qk_svd, sparsity
 from headcoop.analysis.tracing import (
@@ -29,6 +28,7 @@ from headcoop.analysis.tracing import (
     token_inputs,
     trace,
 )
+from headcoop.compat import Model
 from headcoop.engine.bags import bag_exact
 from headcoop.files import write_atomic
 from headcoop.runinfo import machine
@@ -82,7 +82,7 @@ def trace_checkpoint(
     return summary
 
 
-def token_pair_terms(model: HookedTransformer, task: Task) -> pd.DataFrame:
+def token_pair_terms(model: Model, task: Task) -> pd.DataFrame:
     """Each head's score of every query token on every key token, split by component
     (position-free one-layer models, where that is all a score depends on)."""
     x = token_inputs(model)  # [vocab d_in]
@@ -112,7 +112,7 @@ def firing_terms(found: Trace) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ratio_summary(ratios: pd.DataFrame, model: HookedTransformer, task: Task) -> dict[str, Any]:
+def ratio_summary(ratios: pd.DataFrame, model: Model, task: Task) -> dict[str, Any]:
     """Per head and ratio: how many components carry the log ratio and the largest one's
     share; and their means over successful, mixed and failed heads."""
     from headcoop.analysis.heads import analyze

@@ -20,7 +20,6 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import ActivationCache, HookedTransformer
 
 from headcoop.analysis.decomposition import (
     QKSVD,
@@ -35,6 +34,7 @@ from headcoop.analysis.decomposition import (
     selected_components,
     strongest,
 )
+from headcoop.compat import Model, attention_scale, attention_scores, score_hooks
 from headcoop.tasks.base import Task
 
 SHARE = 0.7
@@ -94,14 +94,15 @@ class Trace:
 
 class _Run:
     """One forward pass over the prompts, with what tracing reads from it computed once: each
-    head's SVD, each layer's head input and sources."""
+    head's SVD, each layer's head input, sources and attention scores."""
 
-    def __init__(self, model: HookedTransformer, tokens: torch.Tensor) -> None:
+    def __init__(self, model: Model, tokens: torch.Tensor) -> None:
         self.model = model
         self.logits, self.cache = model.run_with_cache(tokens)
         self._svd: dict[tuple[int, int], QKSVD] = {}
         self._inputs: dict[int, torch.Tensor] = {}
         self._sources: dict[int, dict[str, torch.Tensor]] = {}
+        self._scores: dict[int, torch.Tensor] = {}
 
     def svd(self, layer: int, head: int) -> QKSVD:
         if (layer, head) not in self._svd:
@@ -118,10 +119,16 @@ class _Run:
             self._sources[layer] = residual_sources(self.model, self.cache, layer)
         return self._sources[layer]
 
+    def scores(self, layer: int) -> Float[torch.Tensor, "batch head query key"]:
+        if layer not in self._scores:
+            scale = attention_scale(self.model, layer)
+            self._scores[layer] = attention_scores(self.cache, layer, scale)
+        return self._scores[layer]
+
 
 @torch.no_grad()
 def trace(
-    model: HookedTransformer,
+    model: Model,
     task: Task,
     examples: torch.Tensor,
     layer: int | None = None,
@@ -135,16 +142,11 @@ def trace(
     result = Trace()
     scored = set(batch.read_pos[0].tolist())
     for head in range(model.cfg.n_heads):
-        for b, i, j in _head_firings(run.cache, layer, head).tolist():
+        pattern = run.cache[f"blocks.{layer}.attn.hook_pattern"][:, head]
+        for b, i, j in firings(pattern, run.scores(layer)[:, head]).tolist():
             if i in scored:
                 _trace_firing(run, layer, head, (b, i, j), share, result)
     return result
-
-
-def _head_firings(cache: ActivationCache, layer: int, head: int) -> torch.Tensor:
-    pattern = cache[f"blocks.{layer}.attn.hook_pattern"][:, head]
-    scores = cache[f"blocks.{layer}.attn.hook_attn_scores"][:, head]
-    return firings(pattern, scores)
 
 
 def _trace_firing(
@@ -186,7 +188,7 @@ def _recurse(
 ) -> None:
     """Trace an upstream head's own firing at ``position``, if it fires there."""
     row = run.cache[f"blocks.{layer}.attn.hook_pattern"][b, head, position]
-    scores = run.cache[f"blocks.{layer}.attn.hook_attn_scores"][b, head, position]
+    scores = run.scores(layer)[b, head, position]
     j = int(row.argmax())
     if fires(row, scores)[j]:
         _trace_firing(run, layer, head, (b, position, j), share, result)
@@ -212,7 +214,7 @@ def _node(name: str, offsets: list[int]) -> dict[str, Any]:
 
 @torch.no_grad()
 def intervene(
-    model: HookedTransformer,
+    model: Model,
     task: Task,
     examples: torch.Tensor,
     found: Trace,
@@ -275,7 +277,7 @@ def _remove(
     directions from what the target head reads on ``side`` at the firing's position (LayerNorm
     scale held). All firings run as one batch, one edited prompt a row. Returns the mean change
     of the target score and of the logit margin at the query position."""
-    model, cache = run.model, run.cache
+    model = run.model
     layer, head = target
     svd = run.svd(layer, head)
     query_map, key_map = augmented_qk(model, layer, head)
@@ -301,23 +303,24 @@ def _remove(
     rows_t, queries_t, keys_t = torch.tensor(rows), torch.tensor(queries), torch.tensor(keys)
     shift = torch.stack(shifts)  # [case d_head]
     hook_name = f"blocks.{layer}.attn.hook_{'q' if side == 'query' else 'k'}"
-    scores = {}
 
     def edit(activation: torch.Tensor, hook: Any) -> torch.Tensor:
         activation = activation.clone()
         activation[n, torch.tensor(positions), head] += shift
         return activation
 
-    def keep_scores(value: torch.Tensor, hook: Any) -> None:
-        scores["edited"] = value[n, head, queries_t, keys_t]
-
-    hooks = [(hook_name, edit), (f"blocks.{layer}.attn.hook_attn_scores", keep_scores)]
-    logits = model.run_with_hooks(batch.tokens[rows_t], fwd_hooks=hooks)[n, queries_t]
+    with model.hooks(fwd_hooks=[(hook_name, edit)]):
+        logits, edited = model.run_with_cache(
+            batch.tokens[rows_t], names_filter=list(score_hooks(layer))
+        )
+    logits = logits[n, queries_t]
+    scale = attention_scale(model, layer)
+    edited_scores = attention_scores(edited, layer, scale)[n, head, queries_t, keys_t]
     clean_logits = run.logits[rows_t, queries_t]
-    clean_scores = cache[f"blocks.{layer}.attn.hook_attn_scores"][rows_t, head, queries_t, keys_t]
+    clean_scores = run.scores(layer)[rows_t, head, queries_t, keys_t]
     target_t = torch.tensor(targets)
     margin_change = _margin(logits, target_t) - _margin(clean_logits, target_t)
-    return float((scores["edited"] - clean_scores).mean()), float(margin_change.mean())
+    return float((edited_scores - clean_scores).mean()), float(margin_change.mean())
 
 
 def _margin(
@@ -329,7 +332,7 @@ def _margin(
     return correct - others.amax(-1)
 
 
-def ratio_components(model: HookedTransformer, task: Task) -> list[dict[str, Any]]:
+def ratio_components(model: Model, task: Task) -> list[dict[str, Any]]:
     """For position-free one-layer models: each singular component's part of each head's
     logarithmic attention ratios (Count01: log w01 and log w02 at '=').
 
@@ -359,7 +362,7 @@ def ratio_components(model: HookedTransformer, task: Task) -> list[dict[str, Any
     return rows
 
 
-def token_inputs(model: HookedTransformer) -> Float[torch.Tensor, "d_vocab d_in"]:
+def token_inputs(model: Model) -> Float[torch.Tensor, "d_vocab d_in"]:
     """[x; 1] of each token standing alone at position 0 (position-free models)."""
     tokens = torch.arange(model.cfg.d_vocab)[:, None]
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.0."))

@@ -2,33 +2,35 @@
 
 Bag compression: with no positional information and a single attention layer, a token's key,
 value and query depend on the token alone, so attention from a query over its prefix only sees
-how many times each token type occurs. Attending over one position per type, with log(count)
-added to that key's score, gives the same output:
+how many times each token type occurs. Attending over one position per type, with that key's
+softmax weight p_t multiplied by its count c_t and renormalised, gives the same output:
 
-    sum_t c_t exp(s_t) v_t / sum_t c_t exp(s_t) = softmax(s_t + log c_t) . v_t
+    sum_t c_t exp(s_t) v_t / sum_t c_t exp(s_t) = sum_t (p_t c_t / sum_u p_u c_u) v_t
 
-The model is run unchanged; one hook on ``blocks.0.attn.hook_attn_scores`` adds the log counts
-(log 0 = -inf removes a type). Only the scored positions' outputs are meaningful.
+The model is run unchanged; one hook on ``blocks.0.attn.hook_pattern`` reweights the pattern
+(a count of 0 removes a type). The pattern, not the scores, because it is the hook that
+transformer-lens 3 and 4 both let us edit (4.x's ``hook_attn_scores`` fires after the softmax).
+Only the scored positions' outputs are meaningful.
 """
 
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
+from headcoop.compat import Model
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Task, read_names
 
 Hook = tuple[str | Callable[[str], bool], Callable]
-SCORES_HOOK = "blocks.0.attn.hook_attn_scores"
+PATTERN_HOOK = "blocks.0.attn.hook_pattern"
 # Full sequences are batched so that one attention tensor [batch, head, pos, pos] stays below
 # this many floats (about 256 MB).
 FULL_ATTENTION_BUDGET = 64 * 2**20
 
 
-def bag_exact(model: HookedTransformer) -> bool:
+def bag_exact(model: Model) -> bool:
     """Whether bag compression reproduces ``model`` exactly at the scored positions.
 
     It does for causal models with one attention layer (an MLP after it is fine) and no
@@ -46,24 +48,26 @@ def bag_exact(model: HookedTransformer) -> bool:
 def multiplicity_hook(
     multiplicity: Float[torch.Tensor, "batch pos"],
 ) -> Callable[[torch.Tensor, HookPoint], torch.Tensor]:
-    """A hook on attention scores that makes each key position count ``multiplicity`` times."""
-    log_mult = multiplicity.log()[:, None, None, :]  # [batch 1 1 key_pos]
+    """A hook on the attention pattern that makes each key position count ``multiplicity``
+    times."""
+    weight = multiplicity[:, None, None, :]  # [batch 1 1 key_pos]
 
-    def add_log_multiplicity(
-        scores: Float[torch.Tensor, "batch head_index query_pos key_pos"], hook: HookPoint
+    def reweight(
+        pattern: Float[torch.Tensor, "batch head_index query_pos key_pos"], hook: HookPoint
     ) -> Float[torch.Tensor, "batch head_index query_pos key_pos"]:
-        return scores + log_mult
+        weighted = pattern * weight
+        return weighted / weighted.sum(-1, keepdim=True)
 
-    return add_log_multiplicity
+    return reweight
 
 
 def read_logits(
-    model: HookedTransformer, batch: Batch, fwd_hooks: Sequence[Hook] = ()
+    model: Model, batch: Batch, fwd_hooks: Sequence[Hook] = ()
 ) -> Float[torch.Tensor, "batch read d_vocab"]:
     """Logits at the batch's scored positions, optionally with extra forward hooks.
 
-    A bag batch adds the multiplicity hook before ``fwd_hooks``, so hooks on the attention
-    pattern see the compressed pattern: the total attention mass on each token type.
+    A bag batch adds the multiplicity hook before ``fwd_hooks``, so their hooks on the
+    attention pattern see the compressed pattern: the total attention mass on each token type.
     """
     hooks = list(fwd_hooks)
     if batch.is_bag:
@@ -72,7 +76,7 @@ def read_logits(
                 "bag compression is not exact for this model (it needs one attention layer and "
                 "no positional embedding): run full sequences instead"
             )
-        hooks.insert(0, (SCORES_HOOK, multiplicity_hook(batch.multiplicity)))
+        hooks.insert(0, (PATTERN_HOOK, multiplicity_hook(batch.multiplicity)))
     with model.hooks(fwd_hooks=hooks):
         logits = model(batch.tokens)  # [batch pos d_vocab]
     index = batch.read_pos[:, :, None].expand(-1, -1, logits.shape[-1])
@@ -93,7 +97,7 @@ def batch_loss(
     return (log_z - logits.gather(1, targets[:, None])[:, 0]).mean()
 
 
-def use_bags(model: HookedTransformer, task: Task, mode: str = "auto") -> bool:
+def use_bags(model: Model, task: Task, mode: str = "auto") -> bool:
     """Resolve ``mode`` ('auto', 'bag' or 'full') to whether batches are bags."""
     if mode not in ("auto", "bag", "full"):
         raise HeadcoopError(f"mode must be 'auto', 'bag' or 'full', got {mode!r}")
@@ -138,7 +142,7 @@ def iter_batches(
         start = stop
 
 
-def check_lengths(model: HookedTransformer, task: Task, examples: torch.Tensor) -> None:
+def check_lengths(model: Model, task: Task, examples: torch.Tensor) -> None:
     """Refuse full sequences longer than the model's context, naming the first such example."""
     lengths = task.lengths(examples)
     too_long = torch.nonzero(lengths > model.cfg.n_ctx).flatten()
@@ -151,7 +155,7 @@ def check_lengths(model: HookedTransformer, task: Task, examples: torch.Tensor) 
 
 
 def inference_batches(
-    model: HookedTransformer, task: Task, examples: torch.Tensor, mode: str, batch_size: int
+    model: Model, task: Task, examples: torch.Tensor, mode: str, batch_size: int
 ) -> Iterator[tuple[Int[torch.Tensor, " batch"], Batch]]:
     """Batches for a pass over ``examples``: bags in order where exact, else full sequences
     shortest first (so that each batch pads little), with the indices of each batch."""
@@ -164,7 +168,7 @@ def inference_batches(
 
 @torch.no_grad()
 def predict(
-    model: HookedTransformer,
+    model: Model,
     task: Task,
     examples: torch.Tensor,
     mode: str = "auto",
@@ -178,7 +182,7 @@ def predict(
 
 
 def evaluate(
-    model: HookedTransformer, task: Task, examples: torch.Tensor, mode: str = "auto"
+    model: Model, task: Task, examples: torch.Tensor, mode: str = "auto"
 ) -> dict[str, float]:
     """Accuracy of each scored prediction (argmax over the vocabulary) and the mean loss.
 

@@ -13,11 +13,10 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
-from transformer_lens import HookedTransformer
 
+from headcoop.compat import Model, attention_scale, load_parameters, parameters
 from headcoop.engine.bags import bag_exact
 from headcoop.errors import HeadcoopError
-from headcoop.model import attention_scale
 from headcoop.tasks.base import Batch
 
 Params = dict[str, torch.Tensor]
@@ -61,7 +60,7 @@ class Stack:
     attn_scale: float
 
     @classmethod
-    def of(cls, models: Sequence[HookedTransformer]) -> "Stack":
+    def of(cls, models: Sequence[Model]) -> "Stack":
         """Copy the trainable parameters of ``models`` into stacked leaf tensors.
 
         Models may differ in ``n_heads`` and ``d_model``: smaller ones are padded with zeros to
@@ -77,7 +76,7 @@ class Stack:
         reference = _shared_config(models[0])
         if any(_param_names(m) != names or _shared_config(m) != reference for m in models):
             raise HeadcoopError("stacked models may differ only in n_heads and d_model")
-        states = [m.state_dict() for m in models]
+        states = [{k: v.detach() for k, v in parameters(m).items()} for m in models]
         params = {n: _padded_stack([s[n] for s in states]).requires_grad_(True) for n in names}
         widths = torch.tensor([m.cfg.d_model for m in models])
         if (widths != widths.max()).any() and "ln_final.w" in params:
@@ -86,9 +85,7 @@ class Stack:
 
     @classmethod
     @torch.no_grad()
-    def random(
-        cls, template: HookedTransformer, n_models: int, generator: torch.Generator
-    ) -> "Stack":
+    def random(cls, template: Model, n_models: int, generator: torch.Generator) -> "Stack":
         """``n_models`` freshly initialised models shaped like ``template``.
 
         Draws what TransformerLens's GPT-2 initialisation draws: every ``W_`` matrix from
@@ -118,15 +115,16 @@ class Stack:
             yield Stack(chunk, self.eps, self.attn_scale)
 
     @torch.no_grad()
-    def write_back(self, models: Sequence[HookedTransformer]) -> None:
+    def write_back(self, models: Sequence[Model]) -> None:
         """Write the stacked parameters into ``models`` (the models `of` read), cutting away
         any padding."""
+        stacked = self.trainable()
         for i, model in enumerate(models):
-            state = model.state_dict()
-            model.load_state_dict(
-                {n: p[i][tuple(map(slice, state[n].shape))] for n, p in self.trainable().items()},
-                strict=False,
-            )
+            state = {
+                n: stacked[n][i][tuple(map(slice, v.shape))] if n in stacked else v
+                for n, v in parameters(model).items()
+            }
+            load_parameters(model, state)
 
     def logits(
         self,
@@ -276,12 +274,12 @@ def _padded_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     return out
 
 
-def _shared_config(model: HookedTransformer) -> dict:
+def _shared_config(model: Model) -> dict:
     """The config entries that stacked models must share (all but the padded sizes)."""
     differ = {"n_heads", "d_model", "d_mlp", "initializer_range", "n_params"}
     return {k: v for k, v in model.cfg.to_dict().items() if k not in differ}
 
 
-def _param_names(model: HookedTransformer) -> tuple[str, ...]:
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+def _param_names(model: Model) -> tuple[str, ...]:
+    trainable = {n for n, p in parameters(model).items() if p.requires_grad}
     return tuple(n for n in _MATRICES + _NORMS if n in trainable)

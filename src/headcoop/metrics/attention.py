@@ -13,33 +13,27 @@ from collections.abc import Callable
 
 import torch
 from jaxtyping import Float
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
-from headcoop.engine.bags import SCORES_HOOK
+from headcoop.compat import Model, attention_scale, score_hooks
+from headcoop.compat import attention_scores as scores_of
+from headcoop.engine.bags import PATTERN_HOOK
 from headcoop.tasks.base import Batch
-
-PATTERN_HOOK = "blocks.0.attn.hook_pattern"
 
 
 @torch.no_grad()
 def attention_scores(
-    model: HookedTransformer, query: int, keys: list[int]
+    model: Model, query: int, keys: list[int]
 ) -> Float[torch.Tensor, "head_index key"]:
     """Pre-softmax score of each head from a ``query`` token to each of the ``keys`` tokens,
     read off the model's own forward (position-free models only)."""
-    captured = {}
-
-    def keep(scores: torch.Tensor, hook: HookPoint) -> None:
-        captured["scores"] = scores[0, :, -1, :-1]  # [head key]
-
-    with model.hooks(fwd_hooks=[(SCORES_HOOK, keep)]):
-        model(torch.tensor([[*keys, query]]))
-    return captured["scores"]
+    tokens = torch.tensor([[*keys, query]], device=model.cfg.device)
+    _, cache = model.run_with_cache(tokens, names_filter=list(score_hooks(0)))
+    return scores_of(cache, 0, attention_scale(model))[0, :, -1, :-1]
 
 
 def weight_ratio(
-    model: HookedTransformer, query: int, numerator: int, denominator: int
+    model: Model, query: int, numerator: int, denominator: int
 ) -> Float[torch.Tensor, " head_index"]:
     """How much more each head at ``query`` attends to one ``numerator`` token than to one
     ``denominator`` token (w01 for query '=', numerator '0', denominator '1').

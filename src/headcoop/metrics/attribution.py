@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Bool, Float, Int
-from transformer_lens import HookedTransformer
 
+from headcoop.compat import Model
 from headcoop.metrics.cache import HeadCache
 
 SUBSET_CHUNK = 1024
@@ -41,7 +41,7 @@ SUFFIX = {"paper": "", "direct": "_direct"}
 """Column suffix of a set metric under each definition: ``l_acc`` and ``l_acc_direct``."""
 
 
-def head_unembed(model: HookedTransformer) -> Float[torch.Tensor, "head_index d_head d_vocab"]:
+def head_unembed(model: Model) -> Float[torch.Tensor, "head_index d_head d_vocab"]:
     """w_{i,t}: how head i's output O_i moves logit t (before a final LayerNorm's scale)."""
     W_O, W_U = model.W_O[0], model.W_U  # [head d_head d_model], [d_model d_vocab]
     if _has_final_ln(model):
@@ -51,7 +51,7 @@ def head_unembed(model: HookedTransformer) -> Float[torch.Tensor, "head_index d_
 
 
 def head_weights(
-    model: HookedTransformer, candidates: Int[torch.Tensor, " candidate"] | tuple[int, ...]
+    model: Model, candidates: Int[torch.Tensor, " candidate"] | tuple[int, ...]
 ) -> Float[torch.Tensor, " head_index"]:
     """hw_i: how strongly the output layer reads head i for a choice among ``candidates``
     (token ids), normalised over heads to sum to 1.
@@ -154,7 +154,7 @@ class LogitDecomposition:
         return (self.rest_sq[:, read] + linear + quad + self.eps).sqrt()
 
 
-def decompose(model: HookedTransformer, cache: HeadCache) -> LogitDecomposition:
+def decompose(model: Model, cache: HeadCache) -> LogitDecomposition:
     """Split the cached logits into their parts; see the module docstring for the algebra."""
     b_O, W_U = model.b_O[0].detach(), model.W_U.detach()
     heads = torch.einsum("erhk,hkv->erhv", cache.z, head_unembed(model))
@@ -181,5 +181,5 @@ def decompose(model: HookedTransformer, cache: HeadCache) -> LogitDecomposition:
     )
 
 
-def _has_final_ln(model: HookedTransformer) -> bool:
+def _has_final_ln(model: Model) -> bool:
     return model.cfg.normalization_type is not None

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import torch
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
+from headcoop.compat import Model
 from headcoop.engine.bags import Hook, inference_batches, read_logits
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Task
@@ -45,7 +45,7 @@ class HeadCache:
 
 @torch.no_grad()
 def collect(
-    model: HookedTransformer,
+    model: Model,
     task: Task,
     examples: torch.Tensor,
     mode: str = "auto",

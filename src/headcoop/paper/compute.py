@@ -17,11 +17,11 @@ from typing import Any
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
 from headcoop.analysis.dynamics import random_head_s_acc, trajectory
 from headcoop.analysis.heads import analyze
 from headcoop.analysis.interventions import intervention_curves
+from headcoop.compat import Model
 from headcoop.config import ModelConfig
 from headcoop.engine.bags import evaluate
 from headcoop.files import config_key, write_atomic
@@ -77,7 +77,7 @@ class FigureData:
             )
         return self.main_dir / f"seed_{seed}"
 
-    def main_model(self, seed: int) -> HookedTransformer:
+    def main_model(self, seed: int) -> Model:
         return load_checkpoint(self.main_run(seed))[0]
 
     def analysis(self, seed: int) -> dict[str, Any]:

@@ -7,8 +7,8 @@ caches what they return.
 
 import pandas as pd
 import torch
-from transformer_lens import HookedTransformer
 
+from headcoop.compat import Model
 from headcoop.metrics.attribution import decompose
 from headcoop.metrics.cache import collect
 from headcoop.metrics.classes import labels
@@ -23,7 +23,7 @@ def sample(examples: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
     ]
 
 
-def single_head_logits(model: HookedTransformer, task: Task, n: int) -> pd.DataFrame:
+def single_head_logits(model: Model, task: Task, n: int) -> pd.DataFrame:
     """Each single head's logits (the paper's head-only z_{t,i} + b_t) of the decision's
     candidates and [EOS], at every readout of ``n`` test examples, by current and true next
     token (bag tasks only: the current token is read off the bag)."""
@@ -50,7 +50,7 @@ def single_head_logits(model: HookedTransformer, task: Task, n: int) -> pd.DataF
     return pd.concat(frames, ignore_index=True)
 
 
-def head_output_points(model: HookedTransformer, task: Task, n: int) -> pd.DataFrame:
+def head_output_points(model: Model, task: Task, n: int) -> pd.DataFrame:
     """The first and last coordinate of each head's output at the decision, for ``n``
     examples of the train and of the test split, with their class."""
     frames = []
@@ -67,7 +67,7 @@ def head_output_points(model: HookedTransformer, task: Task, n: int) -> pd.DataF
 
 
 @torch.no_grad()
-def value_vectors(model: HookedTransformer, task: Task, tokens: tuple[str, ...]) -> pd.DataFrame:
+def value_vectors(model: Model, task: Task, tokens: tuple[str, ...]) -> pd.DataFrame:
     """Each head's value vector of each of ``tokens`` (first and last coordinate)."""
     ids = torch.tensor([task.vocab.index(t) for t in tokens])
     x = model.blocks[0].ln1(model.embed.W_E[ids][None])[0]  # [token d_model]
@@ -81,7 +81,7 @@ def value_vectors(model: HookedTransformer, task: Task, tokens: tuple[str, ...])
     return pd.DataFrame(rows)
 
 
-def separators(model: HookedTransformer, task: Task) -> pd.DataFrame:
+def separators(model: Model, task: Task) -> pd.DataFrame:
     """Each single head's fitted separator w . O + b = 0 (the s-acc fit on the train split;
     two-class tasks)."""
     train = collect(model, task, task.split("train"))

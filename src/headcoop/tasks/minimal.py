@@ -23,8 +23,8 @@ exposes N so that this failure can be measured.
 import math
 
 import torch
-from transformer_lens import HookedTransformer
 
+from headcoop.compat import Model
 from headcoop.config import ModelConfig
 from headcoop.model import build_model
 from headcoop.tasks.count01 import BOS, EOS, EQUALS, FIVE, FOUR, ONE, TWO, VOCAB, ZERO
@@ -33,7 +33,7 @@ MINIMAL = ModelConfig(d_model=1, n_heads=1, d_head=1, layernorm=False)
 
 
 @torch.no_grad()
-def minimal_solution(N: float = 10.0, eps: float = 1e-4) -> HookedTransformer:
+def minimal_solution(N: float = 10.0, eps: float = 1e-4) -> Model:
     """The appendix-A model for Count01 with attention sharpness ``N`` and tie margin ``eps``.
 
     >>> import torch

@@ -2,8 +2,10 @@
 
 A checkpoint is a directory:
 
-- ``model.safetensors``: the HookedTransformer state dict under TransformerLens names
-  (loads with ``strict=True``);
+- ``model.safetensors``: the model's parameters under TransformerLens 3.x names (``embed.W_E``,
+  ``blocks.0.attn.W_Q``, ...), written and read alike under transformer-lens 3 and 4; a 3.x
+  ``HookedTransformer`` takes them with ``load_state_dict(..., strict=False)`` (the attention
+  mask buffers are not stored);
 - ``config.json``: ``{"model": <HookedTransformerConfig kwargs>, "task": {"name", "vocab", ...},
   "train": {...}, "metrics": {...}, "weights_sha256": ...}``;
 - ``optimizer.safetensors`` (optional): optimizer state, for resuming a training run.
@@ -28,12 +30,12 @@ from typing import Any
 import safetensors
 import torch
 from safetensors.torch import load_file, save_file
-from transformer_lens import HookedTransformer
 
+from headcoop.compat import Model, load_parameters, new_model, parameters
 from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
 from headcoop.files import atomic_path, umask
-from headcoop.model import freeze_positions, hooked_transformer
+from headcoop.model import freeze_positions
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
@@ -53,7 +55,7 @@ def epoch_dir(run: str | Path, epoch: int) -> Path:
 
 def save_checkpoint(
     path: str | Path,
-    model: HookedTransformer,
+    model: Model,
     meta: dict[str, Any],
     optimizer_state: dict[str, Any] | None = None,
 ) -> Path:
@@ -71,7 +73,7 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, tmp / WEIGHTS)
+        save_file(_tensors(parameters(model)), tmp / WEIGHTS)
         config[CHECKSUM] = _sha256(tmp / WEIGHTS)
         if optimizer_state is not None:
             tensors, layout = _flatten_optimizer(optimizer_state)
@@ -110,7 +112,7 @@ def clear_run(run: str | Path) -> None:
             shutil.rmtree(child)
 
 
-def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]]:
+def load_checkpoint(path: str | Path) -> tuple[Model, dict[str, Any]]:
     """Load a model and its metadata (the parsed config.json).
 
     ``path`` is a checkpoint directory, or a training run directory (its final checkpoint).
@@ -126,7 +128,7 @@ def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]
         raise HeadcoopError(f"{path / CONFIG}: no 'model' section")
     if not isinstance(config.get("task", {}), dict):
         raise HeadcoopError(f"{path / CONFIG}: the 'task' section is not an object")
-    model = hooked_transformer(config["model"])
+    model = new_model(config["model"])
     _check_model_section(config["model"], model, path)
     if not (path / WEIGHTS).is_file():
         raise HeadcoopError(f"{path}: missing {WEIGHTS}")
@@ -139,16 +141,14 @@ def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]
         state = load_file(path / WEIGHTS)
     except (safetensors.SafetensorError, OSError) as exc:
         raise HeadcoopError(f"{path / WEIGHTS} is corrupt: {exc}") from None
-    weights = dict(model.named_parameters())  # buffers such as the attention mask hold -inf
+    weights = parameters(model)  # buffers such as the attention mask hold -inf
     broken = [n for n, t in state.items() if n in weights and not torch.isfinite(t).all()]
     if broken:
         raise HeadcoopError(f"{path / WEIGHTS}: tensor {broken[0]!r} holds NaN or infinite values")
     try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()
-        detail = " ".join(line.strip() for line in first[:3])
-        raise HeadcoopError(f"{path / WEIGHTS} does not fit config.json: {detail}") from None
+        load_parameters(model, state)
+    except HeadcoopError as exc:
+        raise HeadcoopError(f"{path / WEIGHTS} does not fit config.json: {exc}") from None
     if not model.pos_embed.W_pos.any():
         freeze_positions(model)
     task = config.get("task", {})
@@ -163,7 +163,7 @@ def load_checkpoint(path: str | Path) -> tuple[HookedTransformer, dict[str, Any]
     return model, config
 
 
-def _check_model_section(stored: dict[str, Any], model: HookedTransformer, path: Path) -> None:
+def _check_model_section(stored: dict[str, Any], model: Model, path: Path) -> None:
     """Refuse a model section that TransformerLens accepts but that does not describe one of
     headcoop's models (a missing or changed setting would only fail, or mislead, later)."""
     expected = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
@@ -247,7 +247,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict) -> dict
     return {"state": state, "param_groups": layout["param_groups"]}
 
 
-def _hooked_kwargs(model: HookedTransformer) -> dict[str, Any]:
+def _hooked_kwargs(model: Model) -> dict[str, Any]:
     """The config keyword arguments that rebuild ``model``, read off ``model.cfg``."""
     kwargs = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
     differ = [k for k, v in kwargs.items() if k != "device" and getattr(model.cfg, k) != v]
@@ -256,6 +256,11 @@ def _hooked_kwargs(model: HookedTransformer) -> dict[str, Any]:
             f"cannot save this model: its config differs from headcoop's in {differ}"
         )
     return kwargs
+
+
+def _tensors(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous copies that safetensors can write."""
+    return {k: v.detach().contiguous() for k, v in named.items()}
 
 
 def _sha256(file: Path) -> str:
@@ -275,7 +280,7 @@ def _seal(directory: Path) -> None:
 
 def save_stack(
     path: str | Path,
-    models: list[HookedTransformer],
+    models: list[Model],
     meta: dict[str, Any],
     optimizer_state: dict[str, Any],
 ) -> Path:
@@ -286,7 +291,7 @@ def save_stack(
     """
     path = Path(path)
     tensors = {
-        f"{i}/{k}": v.contiguous() for i, m in enumerate(models) for k, v in m.state_dict().items()
+        f"{i}/{k}": v for i, m in enumerate(models) for k, v in _tensors(parameters(m)).items()
     }
     opt_tensors, layout = _flatten_optimizer(optimizer_state)
     tensors.update({f"optimizer/{k}": v for k, v in opt_tensors.items()})

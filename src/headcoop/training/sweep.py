@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformer_lens import HookedTransformer
 
+from headcoop.compat import Model, load_parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import metrics
 from headcoop.engine.stack import MODEL_CHUNK, Stack
@@ -102,7 +102,7 @@ def train_stack(
     save_every: int = 10,
     runs: Sequence[str | Path] | None = None,
     progress: bool = False,
-) -> list[HookedTransformer]:
+) -> list[Model]:
     """Train the experiments' models side by side and return them.
 
     Args:
@@ -126,7 +126,7 @@ def train_stack(
         states, stored, optimizer_state = load_stack(state_file)
         if {k: v for k, v in stored.items() if k != "epoch"} == meta:
             for model, state in zip(models, states, strict=True):
-                model.load_state_dict(state)
+                load_parameters(model, state)
             start = stored["epoch"]
             log.info("resuming %s at epoch %d", state_file, start)
         else:
@@ -149,20 +149,20 @@ def train_stack(
     return models
 
 
-def load_stack_models(state_file: str | Path) -> list[HookedTransformer]:
-    """The models of a stack file written by `train_stack` (or a sweep), as HookedTransformers."""
+def load_stack_models(state_file: str | Path) -> list[Model]:
+    """The models of a stack file written by `train_stack` (or a sweep)."""
     states, meta, _ = load_stack(state_file)
     models = []
     for experiment, state in zip(meta["experiments"], states, strict=True):
         cfg = ModelConfig(**{k: v for k, v in experiment.items() if k != "seed"})
         model = build_model(cfg, state["embed.W_E"].shape[0], experiment["seed"])
-        model.load_state_dict(state)
+        load_parameters(model, state)
         models.append(model)
     return models
 
 
 @torch.no_grad()
-def measure_models(task: Task, models: Sequence[HookedTransformer]) -> list[dict[str, Any]]:
+def measure_models(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
     """Test metrics of each model and the s-acc of each of its heads, on the stacked engine.
 
     Models may differ in shape, but not in ``d_head``. s-acc fits each head's output at the

@@ -16,9 +16,9 @@ from typing import Any
 import torch
 from jaxtyping import Float
 from tqdm.auto import tqdm
-from transformer_lens import HookedTransformer
 from transformer_lens.hook_points import HookPoint
 
+from headcoop.compat import Model
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import (
     Hook,
@@ -68,7 +68,7 @@ def attn_out_dropout(rate: float, generator: torch.Generator) -> Hook:
     return (lambda name: name.endswith("hook_attn_out")), drop
 
 
-EpochCallback = Callable[[int, list[HookedTransformer], list[dict[str, Any]], dict[str, Any]], None]
+EpochCallback = Callable[[int, list[Model], list[dict[str, Any]], dict[str, Any]], None]
 """Called after each epoch with (epoch, models, per-model metrics, optimizer state dict)."""
 
 
@@ -80,7 +80,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
-) -> HookedTransformer:
+) -> Model:
     """Train one model on ``task`` and return it.
 
     Args:
@@ -110,7 +110,7 @@ def train(
     else:
         model = build_model(model_cfg, len(task.vocab), train_cfg.seed)
 
-    def save(epoch: int, models: list[HookedTransformer], results: list[dict], opt: dict) -> None:
+    def save(epoch: int, models: list[Model], results: list[dict], opt: dict) -> None:
         if out is None or not train_cfg.saves(epoch):
             return
         meta = {
@@ -130,7 +130,7 @@ def train(
 
 def train_models(
     task: Task,
-    models: list[HookedTransformer],
+    models: list[Model],
     cfg: TrainConfig,
     start_epoch: int = 0,
     optimizer_state: dict[str, Any] | None = None,
@@ -198,7 +198,7 @@ def train_models(
 class _StackedStep:
     """Training steps of a stack of bag-compressible models (see `headcoop.engine.stack`)."""
 
-    def __init__(self, task: Task, models: list[HookedTransformer], cfg: TrainConfig) -> None:
+    def __init__(self, task: Task, models: list[Model], cfg: TrainConfig) -> None:
         self.task, self.models, self.cfg = task, models, cfg
         self.stack = Stack.of(models)
         self.params = list(self.stack.trainable().values())
@@ -228,7 +228,7 @@ class _StackedStep:
 class _FullStep:
     """Training steps of one model on full sequences, through its HookedTransformer forward."""
 
-    def __init__(self, task: Task, model: HookedTransformer, cfg: TrainConfig) -> None:
+    def __init__(self, task: Task, model: Model, cfg: TrainConfig) -> None:
         self.task, self.model, self.cfg = task, model, cfg
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.examples, self.val_examples = task.split("train"), task.split("val")

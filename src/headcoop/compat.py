@@ -1,0 +1,159 @@
+"""TransformerLens 3 and 4 behind one small interface.
+
+headcoop's models are TransformerLens models: a ``HookedTransformer`` under transformer-lens
+3.x, and under 4.x (which removed that class) the native ``TransformerBridge`` built from the
+same config keyword arguments. Both expose the same weights (``model.W_Q``, ``model.embed.W_E``,
+...), hooks (``hook_z``, ``hook_pattern``, ``ln_final.hook_scale``, ...), ``run_with_cache``
+and ``run_with_hooks``; this module covers what differs:
+
+- building a model (`new_model`) and its parameters under the 3.x names (`parameters`,
+  `load_parameters`), which is the one format checkpoints are stored in;
+- the attention scale (`attention_scale`: 4.x has no ``attn.attn_scale``);
+- the attention scores: 4.x's ``hook_attn_scores`` carries the pattern after the softmax (and
+  drops edits), so headcoop never hooks it; `attention_scores` recomputes the scores from
+  ``hook_q`` and ``hook_k``, and the bag engine reweights ``hook_pattern`` instead.
+
+Importing this module checks the installed version: anything outside 3.9 to 4.x is refused with
+one line.
+"""
+
+import warnings
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens import ActivationCache
+
+from headcoop.errors import HeadcoopError
+
+SUPPORTED = ((3, 9), (5, 0))
+"""transformer-lens versions headcoop runs on: at least the first, below the second."""
+
+
+def _installed() -> tuple[int, int]:
+    try:
+        text = version("transformer-lens")
+    except PackageNotFoundError:
+        raise HeadcoopError("transformer-lens is not installed: pip install headcoop") from None
+    major, minor = (
+        int("".join(c for c in part if c.isdigit()) or 0) for part in text.split(".")[:2]
+    )
+    if not SUPPORTED[0] <= (major, minor) < SUPPORTED[1]:
+        raise HeadcoopError(
+            f"unsupported transformer-lens {text}: headcoop needs >=3.9,<5 "
+            "(pip install 'transformer-lens>=3.9,<5')"
+        )
+    return major, minor
+
+
+TL_VERSION = _installed()
+
+if TL_VERSION[0] == 3:
+    from transformer_lens import HookedTransformer as Model
+    from transformer_lens import HookedTransformerConfig as _Config
+else:
+    from transformer_lens import TransformerBridge as Model
+    from transformer_lens import TransformerBridgeConfig as _Config
+    from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
+
+__all__ = [
+    "TL_VERSION",
+    "Model",
+    "attention_scale",
+    "attention_scores",
+    "load_parameters",
+    "new_model",
+    "parameters",
+    "score_hooks",
+]
+
+
+def new_model(kwargs: dict[str, Any]) -> Model:
+    """A freshly initialised model from `HookedTransformerConfig` keyword arguments."""
+    # transformer-lens 3.x warns that HookedTransformer goes away in 4.0; headcoop uses it
+    # there deliberately, so that one warning is noise for our users.
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
+        )
+        try:
+            config = _Config(**kwargs)
+            if TL_VERSION[0] == 3:
+                return Model(config)
+            return Model.boot_native(config)
+        except Exception as exc:  # TransformerLens checks its config with many exception types
+            first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
+            raise HeadcoopError(f"bad model config: {first}") from None
+
+
+def parameters(model: Model) -> dict[str, Tensor]:
+    """The model's parameters under their TransformerLens 3.x names (``embed.W_E``,
+    ``blocks.0.attn.W_Q``, ...), as live tensors of the model."""
+    if TL_VERSION[0] == 3:
+        return dict(model.named_parameters())
+    # The bridge lists an MLP's weights for attention-only models too; they compute nothing.
+    mlp = ".mlp." if model.cfg.attn_only else None
+    return {k: v for k, v in model.tl_named_parameters() if mlp is None or mlp not in k}
+
+
+def load_parameters(model: Model, state: dict[str, Tensor]) -> None:
+    """Copy parameters stored under 3.x names into ``model``.
+
+    Every parameter must be present with its shape; other entries (3.x buffers such as the
+    attention mask) are ignored.
+
+    Raises:
+        HeadcoopError: a parameter is missing, unexpected or of the wrong shape.
+    """
+    expected = {k: v.shape for k, v in parameters(model).items()}
+    missing = sorted(set(expected) - set(state))
+    if missing:
+        raise HeadcoopError(f"missing parameter {missing[0]!r}")
+    extra = sorted(k for k in state if k not in expected and not _is_buffer_name(k))
+    if extra:
+        raise HeadcoopError(f"unexpected parameter {extra[0]!r}")
+    for name, shape in expected.items():
+        if state[name].shape != shape:
+            raise HeadcoopError(
+                f"parameter {name!r} has shape {tuple(state[name].shape)}, the config gives "
+                f"{tuple(shape)}"
+            )
+    weights = {k: state[k] for k in expected}
+    if TL_VERSION[0] == 3:
+        model.load_state_dict(weights, strict=False)
+    else:
+        model.load_state_dict(convert_tl_checkpoint(weights, model.cfg), strict=True)
+
+
+def _is_buffer_name(name: str) -> bool:
+    """3.x state dicts also hold each attention layer's mask and IGNORE value."""
+    return name.endswith((".attn.mask", ".attn.IGNORE"))
+
+
+def attention_scale(model: Model, layer: int = 0) -> float:
+    """The divisor of layer ``layer``'s attention scores (sqrt(d_head) unless the config says
+    otherwise)."""
+    attn = model.blocks[layer].attn
+    return float(attn.attn_scale if TL_VERSION[0] == 3 else attn.original_component.scale)
+
+
+def attention_scores(
+    cache: ActivationCache, layer: int, scale: float
+) -> Float[Tensor, "batch head query key"]:
+    """Layer ``layer``'s attention scores, from a cache holding its ``hook_q`` and ``hook_k``:
+    q.k / scale, with -inf above the diagonal (what 3.x's ``hook_attn_scores`` holds).
+
+    ``scale`` is `attention_scale` of the model.
+    """
+    q, k = cache[f"blocks.{layer}.attn.hook_q"], cache[f"blocks.{layer}.attn.hook_k"]
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / scale
+    n = scores.shape[-1]
+    above = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(1)
+    return scores.masked_fill(above, float("-inf"))
+
+
+def score_hooks(layer: int) -> tuple[str, str]:
+    """The hooks `attention_scores` reads (for a ``names_filter``)."""
+    return f"blocks.{layer}.attn.hook_q", f"blocks.{layer}.attn.hook_k"
