@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from headcoop.compat import parameters
+from headcoop.compat import TL_VERSION, parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
@@ -87,3 +87,24 @@ def test_settings_of_the_wrong_type_are_named_outside_the_type_checked_test_run(
         "HeadcoopError train config: epochs must be an integer in [1, 100000], got '5'",
         "HeadcoopError train config: lr_schedule must be a str, got 3",
     ]
+
+
+@pytest.mark.skipif(TL_VERSION[0] != 3, reason="compares with HookedTransformer's own init")
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_initialisation_is_transformer_lens_3s_own():
+    cfg = ModelConfig(d_model=12, n_heads=3, d_head=4, n_layers=2, positional=True)
+    ours = build_model(cfg, d_vocab=7, seed=5)
+    import transformer_lens as tl
+
+    theirs = tl.HookedTransformer(tl.HookedTransformerConfig(**cfg.hooked_kwargs(7), seed=5))
+    for name, value in parameters(theirs).items():
+        assert torch.equal(parameters(ours)[name], value), name
+
+
+def test_initialisation_draws_matrices_and_sets_biases_and_norms():
+    model = build_model(ModelConfig(n_heads=8), d_vocab=8, seed=0)
+    params = parameters(model)
+    assert abs(float(params["blocks.0.attn.W_Q"].detach().std()) - 0.8 / 32**0.5) < 0.01
+    assert not params["blocks.0.attn.b_Q"].any() and not params["unembed.b_U"].any()
+    assert torch.equal(params["ln_final.w"], torch.ones(32))
+    assert params["unembed.b_U"].requires_grad

@@ -2,6 +2,8 @@
 the HookedTransformer path."""
 
 import json
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -15,7 +17,13 @@ from headcoop.errors import HeadcoopError
 from headcoop.metrics.cache import collect
 from headcoop.model import build_model
 from headcoop.training.checkpoint import load_stack, save_stack
-from headcoop.training.sweep import Experiment, measure_models, run_sweep, train_stack
+from headcoop.training.sweep import (
+    Experiment,
+    load_results,
+    measure_models,
+    run_sweep,
+    train_stack,
+)
 
 EXPERIMENTS = [
     Experiment(ModelConfig(d_model=8, n_heads=2), 0),
@@ -101,10 +109,76 @@ def test_a_sweep_caches_results_by_configuration(task, tmp_path, monkeypatch):
     assert run_sweep(task, [EXPERIMENTS[::-1]], cfg, tmp_path) == first[::-1]
     with pytest.raises(AssertionError, match="trained again"):  # another setting is not cached
         run_sweep(task, [EXPERIMENTS], TrainConfig(epochs=2), tmp_path)
-    assert len(json.loads((tmp_path / "results.json").read_text())) == 2
+    assert len(load_results(tmp_path)) == 2 == len(list((tmp_path / "results").iterdir()))
 
 
 def test_a_corrupt_results_file_is_named(task, tmp_path):
-    (tmp_path / "results.json").write_text("{broken")
-    with pytest.raises(HeadcoopError, match=r"results\.json is corrupt"):
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "0123abcd.json").write_text("{broken")
+    with pytest.raises(HeadcoopError, match=r"results/0123abcd\.json is corrupt"):
         run_sweep(task, [EXPERIMENTS], TrainConfig(epochs=1), tmp_path)
+
+
+def test_results_of_the_single_file_format_are_still_read(task, tmp_path, monkeypatch):
+    cfg = TrainConfig(epochs=1)
+    first = run_sweep(task, [EXPERIMENTS], cfg, tmp_path / "new")
+    legacy = {f.stem: json.loads(f.read_text()) for f in (tmp_path / "new/results").iterdir()}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "results.json").write_text(json.dumps(legacy))
+    monkeypatch.setattr(sweep, "train_stack", None)  # nothing may be trained
+    assert run_sweep(task, [EXPERIMENTS], cfg, tmp_path / "old") == first
+
+
+WORKER = """
+import json, sys
+import headcoop.training.sweep as sweep
+from headcoop.config import ModelConfig, TrainConfig
+from headcoop.tasks import Count01
+
+trained = []
+real = sweep.train_stack
+sweep.train_stack = lambda task, experiments, *a, **k: trained.append(len(experiments)) or real(
+    task, experiments, *a, **k
+)
+spec = {"size": 60, "n01": (0, 8), "n2": (0, 8)}
+task = Count01(splits={split: spec for split in ("train", "val", "test")})
+shapes = [ModelConfig(d_model=4, n_heads=h) for h in (1, 2)]
+stacks = [[sweep.Experiment(shape, seed)] for shape in shapes for seed in range(int(sys.argv[3]))]
+executor = sys.argv[2] or None
+results = sweep.run_sweep(task, stacks, TrainConfig(epochs=1), sys.argv[1], executor=executor)
+print(json.dumps({"trained": trained, "results": results}))
+"""
+
+
+def run_workers(out, executors, seeds=3):
+    """Start one worker process per executor on the sweep in ``out`` (two model shapes times
+    ``seeds`` seeds, a stack each), all at once."""
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, str(out), executor or "", str(seeds)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for executor in executors
+    ]
+    outputs = [w.communicate() for w in workers]
+    for worker, (_, err) in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, err[-2000:]
+    return [json.loads(out.strip().splitlines()[-1]) for out, _ in outputs]
+
+
+def test_two_workers_on_one_sweep_share_the_work_and_lose_nothing(tmp_path):
+    first, second = run_workers(tmp_path, [None, None])
+    assert first["results"] == second["results"] and len(first["results"]) == 6
+    assert sum(first["trained"]) + sum(second["trained"]) == 6  # every stack trained once
+    assert len(load_results(tmp_path)) == 6
+
+
+def test_the_local_executor_gives_the_results_of_a_run_in_process(tmp_path):
+    (in_process,) = run_workers(tmp_path / "inline", [None], seeds=1)
+    (as_jobs,) = run_workers(tmp_path / "jobs", ["local"], seeds=1)
+    assert as_jobs["results"] == in_process["results"]
+    assert as_jobs["trained"] == []  # the jobs trained, not the submitting process
+    jobs = [d for d in (tmp_path / "jobs" / "jobs").iterdir() if d.name.isdigit()]
+    assert len(jobs) == 2  # one job a stack

@@ -38,6 +38,14 @@ _TRAIN_FLAGS = (
 """The numeric training flags: each parsed by the rule its config field is checked with."""
 
 
+def _add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="where models run: cpu, cuda, cuda:N (default: cuda when available, else cpu)",
+    )
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line."""
 
@@ -106,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overwrite", action="store_true", help="replace a training run already in --out"
     )
     train.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_device(train)
     train.set_defaults(run=_train)
 
     evaluate = commands.add_parser(
@@ -119,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--full", action="store_true", help="run full sequences instead of the bag engine"
     )
     evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_device(evaluate)
     evaluate.set_defaults(run=_eval)
 
     analyze = commands.add_parser(
@@ -134,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--out", required=True, help="directory for the result files")
     analyze.add_argument("--no-subsets", action="store_true", help="skip the all-subsets pass")
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device(analyze)
     analyze.set_defaults(run=_analyze)
 
     tracer = commands.add_parser(
@@ -183,11 +194,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     figures.add_argument("--no-png", action="store_true", help="skip the PNG pictures")
     figures.add_argument("--quiet", action="store_true", help="no progress bars")
+    figures.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default=None,
+        help="run the sweeps' stacks as submitit jobs, on this machine or a Slurm cluster "
+        "(default: in this process)",
+    )
+    _add_device(figures)
     figures.set_defaults(run=_figures)
     return parser
 
 
 def _train(args: argparse.Namespace) -> None:
+    from headcoop.device import resolve_device
     from headcoop.tasks import make_task
     from headcoop.training.checkpoint import FINAL, resolve_checkpoint
     from headcoop.training.trainer import train
@@ -213,6 +233,7 @@ def _train(args: argparse.Namespace) -> None:
         dropout=args.dropout,
         checkpoint_every=args.checkpoint_every,
     )
+    device = resolve_device(args.device)
     train(
         task,
         model_cfg,
@@ -221,10 +242,11 @@ def _train(args: argparse.Namespace) -> None:
         resume=args.resume,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        device=device,
     )
     final = resolve_checkpoint(args.out)
     print(f"final checkpoint: {final} (also {args.out}/{FINAL})")
-    _report(final, "test", full=False, as_json=False)
+    _report(final, "test", full=False, as_json=False, device=device)
 
 
 def _tasks(args: argparse.Namespace) -> None:
@@ -258,7 +280,9 @@ def _analyze(args: argparse.Namespace) -> None:
     from headcoop.analysis.heads import analyze
 
     writable_dir(args.out, "--out")
-    result = analyze(args.checkpoint, subsets=not args.no_subsets, progress=not args.quiet)
+    result = analyze(
+        args.checkpoint, subsets=not args.no_subsets, progress=not args.quiet, device=args.device
+    )
     out = result.save(args.out, checkpoint=str(args.checkpoint))
     classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
     print(f"heads: {classes}; results in {out}")
@@ -299,7 +323,15 @@ def _figures(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("headcoop.paper").setLevel(logging.INFO)
     plan = FigurePlan.quick() if args.quick else FigurePlan.paper()
-    summary = make_figures(plan, args.out, args.cache, png=not args.no_png, progress=not args.quiet)
+    summary = make_figures(
+        plan,
+        args.out,
+        args.cache,
+        png=not args.no_png,
+        progress=not args.quiet,
+        device=args.device,
+        executor=args.executor,
+    )
     disagree = sum(r["verdict"] == "disagrees" for r in summary["paper_comparison"])
     print(
         f"report: {Path(args.out) / 'index.html'} ({summary['seconds']['total']:.0f} s; "
@@ -308,15 +340,15 @@ def _figures(args: argparse.Namespace) -> None:
 
 
 def _eval(args: argparse.Namespace) -> None:
-    _report(args.checkpoint, args.split, args.full, args.json)
+    _report(args.checkpoint, args.split, args.full, args.json, args.device)
 
 
-def _report(path: str | Path, split: str, full: bool, as_json: bool) -> None:
+def _report(path: str | Path, split: str, full: bool, as_json: bool, device: Any) -> None:
     from headcoop.engine.bags import evaluate, use_bags
     from headcoop.tasks import read_names, task_from_config
     from headcoop.training.checkpoint import load_checkpoint
 
-    model, config = load_checkpoint(path)
+    model, config = load_checkpoint(path, device)
     task = task_from_config(config.get("task", {}))
     mode = "full" if full else "auto"
     metrics = evaluate(model, task, task.split(split), mode)

@@ -67,11 +67,15 @@ __all__ = [
     "new_model",
     "parameters",
     "score_hooks",
+    "to_device",
 ]
 
 
 def new_model(kwargs: dict[str, Any]) -> Model:
-    """A freshly initialised model from `HookedTransformerConfig` keyword arguments."""
+    """A model on the CPU from `HookedTransformerConfig` keyword arguments (a stored
+    ``device`` entry is ignored: where a model runs is the user's choice, not the checkpoint's).
+    Its weights are TransformerLens's initialisation; `headcoop.model.build_model` draws its
+    own."""
     # transformer-lens 3.x warns that HookedTransformer goes away in 4.0; headcoop uses it
     # there deliberately, so that one warning is noise for our users.
     with warnings.catch_warnings():
@@ -79,13 +83,26 @@ def new_model(kwargs: dict[str, Any]) -> Model:
             "ignore", message="HookedTransformer is deprecated", category=DeprecationWarning
         )
         try:
-            config = _Config(**kwargs)
+            config = _Config(**{**kwargs, "device": "cpu"})
             if TL_VERSION[0] == 3:
                 return Model(config)
-            return Model.boot_native(config)
+            return _with_unembedding_bias(Model.boot_native(config))
         except Exception as exc:  # TransformerLens checks its config with many exception types
             first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
             raise HeadcoopError(f"bad model config: {first}") from None
+
+
+def to_device(model: Model, device: torch.device) -> Model:
+    """Move ``model`` (and its config's ``device``) to ``device``, quietly."""
+    return model.to(device, print_details=False)
+
+
+def _with_unembedding_bias(model: Model) -> Model:
+    """Give a native 4.x model the trainable unembedding bias (``b_U``) that 3.x's has: without
+    it the two would train different models."""
+    head = model.unembed.original_component
+    head.bias = torch.nn.Parameter(torch.zeros(head.out_features))
+    return model
 
 
 def parameters(model: Model) -> dict[str, Tensor]:

@@ -161,7 +161,6 @@ class ModelConfig:
             "normalization_type": "LN" if self.layernorm else None,
             "positional_embedding_type": "standard",
             "default_prepend_bos": False,
-            "device": "cpu",
         }
 
     @classmethod

@@ -8,6 +8,7 @@ machine can read results.
 
 import contextlib
 import dataclasses
+import fcntl
 import gzip
 import hashlib
 import json
@@ -50,6 +51,26 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def exclusive(path: str | Path, wait: bool = True) -> Iterator[bool]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block; yields
+    whether the lock was taken (always, when ``wait``; without ``wait``, False if another
+    process holds it). Locks are released when their process ends, killed or not.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def write_atomic(path: str | Path, data: str | bytes, compress: bool = False) -> Path:

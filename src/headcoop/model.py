@@ -8,12 +8,18 @@ against its forward.
 
 import torch
 
-from headcoop.compat import Model, new_model
+from headcoop.compat import Model, load_parameters, new_model, parameters, to_device
 from headcoop.config import ModelConfig
+from headcoop.device import Device, resolve_device
+
+_DRAW_ORDER = ("W_E", "W_pos", "W_Q", "W_O", "W_K", "W_V", "W_U")
+"""The order in which `initialize` draws a layer's matrices (TransformerLens 3's parameter
+order, so that 3.x models keep the weights that its own initialisation gave them)."""
 
 
-def build_model(cfg: ModelConfig, d_vocab: int, seed: int) -> Model:
-    """A freshly initialised model; the same seed gives the same weights, bit for bit.
+def build_model(cfg: ModelConfig, d_vocab: int, seed: int, device: Device = None) -> Model:
+    """A freshly initialised model on ``device`` (see `headcoop.device`); the same seed gives the
+    same weights, bit for bit, on every device (they are drawn on the CPU).
 
     The global torch RNG is left as it was.
 
@@ -21,12 +27,42 @@ def build_model(cfg: ModelConfig, d_vocab: int, seed: int) -> Model:
     >>> model.cfg.n_heads, bool(model.pos_embed.W_pos.any())
     (16, False)
     """
+    device = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
         model = new_model(cfg.hooked_kwargs(d_vocab))
+        torch.manual_seed(seed)
+        initialize(model)
     if not cfg.positional:
         freeze_positions(model)
-    return model
+    return to_device(model, device)
+
+
+@torch.no_grad()
+def initialize(model: Model) -> None:
+    """GPT-2 initialisation, drawn from the global torch RNG: every matrix ``W_*`` from
+    N(0, initializer_range) (0.8 / sqrt(d_model) by default), biases zero, LayerNorm weights one.
+
+    Written out rather than left to TransformerLens so that a seed gives the same model under
+    transformer-lens 3 and 4 (whose native models draw differently); under 3.x it equals
+    ``HookedTransformer``'s own initialisation, bit for bit.
+    """
+    std = model.cfg.initializer_range
+    state = {}
+    for name, value in sorted(parameters(model).items(), key=lambda item: _draw_key(item[0])):
+        leaf = name.rsplit(".", 1)[-1]
+        if leaf.startswith("W_"):
+            state[name] = torch.empty(value.shape).normal_(0.0, std)
+        else:
+            state[name] = torch.ones(value.shape) if leaf == "w" else torch.zeros(value.shape)
+    load_parameters(model, state)
+
+
+def _draw_key(name: str) -> tuple[int, int]:
+    """Position of a parameter in the draw order: by layer, then by `_DRAW_ORDER`."""
+    parts = name.split(".")
+    layer = int(parts[1]) if parts[0] == "blocks" else (-1 if parts[0] != "unembed" else 1 << 30)
+    leaf = parts[-1]
+    return layer, _DRAW_ORDER.index(leaf) if leaf in _DRAW_ORDER else len(_DRAW_ORDER)
 
 
 def freeze_positions(model: Model) -> None:

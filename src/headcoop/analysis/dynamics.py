@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from headcoop.analysis.heads import SetMeasure
 from headcoop.config import ModelConfig
+from headcoop.device import Device
 from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.attribution import head_weights
@@ -66,6 +67,7 @@ def trajectory(
     task: Task | None = None,
     epochs: list[int] | None = None,
     progress: bool = False,
+    device: Device = None,
 ) -> Trajectory:
     """Measure every head at each saved epoch of a training run directory.
 
@@ -74,13 +76,14 @@ def trajectory(
         task: the task; by default the one stored in the checkpoints.
         epochs: only these epochs (all saved ones by default).
         progress: show a progress bar over checkpoints.
+        device: where the checkpoints are measured (see `headcoop.device`).
     """
     found = [(e, p) for e, p in run_checkpoints(run) if epochs is None or e in epochs]
     if not found:
         raise HeadcoopError(f"no epoch checkpoints in {run}")
     rows = []
     for _, path in tqdm(found, desc="checkpoints", disable=not progress):
-        model, config = load_checkpoint(path)
+        model, config = load_checkpoint(path, device)
         task = task if task is not None else task_from_config(config.get("task", {}))
         train = collect(model, task, task.split("train"))
         test = collect(model, task, task.split("test"))
@@ -89,6 +92,7 @@ def trajectory(
         correct = test.logits[:, task.decision].argmax(-1) == test.targets[:, task.decision]
         rows.append((s_acc, head_weights(model, measure.candidates), correct.float().mean()))
     s_acc, weights, accuracy = (torch.stack(column) for column in zip(*rows, strict=True))
+    s_acc, weights, accuracy = s_acc.cpu(), weights.cpu(), accuracy.cpu()
     return Trajectory(torch.tensor([e for e, _ in found]), s_acc, weights, accuracy)
 
 
@@ -127,12 +131,13 @@ def random_head_s_acc(
     n_heads: int = 10_000,
     seed: int = 0,
     progress: bool = False,
+    device: Device = None,
 ) -> Float[torch.Tensor, " head"]:
     """s-acc of ``n_heads`` heads of freshly initialised models (TransformerLens's
     initialisation, as `build_model` draws it), without building the models one by one."""
     if not task.supports_bags:
         raise HeadcoopError("random_head_s_acc needs a task with bags")
-    template = build_model(model_cfg, len(task.vocab), seed)
+    template = build_model(model_cfg, len(task.vocab), seed, device)
     n_models = math.ceil(n_heads / model_cfg.n_heads)
     stack = Stack.random(template, n_models, torch.Generator().manual_seed(seed))
 

@@ -18,6 +18,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from headcoop.compat import Model
+from headcoop.device import Device
 from headcoop.engine.bags import metrics
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
@@ -92,6 +93,7 @@ def analyze(
     task: Task | None = None,
     subsets: bool = True,
     progress: bool = False,
+    device: Device = None,
 ) -> HeadAnalysis:
     """Measure every head of a one-layer model on ``task``'s train and test splits.
 
@@ -100,6 +102,8 @@ def analyze(
         task: the task; required for a model object.
         subsets: also measure all 2^n_heads sets of heads (the slow part).
         progress: show progress bars.
+        device: where a checkpoint is loaded and measured (see `headcoop.device`); a model
+            object is measured where it is.
 
     >>> from headcoop import Count01, ModelConfig, SplitSpec, build_model
     >>> spec = SplitSpec(200, (0, 20), (0, 20))
@@ -111,7 +115,7 @@ def analyze(
     >>> len(result.subsets.masks)
     8
     """
-    model, task = _resolve(model, task)
+    model, task = _resolve(model, task, device)
     timings: dict[str, float] = {}
     clock = time.perf_counter()
     train = collect(model, task, task.split("train"), progress=progress)
@@ -258,10 +262,10 @@ class SetMeasure:
         return [(k, r) for k, r in enumerate(self.task.readouts) if k != self.decision]
 
 
-def _resolve(model: Model | str | Path, task: Task | None) -> tuple:
+def _resolve(model: Model | str | Path, task: Task | None, device: Device) -> tuple:
     if isinstance(model, Model):
         if task is None:
             raise HeadcoopError("analyze needs a task for a model object")
         return model, task
-    model, config = load_checkpoint(model)
+    model, config = load_checkpoint(model, device)
     return model, task if task is not None else task_from_config(config.get("task", {}))

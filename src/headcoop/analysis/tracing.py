@@ -365,5 +365,6 @@ def ratio_components(model: Model, task: Task) -> list[dict[str, Any]]:
 def token_inputs(model: Model) -> Float[torch.Tensor, "d_vocab d_in"]:
     """[x; 1] of each token standing alone at position 0 (position-free models)."""
     tokens = torch.arange(model.cfg.d_vocab)[:, None]
-    _, cache = model.run_with_cache(tokens, names_filter=lambda n: n.startswith("blocks.0."))
+    reads = ("blocks.0.ln1.hook_normalized", "blocks.0.hook_resid_pre")
+    _, cache = model.run_with_cache(tokens, names_filter=list(reads))
     return head_input(model, cache, 0)[:, 0]

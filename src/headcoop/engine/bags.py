@@ -20,6 +20,7 @@ from jaxtyping import Float, Int
 from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model
+from headcoop.device import device_of
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Task, read_names
 
@@ -64,12 +65,14 @@ def multiplicity_hook(
 def read_logits(
     model: Model, batch: Batch, fwd_hooks: Sequence[Hook] = ()
 ) -> Float[torch.Tensor, "batch read d_vocab"]:
-    """Logits at the batch's scored positions, optionally with extra forward hooks.
+    """Logits at the batch's scored positions, optionally with extra forward hooks, on the
+    model's device (the batch moves there; hooks that build tensors use ``batch``'s own).
 
     A bag batch adds the multiplicity hook before ``fwd_hooks``, so their hooks on the
     attention pattern see the compressed pattern: the total attention mass on each token type.
     """
     hooks = list(fwd_hooks)
+    batch = batch.to(device_of(model))
     if batch.is_bag:
         if not bag_exact(model):
             raise HeadcoopError(
@@ -174,10 +177,10 @@ def predict(
     mode: str = "auto",
     batch_size: int = 1024,
 ) -> Float[torch.Tensor, "example read d_vocab"]:
-    """Logits at the scored positions of every example, in the order given."""
+    """Logits at the scored positions of every example, in the order given (on the CPU)."""
     out = torch.empty(len(examples), len(task.readouts), model.cfg.d_vocab)
     for idx, batch in inference_batches(model, task, examples, mode, batch_size):
-        out[idx] = read_logits(model, batch)
+        out[idx] = read_logits(model, batch).cpu()
     return out
 
 

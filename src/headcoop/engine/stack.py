@@ -72,15 +72,19 @@ class Stack:
         """
         if not models or not all(bag_exact(m) and m.cfg.attn_only for m in models):
             raise HeadcoopError("stacking needs one-layer attention-only models without positions")
-        names = _param_names(models[0])
+        names, trainable = _param_names(models[0])
         reference = _shared_config(models[0])
-        if any(_param_names(m) != names or _shared_config(m) != reference for m in models):
+        if any(_param_names(m) != (names, trainable) or _shared_config(m) != reference
+               for m in models):  # fmt: skip
             raise HeadcoopError("stacked models may differ only in n_heads and d_model")
         states = [{k: v.detach() for k, v in parameters(m).items()} for m in models]
-        params = {n: _padded_stack([s[n] for s in states]).requires_grad_(True) for n in names}
+        params = {
+            n: _padded_stack([s[n] for s in states]).requires_grad_(n in trainable) for n in names
+        }
         widths = torch.tensor([m.cfg.d_model for m in models])
         if (widths != widths.max()).any() and "ln_final.w" in params:
-            params["dim_mask"] = (torch.arange(int(widths.max())) < widths[:, None]).float()
+            mask = (torch.arange(int(widths.max())) < widths[:, None]).float()
+            params["dim_mask"] = mask.to(params["embed.W_E"].device)
         return cls(params, models[0].cfg.eps, attention_scale(models[0]))
 
     @classmethod
@@ -93,16 +97,20 @@ class Stack:
         """
         std = template.cfg.initializer_range
         params = {}
-        for name, value in Stack.of([template]).trainable().items():
+        for name, value in Stack.of([template]).params.items():
             shape = (n_models, *value.shape[1:])
-            if name.split(".")[-1].startswith("W_"):
-                params[name] = torch.randn(shape, generator=generator) * std
+            if value.requires_grad and name.split(".")[-1].startswith("W_"):
+                params[name] = (torch.randn(shape, generator=generator) * std).to(value.device)
             else:
                 params[name] = value.detach().expand(shape).clone()
         return cls(params, template.cfg.eps, attention_scale(template))
 
     def __len__(self) -> int:
         return self.params["embed.W_E"].shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.params["embed.W_E"].device
 
     def trainable(self) -> Params:
         """The entries of ``params`` that training updates (all but the padding mask)."""
@@ -163,11 +171,13 @@ class Stack:
         head outputs there [model batch read head d_head]; see `_attention`."""
         if not bags.is_bag:
             raise HeadcoopError("the stacked engine runs on bags only")
+        bags = bags.to(self.device)
         if rows is None:
             shape = (len(self), -1, -1)
             fields = (bags.tokens.expand(shape), bags.multiplicity.expand(shape))
             read_pos = bags.read_pos.expand(shape)
         else:
+            rows = rows.to(self.device)
             fields = (bags.tokens[rows], bags.multiplicity[rows])
             read_pos = bags.read_pos[rows]
         return _attention(self.params, *fields, read_pos, self.eps, self.attn_scale)
@@ -175,7 +185,7 @@ class Stack:
 
 def drop_out(x: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
     """Inverted dropout with masks drawn from ``generator`` (so that runs are reproducible)."""
-    keep = torch.rand(x.shape, generator=generator) >= rate
+    keep = (torch.rand(x.shape, generator=generator) >= rate).to(x.device)
     return x * keep / (1 - rate)
 
 
@@ -226,7 +236,7 @@ def _attention(
     z = sums[..., :-1] / sums[..., -1:]
 
     read_tokens = tokens.gather(2, read_pos)
-    model_idx = torch.arange(n_models)[:, None, None]
+    model_idx = torch.arange(n_models, device=read_tokens.device)[:, None, None]
     return params["embed.W_E"][model_idx, read_tokens], z
 
 
@@ -238,12 +248,12 @@ def _pair_counts(
 ) -> Float[torch.Tensor, "model batch_read pair"]:
     """For each scored position, how often it sees each (query token, key token) pair: the
     query token is its own, the keys are the bag's positions up to it (with multiplicity)."""
-    positions = torch.arange(tokens.shape[2])
+    positions = torch.arange(tokens.shape[2], device=tokens.device)
     visible = positions <= read_pos[..., None]  # [model batch read pos]
     read_tokens = tokens.gather(2, read_pos)  # [model batch read]
     pair = read_tokens[..., None] * d_vocab + tokens[:, :, None, :]  # [model batch read pos]
     weight = multiplicity[:, :, None, :] * visible
-    counts = torch.zeros(*read_pos.shape, d_vocab * d_vocab)
+    counts = multiplicity.new_zeros(*read_pos.shape, d_vocab * d_vocab)
     counts.scatter_add_(-1, pair, weight)
     return counts.flatten(1, 2)
 
@@ -268,7 +278,7 @@ def _layernorm(x: torch.Tensor, params: Params, name: str, eps: float) -> torch.
 def _padded_stack(tensors: list[torch.Tensor]) -> torch.Tensor:
     """Stack tensors of equal rank, zero-padding each axis to the largest size."""
     shape = [max(sizes) for sizes in zip(*(t.shape for t in tensors), strict=True)]
-    out = torch.zeros(len(tensors), *shape)
+    out = tensors[0].new_zeros(len(tensors), *shape)
     for i, t in enumerate(tensors):
         out[i][tuple(map(slice, t.shape))] = t
     return out
@@ -280,6 +290,9 @@ def _shared_config(model: Model) -> dict:
     return {k: v for k, v in model.cfg.to_dict().items() if k not in differ}
 
 
-def _param_names(model: Model) -> tuple[str, ...]:
-    trainable = {n for n, p in parameters(model).items() if p.requires_grad}
-    return tuple(n for n in _MATRICES + _NORMS if n in trainable)
+def _param_names(model: Model) -> tuple[tuple[str, ...], frozenset[str]]:
+    """The parameters a stack holds, and those of them that train (transformer-lens 4's native
+    models have no unembedding bias: their ``unembed.b_U`` is a constant zero)."""
+    named = parameters(model)
+    names = tuple(n for n in _MATRICES + _NORMS if n in named)
+    return names, frozenset(n for n in names if named[n].requires_grad)

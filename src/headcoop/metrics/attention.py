@@ -55,12 +55,13 @@ def fixed_attention_hook(
 
     A row whose tokens all have weight 0 becomes all zeros (the head outputs nothing there).
     """
-    rows = torch.arange(len(batch))
+    device = batch.tokens.device
+    rows = torch.arange(len(batch), device=device)
     query = batch.read_pos[:, read]  # [batch]
-    mult = batch.multiplicity if batch.is_bag else torch.ones(batch.tokens.shape)
-    keys = torch.arange(batch.tokens.shape[1])
+    mult = batch.multiplicity if batch.is_bag else torch.ones(batch.tokens.shape, device=device)
+    keys = torch.arange(batch.tokens.shape[1], device=device)
     visible = keys[None, :] <= query[:, None]  # causal [batch key_pos]
-    raw = token_weights[batch.tokens] * mult * visible  # [batch key_pos]
+    raw = token_weights.to(device)[batch.tokens] * mult * visible  # [batch key_pos]
     total = raw.sum(-1, keepdim=True)
     row = torch.where(total > 0, raw / total.clamp(min=1e-30), 0.0)
 

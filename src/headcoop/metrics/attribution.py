@@ -121,6 +121,7 @@ class LogitDecomposition:
         under ``definition`` ('paper' or 'direct'; see the module docstring)."""
         if definition not in DEFINITIONS:
             raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+        masks, tokens = masks.to(self.heads.device), tokens.to(self.heads.device)
         heads = self.heads[:, read][..., tokens]  # [example head token]
         constant = self.attn_bias[tokens]  # [token]
         if definition == "direct":
@@ -159,7 +160,7 @@ def decompose(model: Model, cache: HeadCache) -> LogitDecomposition:
     b_O, W_U = model.b_O[0].detach(), model.W_U.detach()
     heads = torch.einsum("erhk,hkv->erhv", cache.z, head_unembed(model))
     if not _has_final_ln(model):
-        ones = torch.ones(cache.resid_pre.shape[:2])
+        ones = cache.resid_pre.new_ones(cache.resid_pre.shape[:2])
         direct, attn_bias = cache.resid_pre @ W_U, b_O @ W_U
         return LogitDecomposition(
             heads, direct, attn_bias, model.b_U.detach(), ones, None, None, None, 0.0

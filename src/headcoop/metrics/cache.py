@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model
+from headcoop.device import device_of
 from headcoop.engine.bags import Hook, inference_batches, read_logits
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Task
@@ -53,7 +54,8 @@ def collect(
     progress: bool = False,
     intervention: Callable[[Batch], list[Hook]] | None = None,
 ) -> HeadCache:
-    """Run ``examples`` through ``model`` once, in batches, keeping a `HeadCache`.
+    """Run ``examples`` through ``model`` once, in batches, keeping a `HeadCache` (on the
+    model's device, where the analyzers then compute).
 
     Bags are used where they are exact (``mode='auto'``), full sequences otherwise.
     ``intervention`` gives extra forward hooks for each batch (for example
@@ -69,8 +71,10 @@ def collect(
         raise HeadcoopError("the head analyzers need a model with one attention layer")
     parts: dict[str, list[torch.Tensor]] = {"z": [], "mass": [], "resid_pre": [], "logits": []}
     index: list[torch.Tensor] = []
+    device = device_of(model)
     batches = inference_batches(model, task, examples, mode, batch_size)
     for idx, batch in tqdm(batches, desc="cache", disable=not progress, unit="batch"):
+        batch = batch.to(device)
         captured: dict[str, torch.Tensor] = {}
         hooks = [] if intervention is None else intervention(batch)
         hooks += _capture_hooks(batch, captured, model.cfg.d_vocab)
@@ -81,12 +85,12 @@ def collect(
     inverse = torch.cat(index).argsort()  # back to the order of ``examples``
     z, mass, resid_pre, logits = (torch.cat(parts[k])[inverse] for k in parts)
     result = torch.einsum("erhd,hdm->erhm", z, model.W_O[0])
-    return HeadCache(z, result, mass, resid_pre, logits, task.targets(examples))
+    return HeadCache(z, result, mass, resid_pre, logits, task.targets(examples).to(device))
 
 
 def _capture_hooks(batch: Batch, captured: dict[str, torch.Tensor], d_vocab: int) -> list[Hook]:
     """Hooks that store z, attention mass per token type and resid_pre at the read positions."""
-    rows = torch.arange(len(batch))[:, None]  # [batch 1]
+    rows = torch.arange(len(batch), device=batch.tokens.device)[:, None]  # [batch 1]
     read = batch.read_pos  # [batch read]
 
     def take_z(z: Float[torch.Tensor, "batch pos head_index d_head"], hook: HookPoint) -> None:

@@ -52,7 +52,11 @@ def separation_accuracy(
         C: the inverse regularisation strength.
         max_iter: Newton steps at most (the exact optimum usually takes under 20).
         progress: show a progress bar over batches of sets.
+
+    Runs on the device of ``train_x``, in float64 (the Newton systems are ill-conditioned
+    where classes are nearly separable).
     """
+    train_labels, test_labels = train_labels.to(train_x.device), test_labels.to(train_x.device)
     test_features = _with_intercept(test_x.flatten(1))
 
     def scores(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
@@ -76,6 +80,7 @@ def separation_accuracy_each(
     Same problem, classes and solver as `separation_accuracy`, one head per problem.
     """
     size = _chunk_size(train_x.shape[1])
+    train_labels, test_labels = train_labels.to(train_x.device), test_labels.to(train_x.device)
 
     def scores(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
         signs = _signs(positive)
@@ -125,23 +130,28 @@ def fit_separators(
     """
     signed = _with_intercept(x.flatten(1)) * _signs(y)[:, None]  # [example feature]
     d_head, n_sets = x.shape[-1], len(masks)
-    codes = (masks.long() << torch.arange(masks.shape[1])).sum(-1)
+    device = x.device
+    masks = masks.to(device)
+    codes = (masks.long() << torch.arange(masks.shape[1], device=device)).sum(-1)
     parents = codes - (1 << torch.floor(torch.log2(codes.clamp(min=1).double())).long())
     parents = torch.where(codes > 0, parents, -1)
-    row_of = torch.full((int(codes.max()) + 1,), -1)
-    row_of[codes] = torch.arange(n_sets)
+    row_of = torch.full((int(codes.max()) + 1,), -1, device=device)
+    row_of[codes] = torch.arange(n_sets, device=device)
     parent_rows = torch.where(parents >= 0, row_of[parents.clamp(min=0)], -1)
     sample = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))[: len(y) // 8]
+    sample = sample.to(device)
 
-    weights = torch.zeros(n_sets, signed.shape[1], dtype=torch.float64)
-    solved = torch.zeros(n_sets + 1, dtype=torch.bool)  # the last entry stands for "no parent"
+    weights = torch.zeros(n_sets, signed.shape[1], dtype=torch.float64, device=device)
+    solved = torch.zeros(
+        n_sets + 1, dtype=torch.bool, device=device
+    )  # the last entry stands for "no parent"
     order = masks.sum(-1).argsort(stable=True)  # parents before children
     chunks = order.split(_chunk_size(len(y)))
     for rows in tqdm(chunks, desc="s-acc", disable=not progress, unit="chunk"):
         keep = torch.cat(
             [
                 masks[rows].repeat_interleave(d_head, dim=1),
-                torch.ones(len(rows), 1, dtype=torch.bool),
+                torch.ones(len(rows), 1, dtype=torch.bool, device=device),
             ],
             dim=1,
         )  # [set feature]
@@ -189,7 +199,7 @@ class _Shared:
         return old + torch.sparse.mm(delta, self.outer)
 
     def hessian(self, gram: torch.Tensor, C: float) -> torch.Tensor:
-        eye = torch.eye(self.n_features, dtype=torch.float64)
+        eye = torch.eye(self.n_features, dtype=torch.float64, device=gram.device)
         on = self.keep[:, :, None] * self.keep[:, None, :]
         # Off-mask rows and columns are the identity: those weights stay zero.
         return (eye + 2 * C * gram.view(-1, self.n_features, self.n_features)) * on + eye * (1 - on)
@@ -220,7 +230,7 @@ class _Own:
         return torch.einsum("pn,pnf,png->pfg", active.double(), self.signed, self.signed)
 
     def hessian(self, gram: torch.Tensor, C: float) -> torch.Tensor:
-        return torch.eye(self.n_features, dtype=torch.float64) + 2 * C * gram
+        return torch.eye(self.n_features, dtype=torch.float64, device=gram.device) + 2 * C * gram
 
     def take(self, rows: torch.Tensor) -> "_Own":
         return _Own(self.signed[rows])
@@ -234,9 +244,10 @@ def _newton(
     Problems that reach their optimum leave the working arrays, which shrink as the loop runs.
     """
     n_problems = len(problems)
-    result = torch.zeros(n_problems, problems.n_features, dtype=torch.float64)
+    device = problems.signed.device
+    result = torch.zeros(n_problems, problems.n_features, dtype=torch.float64, device=device)
     w = result.clone() if start is None else start.clone()
-    rows = torch.arange(n_problems)  # which problem each working row is
+    rows = torch.arange(n_problems, device=device)  # which problem each working row is
     margins = problems.margins(w)  # [row example]
     active = margins < 1
     gram = problems.gram(active)
@@ -289,7 +300,7 @@ def _line_search(
     slope, curvature = slope_and_curvature(alpha, slice(None))
     # Where the slope at 1 is positive beyond rounding, the full step overshoots: search (0, 1).
     rows = torch.nonzero(slope > 1e-9 * curvature).flatten()
-    lo, hi, a = torch.zeros(len(rows), dtype=wd.dtype), alpha[rows], alpha[rows]
+    lo, hi, a = wd.new_zeros(len(rows)), alpha[rows], alpha[rows]
     slope, curvature = slope[rows], curvature[rows]
     for _ in range(30):
         newton = a - slope / curvature
@@ -307,7 +318,7 @@ def _line_search(
 
 def _with_intercept(x: torch.Tensor) -> torch.Tensor:
     """Features in float64 with a constant 1 appended (the intercept's feature)."""
-    ones = torch.ones(*x.shape[:-1], 1, dtype=torch.float64)
+    ones = torch.ones(*x.shape[:-1], 1, dtype=torch.float64, device=x.device)
     return torch.cat([x.double(), ones], dim=-1)
 
 

@@ -76,7 +76,8 @@ def set_metrics(
     """l-acc and (if ``with_auc``) ROC AUC of each set, from one pass over its logits, a chunk
     of sets at a time."""
     l_acc, aucs = [], []
-    for chunk in masks.split(SUBSET_CHUNK):
+    candidates = candidates.to(targets.device)
+    for chunk in masks.to(targets.device).split(SUBSET_CHUNK):
         logits = decomposition.set_logits(chunk, read, candidates, definition)
         l_acc.append((candidates[logits.argmax(-1)] == targets).float().mean(-1))
         if with_auc:
@@ -111,9 +112,9 @@ def auc(
     """
     ordered, order = scores.sort(dim=-1)
     n = scores.shape[-1]
-    index = torch.arange(n).expand_as(ordered)
+    index = torch.arange(n, device=scores.device).expand_as(ordered)
     new = ordered[:, 1:] != ordered[:, :-1]
-    edge = torch.ones(len(ordered), 1, dtype=torch.bool)
+    edge = torch.ones(len(ordered), 1, dtype=torch.bool, device=scores.device)
     starts = torch.cat([edge, new], dim=1)  # first of a run of equal scores
     ends = torch.cat([new, edge], dim=1).flip(-1)  # last of a run, counted from the right
     first = torch.where(starts, index, 0).cummax(-1).values

@@ -23,6 +23,7 @@ from headcoop.analysis.heads import analyze
 from headcoop.analysis.interventions import intervention_curves
 from headcoop.compat import Model
 from headcoop.config import ModelConfig
+from headcoop.device import Device, resolve_device
 from headcoop.engine.bags import evaluate
 from headcoop.files import config_key, write_atomic
 from headcoop.paper import head_space
@@ -43,12 +44,23 @@ class FigureData:
         cache: the cache directory. Measurements go to ``<cache>/<plan key>/``; the trained
             models, which are costly, are keyed by their own settings so that other plans
             reuse them: the main models under ``<cache>/main/<key>/``, sweep results in
-            ``<cache>/sweeps/results.json``.
+            ``<cache>/sweeps/results/``.
         progress: show progress bars for long steps.
+        device: where models train and are measured (see `headcoop.device`).
+        executor: None trains the sweeps in this process; 'local' or 'slurm' runs each of
+            their stacks as a submitit job (`headcoop.training.sweep.run_sweep`).
     """
 
-    def __init__(self, plan: FigurePlan, cache: str | Path, progress: bool = False) -> None:
+    def __init__(
+        self,
+        plan: FigurePlan,
+        cache: str | Path,
+        progress: bool = False,
+        device: Device = None,
+        executor: str | None = None,
+    ) -> None:
         self.plan, self.progress = plan, progress
+        self.device, self.executor = resolve_device(device), executor
         self.task: Task = make_task("count01", **plan.task)
         cache = Path(cache)
         self.root = cache / plan.key()
@@ -74,11 +86,12 @@ class FigureData:
                 self.main_dir / "stack.safetensors",
                 runs=runs,
                 progress=self.progress,
+                device=self.device,
             )
         return self.main_dir / f"seed_{seed}"
 
     def main_model(self, seed: int) -> Model:
-        return load_checkpoint(self.main_run(seed))[0]
+        return load_checkpoint(self.main_run(seed), self.device)[0]
 
     def analysis(self, seed: int) -> dict[str, Any]:
         """heads, pairs (and for the first seed all subsets) of a main model."""
@@ -139,7 +152,8 @@ class FigureData:
         def make() -> pd.DataFrame:
             frames = []
             for seed in self.plan.main_seeds:
-                path = trajectory(self.main_run(seed), self.task, progress=self.progress)
+                run = self.main_run(seed)
+                path = trajectory(run, self.task, progress=self.progress, device=self.device)
                 frames.append(path.to_pandas(run=seed))
             return pd.concat(frames, ignore_index=True)
 
@@ -150,7 +164,11 @@ class FigureData:
 
         def make() -> pd.DataFrame:
             s_acc = random_head_s_acc(
-                self.task, self.plan.model, self.plan.random_heads, progress=self.progress
+                self.task,
+                self.plan.model,
+                self.plan.random_heads,
+                progress=self.progress,
+                device=self.device,
             )
             return pd.DataFrame({"s_acc": s_acc.tolist()})
 
@@ -170,7 +188,7 @@ class FigureData:
                 ]
                 for d in self.plan.grid_dims
             ]
-            results = run_sweep(self.task, stacks, self.plan.train, self.sweep_dir, self.progress)
+            results = self._sweep(stacks)
             return _sweep_frame(results)
 
         return self._csv("fig02_grid.csv", make)
@@ -192,7 +210,7 @@ class FigureData:
                 [e for r in rows if r.n_heads > 1 for e in models(r)],
             ]
             stacks = [s for s in stacks if s]
-            results = run_sweep(self.task, stacks, self.plan.train, self.sweep_dir, self.progress)
+            results = self._sweep(stacks)
             return _sweep_frame(results)
 
         return self._csv("table1_models.csv", make)
@@ -226,6 +244,17 @@ class FigureData:
         return self._csv("appendix_a_minimal.csv", make)
 
     # --- helpers ---------------------------------------------------------------------------
+
+    def _sweep(self, stacks: list[list[Experiment]]) -> list[dict[str, Any]]:
+        return run_sweep(
+            self.task,
+            stacks,
+            self.plan.train,
+            self.sweep_dir,
+            self.progress,
+            device=self.device,
+            executor=self.executor,
+        )
 
     def _csv(
         self, name: str, make: Callable[[], pd.DataFrame], text: tuple[str, ...] = ()

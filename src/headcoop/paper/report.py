@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import plotly.io as pio
 
+from headcoop.device import Device
 from headcoop.files import write_atomic
 from headcoop.paper.comparison import compare_with_paper
 from headcoop.paper.compute import FigureData, measure_all
@@ -40,12 +41,15 @@ def make_figures(
     cache: str | Path = "runs/figures",
     png: bool = True,
     progress: bool = False,
+    device: Device = None,
+    executor: str | None = None,
 ) -> dict[str, Any]:
     """Compute what is missing, then write every item, the data and ``index.html`` into
-    ``out``. Returns the summary (also written to ``out/summary.json``)."""
+    ``out``. Returns the summary (also written to ``out/summary.json``). ``device`` and
+    ``executor`` are `FigureData`'s."""
     out = Path(out)
     clock = time.perf_counter()
-    data = FigureData(plan, cache, progress)
+    data = FigureData(plan, cache, progress, device, executor)
     stages = measure_all(data)
     measured = time.perf_counter() - clock
     items = render(data)
@@ -59,7 +63,7 @@ def make_figures(
     _copy_data(data.root, out / "data")
     write_atomic(out / "table1.csv", pd.DataFrame(summary["table1"]).to_csv(index=False))
     summary["png"] = png_note
-    summary["machine"] = machine()
+    summary["machine"] = machine(str(data.device))
     summary["seconds"] = {
         "stages": stages,
         "measure": round(measured, 1),

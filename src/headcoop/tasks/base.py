@@ -75,6 +75,13 @@ class Batch:
     def is_bag(self) -> bool:
         return self.multiplicity is not None
 
+    def to(self, device: torch.device) -> "Batch":
+        """The same batch on ``device``."""
+        mult = None if self.multiplicity is None else self.multiplicity.to(device)
+        return Batch(
+            self.tokens.to(device), self.read_pos.to(device), self.targets.to(device), mult
+        )
+
 
 @runtime_checkable
 class Task(Protocol):

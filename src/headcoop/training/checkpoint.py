@@ -31,8 +31,9 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from headcoop.compat import Model, load_parameters, new_model, parameters
+from headcoop.compat import Model, load_parameters, new_model, parameters, to_device
 from headcoop.config import ModelConfig
+from headcoop.device import Device, resolve_device
 from headcoop.errors import HeadcoopError
 from headcoop.files import atomic_path, umask
 from headcoop.model import freeze_positions
@@ -112,8 +113,9 @@ def clear_run(run: str | Path) -> None:
             shutil.rmtree(child)
 
 
-def load_checkpoint(path: str | Path) -> tuple[Model, dict[str, Any]]:
-    """Load a model and its metadata (the parsed config.json).
+def load_checkpoint(path: str | Path, device: Device = None) -> tuple[Model, dict[str, Any]]:
+    """Load a model onto ``device`` (see `headcoop.device`), with its metadata (the parsed
+    config.json).
 
     ``path`` is a checkpoint directory, or a training run directory (its final checkpoint).
     Works for any checkpoint in this format, whoever wrote it.
@@ -122,6 +124,7 @@ def load_checkpoint(path: str | Path) -> tuple[Model, dict[str, Any]]:
         HeadcoopError: the directory, config or weights are missing or corrupt, or the weights
             do not fit the config.
     """
+    device = resolve_device(device)
     path = resolve_checkpoint(path)
     config = read_config(path)
     if not isinstance(config.get("model"), dict):
@@ -160,7 +163,7 @@ def load_checkpoint(path: str | Path) -> tuple[Model, dict[str, Any]]:
             f"have the model's {model.cfg.d_vocab} tokens"
         )
     model.eval()
-    return model, config
+    return to_device(model, device), config
 
 
 def _check_model_section(stored: dict[str, Any], model: Model, path: Path) -> None:
@@ -168,7 +171,7 @@ def _check_model_section(stored: dict[str, Any], model: Model, path: Path) -> No
     headcoop's models (a missing or changed setting would only fail, or mislead, later)."""
     expected = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
     for key, value in expected.items():
-        if key != "device" and stored.get(key, "(missing)") != value:
+        if stored.get(key, "(missing)") != value:
             raise HeadcoopError(
                 f"{path / CONFIG}: model setting {key!r} is {stored.get(key, '(missing)')!r:.40}, "
                 f"but the model it builds has {value!r}"
@@ -250,7 +253,7 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict) -> dict
 def _hooked_kwargs(model: Model) -> dict[str, Any]:
     """The config keyword arguments that rebuild ``model``, read off ``model.cfg``."""
     kwargs = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
-    differ = [k for k, v in kwargs.items() if k != "device" and getattr(model.cfg, k) != v]
+    differ = [k for k, v in kwargs.items() if getattr(model.cfg, k) != v]
     if differ:
         raise HeadcoopError(
             f"cannot save this model: its config differs from headcoop's in {differ}"

@@ -5,10 +5,11 @@ trained together by `headcoop.training.train_models`. Models in a stack may diff
 ``n_heads`` and ``d_model`` (`headcoop.engine.stack` pads them exactly), so a whole grid of shapes
 costs little more than its largest member.
 
-Every finished experiment's result is stored in ``results.json`` under a key of its full
-configuration (task, model, seed, training), so a rerun skips finished work and a changed
-setting is trained afresh. A stack in training saves its state every few epochs, and an
-interrupted run resumes from it.
+Every finished experiment's result is a file ``results/<key>.json``, the key a hash of its full
+configuration (task, model, seed, training), so a rerun skips finished work, a changed setting
+is trained afresh, and workers running at once never overwrite each other. A stack in training
+saves its state every few epochs, and an interrupted run resumes from it. Stacks run in this
+process or as submitit jobs on this machine or a Slurm cluster (`run_sweep`'s ``executor``).
 """
 
 import json
@@ -22,10 +23,11 @@ import torch
 
 from headcoop.compat import Model, load_parameters
 from headcoop.config import ModelConfig, TrainConfig
+from headcoop.device import Device, device_of
 from headcoop.engine.bags import metrics
 from headcoop.engine.stack import MODEL_CHUNK, Stack
 from headcoop.errors import HeadcoopError
-from headcoop.files import config_key, write_atomic
+from headcoop.files import config_key, exclusive, write_atomic
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy_each
 from headcoop.model import build_model
@@ -41,7 +43,11 @@ from headcoop.training.trainer import train_models
 
 log = logging.getLogger(__name__)
 
-RESULTS = "results.json"
+RESULTS = "results"
+"""The directory of a sweep's results: one JSON file per experiment, named by its key."""
+LEGACY_RESULTS = "results.json"
+EXECUTORS = ("local", "slurm")
+JOB_TIMEOUT_MIN = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -69,29 +75,114 @@ def run_sweep(
     train_cfg: TrainConfig,
     out: str | Path,
     progress: bool = False,
+    device: Device = None,
+    executor: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and measure every experiment not yet in ``out/results.json``; return the results
-    of all of them, stack by stack, in order.
+    """Train and measure every experiment without a result in ``out``; return the results of
+    all of them, stack by stack, in order.
 
-    Each result holds the model shape and seed, ``test_accuracy`` (of the first scored
-    prediction), ``test_metrics`` and ``s_acc``, the separation accuracy of each head.
-    ``train_cfg.seed`` is replaced by each experiment's seed, so that a stack is reproducible
-    whichever experiments it holds first.
+    Each result holds the model shape and seed, ``test_accuracy`` (of the decision readout),
+    ``test_metrics`` and ``s_acc``, the separation accuracy of each head. ``train_cfg.seed`` is
+    replaced by each experiment's seed, so that a stack is reproducible whichever experiments
+    it holds first.
+
+    Args:
+        executor: None runs the stacks in this process, one after another; 'local' or 'slurm'
+            runs each stack as a submitit job (`run_jobs`) and waits for them all.
+        device: where the models train (see `headcoop.device`); in jobs, resolved on the node.
+
+    Several workers may run one sweep at once (two ``headcoop figures`` on one cache, or the
+    jobs of an executor): each stack is trained under a lock by whichever worker takes it
+    first, the others move on and later wait for it, and each result is a file of its own.
     """
     out = Path(out)
-    results = _load_results(out / RESULTS)
-    for stack in stacks:
-        missing = [e for e in stack if experiment_key(task, e, train_cfg) not in results]
+    pending = [list(stack) for stack in stacks if _missing(task, stack, train_cfg, out)]
+    if executor is not None:
+        run_jobs(executor, [(task, stack, train_cfg, out, device) for stack in pending], out)
+    else:
+        busy = [s for s in pending if not run_stack(task, s, train_cfg, out, device, progress)]
+        for stack in busy:  # taken by another worker: wait for it, then fill any gap
+            run_stack(task, stack, train_cfg, out, device, progress, wait=True)
+    results = load_results(out)
+    return [results[experiment_key(task, e, train_cfg)] for stack in stacks for e in stack]
+
+
+def run_stack(
+    task: Task,
+    stack: Sequence[Experiment],
+    train_cfg: TrainConfig,
+    out: str | Path,
+    device: Device = None,
+    progress: bool = False,
+    wait: bool = False,
+) -> bool:
+    """Train and measure the experiments of ``stack`` that have no result in ``out`` yet, under
+    the stack's lock, and store each result. Returns False, having done nothing, when another
+    worker holds the lock and ``wait`` is False."""
+    out = Path(out)
+    with exclusive(
+        out / f"stack_{config_key([task.to_config(), stack, train_cfg])}.lock", wait
+    ) as held:
+        if not held:
+            return False
+        missing = _missing(task, stack, train_cfg, out)
         if not missing:
-            continue
+            return True
         stack_cfg = _stack_train_config(train_cfg, missing)
         state = out / f"stack_{experiment_key(task, missing[0], stack_cfg)}.safetensors"
-        models = train_stack(task, missing, stack_cfg, state, progress=progress)
+        models = train_stack(task, missing, stack_cfg, state, progress=progress, device=device)
         for experiment, result in zip(missing, measure_models(task, models), strict=True):
             result.update(asdict(experiment.model), seed=experiment.seed)
-            results[experiment_key(task, experiment, train_cfg)] = result
-        write_atomic(out / RESULTS, json.dumps(results, indent=1) + "\n")
-    return [results[experiment_key(task, e, train_cfg)] for stack in stacks for e in stack]
+            key = experiment_key(task, experiment, train_cfg)
+            write_atomic(out / RESULTS / f"{key}.json", json.dumps(result) + "\n")
+    return True
+
+
+def run_jobs(executor: str, calls: Sequence[tuple], out: Path) -> None:
+    """Run `run_stack` on each argument tuple of ``calls`` as a submitit job ('local': on this
+    machine, one job at a time, since a stack's training uses every core; 'slurm': one job
+    array). Job logs go to ``out/jobs``; a failed job is reported with the end of its log."""
+    try:
+        import submitit
+    except ImportError:
+        raise HeadcoopError("--executor needs submitit: pip install submitit") from None
+    if executor not in EXECUTORS:
+        raise HeadcoopError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
+    runner = submitit.AutoExecutor(folder=out / "jobs" / "%j", cluster=executor)
+    runner.update_parameters(timeout_min=JOB_TIMEOUT_MIN, name="headcoop-stack")
+    if executor == "slurm":
+        with runner.batch():
+            jobs = [runner.submit(run_stack, *args) for args in calls]
+        _wait(jobs)
+    else:
+        for args in calls:
+            _wait([runner.submit(run_stack, *args)])
+
+
+def _wait(jobs: list) -> None:
+    for job in jobs:
+        try:
+            job.result()
+        except Exception as exc:  # submitit raises its own errors, or the job's
+            tail = " ".join(str(exc).strip().splitlines()[-3:])
+            raise HeadcoopError(f"sweep job {job.job_id} failed: {tail}") from None
+
+
+def load_results(out: str | Path) -> dict[str, Any]:
+    """Every stored result of a sweep directory, by experiment key (files in ``results/``, and
+    the single ``results.json`` that earlier versions wrote)."""
+    out = Path(out)
+    results = _read_json(out / LEGACY_RESULTS) if (out / LEGACY_RESULTS).exists() else {}
+    for file in sorted((out / RESULTS).glob("*.json")):
+        results[file.stem] = _read_json(file)
+    return results
+
+
+def _missing(
+    task: Task, stack: Sequence[Experiment], train_cfg: TrainConfig, out: Path
+) -> list[Experiment]:
+    done = load_results(out)
+    return [e for e in stack if experiment_key(task, e, train_cfg) not in done]
 
 
 def train_stack(
@@ -102,6 +193,7 @@ def train_stack(
     save_every: int = 10,
     runs: Sequence[str | Path] | None = None,
     progress: bool = False,
+    device: Device = None,
 ) -> list[Model]:
     """Train the experiments' models side by side and return them.
 
@@ -113,9 +205,10 @@ def train_stack(
             end; an existing file for the same experiments is resumed.
         runs: optional run directories, one per model, that receive a checkpoint at every
             epoch ``train_cfg.saves`` (for training-dynamics analyses) and a ``final`` link.
+        device: where to train (see `headcoop.device`).
     """
     state_file = Path(state_file)
-    models = [build_model(e.model, len(task.vocab), e.seed) for e in experiments]
+    models = [build_model(e.model, len(task.vocab), e.seed, device) for e in experiments]
     meta = {
         "task": task.to_config(),
         "train": asdict(train_cfg),
@@ -149,13 +242,13 @@ def train_stack(
     return models
 
 
-def load_stack_models(state_file: str | Path) -> list[Model]:
+def load_stack_models(state_file: str | Path, device: Device = None) -> list[Model]:
     """The models of a stack file written by `train_stack` (or a sweep)."""
     states, meta, _ = load_stack(state_file)
     models = []
     for experiment, state in zip(meta["experiments"], states, strict=True):
         cfg = ModelConfig(**{k: v for k, v in experiment.items() if k != "seed"})
-        model = build_model(cfg, state["embed.W_E"].shape[0], experiment["seed"])
+        model = build_model(cfg, state["embed.W_E"].shape[0], experiment["seed"], device)
         load_parameters(model, state)
         models.append(model)
     return models
@@ -168,7 +261,8 @@ def measure_models(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
     Models may differ in shape, but not in ``d_head``. s-acc fits each head's output at the
     decision readout on the train split and scores it on the test split.
     """
-    train, test = task.bags(task.split("train")), task.bags(task.split("test"))
+    device = device_of(models[0])
+    train, test = (task.bags(task.split(split)).to(device) for split in ("train", "test"))
     results, train_x, test_x = [], [], []
     for start in range(0, len(models), MODEL_CHUNK):
         chunk = list(models[start : start + MODEL_CHUNK])
@@ -203,13 +297,11 @@ def _stack_train_config(train_cfg: TrainConfig, experiments: Sequence[Experiment
     return replace(train_cfg, seed=experiments[0].seed)
 
 
-def _load_results(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
+def _read_json(path: Path) -> dict[str, Any]:
     try:
-        results = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise HeadcoopError(f"{path} is corrupt: {exc}") from None
-    if not isinstance(results, dict):
+    if not isinstance(value, dict):
         raise HeadcoopError(f"{path} is corrupt: expected a JSON object")
-    return results
+    return value

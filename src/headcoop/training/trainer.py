@@ -20,6 +20,7 @@ from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model
 from headcoop.config import ModelConfig, TrainConfig
+from headcoop.device import Device, device_of
 from headcoop.engine.bags import (
     Hook,
     batch_loss,
@@ -80,6 +81,7 @@ def train(
     resume: bool = False,
     overwrite: bool = False,
     progress: bool = False,
+    device: Device = None,
 ) -> Model:
     """Train one model on ``task`` and return it.
 
@@ -93,6 +95,7 @@ def train(
         overwrite: replace a training run already in ``out`` (without this or ``resume``, an
             existing run is refused, so that two runs never mix in one directory).
         progress: show a progress bar with the loss and validation accuracy.
+        device: where to train (see `headcoop.device`); the run is reproducible per device.
 
     Raises:
         HeadcoopError: ``out`` cannot be written or already holds a run, the settings differ
@@ -104,11 +107,11 @@ def train(
     start_epoch, opt_state = 0, None
     if resume and out is not None and run_checkpoints(out):
         start_epoch, path = run_checkpoints(out)[-1]
-        model, meta = load_checkpoint(path)
+        model, meta = load_checkpoint(path, device)
         _check_resumable(meta, task, model_cfg, train_cfg, path)
         opt_state = load_optimizer_state(path)
     else:
-        model = build_model(model_cfg, len(task.vocab), train_cfg.seed)
+        model = build_model(model_cfg, len(task.vocab), train_cfg.seed, device)
 
     def save(epoch: int, models: list[Model], results: list[dict], opt: dict) -> None:
         if out is None or not train_cfg.saves(epoch):
@@ -202,8 +205,9 @@ class _StackedStep:
         self.task, self.models, self.cfg = task, models, cfg
         self.stack = Stack.of(models)
         self.params = list(self.stack.trainable().values())
-        self.train_bags = task.bags(task.split("train"))
-        self.val_bags = task.bags(task.split("val"))
+        device = self.stack.device
+        self.train_bags = task.bags(task.split("train")).to(device)
+        self.val_bags = task.bags(task.split("val")).to(device)
         self.n_examples = len(self.train_bags)
 
     def epoch(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
@@ -211,7 +215,7 @@ class _StackedStep:
         n_models, n = len(self.models), len(self.train_bags)
         orders = torch.rand(n_models, n, generator=gen).argsort(dim=1)  # [model example]
         for start in range(0, n, self.cfg.batch_size):
-            idx = orders[:, start : start + self.cfg.batch_size]  # [model batch]
+            idx = orders[:, start : start + self.cfg.batch_size].to(self.stack.device)
             logits = self.stack.logits(self.train_bags, idx, self.cfg.dropout, gen)
             targets = self.train_bags.targets[idx]
             yield batch_loss(logits.flatten(0, 1), targets.flatten(0, 1)), idx.shape[1]
@@ -231,6 +235,7 @@ class _FullStep:
     def __init__(self, task: Task, model: Model, cfg: TrainConfig) -> None:
         self.task, self.model, self.cfg = task, model, cfg
         self.params = [p for p in model.parameters() if p.requires_grad]
+        self.device = device_of(model)
         self.examples, self.val_examples = task.split("train"), task.split("val")
         check_lengths(model, task, self.examples)
         self.n_examples = len(self.examples)
@@ -247,6 +252,7 @@ class _FullStep:
             bags=False,
             n_heads=self.model.cfg.n_heads,
         ):
+            batch = batch.to(self.device)
             yield batch_loss(read_logits(self.model, batch, hooks), batch.targets), len(batch)
         self.model.eval()
 
@@ -297,7 +303,7 @@ def _check_resumable(
     differ = [k for k, v in wanted.items() if k not in resumable and stored_train.get(k) != v]
     if meta.get("task") != task.to_config():
         differ.append("task")
-    stored_model = meta.get("model", {})
+    stored_model = {k: v for k, v in meta.get("model", {}).items() if k != "device"}  # pre-0.2
     if stored_model != model_cfg.hooked_kwargs(len(task.vocab)):
         differ.append("model")
     if differ:
