@@ -90,3 +90,32 @@ def test_head_weights_of_three_candidates_ignore_a_shared_shift(trained_no_ln):
         shifted = head_weights(trained_no_ln, (1, 2, 3))
         trained_no_ln.W_U[:, [1, 2, 3]] -= trained_no_ln.W_U[:, [4]]
     assert torch.allclose(shifted, by_hand / by_hand.sum(), atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_head_attributions_are_transformer_lens_logit_attrs_with_the_ln_weight(model, task):
+    """TransformerLens's per-head attribution, ``ActivationCache.logit_attrs`` of
+    ``stack_head_results(apply_ln=True)``, reads each head through W_U alone: it assumes the
+    final LayerNorm's weight was folded into W_U (``fold_ln``). headcoop's keeps the weight, so
+    on a model with a final LayerNorm the two differ (on the paper's trained model by up to
+    about 1.7 logits a head); TransformerLens's ``apply_ln_to_stack`` read through
+    diag(w_ln) W_U, the folded read-out, gives headcoop's exactly, and without a LayerNorm
+    ``logit_attrs`` does."""
+    gen = torch.Generator().manual_seed(0)
+    n0 = torch.randint(0, 31, (40,), generator=gen)
+    n1 = torch.randint(0, 31, (40,), generator=gen)
+    examples = torch.stack([n0, n1, 60 - n0 - n1], dim=1)  # one length, one read position
+    batch = task.sequences(examples)
+    position = int(batch.read_pos[0, task.decision])
+    _, cache = model.run_with_cache(batch.tokens)
+    stack = cache.stack_head_results(layer=-1, pos_slice=position)  # [head example d_model]
+    target = batch.targets[:, task.decision]
+    ours = decompose(model, collect(model, task, examples)).head_logits[:, task.decision]
+    ours = ours.gather(2, target[:, None, None].expand(-1, ours.shape[1], 1))[..., 0].T
+    theirs = cache.logit_attrs(stack, tokens=target, pos_slice=position)  # [head example]
+    if model.cfg.normalization_type is not None:
+        assert (ours - theirs).abs().max() > 1e-2  # far beyond rounding: W_U alone is not it
+        normalised = cache.apply_ln_to_stack(stack, layer=-1, pos_slice=position)
+        folded = model.ln_final.w[:, None] * model.W_U[:, target]  # fold_ln's read-out
+        theirs = torch.einsum("hem,me->he", normalised, folded)
+    assert (ours - theirs).abs().max() < 1e-4

@@ -23,6 +23,12 @@ The logits of a set of heads H, two ways (`DEFINITIONS`):
   exactly from Gram matrices of the centred head contributions, with no further forward pass.
 
 Metrics under the second definition carry the suffix ``_direct`` (`SUFFIX`).
+
+TransformerLens's own per-head attribution, ``ActivationCache.logit_attrs`` of
+``stack_head_results``, reads each head through W_U alone, as if the final LayerNorm's weight
+had been folded into W_U (``fold_ln``, which headcoop's models are not built with). Without a
+final LayerNorm it equals headcoop's head terms; with one, headcoop's equal
+``apply_ln_to_stack`` of the head results read through diag(w_ln) W_U (both tested).
 """
 
 from dataclasses import dataclass
