@@ -1,55 +1,122 @@
-"""Sweep speed: a grid of differently shaped models trained as one padded stack, against the
-same models trained one stack per model, measured side by side in one run.
+"""Sweep speed: Table 1's stacks and the Fig 2 grid on the stacked engine, against one
+TransformerLens model at a time on bags, and against the arithmetic floor, in one run.
 
-Both sides run the same code (`headcoop.train_models` on bags) for the same epochs on the
-paper's 7,000 training examples; only the stacking differs. The grid is Fig 2's (heads 1-16 ×
-d_model 2-32) with ``--seeds`` seeds per cell. One-at-a-time is timed on one seed per cell and
-multiplied by the number of seeds (every seed of a cell costs the same).
+For each workload (the paper plan's Table 1 stacks, as `make figures` builds them, and the
+Fig 2 grid), training steps of the paper's settings (7,000 examples, batch 64, AdamW) run
 
-    python scripts/bench_sweep.py [--seeds 10] [--epochs 1]
+- on the sweep engine: `headcoop.train_models` on each stack, one epoch (building the models
+  is not timed);
+- one model at a time through the TransformerLens forward on bags (the bag hook on the
+  pattern, `batch_loss`, backward, AdamW): a few hundred steps of one model per shape,
+  extrapolated to the workload;
+
+and each is reported in model-examples per second, with their ratio. The floor is the
+workload's forward and backward arithmetic counted per model at its own shape (3 times the
+forward's multiply-adds: the essential products of attention over the token types present,
+the output projection, LayerNorm and unembedding), over this machine's dense float32 matmul
+rate, measured here; the engine's share is floor time / engine time.
+
+Run on idle cores: anything else running slows every number.
+
+    python scripts/bench_sweep.py [--steps 200]
 """
 
 import argparse
 import time
+from collections import Counter
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seeds", type=int, default=10)
-    parser.add_argument("--epochs", type=int, default=1)
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=200, help="steps of each lone model")
     args = parser.parse_args()
 
     import torch
 
-    from headcoop import Count01, ModelConfig, TrainConfig, build_model, train_models
+    from headcoop import Count01, TrainConfig, build_model, train_models
+    from headcoop.engine.bags import batch_loss, read_logits
+    from headcoop.paper.compute import grid_stacks, table1_stacks
+    from headcoop.paper.plan import FigurePlan
+    from headcoop.runinfo import machine
 
-    task, cfg = Count01(), TrainConfig(epochs=args.epochs)
-    shapes = [(h, d) for h in (1, 2, 4, 8, 16) for d in (2, 4, 8, 16, 32)]
-
-    def models(seeds: int) -> list:
-        return [
-            build_model(ModelConfig(d_model=d, n_heads=h), len(task.vocab), s)
-            for h, d in shapes
-            for s in range(seeds)
-        ]
-
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; {len(shapes)} shapes")
-    start = time.perf_counter()
-    for model in models(1):
-        train_models(task, [model], cfg)
-    alone = (time.perf_counter() - start) * args.seeds
-
-    grid = models(args.seeds)
-    start = time.perf_counter()
-    train_models(task, grid, cfg)
-    stacked = time.perf_counter() - start
-
-    n, per = len(grid), f"s per {args.epochs} epoch(s)"
+    task, plan = Count01(), FigurePlan.paper()
+    cfg = TrainConfig(epochs=1)
+    n_train = len(task.split("train"))
+    info = machine()
     print(
-        f"one model at a time ({n} models, extrapolated from 1 seed per shape): {alone:.1f} {per}"
+        f"{info['cores']} cores, torch {info['torch']} ({info['torch_threads']} threads), "
+        f"transformer-lens {info['transformer_lens']}; {n_train} training examples"
     )
-    print(f"one padded stack of all {n} models:                               {stacked:.1f} {per}")
-    print(f"ratio: {alone / stacked:.1f}x")
+    rate = dense_matmul_rate(torch)
+    print(f"dense float32 matmul: {rate / 1e9:.1f} GFLOP/s")
+
+    bags = task.bags(task.split("train"))
+    for name, stacks in (("Table 1", table1_stacks(plan)), ("Fig 2 grid", grid_stacks(plan))):
+        experiments = [e for stack in stacks for e in stack]
+        n_models = len(experiments)
+        built = [[build_model(e.model, len(task.vocab), e.seed) for e in s] for s in stacks]
+        start = time.perf_counter()
+        for models in built:
+            train_models(task, models, cfg)
+        engine = time.perf_counter() - start
+
+        shapes = Counter(e.model for e in experiments)
+        lone = 0.0
+        for shape, count in shapes.items():
+            model = build_model(shape, len(task.vocab), 0)
+            optimizer = torch.optim.AdamW(
+                [p for p in model.parameters() if p.requires_grad], lr=cfg.lr
+            )
+            batches = torch.randperm(n_train).split(cfg.batch_size)[: args.steps]
+            start = time.perf_counter()
+            for idx in batches:
+                batch = bags[idx]
+                loss = batch_loss(read_logits(model, batch), batch.targets)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            per_example = (time.perf_counter() - start) / sum(len(b) for b in batches)
+            lone += per_example * n_train * count
+
+        floor = sum(forward_flops(e.model, len(task.vocab), 2) for e in experiments)
+        floor_seconds = 3 * floor * n_train / rate
+        work = n_models * n_train
+        print(f"{name}: {n_models} models in {len(stacks)} stack(s), one epoch each")
+        print(
+            f"  sweep engine:              {work / engine:12,.0f} model-examples/s ({engine:.1f} s)"
+        )
+        print(
+            f"  one TL model at a time:    {work / lone:12,.0f} model-examples/s "
+            f"({lone:.1f} s, extrapolated from {args.steps} steps a shape)"
+        )
+        print(f"  ratio sweep engine / one TL model at a time: {lone / engine:.1f}x")
+        print(
+            f"  floor: {3 * floor * n_train / 1e9:.2f} GFLOP, {floor_seconds:.2f} s at the "
+            f"matmul rate; the engine runs at {100 * floor_seconds / engine:.1f}% of it"
+        )
+
+
+def forward_flops(model, d_vocab: int, reads: int) -> float:
+    """Multiply-adds x 2 of one example's forward at its scored positions: attention of each
+    head over the token types (at most d_vocab present), the output projection, the final
+    LayerNorm and the unembedding; the per-step tables (d_vocab-sized) are left out, since a
+    batch shares them."""
+    d, h, e = model.d_model, model.n_heads, model.d_head
+    attention = d_vocab * h * (e + 1) * 2
+    projection = h * e * d * 2
+    norm = 8 * d if model.layernorm else 0
+    unembed = d * d_vocab * 2
+    return reads * (attention + projection + norm + unembed)
+
+
+def dense_matmul_rate(torch, n: int = 1024, repeats: int = 20) -> float:
+    """Float32 FLOP/s of a square matmul on this machine."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
 
 
 if __name__ == "__main__":
