@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from headcoop.analysis.heads import SetMeasure
 from headcoop.config import ModelConfig
 from headcoop.device import Device
+from headcoop.engine.bags import use_bags
 from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.attribution import head_weights
@@ -26,8 +27,9 @@ from headcoop.metrics.cache import collect
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy_each
 from headcoop.model import build_model
-from headcoop.tasks.base import Task, task_from_config
+from headcoop.tasks.base import Task, candidate_ids, task_from_config
 from headcoop.training.checkpoint import load_checkpoint, run_checkpoints
+from headcoop.training.sweep import measure_models
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,10 @@ def trajectory(
 ) -> Trajectory:
     """Measure every head at each saved epoch of a training run directory.
 
+    Where bags are exact, every checkpoint is measured at once on the stacked engine
+    (`headcoop.training.sweep.measure_models`: one pass for all of them, and one batched s-acc
+    solve for all their heads); otherwise checkpoint by checkpoint through hooked passes.
+
     Args:
         run: a run directory with ``epoch_NNNN`` checkpoints.
         task: the task; by default the one stored in the checkpoints.
@@ -81,19 +87,27 @@ def trajectory(
     found = [(e, p) for e, p in run_checkpoints(run) if epochs is None or e in epochs]
     if not found:
         raise HeadcoopError(f"no epoch checkpoints in {run}")
+    paths = tqdm([path for _, path in found], desc="checkpoints", disable=not progress)
+    loaded = [load_checkpoint(path, device) for path in paths]
+    models = [model for model, _ in loaded]
+    task = task if task is not None else task_from_config(loaded[0][1].get("task", {}))
+    candidates = candidate_ids(task, task.decision)
+    weights = torch.stack([head_weights(model, candidates) for model in models]).cpu()
+    epochs_t = torch.tensor([e for e, _ in found])
+    if use_bags(models[0], task):
+        measured = measure_models(task, models)
+        s_acc = torch.tensor([m["s_acc"] for m in measured])
+        accuracy = torch.tensor([m["test_accuracy"] for m in measured])
+        return Trajectory(epochs_t, s_acc, weights, accuracy)
     rows = []
-    for _, path in tqdm(found, desc="checkpoints", disable=not progress):
-        model, config = load_checkpoint(path, device)
-        task = task if task is not None else task_from_config(config.get("task", {}))
+    for model in models:
         train = collect(model, task, task.split("train"))
         test = collect(model, task, task.split("test"))
-        measure = SetMeasure(task, train, test, None)
-        s_acc = measure.s_acc(torch.eye(model.cfg.n_heads, dtype=torch.bool))
+        s_acc = SetMeasure(task, train, test, None).s_acc(torch.eye(model.cfg.n_heads).bool())
         correct = test.logits[:, task.decision].argmax(-1) == test.targets[:, task.decision]
-        rows.append((s_acc, head_weights(model, measure.candidates), correct.float().mean()))
-    s_acc, weights, accuracy = (torch.stack(column) for column in zip(*rows, strict=True))
-    s_acc, weights, accuracy = s_acc.cpu(), weights.cpu(), accuracy.cpu()
-    return Trajectory(torch.tensor([e for e, _ in found]), s_acc, weights, accuracy)
+        rows.append((s_acc.cpu(), correct.float().mean().cpu()))
+    s_acc, accuracy = (torch.stack(column) for column in zip(*rows, strict=True))
+    return Trajectory(epochs_t, s_acc, weights, accuracy)
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
