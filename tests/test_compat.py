@@ -53,7 +53,7 @@ def test_attention_scores_give_the_pattern_and_the_scale_is_sqrt_d_head():
     _, cache = model.run_with_cache(tokens)
     for layer in range(2):
         assert attention_scale(model, layer) == 2.0
-        scores = attention_scores(cache, layer, attention_scale(model, layer))
+        scores = attention_scores(model, cache, layer)
         pattern = cache[f"blocks.{layer}.attn.hook_pattern"]
         assert torch.allclose(scores.softmax(-1), pattern, atol=1e-6)
         assert set(score_hooks(layer)) <= set(cache.keys())
@@ -65,7 +65,7 @@ def test_attention_scores_are_what_3x_hook_attn_scores_holds():
     tokens = torch.randint(0, 7, (2, 9), generator=torch.Generator().manual_seed(1))
     _, cache = model.run_with_cache(tokens)
     hooked = cache["blocks.1.attn.hook_attn_scores"]
-    ours = attention_scores(cache, 1, attention_scale(model, 1))
+    ours = attention_scores(model, cache, 1)
     assert torch.equal(ours.isinf(), hooked.isinf())
     assert torch.allclose(ours[~ours.isinf()], hooked[~hooked.isinf()], atol=1e-6)
 

@@ -60,7 +60,7 @@ def test_terms_add_up_to_the_attention_scores(layernorm, dtype, tolerance):
             svd = qk_svd(model, layer, head)
             assert svd.S.shape == (4,) and (svd.S[:-1] >= svd.S[1:]).all()
             scores = all_pair_terms(svd, x).sum(-1)  # [batch query key]
-            expected = attention_scores(cache, layer, svd.attn_scale)[:, head] * svd.attn_scale
+            expected = attention_scores(model, cache, layer)[:, head] * svd.attn_scale
             assert (scores - expected)[:, causal].abs().max() < tolerance * expected.abs().max()
 
 

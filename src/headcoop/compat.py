@@ -157,15 +157,13 @@ def attention_scale(model: Model, layer: int = 0) -> float:
 
 
 def attention_scores(
-    cache: ActivationCache, layer: int, scale: float
+    model: Model, cache: ActivationCache, layer: int
 ) -> Float[Tensor, "batch head query key"]:
-    """Layer ``layer``'s attention scores, from a cache holding its ``hook_q`` and ``hook_k``:
-    q.k / scale, with -inf above the diagonal (what 3.x's ``hook_attn_scores`` holds).
-
-    ``scale`` is `attention_scale` of the model.
-    """
+    """Layer ``layer``'s attention scores, from a cache of ``model`` holding its ``hook_q`` and
+    ``hook_k`` (`score_hooks`): q.k / `attention_scale`, with -inf above the diagonal (what
+    3.x's ``hook_attn_scores`` holds)."""
     q, k = cache[f"blocks.{layer}.attn.hook_q"], cache[f"blocks.{layer}.attn.hook_k"]
-    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / scale
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / attention_scale(model, layer)
     n = scores.shape[-1]
     above = torch.ones(n, n, dtype=torch.bool, device=scores.device).triu(1)
     return scores.masked_fill(above, float("-inf"))

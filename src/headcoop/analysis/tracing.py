@@ -34,7 +34,7 @@ from headcoop.analysis.decomposition import (
     selected_components,
     strongest,
 )
-from headcoop.compat import Model, attention_scale, attention_scores, score_hooks
+from headcoop.compat import Model, attention_scores, score_hooks
 from headcoop.tasks.base import Task
 
 SHARE = 0.7
@@ -121,8 +121,7 @@ class _Run:
 
     def scores(self, layer: int) -> Float[torch.Tensor, "batch head query key"]:
         if layer not in self._scores:
-            scale = attention_scale(self.model, layer)
-            self._scores[layer] = attention_scores(self.cache, layer, scale)
+            self._scores[layer] = attention_scores(self.model, self.cache, layer)
         return self._scores[layer]
 
 
@@ -314,8 +313,7 @@ def _remove(
             batch.tokens[rows_t], names_filter=list(score_hooks(layer))
         )
     logits = logits[n, queries_t]
-    scale = attention_scale(model, layer)
-    edited_scores = attention_scores(edited, layer, scale)[n, head, queries_t, keys_t]
+    edited_scores = attention_scores(model, edited, layer)[n, head, queries_t, keys_t]
     clean_logits = run.logits[rows_t, queries_t]
     clean_scores = run.scores(layer)[rows_t, head, queries_t, keys_t]
     target_t = torch.tensor(targets)

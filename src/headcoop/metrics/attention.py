@@ -15,8 +15,9 @@ import torch
 from jaxtyping import Float
 from transformer_lens.hook_points import HookPoint
 
-from headcoop.compat import Model, attention_scale, score_hooks
+from headcoop.compat import Model, score_hooks
 from headcoop.compat import attention_scores as scores_of
+from headcoop.device import device_of
 from headcoop.engine.bags import PATTERN_HOOK
 from headcoop.tasks.base import Batch
 
@@ -27,9 +28,9 @@ def attention_scores(
 ) -> Float[torch.Tensor, "head_index key"]:
     """Pre-softmax score of each head from a ``query`` token to each of the ``keys`` tokens,
     read off the model's own forward (position-free models only)."""
-    tokens = torch.tensor([[*keys, query]], device=model.cfg.device)
+    tokens = torch.tensor([[*keys, query]], device=device_of(model))
     _, cache = model.run_with_cache(tokens, names_filter=list(score_hooks(0)))
-    return scores_of(cache, 0, attention_scale(model))[0, :, -1, :-1]
+    return scores_of(model, cache, 0)[0, :, -1, :-1]
 
 
 def weight_ratio(

@@ -96,7 +96,8 @@ def run_sweep(
     first, the others move on and later wait for it, and each result is a file of its own.
     """
     out = Path(out)
-    pending = [list(stack) for stack in stacks if _missing(task, stack, train_cfg, out)]
+    done = load_results(out)
+    pending = [list(stack) for stack in stacks if _missing(task, stack, train_cfg, done)]
     if executor is not None:
         run_jobs(executor, [(task, stack, train_cfg, out, device) for stack in pending], out)
     else:
@@ -125,7 +126,7 @@ def run_stack(
     ) as held:
         if not held:
             return False
-        missing = _missing(task, stack, train_cfg, out)
+        missing = _missing(task, stack, train_cfg, load_results(out))  # others may have added some
         if not missing:
             return True
         stack_cfg = _stack_train_config(train_cfg, missing)
@@ -179,9 +180,9 @@ def load_results(out: str | Path) -> dict[str, Any]:
 
 
 def _missing(
-    task: Task, stack: Sequence[Experiment], train_cfg: TrainConfig, out: Path
+    task: Task, stack: Sequence[Experiment], train_cfg: TrainConfig, done: dict[str, Any]
 ) -> list[Experiment]:
-    done = load_results(out)
+    """The experiments of ``stack`` without a result among ``done``."""
     return [e for e in stack if experiment_key(task, e, train_cfg) not in done]
 
 
