@@ -15,7 +15,7 @@ from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model
 from headcoop.device import device_of
-from headcoop.engine.bags import Hook, inference_batches, read_logits
+from headcoop.engine.bags import PATTERN_HOOK, Hook, inference_batches, read_logits
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Task
 
@@ -109,6 +109,6 @@ def _capture_hooks(batch: Batch, captured: dict[str, torch.Tensor], d_vocab: int
 
     return [
         ("blocks.0.attn.hook_z", take_z),
-        ("blocks.0.attn.hook_pattern", take_mass),
+        (PATTERN_HOOK, take_mass),
         ("blocks.0.hook_resid_pre", take_resid),
     ]
