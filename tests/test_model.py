@@ -108,3 +108,25 @@ def test_initialisation_draws_matrices_and_sets_biases_and_norms():
     assert not params["blocks.0.attn.b_Q"].any() and not params["unembed.b_U"].any()
     assert torch.equal(params["ln_final.w"], torch.ones(32))
     assert params["unembed.b_U"].requires_grad
+
+
+def test_pytorch_initialisation_draws_as_plain_torch_modules_do():
+    cfg = ModelConfig(d_model=64, n_heads=8, d_head=4)
+    params = parameters(build_model(cfg, d_vocab=50, seed=0, init="pytorch"))
+    assert abs(float(params["embed.W_E"].std()) - 1.0) < 0.05
+    for name, fan_in in (("blocks.0.attn.W_Q", 64), ("blocks.0.attn.b_V", 64),
+                         ("blocks.0.attn.W_O", 32), ("blocks.0.attn.b_O", 32),
+                         ("unembed.W_U", 64), ("unembed.b_U", 64)):  # fmt: skip
+        value, bound = params[name].detach(), fan_in**-0.5
+        assert value.abs().max() <= bound, name
+        assert value.abs().max() > 0.9 * bound, name  # uniform over the whole interval
+    assert torch.equal(params["ln_final.w"], torch.ones(64)) and not params["ln_final.b"].any()
+
+
+@pytest.mark.parametrize("init", ["transformer_lens", "pytorch"])
+def test_init_scale_multiplies_every_random_draw(init):
+    one = parameters(build_model(ModelConfig(), d_vocab=8, seed=3, init=init))
+    three = parameters(build_model(ModelConfig(), d_vocab=8, seed=3, init=init, init_scale=3.0))
+    for name, value in one.items():
+        expected = value if name.endswith((".w", ".b")) else 3 * value
+        assert torch.allclose(three[name], expected), name

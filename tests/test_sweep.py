@@ -182,3 +182,22 @@ def test_the_local_executor_gives_the_results_of_a_run_in_process(tmp_path):
     assert as_jobs["trained"] == []  # the jobs trained, not the submitting process
     jobs = [d for d in (tmp_path / "jobs" / "jobs").iterdir() if d.name.isdigit()]
     assert len(jobs) == 2  # one job a stack
+
+
+def test_settings_added_later_change_a_key_only_away_from_their_defaults(task):
+    from dataclasses import asdict
+
+    from headcoop.config import LATE_FIELDS
+    from headcoop.files import config_key
+
+    cfg, experiment = TrainConfig(epochs=3), EXPERIMENTS[0]
+    before = {k: v for k, v in asdict(cfg).items() if k not in LATE_FIELDS}  # the old key's dict
+    old_key = config_key(
+        {"task": task.to_config(), "model": asdict(experiment.model), "seed": 0, "train": before}
+    )
+    assert sweep.experiment_key(task, experiment, cfg) == old_key
+    others = [
+        sweep.experiment_key(task, experiment, TrainConfig(epochs=3, **change))
+        for change in ({"optimizer": "sgd"}, {"init": "pytorch"}, {"init_scale": 2.0})
+    ]
+    assert len({old_key, *others}) == 4

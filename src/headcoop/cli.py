@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from headcoop.config import (
+    INIT_SCHEMES,
     LR_SCHEDULES,
     MODEL_RULES,
+    OPTIMIZERS,
     SEED,
+    SGD_MOMENTUM,
     TRAIN_RULES,
     ModelConfig,
     Rule,
@@ -30,10 +33,11 @@ _TRAIN_FLAGS = (
     ("--n-layers", MODEL_RULES, "attention layers (more than one runs full sequences)"),
     ("--n-ctx", MODEL_RULES, "the longest sequence the model takes"),
     ("--batch-size", TRAIN_RULES, "examples per optimizer step"),
-    ("--lr", TRAIN_RULES, "AdamW learning rate (the peak, under a schedule)"),
-    ("--weight-decay", TRAIN_RULES, "AdamW weight decay"),
+    ("--lr", TRAIN_RULES, "learning rate (the peak, under a schedule)"),
+    ("--weight-decay", TRAIN_RULES, "weight decay (decoupled under adamw, L2 otherwise)"),
     ("--dropout", TRAIN_RULES, "dropout on the attention output, in training"),
     ("--checkpoint-every", TRAIN_RULES, "save every N epochs (the last is always saved)"),
+    ("--init-scale", TRAIN_RULES, "multiplies every randomly drawn initial weight"),
 )
 """The numeric training flags: each parsed by the rule its config field is checked with."""
 
@@ -105,6 +109,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=TrainConfig.lr_schedule,
         choices=LR_SCHEDULES,
         help="cosine decays the learning rate to zero over the epochs",
+    )
+    train.add_argument(
+        "--optimizer",
+        default=TrainConfig.optimizer,
+        choices=OPTIMIZERS,
+        help=f"sgd has momentum {SGD_MOMENTUM}",
+    )
+    train.add_argument(
+        "--init",
+        default=TrainConfig.init,
+        choices=INIT_SCHEMES,
+        help="initial weights: TransformerLens's GPT-2 scheme or plain torch modules' defaults",
     )
     existing = train.add_mutually_exclusive_group()
     existing.add_argument(
@@ -232,6 +248,9 @@ def _train(args: argparse.Namespace) -> None:
         weight_decay=args.weight_decay,
         dropout=args.dropout,
         checkpoint_every=args.checkpoint_every,
+        optimizer=args.optimizer,
+        init=args.init,
+        init_scale=args.init_scale,
     )
     device = resolve_device(args.device)
     train(

@@ -100,6 +100,7 @@ TRAIN_RULES = {
     "weight_decay": Rule(float, 0, 1e9),
     "dropout": Rule(float, 0, 1, high_open=True),
     "checkpoint_every": POSITIVE_INT,
+    "init_scale": Rule(float, 0, 1e3, low_open=True),
 }
 
 
@@ -179,6 +180,13 @@ class ModelConfig:
 
 
 LR_SCHEDULES = ("cosine", "constant")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+INIT_SCHEMES = ("transformer_lens", "pytorch")
+SGD_MOMENTUM = 0.9
+"""The momentum of the 'sgd' optimizer (heavy-ball, as in ``torch.optim.SGD``)."""
+LATE_FIELDS = ("optimizer", "init", "init_scale")
+"""Training settings added after results were first cached: a key leaves them out while they
+are at their defaults (`TrainConfig.key_dict`), so that earlier caches stay valid."""
 
 
 @dataclass(frozen=True)
@@ -190,11 +198,18 @@ class TrainConfig:
         seed: seed of the initial weights, the example order and the dropout masks.
         epochs: passes over the training split.
         batch_size: examples per optimizer step.
-        lr: AdamW learning rate (the peak, under a schedule).
+        lr: learning rate (the peak, under a schedule).
         lr_schedule: 'constant', or 'cosine': decay from ``lr`` to zero over all epochs.
-        weight_decay: AdamW weight decay.
+        weight_decay: weight decay: decoupled under 'adamw', an L2 term in the gradient under
+            'adam' and 'sgd' (as torch applies it).
         dropout: rate of dropout on the attention output (after W_O), during training only.
         checkpoint_every: save a checkpoint every this many epochs (the last is always saved).
+        optimizer: 'adamw', 'adam', or 'sgd' (with momentum `SGD_MOMENTUM`).
+        init: the initial weights' scheme: 'transformer_lens' (GPT-2's: every matrix from
+            N(0, 0.8 / sqrt(d_model)), biases zero), or 'pytorch' (plain torch modules'
+            defaults: embeddings from N(0, 1), linear maps and their biases from
+            U(-1/sqrt(fan_in), 1/sqrt(fan_in))). See `headcoop.model.initialize`.
+        init_scale: every randomly drawn initial weight is multiplied by this.
     """
 
     seed: int = 0
@@ -205,13 +220,31 @@ class TrainConfig:
     weight_decay: float = 0.01
     dropout: float = 0.1
     checkpoint_every: int = 1
+    optimizer: str = "adamw"
+    init: str = "transformer_lens"
+    init_scale: float = 1.0
 
     def __post_init__(self) -> None:
         check_fields(self, TRAIN_RULES, "train")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise HeadcoopError(
-                f"train config: lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
-            )
+        for name, choices in (
+            ("lr_schedule", LR_SCHEDULES),
+            ("optimizer", OPTIMIZERS),
+            ("init", INIT_SCHEMES),
+        ):
+            if getattr(self, name) not in choices:
+                raise HeadcoopError(
+                    f"train config: {name} must be one of {choices}, got {getattr(self, name)!r}"
+                )
+
+    def key_dict(self) -> dict[str, Any]:
+        """The settings as a dict for cache keys and stored metadata: every field, except the
+        `LATE_FIELDS` that are at their defaults."""
+        default = TrainConfig()
+        return {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in LATE_FIELDS or getattr(self, f.name) != getattr(default, f.name)
+        }
 
     def lr_at(self, progress: float) -> float:
         """Learning rate after ``progress`` (0 to 1) of all training steps."""

@@ -91,15 +91,18 @@ def write_atomic(path: str | Path, data: str | bytes, compress: bool = False) ->
 
 def config_key(settings: Any) -> str:
     """A short hash of JSON-able settings (dataclasses included) that names cached results:
-    equal settings give equal keys, any change gives another.
+    equal settings give equal keys, any change gives another. A dataclass with a ``key_dict``
+    method is keyed by what that returns (see `headcoop.config.TrainConfig.key_dict`).
 
     >>> config_key({"a": 1}) == config_key({"a": 1}) != config_key({"a": 2})
     True
     """
 
     def plain(value: Any) -> Any:
+        if hasattr(value, "key_dict"):
+            return value.key_dict()
         if dataclasses.is_dataclass(value):
-            return dataclasses.asdict(value)
+            return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
         raise TypeError(f"cannot key a {type(value).__name__}")
 
     text = json.dumps(settings, sort_keys=True, default=plain)

@@ -9,17 +9,26 @@ against its forward.
 import torch
 
 from headcoop.compat import Model, load_parameters, new_model, parameters, to_device
-from headcoop.config import ModelConfig
+from headcoop.config import INIT_SCHEMES, ModelConfig
 from headcoop.device import Device, resolve_device
+from headcoop.errors import HeadcoopError
 
 _DRAW_ORDER = ("W_E", "W_pos", "W_Q", "W_O", "W_K", "W_V", "W_U")
 """The order in which `initialize` draws a layer's matrices (TransformerLens 3's parameter
 order, so that 3.x models keep the weights that its own initialisation gave them)."""
 
 
-def build_model(cfg: ModelConfig, d_vocab: int, seed: int, device: Device = None) -> Model:
+def build_model(
+    cfg: ModelConfig,
+    d_vocab: int,
+    seed: int,
+    device: Device = None,
+    init: str = "transformer_lens",
+    init_scale: float = 1.0,
+) -> Model:
     """A freshly initialised model on ``device`` (see `headcoop.device`); the same seed gives the
-    same weights, bit for bit, on every device (they are drawn on the CPU).
+    same weights, bit for bit, on every device (they are drawn on the CPU). ``init`` and
+    ``init_scale`` are `initialize`'s.
 
     The global torch RNG is left as it was.
 
@@ -31,30 +40,49 @@ def build_model(cfg: ModelConfig, d_vocab: int, seed: int, device: Device = None
     with torch.random.fork_rng(devices=[]):
         model = new_model(cfg.hooked_kwargs(d_vocab))
         torch.manual_seed(seed)
-        initialize(model)
+        initialize(model, init, init_scale)
     if not cfg.positional:
         freeze_positions(model)
     return to_device(model, device)
 
 
 @torch.no_grad()
-def initialize(model: Model) -> None:
-    """GPT-2 initialisation, drawn from the global torch RNG: every matrix ``W_*`` from
-    N(0, initializer_range) (0.8 / sqrt(d_model) by default), biases zero, LayerNorm weights one.
+def initialize(model: Model, scheme: str = "transformer_lens", scale: float = 1.0) -> None:
+    """Draw the initial weights from the global torch RNG, each random draw times ``scale``.
 
-    Written out rather than left to TransformerLens so that a seed gives the same model under
-    transformer-lens 3 and 4 (whose native models draw differently); under 3.x it equals
-    ``HookedTransformer``'s own initialisation, bit for bit.
+    - 'transformer_lens': GPT-2's initialisation, every matrix ``W_*`` from
+      N(0, initializer_range) (0.8 / sqrt(d_model) by default), biases zero, LayerNorm weights
+      one. Written out rather than left to TransformerLens so that a seed gives the same model
+      under transformer-lens 3 and 4 (whose native models draw differently); under 3.x it
+      equals ``HookedTransformer``'s own initialisation, bit for bit.
+    - 'pytorch': what the same model written with plain torch modules starts from: embeddings
+      (``nn.Embedding``) from N(0, 1), every linear map and its bias (``nn.Linear``) from
+      U(-1/sqrt(fan_in), 1/sqrt(fan_in)), LayerNorm weights one and biases zero.
     """
-    std = model.cfg.initializer_range
+    cfg = model.cfg
     state = {}
     for name, value in sorted(parameters(model).items(), key=lambda item: _draw_key(item[0])):
         leaf = name.rsplit(".", 1)[-1]
-        if leaf.startswith("W_"):
-            state[name] = torch.empty(value.shape).normal_(0.0, std)
-        else:
+        if scheme == "pytorch" and leaf in _FAN_IN:
+            bound = _FAN_IN[leaf](cfg) ** -0.5
+            state[name] = torch.empty(value.shape).uniform_(-bound, bound) * scale
+        elif scheme == "pytorch" and leaf in ("W_E", "W_pos"):
+            state[name] = torch.empty(value.shape).normal_(0.0, 1.0) * scale
+        elif scheme == "transformer_lens" and leaf.startswith("W_"):
+            state[name] = torch.empty(value.shape).normal_(0.0, cfg.initializer_range) * scale
+        elif scheme in INIT_SCHEMES:
             state[name] = torch.ones(value.shape) if leaf == "w" else torch.zeros(value.shape)
+        else:
+            raise HeadcoopError(f"unknown init scheme {scheme!r}: choose from {INIT_SCHEMES}")
     load_parameters(model, state)
+
+
+_FAN_IN = {
+    **dict.fromkeys(("W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_U", "b_U"), lambda c: c.d_model),
+    **dict.fromkeys(("W_O", "b_O"), lambda c: c.n_heads * c.d_head),
+}
+"""The fan-in of each linear map (and of its bias) under the 'pytorch' scheme: queries, keys,
+values and the unembedding read the residual; the output map reads every head's output."""
 
 
 def _draw_key(name: str) -> tuple[int, int]:

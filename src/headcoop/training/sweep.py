@@ -64,7 +64,7 @@ def experiment_key(task: Task, experiment: Experiment, train_cfg: TrainConfig) -
         "task": task.to_config(),
         "model": asdict(experiment.model),
         "seed": experiment.seed,
-        "train": asdict(train_cfg),
+        "train": train_cfg.key_dict(),
     }
     return config_key(config)
 
@@ -209,10 +209,14 @@ def train_stack(
         device: where to train (see `headcoop.device`).
     """
     state_file = Path(state_file)
-    models = [build_model(e.model, len(task.vocab), e.seed, device) for e in experiments]
+    d_vocab = len(task.vocab)
+    models = [
+        build_model(e.model, d_vocab, e.seed, device, train_cfg.init, train_cfg.init_scale)
+        for e in experiments
+    ]
     meta = {
         "task": task.to_config(),
-        "train": asdict(train_cfg),
+        "train": train_cfg.key_dict(),
         "experiments": [{**asdict(e.model), "seed": e.seed} for e in experiments],
     }
     start, optimizer_state = 0, None

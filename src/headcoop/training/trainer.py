@@ -9,7 +9,7 @@ uninterrupted run ends.
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model
-from headcoop.config import ModelConfig, TrainConfig
+from headcoop.config import LATE_FIELDS, SGD_MOMENTUM, ModelConfig, TrainConfig
 from headcoop.device import Device, device_of
 from headcoop.engine.bags import (
     Hook,
@@ -111,14 +111,21 @@ def train(
         _check_resumable(meta, task, model_cfg, train_cfg, path)
         opt_state = load_optimizer_state(path)
     else:
-        model = build_model(model_cfg, len(task.vocab), train_cfg.seed, device)
+        model = build_model(
+            model_cfg,
+            len(task.vocab),
+            train_cfg.seed,
+            device,
+            train_cfg.init,
+            train_cfg.init_scale,
+        )
 
     def save(epoch: int, models: list[Model], results: list[dict], opt: dict) -> None:
         if out is None or not train_cfg.saves(epoch):
             return
         meta = {
             "task": task.to_config(),
-            "train": {**asdict(train_cfg), "epoch": epoch},
+            "train": {**train_cfg.key_dict(), "epoch": epoch},
             "metrics": results[0],
         }
         if epoch == train_cfg.epochs:
@@ -154,7 +161,7 @@ def train_models(
     if not bags and len(models) != 1:
         raise HeadcoopError("only bag-compressible models can be trained side by side")
     step = _StackedStep(task, models, cfg) if bags else _FullStep(task, models[0], cfg)
-    optimizer = torch.optim.AdamW(step.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = make_optimizer(step.params, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
@@ -196,6 +203,20 @@ def train_models(
     bar.close()
     step.write_back()
     return results
+
+
+def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer ``cfg.optimizer`` names, at ``cfg.lr`` with ``cfg.weight_decay``.
+
+    Each keeps stacked models independent and their padding exactly zero: its update of an
+    entry depends on that entry's own gradient, value and moments only.
+    """
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            params, lr=cfg.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.weight_decay
+        )
+    kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
+    return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 class _StackedStep:
@@ -297,7 +318,8 @@ def _check_resumable(
     meta: dict[str, Any], task: Task, model_cfg: ModelConfig, train_cfg: TrainConfig, path: Path
 ) -> None:
     """Refuse to resume a run whose stored settings differ from the ones asked for."""
-    stored_train = meta.get("train", {})
+    late_defaults = {k: getattr(TrainConfig(), k) for k in LATE_FIELDS}
+    stored_train = {**late_defaults, **meta.get("train", {})}
     wanted = {f.name: getattr(train_cfg, f.name) for f in fields(train_cfg)}
     resumable = _RESUMABLE_CHANGES | ({"epochs"} if train_cfg.lr_schedule == "constant" else set())
     differ = [k for k, v in wanted.items() if k not in resumable and stored_train.get(k) != v]
