@@ -2,13 +2,19 @@ import pytest
 import torch
 
 from headcoop.analysis.heads import analyze
-from headcoop.analysis.interventions import attention_sweep, intervention_curves, ratio_weights
+from headcoop.analysis.interventions import (
+    attention_sweep,
+    fixed_attention_outputs,
+    intervention_curves,
+    ratio_weights,
+)
 from headcoop.config import ModelConfig
 from headcoop.metrics.attention import fixed_attention_hook, weight_ratio
 from headcoop.metrics.cache import collect
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy
 from headcoop.model import build_model
+from headcoop.tasks import Count01, SplitSpec
 from headcoop.tasks.count01 import BOS, EOS, EQUALS, FIVE, FOUR, ONE, TWO, ZERO
 
 
@@ -92,3 +98,21 @@ def test_intervention_curves_sweep_both_ratios(trained, task):
     assert w01[1.0] > max(w01[0.01], w01[100.0])  # the healthy region is around 1
     w02 = curves[curves["sweep"] == "w02"].set_index("ratio")["mean"]
     assert w02[100.0] >= w02[0.01]  # attending to '2' adds noise
+
+
+def test_fixed_attention_on_bags_matches_the_pattern_hook(trained):
+    spec = SplitSpec(150, n01=(0, 30), n2=(0, 30))
+    task = Count01(splits={"train": spec, "val": spec, "test": spec})
+    settings = [{"w01": 1.0}, {"w01": 1e-3}, {"w01": 1.0, "w02": 10.0}, {"w01": 1e3}]
+    weights = torch.stack([ratio_weights(task, s) for s in settings])
+    examples = task.split("test")
+    fast = fixed_attention_outputs(trained, task, examples, weights)
+    for k, w in enumerate(weights):
+        hooked = collect(
+            trained, task, examples, mode="full",
+            intervention=lambda batch, w=w: [fixed_attention_hook(batch, task.decision, w)],
+        )  # fmt: skip
+        torch.testing.assert_close(fast[k], hooked.z[:, task.decision], atol=1e-5, rtol=1e-5)
+    s_acc = attention_sweep(trained, task, settings)
+    hooked_s_acc = attention_sweep(trained, task, settings, mode="full")
+    assert (s_acc - hooked_s_acc).abs().max() <= 1 / 150  # at most a near-tie apart

@@ -8,16 +8,23 @@ no attention on '2', then w02 with w01 = 1), and the s-acc of every head is meas
 from typing import Any
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
 from headcoop.analysis.heads import SetMeasure
 from headcoop.compat import Model
+from headcoop.device import device_of
+from headcoop.engine.bags import use_bags
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.attention import fixed_attention_hook
 from headcoop.metrics.cache import collect
+from headcoop.metrics.classes import labels
+from headcoop.metrics.separation import separation_accuracy_each
 from headcoop.tasks.base import Batch, Task
 
+SPLITS = ("train", "test")
+"""s-acc fits each head's separator on the train split and scores it on the test split."""
+V_HOOK = "blocks.0.attn.hook_v"
 RATIO_GRID = tuple(10 ** (k / 4) for k in range(-12, 13))
 """Attention ratios from 1e-3 to 1e3, four per decade."""
 
@@ -27,6 +34,7 @@ def attention_sweep(
     task: Task,
     settings: list[dict[str, float]],
     progress: bool = False,
+    mode: str = "auto",
 ) -> Float[torch.Tensor, "setting head_index"]:
     """s-acc of each head when its attention at the decision position is fixed by ratios.
 
@@ -34,19 +42,65 @@ def attention_sweep(
     token: the numerator gets weight 1, each named ratio's denominator 1/value, and every
     other token 0. For Count01, ``{"w01": r}`` is the paper's Figure 8 (no attention to '2')
     and ``{"w01": 1, "w02": r}`` its Figure 9.
-    """
-    rows = []
-    for setting in tqdm(settings, desc="sweep", disable=not progress):
-        weights = ratio_weights(task, setting)
 
-        def intervene(batch: Batch, weights: torch.Tensor = weights) -> list:
+    Where bags are exact (``mode='auto'``), every setting's head outputs come at once from the
+    per-token value vectors (`fixed_attention_outputs`); otherwise each setting reruns the
+    model with a pattern hook. The two agree to float rounding (tested).
+    """
+    weights = torch.stack([ratio_weights(task, s) for s in settings])  # [setting d_vocab]
+    n_heads = model.cfg.n_heads
+    if use_bags(model, task, mode):
+        splits = [fixed_attention_outputs(model, task, task.split(s), weights) for s in SPLITS]
+        train_x, test_x = (z.transpose(1, 2).flatten(0, 1) for z in splits)  # [setting*head ...]
+        train_y, test_y = (labels(task, task.targets(task.split(s))) for s in SPLITS)
+        s_acc = separation_accuracy_each(train_x, train_y, test_x, test_y, progress=progress)
+        return s_acc.reshape(len(settings), n_heads)
+    rows = []
+    for setting_weights in tqdm(weights, desc="sweep", disable=not progress):
+
+        def intervene(batch: Batch, weights: torch.Tensor = setting_weights) -> list:
             return [fixed_attention_hook(batch, task.decision, weights)]
 
-        train = collect(model, task, task.split("train"), intervention=intervene)
-        test = collect(model, task, task.split("test"), intervention=intervene)
-        measure = SetMeasure(task, train, test, None)
-        rows.append(measure.s_acc(torch.eye(model.cfg.n_heads, dtype=torch.bool)))
+        train, test = (
+            collect(model, task, task.split(s), mode, intervention=intervene) for s in SPLITS
+        )
+        rows.append(SetMeasure(task, train, test, None).s_acc(torch.eye(n_heads, dtype=torch.bool)))
     return torch.stack(rows)
+
+
+@torch.no_grad()
+def fixed_attention_outputs(
+    model: Model,
+    task: Task,
+    examples: Int[torch.Tensor, "example ..."],
+    token_weights: Float[torch.Tensor, "setting d_vocab"],
+) -> Float[torch.Tensor, "setting example head_index d_head"]:
+    """Every head's output at the decision position when its attention there is set by
+    ``token_weights`` (as `headcoop.metrics.attention.fixed_attention_hook` sets it), for a
+    bag-exact model: with no positions a key's value depends on its token alone, so the output
+    is sum_v C_v w_v value_v / sum_v C_v w_v over the key tokens v the position sees C_v times.
+    A row whose visible tokens all have weight 0 outputs zeros, as under the hook.
+    """
+    device = device_of(model)
+    bags = task.bags(examples).to(device)
+    counts = token_counts(bags, task.decision, len(task.vocab))  # [example d_vocab]
+    _, cache = model.run_with_cache(
+        torch.arange(len(task.vocab), device=device)[:, None], names_filter=V_HOOK
+    )
+    values = cache[V_HOOK][:, 0]  # [d_vocab head_index d_head]: each token alone
+    weighted = counts[None] * token_weights.to(device)[:, None]  # [setting example d_vocab]
+    total = weighted.sum(-1)[..., None, None]
+    z = torch.einsum("sxv,vhe->sxhe", weighted, values)
+    return torch.where(total > 0, z / total.clamp(min=1e-30), 0.0)
+
+
+def token_counts(bags: Batch, read: int, d_vocab: int) -> Float[torch.Tensor, "example d_vocab"]:
+    """How many tokens of each type the scored position ``read`` of each bag sees (itself
+    included)."""
+    positions = torch.arange(bags.tokens.shape[1], device=bags.tokens.device)
+    visible = positions <= bags.read_pos[:, read, None]
+    counts = bags.multiplicity.new_zeros(len(bags), d_vocab)
+    return counts.scatter_add_(1, bags.tokens, bags.multiplicity * visible)
 
 
 def intervention_curves(
