@@ -219,6 +219,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_device(figures)
     figures.set_defaults(run=_figures)
+
+    claims = commands.add_parser(
+        "claims",
+        help="the claims lab: which training choices make the paper's findings hold",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a grid of training choices x seeds (one factor at a time, then a "
+        "factorial on the factors that matter), judge every claim of the paper on every "
+        "model, and write claims.csv, settings.csv, the heatmap and claims.html into OUT. "
+        "Models are cached under CACHE by configuration: a rerun only judges.",
+    )
+    claims.add_argument("--out", default="runs/claims", help="directory for the lab's output")
+    claims.add_argument("--cache", default="runs/figures", help="directory for cached results")
+    claims.add_argument(
+        "--quick", action="store_true", help="small splits, three factors: checks the pipeline"
+    )
+    claims.add_argument("--no-png", action="store_true", help="skip the heatmap's PNG")
+    claims.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_device(claims)
+    claims.set_defaults(run=_claims)
     return parser
 
 
@@ -355,6 +374,25 @@ def _figures(args: argparse.Namespace) -> None:
     print(
         f"report: {Path(args.out) / 'index.html'} ({summary['seconds']['total']:.0f} s; "
         f"{disagree} disagreement(s) with the paper's text). {summary['png']}"
+    )
+
+
+def _claims(args: argparse.Namespace) -> None:
+    import logging
+
+    from headcoop.claims.lab import LabPlan, run_lab
+    from headcoop.claims.report import write_lab
+
+    writable_dir(args.out, "--out")
+    writable_dir(args.cache, "--cache")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("headcoop.claims").setLevel(logging.INFO)
+    plan = LabPlan.quick() if args.quick else LabPlan.full()
+    result = run_lab(plan, args.cache, progress=not args.quiet, device=args.device)
+    summary = write_lab(result, args.out, png=not args.no_png)
+    print(
+        f"claims lab: {Path(args.out) / 'claims.html'} ({sum(result.seconds.values()):.0f} s; "
+        f"selected setting: {summary['selected']['setting']}). {summary['png']}"
     )
 
 

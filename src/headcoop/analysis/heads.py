@@ -91,7 +91,7 @@ class HeadAnalysis:
 def analyze(
     model: Model | str | Path,
     task: Task | None = None,
-    subsets: bool = True,
+    subsets: bool | Bool[torch.Tensor, "subset head_index"] = True,
     progress: bool = False,
     device: Device = None,
 ) -> HeadAnalysis:
@@ -100,7 +100,8 @@ def analyze(
     Args:
         model: a model, or the path of a checkpoint (whose task is used if ``task`` is None).
         task: the task; required for a model object.
-        subsets: also measure all 2^n_heads sets of heads (the slow part).
+        subsets: also measure all 2^n_heads sets of heads (True; the slow part), or the sets
+            that these masks give (for example `headcoop.metrics.subsets.sampled_subsets`).
         progress: show progress bars.
         device: where a checkpoint is loaded and measured (see `headcoop.device`); a model
             object is measured where it is.
@@ -130,9 +131,9 @@ def analyze(
     timings["singles_and_pairs"] = time.perf_counter() - clock
 
     subset_metrics = None
-    if subsets:
+    if subsets is not False:
         clock = time.perf_counter()
-        masks = all_subsets(n_heads)
+        masks = all_subsets(n_heads) if subsets is True else subsets
         subset_metrics = SetMetrics(masks, measure(masks, progress=progress))
         timings["all_subsets"] = time.perf_counter() - clock
 

@@ -7,6 +7,7 @@ path kept), without a forward pass.
 """
 
 import itertools
+import math
 
 import torch
 from jaxtyping import Bool, Float, Int
@@ -22,6 +23,34 @@ def all_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
     """
     codes = torch.arange(2**n_heads)[:, None]
     return (codes >> torch.arange(n_heads)) & 1 == 1
+
+
+def sampled_subsets(
+    n_heads: int, per_size: int, seed: int = 0
+) -> Bool[torch.Tensor, "subset head_index"]:
+    """For each size from 1 to ``n_heads``: every set of that size if there are at most
+    ``per_size``, else ``per_size`` distinct sets drawn uniformly (from ``seed``). Means by size
+    over these estimate the means over all subsets without 2^n_heads measurements.
+
+    >>> sampled_subsets(3, per_size=5).sum(-1).tolist()
+    [1, 1, 1, 2, 2, 2, 3]
+    """
+    generator = torch.Generator().manual_seed(seed)
+    masks = []
+    for size in range(1, n_heads + 1):
+        if math.comb(n_heads, size) <= per_size:
+            rows = list(itertools.combinations(range(n_heads), size))
+        else:
+            rows = set()
+            while len(rows) < per_size:
+                pick = torch.randperm(n_heads, generator=generator)[:size]
+                rows.add(tuple(sorted(pick.tolist())))
+            rows = sorted(rows)
+        block = torch.zeros(len(rows), n_heads, dtype=torch.bool)
+        for row, heads in enumerate(rows):
+            block[row, list(heads)] = True
+        masks.append(block)
+    return torch.cat(masks)
 
 
 def singles_and_pairs(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:

@@ -14,7 +14,7 @@ process or as submitit jobs on this machine or a Slurm cluster (`run_sweep`'s ``
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +69,10 @@ def experiment_key(task: Task, experiment: Experiment, train_cfg: TrainConfig) -
     return config_key(config)
 
 
+Measure = Callable[[Task, Sequence[Model]], list[dict[str, Any]]]
+"""What a sweep records of its trained models: one JSON-able dict per model."""
+
+
 def run_sweep(
     task: Task,
     stacks: Sequence[Sequence[Experiment]],
@@ -77,19 +81,25 @@ def run_sweep(
     progress: bool = False,
     device: Device = None,
     executor: str | None = None,
+    measure: Measure | None = None,
+    snapshots: Sequence[int] = (),
 ) -> list[dict[str, Any]]:
     """Train and measure every experiment without a result in ``out``; return the results of
     all of them, stack by stack, in order.
 
-    Each result holds the model shape and seed, ``test_accuracy`` (of the decision readout),
-    ``test_metrics`` and ``s_acc``, the separation accuracy of each head. ``train_cfg.seed`` is
-    replaced by each experiment's seed, so that a stack is reproducible whichever experiments
-    it holds first.
+    Each result holds the model shape and seed and what ``measure`` records (by default
+    `measure_models`: ``test_accuracy`` of the decision readout, ``test_metrics`` and ``s_acc``,
+    the separation accuracy of each head). ``train_cfg.seed`` is replaced by each experiment's
+    seed, so that a stack is reproducible whichever experiments it holds first. One sweep
+    directory holds the results of one ``measure``.
 
     Args:
         executor: None runs the stacks in this process, one after another; 'local' or 'slurm'
             runs each stack as a submitit job (`run_jobs`) and waits for them all.
         device: where the models train (see `headcoop.device`); in jobs, resolved on the node.
+        snapshots: epochs at which `measure_models` also measures the models in training (one
+            past the last epoch is taken at the last); the result's ``snapshots`` maps each
+            epoch measured to that measurement.
 
     Several workers may run one sweep at once (two ``headcoop figures`` on one cache, or the
     jobs of an executor): each stack is trained under a lock by whichever worker takes it
@@ -99,11 +109,18 @@ def run_sweep(
     done = load_results(out)
     pending = [list(stack) for stack in stacks if _missing(task, stack, train_cfg, done)]
     if executor is not None:
-        run_jobs(executor, [(task, stack, train_cfg, out, device) for stack in pending], out)
+        calls = [(task, stack, train_cfg, out, device, False, False, measure, snapshots)
+                 for stack in pending]  # fmt: skip
+        run_jobs(executor, calls, out)
     else:
-        busy = [s for s in pending if not run_stack(task, s, train_cfg, out, device, progress)]
+        args = (device, progress)
+        busy = [
+            s
+            for s in pending
+            if not run_stack(task, s, train_cfg, out, *args, False, measure, snapshots)
+        ]
         for stack in busy:  # taken by another worker: wait for it, then fill any gap
-            run_stack(task, stack, train_cfg, out, device, progress, wait=True)
+            run_stack(task, stack, train_cfg, out, *args, True, measure, snapshots)
     results = load_results(out)
     return [results[experiment_key(task, e, train_cfg)] for stack in stacks for e in stack]
 
@@ -116,10 +133,13 @@ def run_stack(
     device: Device = None,
     progress: bool = False,
     wait: bool = False,
+    measure: Measure | None = None,
+    snapshots: Sequence[int] = (),
 ) -> bool:
     """Train and measure the experiments of ``stack`` that have no result in ``out`` yet, under
     the stack's lock, and store each result. Returns False, having done nothing, when another
-    worker holds the lock and ``wait`` is False."""
+    worker holds the lock and ``wait`` is False. ``measure`` and ``snapshots`` are
+    `run_sweep`'s."""
     out = Path(out)
     with exclusive(
         out / f"stack_{config_key([task.to_config(), stack, train_cfg])}.lock", wait
@@ -131,9 +151,15 @@ def run_stack(
             return True
         stack_cfg = _stack_train_config(train_cfg, missing)
         state = out / f"stack_{experiment_key(task, missing[0], stack_cfg)}.safetensors"
-        models = train_stack(task, missing, stack_cfg, state, progress=progress, device=device)
-        for experiment, result in zip(missing, measure_models(task, models), strict=True):
+        models = train_stack(
+            task, missing, stack_cfg, state, progress=progress, device=device, snapshots=snapshots
+        )
+        taken = _read_json(snapshot_file(state)) if snapshot_file(state).exists() else {}
+        results = (measure or measure_models)(task, models)
+        for i, (experiment, result) in enumerate(zip(missing, results, strict=True)):
             result.update(asdict(experiment.model), seed=experiment.seed)
+            if snapshots:
+                result["snapshots"] = {epoch: taken[epoch][i] for epoch in taken}
             key = experiment_key(task, experiment, train_cfg)
             write_atomic(out / RESULTS / f"{key}.json", json.dumps(result) + "\n")
     return True
@@ -195,6 +221,7 @@ def train_stack(
     runs: Sequence[str | Path] | None = None,
     progress: bool = False,
     device: Device = None,
+    snapshots: Sequence[int] = (),
 ) -> list[Model]:
     """Train the experiments' models side by side and return them.
 
@@ -207,6 +234,10 @@ def train_stack(
         runs: optional run directories, one per model, that receive a checkpoint at every
             epoch ``train_cfg.saves`` (for training-dynamics analyses) and a ``final`` link.
         device: where to train (see `headcoop.device`).
+        snapshots: epochs at which the models are measured (`measure_models`) in training (one
+            past the last epoch is taken at the last); the measurements go to `snapshot_file`
+            (by epoch, then model) before the state that follows them is saved, so that a
+            resumed run never misses one.
     """
     state_file = Path(state_file)
     d_vocab = len(task.vocab)
@@ -233,6 +264,11 @@ def train_stack(
         return models
 
     def on_epoch(epoch: int, models: list, results: list, optimizer: dict) -> None:
+        if epoch in snapshots or (epoch == train_cfg.epochs and max(snapshots, default=0) > epoch):
+            path = snapshot_file(state_file)
+            taken = _read_json(path) if path.exists() else {}
+            taken[str(epoch)] = measure_models(task, models)
+            write_atomic(path, json.dumps(taken) + "\n")
         if epoch % save_every == 0 or epoch == train_cfg.epochs:
             save_stack(state_file, models, {**meta, "epoch": epoch}, optimizer)
         if runs is not None and train_cfg.saves(epoch):
@@ -245,6 +281,11 @@ def train_stack(
         for run in runs:
             mark_final(run, epoch_dir(run, train_cfg.epochs))
     return models
+
+
+def snapshot_file(state_file: str | Path) -> Path:
+    """Where `train_stack` keeps the snapshots of the stack whose state is ``state_file``."""
+    return Path(state_file).with_suffix(".snapshots.json")
 
 
 def load_stack_models(state_file: str | Path, device: Device = None) -> list[Model]:

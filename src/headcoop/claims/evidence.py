@@ -1,0 +1,123 @@
+"""What the claims are judged on: one model's analyses, reduced to small tables.
+
+`measure_evidence` runs the analyzers the paper's findings rest on (every head and pair,
+sampled subsets, the pattern interventions) and keeps what the claims read, as JSON, so that a
+claim's statistic or tolerance can change without retraining or remeasuring anything.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import pandas as pd
+
+from headcoop.analysis.heads import analyze
+from headcoop.analysis.interventions import attention_sweep
+from headcoop.compat import Model
+from headcoop.metrics.attribution import SUFFIX
+from headcoop.metrics.subsets import sampled_subsets
+from headcoop.tasks.base import Task
+
+SUBSETS_PER_SIZE = 16
+"""Sets of heads measured per size (every set where a size has fewer)."""
+W01_GRID = (1e-3, 0.1, 1.0, 10.0, 1e3)
+"""First-ratio values of the intervention sweep (no attention to the second ratio's token)."""
+W02_GRID = (1e-3, 1e3)
+"""Second-ratio values of the intervention sweep (the first held at 1)."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One model's measurements that the claims read.
+
+    Attributes:
+        heads: per head: s_acc, l_acc, roc_auc, the attention ratios, the l-acc of every other
+            readout, class (each l-acc column under both definitions: plain, and ``_direct``).
+        pairs: per pair of heads: s_acc and the same l-acc columns.
+        subsets: mean s_acc, roc_auc and l_acc of the measured sets of each ``size``.
+        interventions: mean and std over heads of s-acc, by ``sweep`` (ratio name) and
+            ``ratio``.
+        chance: the test split's majority share at the decision.
+        class_shares: each decision candidate's share of the test split.
+        accuracy: test accuracy of the decision readout.
+        snapshot_epoch, snapshot_s_acc: each head's s-acc at an epoch in training (None if not
+            taken).
+    """
+
+    heads: pd.DataFrame
+    pairs: pd.DataFrame
+    subsets: pd.DataFrame
+    interventions: pd.DataFrame
+    chance: float
+    class_shares: list[float]
+    accuracy: float
+    snapshot_epoch: int | None = None
+    snapshot_s_acc: list[float] | None = None
+
+    def under(self, definition: str) -> "Evidence":
+        """The same evidence, with every l-acc and ROC AUC column read under ``definition``
+        ('paper': the paper's head-only logits; 'direct': the direct path kept)."""
+        suffix = SUFFIX[definition]
+        if not suffix:
+            return self
+
+        def swap(frame: pd.DataFrame) -> pd.DataFrame:
+            columns = [c for c in frame.columns if c.endswith(suffix)]
+            plain = {c: c.removesuffix(suffix) for c in columns}
+            return frame.drop(columns=list(plain.values())).rename(columns=plain)
+
+        return replace(
+            self, heads=swap(self.heads), pairs=swap(self.pairs), subsets=swap(self.subsets)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        frames = ("heads", "pairs", "subsets", "interventions")
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in frames}
+        return out | {k: getattr(self, k).to_dict(orient="list") for k in frames}
+
+    @classmethod
+    def from_result(cls, result: dict[str, Any]) -> "Evidence":
+        """The evidence in a sweep result of `measure_evidence`, with its first snapshot."""
+        frames = ("heads", "pairs", "subsets", "interventions")
+        kept = {f.name: result[f.name] for f in fields(cls) if f.name in result}
+        evidence = cls(**{k: pd.DataFrame(v) if k in frames else v for k, v in kept.items()})
+        if not result.get("snapshots"):
+            return evidence
+        epoch = min(result["snapshots"], key=int)
+        s_acc = result["snapshots"][epoch]["s_acc"]
+        return replace(evidence, snapshot_epoch=int(epoch), snapshot_s_acc=s_acc)
+
+
+def measure_evidence(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
+    """Each model's `Evidence`, as JSON (a `headcoop.training.sweep.Measure`)."""
+    return [model_evidence(model, task).to_json() for model in models]
+
+
+def model_evidence(model: Model, task: Task) -> Evidence:
+    """Measure one model: every head and pair, `SUBSETS_PER_SIZE` sets of heads of each size,
+    and the pattern interventions on the `W01_GRID` and `W02_GRID`."""
+    masks = sampled_subsets(model.cfg.n_heads, SUBSETS_PER_SIZE)
+    result = analyze(model, task, subsets=masks)
+    subsets = result.subsets.to_pandas().drop(columns="heads").groupby("size").mean()
+    first, second = list(task.attention_ratios)[:2]
+    settings = [{first: r} for r in W01_GRID] + [{first: 1.0, second: r} for r in W02_GRID]
+    s_acc = attention_sweep(model, task, settings)  # [setting head]
+    names = [first] * len(W01_GRID) + [second] * len(W02_GRID)
+    curves = pd.DataFrame(
+        {
+            "sweep": names,
+            "ratio": W01_GRID + W02_GRID,
+            "mean": s_acc.mean(1).tolist(),
+            "std": s_acc.std(1).tolist(),
+        }
+    )
+    summary = result.summary
+    return Evidence(
+        heads=result.heads_frame(),
+        pairs=result.pairs_frame(),
+        subsets=subsets.reset_index(),
+        interventions=curves,
+        chance=summary["majority_share"],
+        class_shares=list(summary["class_shares"].values()),
+        accuracy=summary["accuracy"][summary["decision"]],
+    )

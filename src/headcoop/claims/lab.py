@@ -1,0 +1,349 @@
+"""The claims lab: train a grid of training choices over seeds, and judge every claim on every
+model.
+
+The grid is a one-factor-at-a-time sweep around the default setting (every level of every
+factor, the others at their defaults), then a full factorial over the factors that move the
+calibration claims most, each at its default and at its best level. Each setting's seeds train
+as one stack through `headcoop.training.sweep.run_sweep`, which caches every model's evidence
+by its configuration: a rerun only judges, an interrupted run resumes, and a setting shared
+with an earlier grid is not trained again.
+"""
+
+import itertools
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from headcoop.claims.evidence import Evidence, measure_evidence
+from headcoop.claims.registry import CLAIMS, Claim
+from headcoop.config import ModelConfig, TrainConfig
+from headcoop.device import Device, resolve_device
+from headcoop.files import config_key
+from headcoop.tasks.base import Task, make_task
+from headcoop.training.sweep import Experiment, run_sweep
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT_EPOCH = 50
+"""The epoch at which the training claim reads the heads (the last, if training is shorter)."""
+DEFAULT = "default"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One combination of training choices: a name, and the values of the factors that differ
+    from the default (``changes``, factor -> value)."""
+
+    name: str
+    changes: tuple[tuple[str, Any], ...] = ()
+
+    def values(self, plan: "LabPlan") -> dict[str, Any]:
+        """Every factor's value under this setting."""
+        return {**plan.defaults(), **dict(self.changes)}
+
+    def configs(self, plan: "LabPlan") -> tuple[ModelConfig, TrainConfig]:
+        """The model shape and training settings of this setting."""
+        values = self.values(plan)
+        model = replace(plan.model, layernorm=values.pop("layernorm"))
+        return model, replace(plan.train, **values)
+
+
+def setting(changes: dict[str, Any]) -> Setting:
+    """The setting with these changes from the default, named by them ('default' if none)."""
+    name = " ".join(f"{k}={v}" for k, v in changes.items()) or DEFAULT
+    return Setting(name, tuple(changes.items()))
+
+
+@dataclass(frozen=True)
+class LabPlan:
+    """What the lab trains.
+
+    Attributes:
+        task: the Count01 task's parameters (``make_task("count01", **task)``).
+        model: the model shape (the paper's 16-head model); ``layernorm`` is a factor.
+        train: the default training settings (every factor's default but LayerNorm's).
+        factors: each factor's levels, the default among them; factors are `TrainConfig`
+            fields and 'layernorm'.
+        seeds: seeds of every setting.
+        factorial: how many of the factors that matter most the factorial crosses.
+    """
+
+    task: dict[str, Any] = field(default_factory=dict)
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    factors: tuple[tuple[str, tuple[Any, ...]], ...] = (
+        ("optimizer", ("adamw", "adam", "sgd")),
+        ("lr", (3e-4, 1e-3, 3e-3, 1e-2)),
+        ("weight_decay", (0.0, 0.01, 0.1, 1.0)),
+        ("dropout", (0.0, 0.1)),
+        ("layernorm", (True, False)),
+        ("batch_size", (32, 64, 256)),
+        ("epochs", (50, 100, 200)),
+        ("lr_schedule", ("cosine", "constant")),
+        ("init", ("transformer_lens", "pytorch")),
+        ("init_scale", (0.5, 1.0, 2.0)),
+    )
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    factorial: int = 3
+
+    @classmethod
+    def full(cls) -> "LabPlan":
+        return cls()
+
+    @classmethod
+    def quick(cls) -> "LabPlan":
+        """The same pipeline on small splits, few epochs, three factors and three seeds."""
+        splits = {
+            "train": {"size": 600, "n01": (0, 100), "n2": (0, 100)},
+            "val": {"size": 200, "n01": (101, 150), "n2": (0, 150)},
+            "test": {"size": 300, "n01": (151, 200), "n2": (0, 200)},
+        }
+        return cls(
+            task={"splits": splits},
+            model=ModelConfig(n_heads=8),
+            train=replace(TrainConfig(), epochs=4, lr=3e-3),
+            factors=(
+                ("weight_decay", (0.01, 1.0)),
+                ("layernorm", (True, False)),
+                ("epochs", (2, 4)),
+            ),
+            seeds=(0, 1, 2),
+            factorial=2,
+        )
+
+    def defaults(self) -> dict[str, Any]:
+        """Every factor's default value."""
+        return {
+            name: self.model.layernorm if name == "layernorm" else getattr(self.train, name)
+            for name, _ in self.factors
+        }
+
+    def one_factor_settings(self) -> list[Setting]:
+        """The default, then every other level of every factor, one factor at a time."""
+        defaults = self.defaults()
+        return [setting({})] + [
+            setting({name: level})
+            for name, levels in self.factors
+            for level in levels
+            if level != defaults[name]
+        ]
+
+    def key(self) -> str:
+        return config_key(self)
+
+
+def factorial_settings(plan: LabPlan, effects: pd.DataFrame) -> list[Setting]:
+    """The full factorial over the ``plan.factorial`` factors that move the calibration claims
+    most, each at its default and at the level that holds the most calibration claims
+    (``effects`` from `factor_effects`); the settings not already one factor at a time."""
+    best = effects.sort_values("gain", ascending=False).drop_duplicates("factor")
+    chosen = best[best["gain"] > 0].head(plan.factorial)
+    defaults = plan.defaults()
+    options = [
+        ((f, defaults[f]), (f, level))
+        for f, level in zip(chosen["factor"], chosen["level"], strict=True)
+    ]
+    settings = []
+    for combination in itertools.product(*options):
+        changes = {f: v for f, v in combination if v != defaults[f]}
+        if len(changes) > 1:
+            settings.append(setting(changes))
+    return settings
+
+
+@dataclass
+class LabResult:
+    """What the lab found: one row per model and claim (``claims``), the settings, and the
+    wall time of each stage."""
+
+    plan: LabPlan
+    settings: list[Setting]
+    kinds: dict[str, str]
+    claims: pd.DataFrame
+    seconds: dict[str, float]
+    device: str
+
+    def shares(self) -> pd.DataFrame:
+        """Share of seeds where each claim holds: settings x claims, in grid order."""
+        table = self.claims.pivot_table(index="setting", columns="claim", values="holds")
+        return table.loc[[s.name for s in self.settings], [c.id for c in CLAIMS]]
+
+    def calibration_held(self) -> pd.Series:
+        """Mean number of calibration claims held per seed, by setting."""
+        calibration = [c.id for c in CLAIMS if c.calibration]
+        return self.shares()[calibration].sum(axis=1)
+
+    def selected(self) -> Setting:
+        """The setting that holds the most calibration claims per seed (ties: fewer changes
+        from the default, then grid order)."""
+        held = self.calibration_held()
+        order = {s.name: k for k, s in enumerate(self.settings)}
+        best = max(
+            self.settings, key=lambda s: (round(held[s.name], 9), -len(s.changes), -order[s.name])
+        )
+        return best
+
+
+def run_lab(
+    plan: LabPlan,
+    cache: str | Path,
+    progress: bool = False,
+    device: Device = None,
+) -> LabResult:
+    """Train and measure every setting of the grid (cached in ``cache``) and judge every claim
+    on every model."""
+    device = resolve_device(device)
+    task = make_task("count01", **plan.task)
+    sweep_dir = Path(cache) / "claims"  # its results hold evidence, not the figures' sweeps'
+    seconds: dict[str, float] = {}
+
+    def judge(settings: Sequence[Setting], stage: str) -> pd.DataFrame:
+        clock = time.perf_counter()
+        rows = []
+        for k, s in enumerate(settings):
+            log.info("setting %d of %d: %s", k + 1, len(settings), s.name)
+            for seed, evidence in zip(
+                plan.seeds, _train_setting(plan, s, task, sweep_dir, progress, device), strict=True
+            ):
+                rows += claim_rows(s.name, seed, evidence)
+        seconds[stage] = round(time.perf_counter() - clock, 1)
+        return pd.DataFrame(rows)
+
+    one_factor = plan.one_factor_settings()
+    claims = judge(one_factor, "one factor at a time")
+    effects = factor_effects(plan, one_factor, claims, calibration_only=True)
+    factorial = factorial_settings(plan, effects)
+    claims = pd.concat([claims, judge(factorial, "factorial")], ignore_index=True)
+    kinds = {s.name: "one factor" for s in one_factor} | {s.name: "factorial" for s in factorial}
+    kinds[DEFAULT] = DEFAULT
+    return LabResult(plan, one_factor + factorial, kinds, claims, seconds, str(device))
+
+
+def _train_setting(
+    plan: LabPlan, s: Setting, task: Task, sweep_dir: Path, progress: bool, device: Device
+) -> list[Evidence]:
+    model, train = s.configs(plan)
+    stack = [Experiment(model, seed) for seed in plan.seeds]
+    results = run_sweep(
+        task,
+        [stack],
+        train,
+        sweep_dir,
+        progress,
+        device=device,
+        measure=measure_evidence,
+        snapshots=(SNAPSHOT_EPOCH,),
+    )
+    return [Evidence.from_result(r) for r in results]
+
+
+def claim_rows(setting_name: str, seed: int, evidence: Evidence) -> list[dict[str, Any]]:
+    """One row per claim: ``setting, seed, claim, statistic, paper, holds``."""
+    rows = []
+    for claim in CLAIMS:
+        value = claim.value(evidence)
+        rows.append(
+            {
+                "setting": setting_name,
+                "seed": seed,
+                "claim": claim.id,
+                "statistic": value,
+                "paper": claim.paper,
+                "holds": claim.holds(value),
+            }
+        )
+    return rows
+
+
+def factor_effects(
+    plan: LabPlan,
+    settings: Sequence[Setting],
+    claims: pd.DataFrame,
+    calibration_only: bool = False,
+) -> pd.DataFrame:
+    """How much each single-factor change moves each claim: one row per (claim, factor,
+    level), with the share of seeds holding at the default and at that level, their
+    difference (``effect``), and for the calibration claims together, ``gain``: the change in
+    the mean number of them held per seed."""
+    shares = claims.pivot_table(index="setting", columns="claim", values="holds")
+    chosen = [c for c in CLAIMS if c.calibration or not calibration_only]
+    calibration = [c.id for c in CLAIMS if c.calibration]
+    rows = []
+    for s in settings:
+        if len(s.changes) != 1:
+            continue
+        ((factor, level),) = s.changes
+        gain = float(shares.loc[s.name, calibration].sum() - shares.loc[DEFAULT, calibration].sum())
+        for claim in chosen:
+            at_default, at_level = shares.loc[DEFAULT, claim.id], shares.loc[s.name, claim.id]
+            rows.append(
+                {
+                    "claim": claim.id,
+                    "factor": factor,
+                    "level": level,
+                    "share_default": at_default,
+                    "share_level": at_level,
+                    "effect": at_level - at_default,
+                    "gain": gain,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def deciding_factors(effects: pd.DataFrame) -> pd.DataFrame:
+    """Per claim, the factor (and level) that moves it most, with the size of the effect."""
+    largest = effects.assign(size=effects["effect"].abs()).sort_values(
+        ["claim", "size"], ascending=[True, False]
+    )
+    top = largest.drop_duplicates("claim").set_index("claim")
+    order = [c.id for c in CLAIMS if c.id in top.index]
+    return top.loc[
+        order, ["factor", "level", "share_default", "share_level", "effect"]
+    ].reset_index()
+
+
+def robustness(result: LabResult) -> pd.DataFrame:
+    """Per claim: the share of all models where it holds, the share of settings where it holds
+    for most seeds, and its share of seeds under the default and the selected setting."""
+    shares = result.shares()
+    selected = result.selected().name
+    rows = []
+    for claim in CLAIMS:
+        column = shares[claim.id]
+        rows.append(
+            {
+                "claim": claim.id,
+                "calibration": claim.calibration,
+                "share_of_models": float(
+                    result.claims[result.claims["claim"] == claim.id]["holds"].mean()
+                ),
+                "share_of_settings": float((column > 0.5).mean()),
+                "default": float(column[DEFAULT]),
+                "selected": float(column[selected]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def claim_table(claims: Sequence[Claim] = CLAIMS) -> pd.DataFrame:
+    """The registry as a table: id, section, finding, statistic, paper, band, rationale."""
+    return pd.DataFrame(
+        [
+            {
+                "id": c.id,
+                "section": c.section,
+                "finding": c.finding,
+                "statistic": c.statistic,
+                "paper": c.paper,
+                "holds within": c.band(),
+                "rationale": c.rationale,
+                "calibration": c.calibration,
+            }
+            for c in claims
+        ]
+    )
