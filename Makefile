@@ -7,11 +7,14 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-tl4 test-slow fuzz trace successor figures train analyze bench bench-train bench-subsets bench-sweep lint clean
+.PHONY: help setup chromium test test-tl4 test-slow fuzz trace successor figures claims train analyze bench bench-train bench-subsets bench-sweep lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
 	@echo "                (QUICK=1: small sweeps into $(RUNS)/figures-quick, about a minute)"
+	@echo "                (PLAN=calibrated: under the claims lab's selected setting, into figures/calibrated)"
+	@echo "make claims     the claims lab: which training choices make the paper's findings hold"
+	@echo "                (QUICK=1: a small grid in seconds)"
 	@echo "make test       run the test suite (<10 min on 2 cores)"
 	@echo "make train      train and evaluate the paper's model (d_model 32, 16 heads) in $(RUNS)/paper"
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
@@ -64,9 +67,22 @@ test: $(STAMP) chromium
 
 figures: $(STAMP) chromium
 ifdef QUICK
-	$(VENV)/bin/headcoop figures --quick --out $(RUNS)/figures-quick --cache $(RUNS)/figures
+	$(VENV)/bin/headcoop figures --quick --out $(RUNS)/figures-quick --cache $(RUNS)/figures \
+	  --claims $(RUNS)/claims-quick
+else ifeq ($(PLAN),calibrated)
+	@test -e $(RUNS)/claims/selected.json || $(MAKE) claims
+	$(VENV)/bin/headcoop figures --calibrated $(RUNS)/claims --out figures/calibrated \
+	  --cache $(RUNS)/figures --claims $(RUNS)/claims
 else
-	$(VENV)/bin/headcoop figures --out figures --cache $(RUNS)/figures
+	$(VENV)/bin/headcoop figures --out figures --cache $(RUNS)/figures --claims $(RUNS)/claims
+endif
+
+# The claims lab: a grid of training choices x 5 seeds, every claim judged on every model.
+claims: $(STAMP) chromium
+ifdef QUICK
+	$(VENV)/bin/headcoop claims --quick --out $(RUNS)/claims-quick --cache $(RUNS)/figures
+else
+	$(VENV)/bin/headcoop claims --out $(RUNS)/claims --cache $(RUNS)/figures
 endif
 
 test-slow: $(STAMP)

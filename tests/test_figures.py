@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 import headcoop.paper.compute as compute
+from headcoop.claims.registry import BY_ID
 from headcoop.paper import plots_heads, plots_runs
 from headcoop.paper.comparison import compare_with_paper
 from headcoop.paper.items import ITEMS as REPORT_ITEMS
@@ -26,6 +27,7 @@ def report(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("figures")
     command = [sys.executable, "-m", "headcoop.cli", "figures", "--quick", "--quiet"]
     command += ["--out", str(root / "out"), "--cache", str(root / "cache")]
+    command += ["--claims", str(root / "no-lab")]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "report:" in done.stdout
@@ -57,19 +59,26 @@ def test_the_report_lists_every_item_once_from_the_registry():
     assert [item.slug for item in REPORT_ITEMS] == ITEMS
 
 
-def test_the_comparison_judges_l_acc_statements_under_both_definitions(report):
+def test_the_comparison_judges_the_registrys_claims_on_every_main_model(report):
     summary = json.loads((report / "out" / "summary.json").read_text())
-    rows = {r["paper"]: r for r in summary["paper_comparison"]}
-    eos = rows["the [EOS] task is extremely simple (Sec. 6.2)"]
+    n_models = len(FigurePlan.quick().main_seeds)
+    assert set(summary["claims"]) == set(BY_ID)
+    assert all(len(judged["values"]) == n_models for judged in summary["claims"].values())
+
+    def row(claim_id: str, rows: list[dict]) -> dict:
+        (found,) = [r for r in rows if r["paper"].startswith(BY_ID[claim_id].finding)]
+        return found
+
+    eos = row("eos.pairs", summary["paper_comparison"])
     assert {"verdict", "verdict_direct", "measured_direct"} <= set(eos)
-    assert "verdict_direct" not in rows["roughly half of the heads are successful (Sec. 6)"]
-    summary["eos_perfect_pairs"], summary["eos_perfect_pairs_direct"] = 0, 5
-    eos = {r["paper"]: r for r in compare_with_paper(summary)}[
-        "the [EOS] task is extremely simple (Sec. 6.2)"
-    ]
+    assert "verdict_direct" not in row("classes.successful", summary["paper_comparison"])
+    judged = summary["claims"]["eos.pairs"]
+    judged["holds"], judged["holds_direct"] = [False] * n_models, [True] * n_models
+    eos = row("eos.pairs", compare_with_paper(summary))
     assert (eos["verdict"], eos["verdict_direct"]) == ("disagrees", "agrees")
     html = (report / "out" / "index.html").read_text()
     assert "with the direct path kept" in html and "direct path (embedding" in html
+    assert "make claims" in html  # no lab in this cache: the report says how to run it
 
 
 def test_a_rerun_reads_the_cache_instead_of_training(report, tmp_path, monkeypatch):
@@ -156,11 +165,15 @@ def test_table1_counts_successful_and_perfect_heads():
     assert table.loc[2, "total heads"] == 2 and table.loc[2, "heads with s-acc >= 98%"] == 1
 
 
-def test_the_comparison_flags_a_disagreement(report):
+def test_the_comparison_agrees_when_a_claim_holds_on_most_models(report):
     summary = json.loads((report / "out" / "summary.json").read_text())
-    summary["head_class_shares"] = {"successful": 0.1, "mixed": 0.1, "failed": 0.8}
-    verdicts = {r["paper"]: r["verdict"] for r in compare_with_paper(summary)}
-    assert verdicts["roughly half of the heads are successful (Sec. 6)"] == "disagrees"
-    summary["head_class_shares"] = {"successful": 0.5, "mixed": 0.1, "failed": 0.4}
-    verdicts = {r["paper"]: r["verdict"] for r in compare_with_paper(summary)}
-    assert verdicts["roughly half of the heads are successful (Sec. 6)"] == "agrees"
+    finding = BY_ID["classes.successful"].finding
+
+    def verdict() -> str:
+        (row,) = [r for r in compare_with_paper(summary) if r["paper"].startswith(finding)]
+        return row["verdict"]
+
+    summary["claims"]["classes.successful"]["holds"] = [True, False]
+    assert verdict() == "disagrees"  # one of two is not most
+    summary["claims"]["classes.successful"]["holds"] = [True, True, False]
+    assert verdict() == "agrees"

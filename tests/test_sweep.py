@@ -201,3 +201,15 @@ def test_settings_added_later_change_a_key_only_away_from_their_defaults(task):
         for change in ({"optimizer": "sgd"}, {"init": "pytorch"}, {"init_scale": 2.0})
     ]
     assert len({old_key, *others}) == 4
+
+
+def test_snapshots_measure_the_models_in_training(task, tmp_path):
+    cfg = TrainConfig(epochs=2, lr_schedule="constant")
+    results = run_sweep(task, [EXPERIMENTS], cfg, tmp_path / "two", snapshots=(1, 50))
+    one_epoch = run_sweep(
+        task, [EXPERIMENTS], TrainConfig(epochs=1, lr_schedule="constant"), tmp_path / "one"
+    )
+    for result, after_one in zip(results, one_epoch, strict=True):
+        assert sorted(result["snapshots"]) == ["1", "2"]  # 50 is past the last epoch: taken at 2
+        assert result["snapshots"]["1"]["s_acc"] == after_one["s_acc"]
+        assert result["snapshots"]["2"]["s_acc"] == result["s_acc"]  # the trained models

@@ -208,6 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
     figures.add_argument(
         "--quick", action="store_true", help="small splits and sweeps: checks the pipeline"
     )
+    figures.add_argument(
+        "--calibrated",
+        metavar="LAB",
+        default=None,
+        help="train under the setting that the claims lab whose output is in LAB selected "
+        "(make figures PLAN=calibrated)",
+    )
+    figures.add_argument(
+        "--claims",
+        default="runs/claims",
+        help="a claims lab's output, whose section the report includes where it exists",
+    )
     figures.add_argument("--no-png", action="store_true", help="skip the PNG pictures")
     figures.add_argument("--quiet", action="store_true", help="no progress bars")
     figures.add_argument(
@@ -353,6 +365,7 @@ def _successor(args: argparse.Namespace) -> None:
 def _figures(args: argparse.Namespace) -> None:
     import logging
 
+    from headcoop.claims.report import load_selected
     from headcoop.paper.plan import FigurePlan
     from headcoop.paper.report import make_figures
 
@@ -360,7 +373,18 @@ def _figures(args: argparse.Namespace) -> None:
     writable_dir(args.cache, "--cache")
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("headcoop.paper").setLevel(logging.INFO)
-    plan = FigurePlan.quick() if args.quick else FigurePlan.paper()
+    if args.quick and args.calibrated:
+        raise HeadcoopError("--quick and --calibrated exclude each other")
+    note = ""
+    if args.calibrated:
+        selected = load_selected(args.calibrated)
+        plan = FigurePlan.calibrated(selected)
+        note = (
+            f"This report trains every model under the claims lab's selected setting "
+            f"({selected['setting']}; from {args.calibrated}), not the default."
+        )
+    else:
+        plan = FigurePlan.quick() if args.quick else FigurePlan.paper()
     summary = make_figures(
         plan,
         args.out,
@@ -369,6 +393,8 @@ def _figures(args: argparse.Namespace) -> None:
         progress=not args.quiet,
         device=args.device,
         executor=args.executor,
+        claims=args.claims,
+        note=note,
     )
     disagree = sum(r["verdict"] == "disagrees" for r in summary["paper_comparison"])
     print(

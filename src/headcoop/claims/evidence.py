@@ -18,6 +18,8 @@ from headcoop.metrics.attribution import SUFFIX
 from headcoop.metrics.subsets import sampled_subsets
 from headcoop.tasks.base import Task
 
+SNAPSHOT_EPOCH = 50
+"""The epoch at which the training claim reads the heads (the last, if training is shorter)."""
 SUBSETS_PER_SIZE = 16
 """Sets of heads measured per size (every set where a size has fewer)."""
 W01_GRID = (1e-3, 0.1, 1.0, 10.0, 1e3)

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from headcoop.claims.evidence import Evidence, measure_evidence
+from headcoop.claims.evidence import SNAPSHOT_EPOCH, Evidence, measure_evidence
 from headcoop.claims.registry import CLAIMS, Claim
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.device import Device, resolve_device
@@ -29,8 +29,6 @@ from headcoop.training.sweep import Experiment, run_sweep
 
 log = logging.getLogger(__name__)
 
-SNAPSHOT_EPOCH = 50
-"""The epoch at which the training claim reads the heads (the last, if training is shorter)."""
 DEFAULT = "default"
 
 
@@ -296,11 +294,13 @@ def factor_effects(
 
 
 def deciding_factors(effects: pd.DataFrame) -> pd.DataFrame:
-    """Per claim, the factor (and level) that moves it most, with the size of the effect."""
+    """Per claim, the factor (and level) that moves it most, with the size of the effect
+    (factor and level 'none' where no single change moves it)."""
     largest = effects.assign(size=effects["effect"].abs()).sort_values(
-        ["claim", "size"], ascending=[True, False]
+        ["claim", "size"], ascending=[True, False], kind="stable"
     )
     top = largest.drop_duplicates("claim").set_index("claim")
+    top.loc[top["size"] == 0, ["factor", "level"]] = "none"
     order = [c.id for c in CLAIMS if c.id in top.index]
     return top.loc[
         order, ["factor", "level", "share_default", "share_level", "effect"]

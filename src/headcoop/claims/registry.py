@@ -167,13 +167,13 @@ CLAIMS: tuple[Claim, ...] = (
     ),
     Claim(
         "l_acc.single_heads", "5.2", "All but one single head sit at chance l-acc.",
-        "single heads with l-acc more than 5 points above chance", "1", 0, 2,
+        "single heads with l-acc more than 5 points above chance", "1", 0.0, 2.0,
         "one head in the paper's model; one more is within seed-to-seed noise", True, True,
         lambda e: _above_chance(e.heads["l_acc"], e),
     ),
     Claim(
         "l_acc.pairs", "5.2", "Only two pairs of heads rise above 80 % l-acc.",
-        "pairs of heads with l-acc above 0.8", "2 (of 120)", 1, 5,
+        "pairs of heads with l-acc above 0.8", "2 (of 120)", 1.0, 5.0,
         "'only two' of 120 pairs: some pair must rise, and a handful (< 5 %) at most",
         True, True, lambda e: int((e.pairs["l_acc"] > 0.8).sum()),
     ),

@@ -1,8 +1,9 @@
 """Statements of the paper's text next to what we measured, each with its criterion.
 
-A statement that rests on l-acc is judged under the paper's definition (head-only logits) and
-again with the direct path kept; where the two verdicts differ, the definition decides the
-conclusion, and the report says so.
+The registry's claims are judged on each main model; the statements about sweeps (the Fig 2
+grid, Table 1, appendix A, Fig 10) on the sweeps. A statement that rests on l-acc is judged
+under the paper's definition (head-only logits) and again with the direct path kept; where the
+two verdicts differ, the definition decides the conclusion, and the report says so.
 """
 
 from collections.abc import Callable
@@ -10,34 +11,55 @@ from typing import Any
 
 import pandas as pd
 
-from headcoop.metrics.attribution import SUFFIX
+from headcoop.claims.registry import CLAIMS, Claim
 
 
 def compare_with_paper(summary: dict[str, Any]) -> list[dict[str, str]]:
     """One row per statement: paper, measured, criterion, verdict (under the paper's
-    definition) and, for statements that rest on l-acc, measured_direct and verdict_direct."""
-    rows: list[dict[str, str]] = []
+    definition) and, for statements that rest on l-acc, measured_direct and verdict_direct.
 
-    def add(
-        claim: str,
-        criterion: str,
-        judge: Callable[[str], tuple[str, Any]],
-        by_definition: bool = False,
-    ) -> None:
-        """``judge(suffix)`` gives (what we measured, whether it agrees or None);
-        ``by_definition``: its numbers rest on l-acc, so it is judged under both."""
-        measured, agrees = judge(SUFFIX["paper"])
-        row = {"paper": claim, "measured": measured, "criterion": criterion}
-        row["verdict"] = _verdict(agrees)
-        if by_definition:
-            measured_direct, agrees_direct = judge(SUFFIX["direct"])
-            row |= {"measured_direct": measured_direct, "verdict_direct": _verdict(agrees_direct)}
-        rows.append(row)
+    The registry's claims (`headcoop.claims.registry`) come first, each judged on every main
+    model (it agrees when it holds on most of them); then the statements about sweeps, which
+    no single model can show."""
+    rows = [_claim_row(claim, summary["claims"][claim.id]) for claim in CLAIMS]
+
+    def add(claim: str, criterion: str, judge: Callable[[], tuple[str, Any]]) -> None:
+        """``judge()`` gives (what we measured, whether it agrees or None)."""
+        measured, agrees = judge()
+        rows.append(
+            {
+                "paper": claim,
+                "measured": measured,
+                "criterion": criterion,
+                "verdict": _verdict(agrees),
+            }
+        )
 
     _accuracy_statements(summary, add)
-    _head_statements(summary, add)
     _sweep_statements(summary, add)
     return rows
+
+
+def _claim_row(claim: Claim, judged: dict[str, list]) -> dict[str, str]:
+    """A registry claim on the main models: each model's statistic, and the verdict."""
+
+    def measured(values: list[float], holds: list[bool]) -> tuple[str, bool]:
+        shown = ", ".join(f"{v:.3g}" for v in values)
+        return f"{claim.statistic}: {shown} (holds on {sum(holds)} of {len(holds)} models)", (
+            2 * sum(holds) > len(holds)
+        )
+
+    text, agrees = measured(judged["values"], judged["holds"])
+    row = {
+        "paper": f"{claim.finding} (Sec. {claim.section}; the paper: {claim.paper})",
+        "measured": text,
+        "criterion": f"{claim.band()} on most models",
+        "verdict": _verdict(agrees),
+    }
+    if claim.rests_on_l_acc:
+        text, agrees = measured(judged["values_direct"], judged["holds_direct"])
+        row |= {"measured_direct": text, "verdict_direct": _verdict(agrees)}
+    return row
 
 
 def _verdict(agrees: Any) -> str:
@@ -50,7 +72,7 @@ def _accuracy_statements(summary: dict[str, Any], add: Callable) -> None:
     add(
         "d_model 32 with 16 heads almost always reaches near perfect test accuracy (Sec. 5.1)",
         "every seed >= 0.98",
-        lambda _: (
+        lambda: (
             f"mean {grid['mean']:.4f}, worst {grid['min']:.4f} over {grid['seeds']} seeds"
             if grid["seeds"]
             else "the main model's shape is not in this plan's grid",
@@ -62,112 +84,21 @@ def _accuracy_statements(summary: dict[str, Any], add: Callable) -> None:
     add(
         "more heads and a larger embedding make learning more robust (Fig. 2)",
         "largest cell above smallest",
-        lambda _: (
+        lambda: (
             f"mean accuracy {cells[smallest]:.3f} at {smallest}, {cells[largest]:.3f} at {largest}",
             cells[largest] > cells[smallest],
         ),
     )
 
 
-def _head_statements(summary: dict[str, Any], add: Callable) -> None:
-    shares, n, n_pairs = summary["head_class_shares"], summary["n_heads"], summary["n_pairs"]
-    add(
-        "roughly half of the heads are successful (Sec. 6)",
-        "30% to 70% successful",
-        lambda _: (
-            f"{shares['successful']:.1%} successful, {shares['mixed']:.1%} mixed, "
-            f"{shares['failed']:.1%} failed over the main seeds",
-            0.3 <= shares["successful"] <= 0.7,
-        ),
-    )
-
-    def biased(suffix: str) -> tuple[str, bool]:
-        count = summary[f"single_heads_answering_one_class{suffix}"]
-        return (
-            f"{count} of {n} single heads have l-acc within 1 point of one class's share (they "
-            "answer that class almost always)",
-            count >= n / 4,
-        )
-
-    add(
-        "many heads are highly biased toward one of '4' or '5' (Sec. 5.1)",
-        "at least a quarter of the heads",
-        biased,
-        by_definition=True,
-    )
-
-    def unexploited(suffix: str) -> tuple[str, bool]:
-        singles = summary[f"single_heads_above_chance_l_acc{suffix}"]
-        pairs = summary[f"pairs_above_chance_l_acc{suffix}"]
-        return (
-            f"{singles} of {n} single heads and {pairs} of {n_pairs} pairs have l-acc more "
-            "than 5 points above chance",
-            singles <= n / 4,
-        )
-
-    add(
-        "near perfect heads exist, yet the model does not exploit any single one directly "
-        "(Sec. 5.2)",
-        "at most a quarter of single heads above chance",
-        unexploited,
-        by_definition=True,
-    )
-    below = summary["pairs_below_stronger_single_s_acc"]
-    add(
-        "a larger set of heads can have lower s-acc, in some cases (App. C)",
-        "some pairs, at most a quarter",
-        lambda _: (
-            f"{below} of {n_pairs} pairs score below their stronger head",
-            0 < below <= n_pairs / 4,
-        ),
-    )
-
-    def eos(suffix: str) -> tuple[str, bool]:
-        singles, pairs = (
-            summary[f"eos_perfect_single_heads{suffix}"],
-            summary[f"eos_perfect_pairs{suffix}"],
-        )
-        return (
-            f"{singles} of {n} single heads and {pairs} of {n_pairs} pairs reach EOS l-acc 1.0",
-            pairs > 0,
-        )
-
-    add("the [EOS] task is extremely simple (Sec. 6.2)", "some pair perfect", eos, True)
-
-
 def _sweep_statements(summary: dict[str, Any], add: Callable) -> None:
-    iv = summary["intervention_s_acc"]
-    add(
-        "attending much more to '0' than '1' (or the reverse) collapses the output (Sec. 5.3)",
-        "w01 = 1 beats both ends by 0.1",
-        lambda _: (
-            f"mean s-acc {iv['w01=1']:.3f} at w01 = 1, {iv['w01 smallest']:.3f} and "
-            f"{iv['w01 largest']:.3f} at the ends of the sweep",
-            iv["w01=1"] > max(iv["w01 smallest"], iv["w01 largest"]) + 0.1,
-        ),
-    )
-    add(
-        "attention to '2' adds noise (Sec. 5.3)",
-        "least weight on '2' beats most by 0.05",
-        lambda _: (
-            f"mean s-acc {iv['w02 smallest']:.3f} with most weight on '2', "
-            f"{iv['w02 largest']:.3f} with least",
-            iv["w02 largest"] > iv["w02 smallest"] + 0.05,
-        ),
-    )
-    mixed = summary["final_epoch_mixed_share"]
-    add(
-        "by the end of training heads are either very good or very bad (Sec. 6)",
-        "at most 20% mixed",
-        lambda _: (f"{mixed:.1%} of heads are mixed at the last epoch", mixed <= 0.2),
-    )
     t1 = pd.DataFrame(summary["table1"])
     if not t1.empty:
         single = t1[t1["heads per exp"] == 1].sort_values("embedding dim")
         add(
             "a larger embedding greatly raises the chance of perfect d_head = 1 heads (App. B)",
             "largest d above smallest",
-            lambda _: (
+            lambda: (
                 ", ".join(
                     f"d={d}: {share:.1%}"
                     for d, share in zip(
@@ -185,7 +116,7 @@ def _sweep_statements(summary: dict[str, Any], add: Callable) -> None:
                     f"at d = {d}, heads trained alone do much better than 64 trained together "
                     "(App. B)",
                     "alone above together",
-                    lambda _, alone=alone, together=together: (
+                    lambda alone=alone, together=together: (
                         f"successful share {alone:.1%} alone vs {together:.1%} in 64-head models",
                         alone > together,
                     ),
@@ -194,7 +125,7 @@ def _sweep_statements(summary: dict[str, Any], add: Callable) -> None:
     add(
         "the appendix-A construction solves Count01 (App. A)",
         "accuracy >= 0.999 at the largest N",
-        lambda _: (
+        lambda: (
             f"test accuracy {best['answer_accuracy']:.4f} at N = {best['N']:g}",
             best["answer_accuracy"] >= 0.999,
         ),
@@ -203,7 +134,7 @@ def _sweep_statements(summary: dict[str, Any], add: Callable) -> None:
     add(
         "weighted s-acc and model accuracy correlate (Fig. 10; the value is withheld)",
         "r > 0",
-        lambda _: (f"Pearson r = {r:.3f}", r > 0),
+        lambda: (f"Pearson r = {r:.3f}", r > 0),
     )
 
 

@@ -21,6 +21,7 @@ import torch
 from headcoop.analysis.dynamics import random_head_s_acc, trajectory
 from headcoop.analysis.heads import analyze
 from headcoop.analysis.interventions import intervention_curves
+from headcoop.claims.evidence import SNAPSHOT_EPOCH, Evidence, model_evidence
 from headcoop.compat import Model
 from headcoop.config import ModelConfig
 from headcoop.device import Device, resolve_device
@@ -139,6 +140,23 @@ class FigureData:
         if (out / "subsets.csv.gz").exists():
             found["subsets"] = pd.read_csv(out / "subsets.csv.gz", dtype={"heads": str})
         return found
+
+    def evidence(self, seed: int) -> Evidence:
+        """What the claims read of a main model (`headcoop.claims.evidence`), with its heads'
+        s-acc at epoch `SNAPSHOT_EPOCH` (the last, if training is shorter) from the
+        trajectories."""
+        path = self.root / "claims" / f"evidence_seed_{seed}.json"
+        if path.exists():
+            return Evidence.from_result(json.loads(path.read_text()))
+        log.info("measuring the claims' evidence of seed %d", seed)
+        result = model_evidence(self.main_model(seed), self.task).to_json()
+        runs = self.trajectories()
+        run = runs[runs["run"] == seed]
+        epoch = int(min(SNAPSHOT_EPOCH, run["epoch"].max()))
+        s_acc = run[run["epoch"] == epoch].sort_values("head")["s_acc"].tolist()
+        result["snapshots"] = {str(epoch): {"s_acc": s_acc}}
+        write_atomic(path, json.dumps(result) + "\n")
+        return Evidence.from_result(result)
 
     # --- per-figure measurements of the first main model -----------------------------------
 
@@ -293,6 +311,7 @@ MEASUREMENTS: tuple[tuple[str, Callable[[FigureData], Any]], ...] = (
     ("minimal solution", FigureData.minimal),
     ("random heads", FigureData.random_heads),
     ("trajectories", FigureData.trajectories),
+    ("claims' evidence", lambda d: [d.evidence(s) for s in d.plan.main_seeds]),
     ("Fig 2 grid", FigureData.grid),
     ("Table 1", FigureData.table1),
 )

@@ -9,7 +9,14 @@ from headcoop.paper.items import Rendered
 from headcoop.paper.plan import FigurePlan
 
 
-def index_html(items: list[Rendered], summary: dict, plan: FigurePlan, png_note: str) -> str:
+def index_html(
+    items: list[Rendered],
+    summary: dict,
+    plan: FigurePlan,
+    png_note: str,
+    lab_section: str = "",
+    note: str = "",
+) -> str:
     figures = []
     for item in items:
         div = item.figure.to_html(full_html=False, include_plotlyjs=False, div_id=item.slug)
@@ -47,11 +54,13 @@ def index_html(items: list[Rendered], summary: dict, plan: FigurePlan, png_note:
     )
     quick = (
         ""
-        if plan == FigurePlan.paper()
+        if plan.table1 == FigurePlan.paper().table1
         else "<p><strong>This report follows a reduced plan (small splits, few epochs, small "
         "sweeps; see the configuration at the end). It checks the pipeline; its numbers say "
         "nothing about the paper.</strong></p>"
     )
+    if note:
+        quick += f"<p><strong>{html.escape(note)}</strong></p>"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>headcoop: do attention heads compete or cooperate during counting?</title>
@@ -75,6 +84,7 @@ Measuring took {summary["seconds"]["measure"] if "seconds" in summary else "?"} 
 <table><tr><th>the paper's text</th><th>we measured</th><th>agrees if</th><th>verdict</th>
 <th>with the direct path kept</th></tr>
 {comparison}</table>
+{lab_section}
 <h2>Key numbers</h2>
 {key_numbers}
 {"".join(figures)}

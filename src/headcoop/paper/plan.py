@@ -92,6 +92,18 @@ class FigurePlan:
             minimal_N=(4.0, 8.0),
         )
 
+    @classmethod
+    def calibrated(cls, selected: dict[str, Any]) -> "FigurePlan":
+        """The paper's experiments under the training setting the claims lab selected (its
+        selected.json, `headcoop.claims.report.load_selected`): the main models and the Fig 2
+        grid take its LayerNorm choice, every model its training settings."""
+        paper = cls.paper()
+        return replace(
+            paper,
+            model=replace(paper.model, layernorm=selected["layernorm"]),
+            train=TrainConfig(**selected["train"]),
+        )
+
     def key(self) -> str:
         """A short hash of the plan: results computed under another plan are not reused."""
         return config_key(self)

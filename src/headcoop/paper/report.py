@@ -22,6 +22,7 @@ from typing import Any
 import pandas as pd
 import plotly.io as pio
 
+from headcoop.claims.report import SECTION
 from headcoop.device import Device
 from headcoop.files import write_atomic
 from headcoop.paper.comparison import compare_with_paper
@@ -43,10 +44,14 @@ def make_figures(
     progress: bool = False,
     device: Device = None,
     executor: str | None = None,
+    claims: str | Path | None = None,
+    note: str = "",
 ) -> dict[str, Any]:
     """Compute what is missing, then write every item, the data and ``index.html`` into
     ``out``. Returns the summary (also written to ``out/summary.json``). ``device`` and
-    ``executor`` are `FigureData`'s."""
+    ``executor`` are `FigureData`'s; ``claims`` is a claims lab's output directory, whose
+    section the report includes where it exists; ``note`` opens the report (what plan it
+    follows)."""
     out = Path(out)
     clock = time.perf_counter()
     data = FigureData(plan, cache, progress, device, executor)
@@ -70,7 +75,18 @@ def make_figures(
         "total": round(time.perf_counter() - clock, 1),
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
-    write_atomic(out / "index.html", index_html(items, summary, plan, png_note))
+    lab = Path(claims) / SECTION if claims is not None else None
+    lab_section = (
+        lab.read_text()
+        if lab is not None and lab.exists()
+        else (
+            "<section id='claims-lab'><h2>The claims lab</h2><p>Not run yet: "
+            "<code>make claims</code> finds which training choices make each finding "
+            "hold.</p></section>"
+        )
+    )
+    page = index_html(items, summary, plan, png_note, lab_section, note)
+    write_atomic(out / "index.html", page)
     return summary
 
 

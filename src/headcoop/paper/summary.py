@@ -11,6 +11,8 @@ from typing import Any
 import pandas as pd
 
 from headcoop.analysis.dynamics import weighted_s_acc_correlation
+from headcoop.claims.evidence import Evidence
+from headcoop.claims.registry import CLAIMS
 from headcoop.metrics.attribution import SUFFIX
 from headcoop.metrics.classes import CHANCE_MARGIN, HEAD_CLASSES, SUCCESSFUL
 from headcoop.paper import plots_heads, plots_runs
@@ -61,6 +63,7 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
         "table1": json.loads(table1.to_json(orient="records")),
         "minimal_solution": json.loads(data.minimal().to_json(orient="records")),
     }
+    summary["claims"] = judge_claims([data.evidence(s) for s in plan.main_seeds])
     shares = list(first["summary"]["class_shares"].values())
     for suffix in SUFFIX.values():
         summary |= l_acc_counts(heads, pairs, chance, shares, suffix)
@@ -68,6 +71,22 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
         by_size = first["subsets"].groupby("size")[["s_acc", "roc_auc", "l_acc"]].mean()
         summary["subset_means_by_size"] = json.loads(by_size.to_json(orient="index"))
     return summary
+
+
+def judge_claims(evidence: list[Evidence]) -> dict[str, dict[str, list]]:
+    """Every claim of the registry on each model: its statistic and whether it holds, under
+    the paper's definitions and, for claims that rest on l-acc, with the direct path kept."""
+    judged = {}
+    for claim in CLAIMS:
+        values = [claim.value(e) for e in evidence]
+        judged[claim.id] = {"values": values, "holds": [claim.holds(v) for v in values]}
+        if claim.rests_on_l_acc:
+            direct = [claim.value(e, "direct") for e in evidence]
+            judged[claim.id] |= {
+                "values_direct": direct,
+                "holds_direct": [claim.holds(v) for v in direct],
+            }
+    return judged
 
 
 def l_acc_counts(
