@@ -134,6 +134,7 @@ def fit_separators(
     subsample of the examples. Either way only a few Newton steps remain on all the examples.
     """
     signed = _with_intercept(x.flatten(1)) * _signs(y)[:, None]  # [example feature]
+    products = _Shared.products(signed)
     d_head, n_sets = x.shape[-1], len(masks)
     device = x.device
     masks = masks.to(device)
@@ -163,8 +164,9 @@ def fit_separators(
         start = weights[parent.clamp(min=0)] * keep
         orphans = ~solved[parent]  # no parent among the sets, or not solved yet
         if orphans.any():
-            start[orphans] = _newton(_Shared(signed[sample], keep[orphans]), C, max_iter)
-        weights[rows] = _newton(_Shared(signed, keep), C, max_iter, start)
+            subsample = _Shared(signed[sample], keep[orphans], products[sample])
+            start[orphans] = _newton(subsample, C, max_iter)
+        weights[rows] = _newton(_Shared(signed, keep, products), C, max_iter, start)
         solved[rows] = True
     return weights
 
@@ -173,14 +175,21 @@ class _Shared:
     """Problems that share one feature matrix, each using some of its columns (sets of heads).
 
     The Hessian needs each problem's Gram matrix over its active examples: it is built from
-    per-example outer products, then updated only for examples whose status changed.
+    per-example outer products (`products`: their upper triangles, the Gram matrix being
+    symmetric), then updated only for examples whose status changed.
     """
 
-    def __init__(self, signed: torch.Tensor, keep: torch.Tensor) -> None:
+    def __init__(self, signed: torch.Tensor, keep: torch.Tensor, products: torch.Tensor) -> None:
         self.signed = signed  # [example feature], each row times its class sign
-        self.outer = torch.einsum("ef,eg->efg", signed, signed).flatten(1)  # [example f*f]
+        self.products = products  # [example pair]: see `products`
         self.keep = keep.double()  # [problem feature]
         self.n_features = signed.shape[1]
+
+    @staticmethod
+    def products(signed: torch.Tensor) -> torch.Tensor:
+        """Each example's outer product x x^T, upper triangle only: [example pair]."""
+        i, j = torch.triu_indices(*signed.shape[1:] * 2, device=signed.device)
+        return signed[:, i] * signed[:, j]
 
     def __len__(self) -> int:
         return len(self.keep)
@@ -197,16 +206,22 @@ class _Shared:
         old: torch.Tensor | None = None,
         was_active: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """The upper triangles of each problem's Gram matrix over its active examples."""
         if old is None or (active != was_active).double().mean() > 0.05:
-            return active.double() @ self.outer
+            return active.double() @ self.products
         delta = (active.double() - was_active.double()).to_sparse()
-        return old + torch.sparse.mm(delta, self.outer)
+        return old + torch.sparse.mm(delta, self.products)
 
     def hessian(self, gram: torch.Tensor, C: float) -> torch.Tensor:
-        eye = torch.eye(self.n_features, dtype=torch.float64, device=gram.device)
+        f = self.n_features
+        i, j = torch.triu_indices(f, f, device=gram.device)
+        full = gram.new_zeros(len(gram), f, f)
+        full[:, i, j] = gram
+        full[:, j, i] = gram
+        eye = torch.eye(f, dtype=torch.float64, device=gram.device)
         on = self.keep[:, :, None] * self.keep[:, None, :]
         # Off-mask rows and columns are the identity: those weights stay zero.
-        return (eye + 2 * C * gram.view(-1, self.n_features, self.n_features)) * on + eye * (1 - on)
+        return (eye + 2 * C * full) * on + eye * (1 - on)
 
     def take(self, rows: torch.Tensor) -> "_Shared":
         taken = object.__new__(_Shared)
@@ -303,7 +318,10 @@ def _line_search(
     alpha = torch.ones_like(wd)
     slope, curvature = slope_and_curvature(alpha, slice(None))
     # Where the slope at 1 is positive beyond rounding, the full step overshoots: search (0, 1).
-    rows = torch.nonzero(slope > 1e-9 * curvature).flatten()
+    # A step below 1e-12 of |w| (a problem at its optimum) is taken whole: its length is lost
+    # in rounding, and searching it would only chase rounding noise.
+    negligible = dd <= 1e-24 * (w * w).sum(-1).clamp(min=1.0)
+    rows = torch.nonzero((slope > 1e-9 * curvature) & ~negligible).flatten()
     lo, hi, a = wd.new_zeros(len(rows)), alpha[rows], alpha[rows]
     slope, curvature = slope[rows], curvature[rows]
     for _ in range(30):
