@@ -181,10 +181,9 @@ class LabResult:
         from the default, then grid order)."""
         held = self.calibration_held()
         order = {s.name: k for k, s in enumerate(self.settings)}
-        best = max(
+        return max(
             self.settings, key=lambda s: (round(held[s.name], 9), -len(s.changes), -order[s.name])
         )
-        return best
 
 
 def run_lab(
@@ -205,10 +204,9 @@ def run_lab(
         rows = []
         for k, s in enumerate(settings):
             log.info("setting %d of %d: %s", k + 1, len(settings), s.name)
-            for seed, evidence in zip(
-                plan.seeds, _train_setting(plan, s, task, sweep_dir, progress, device), strict=True
-            ):
-                rows += claim_rows(s.name, seed, evidence)
+            evidence = _train_setting(plan, s, task, sweep_dir, progress, device)
+            for seed, one in zip(plan.seeds, evidence, strict=True):
+                rows += claim_rows(s.name, seed, one)
         seconds[stage] = round(time.perf_counter() - clock, 1)
         return pd.DataFrame(rows)
 
