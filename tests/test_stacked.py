@@ -6,7 +6,7 @@ import torch
 from headcoop.compat import parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.bags import read_logits
-from headcoop.engine.stack import Stack
+from headcoop.engine.stack import PairCounts, Stack
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Batch, Count01
@@ -41,6 +41,21 @@ def test_stacked_logits_match_each_hooked_transformer(cfg):
     _, logits = run_stack(models, bags)
     for model, bag, stacked in zip(models, bags, logits, strict=True):
         assert (stacked - read_logits(model, bag)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_models_reading_the_same_examples_match_each_hooked_transformer(layernorm):
+    """Without rows every model reads every example: one shared matmul serves them all."""
+    task = Count01()
+    models = [build_model(ModelConfig(layernorm=layernorm, n_heads=h), 8, h) for h in (16, 3)]
+    bags = task.bags(task.split("test")[:120])
+    stack = Stack.of(models)
+    logits = stack.logits(PairCounts.of(bags, 8))
+    assert torch.equal(logits, stack.logits(bags))
+    for model, stacked in zip(models, logits, strict=True):
+        assert (stacked - read_logits(model, bags)).abs().max() < 1e-5
+    every_row = torch.arange(len(bags)).expand(len(models), -1)
+    assert (stack.logits(bags, every_row) - logits).abs().max() < 1e-5
 
 
 def test_stacked_logits_match_a_trained_model(trained):

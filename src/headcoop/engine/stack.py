@@ -136,13 +136,14 @@ class Stack:
 
     def logits(
         self,
-        bags: Batch,
+        bags: "Batch | PairCounts",
         rows: Int[torch.Tensor, "model batch"] | None = None,
         dropout: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> Float[torch.Tensor, "model batch read d_vocab"]:
         """Logits at the scored positions: model m reads the examples ``rows[m]`` of ``bags``
-        (every model reads all of them when ``rows`` is None).
+        (every model reads all of them when ``rows`` is None). ``bags`` may come as their
+        `PairCounts`, computed once for a split that is read many times.
 
         Matches `headcoop.engine.bags.read_logits` on each model (to float32 rounding). With
         ``dropout`` > 0, the attention output at the scored positions is dropped as in training.
@@ -158,29 +159,51 @@ class Stack:
         return logits + params["unembed.b_U"][:, None, None]
 
     def head_outputs(
-        self, bags: Batch, rows: Int[torch.Tensor, "model batch"] | None = None
+        self, bags: "Batch | PairCounts", rows: Int[torch.Tensor, "model batch"] | None = None
     ) -> Float[torch.Tensor, "model batch read head_index d_head"]:
         """Each head's output O_i (``hook_z``) at the scored positions (``rows`` as in
         `logits`)."""
         return self._attention(bags, rows)[1]
 
     def _attention(
-        self, bags: Batch, rows: Int[torch.Tensor, "model batch"] | None
+        self, bags: "Batch | PairCounts", rows: Int[torch.Tensor, "model batch"] | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The embedded residual at the scored positions [model batch read d_model] and the
         head outputs there [model batch read head d_head]; see `_attention`."""
+        if isinstance(bags, Batch):
+            bags = PairCounts.of(bags, self.params["embed.W_E"].shape[1])
+        bags = bags.to(self.device)
+        if rows is None:  # every model reads the same counts
+            return _attention(self.params, bags.counts, bags.read_tokens, self.eps, self.attn_scale)
+        rows = rows.to(self.device)
+        return _attention(
+            self.params, bags.counts[rows], bags.read_tokens[rows], self.eps, self.attn_scale
+        )
+
+
+@dataclass(frozen=True)
+class PairCounts:
+    """Bags as the stacked engine reads them: for each scored position, how often it sees
+    each (query token, key token) pair, and its own token.
+
+    Computed once per split (`of`), so that a training step only gathers its rows.
+    """
+
+    counts: Float[torch.Tensor, "example read pair"]
+    read_tokens: Int[torch.Tensor, "example read"]
+
+    @classmethod
+    def of(cls, bags: Batch, d_vocab: int) -> "PairCounts":
         if not bags.is_bag:
             raise HeadcoopError("the stacked engine runs on bags only")
-        bags = bags.to(self.device)
-        if rows is None:
-            shape = (len(self), -1, -1)
-            fields = (bags.tokens.expand(shape), bags.multiplicity.expand(shape))
-            read_pos = bags.read_pos.expand(shape)
-        else:
-            rows = rows.to(self.device)
-            fields = (bags.tokens[rows], bags.multiplicity[rows])
-            read_pos = bags.read_pos[rows]
-        return _attention(self.params, *fields, read_pos, self.eps, self.attn_scale)
+        counts = _pair_counts(bags.tokens, bags.multiplicity, bags.read_pos, d_vocab)
+        return cls(counts, bags.tokens.gather(1, bags.read_pos))
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+    def to(self, device: torch.device | str) -> "PairCounts":
+        return PairCounts(self.counts.to(device), self.read_tokens.to(device))
 
 
 def drop_out(x: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -191,9 +214,8 @@ def drop_out(x: torch.Tensor, rate: float, generator: torch.Generator | None) ->
 
 def _attention(
     params: Params,
-    tokens: Int[torch.Tensor, "model batch pos"],
-    multiplicity: Float[torch.Tensor, "model batch pos"],
-    read_pos: Int[torch.Tensor, "model batch read"],
+    counts: Float[torch.Tensor, "*model batch read pair"],
+    read_tokens: Int[torch.Tensor, "*model batch read"],
     eps: float,
     attn_scale: float,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -207,13 +229,15 @@ def _attention(
 
     where u is the query token and C_v the count of key token v it sees. So each model's
     vocabulary-sized tables of exp(scores) and values are built once per step, and every
-    example is a count vector over (query token, key token) pairs contracted with them in one
-    batched matmul: no per-example softmax, keys or values.
+    example is a count vector over (query token, key token) pairs (`PairCounts`) contracted
+    with them in one matmul: no per-example softmax, keys or values. Without a model axis,
+    every model reads the same examples, and one matmul serves them all.
     """
-    n_models, batch, n_read = read_pos.shape
-    d_vocab = params["embed.W_E"].shape[1]
-    counts = _pair_counts(tokens, multiplicity, read_pos, d_vocab)  # [model batch*read u*v]
-    present = counts.unflatten(-1, (d_vocab, d_vocab)).sum((1, 2)) > 0  # [model key_token]
+    n_models, d_vocab = params["embed.W_E"].shape[:2]
+    shared = counts.dim() == 3
+    flat = counts.flatten(-3, -2)  # [*model batch*read u*v]
+    seen = flat.sum(-2) if not shared else flat.sum(0).expand(n_models, -1)
+    present = seen.unflatten(-1, (d_vocab, d_vocab)).sum(1) > 0  # [model key_token]
 
     x = _layernorm(params["embed.W_E"], params, "blocks.0.ln1", eps)  # [model vocab d_model]
     q = torch.einsum("mud,mhde->muhe", x, params["blocks.0.attn.W_Q"])
@@ -230,32 +254,37 @@ def _attention(
     weights = (scores - shift.nan_to_num(neginf=0.0)).masked_fill(~visible, float("-inf")).exp()
     ones = torch.ones_like(v[..., :1])
     values = torch.cat([v, ones], dim=-1)  # [model v head d_head+1]: numerator and denominator
-    table = weights[..., None] * values[:, None]  # [model u v head d_head+1]
-    sums = torch.bmm(counts, table.flatten(3).flatten(1, 2))  # [model batch*read head*(e+1)]
-    sums = sums.reshape(n_models, batch, n_read, -1, values.shape[-1])
+    table = (weights[..., None] * values[:, None]).flatten(3).flatten(1, 2)  # [model u*v K]
+    if shared:  # [batch*read u*v] @ [u*v model*K]
+        sums = (flat @ table.transpose(0, 1).flatten(1)).unflatten(1, (n_models, -1))
+        sums = sums.transpose(0, 1)
+    else:
+        sums = torch.bmm(flat, table)  # [model batch*read K]
+    shape = counts.shape[-3:-1]
+    sums = sums.reshape(n_models, *shape, -1, values.shape[-1])
     z = sums[..., :-1] / sums[..., -1:]
 
-    read_tokens = tokens.gather(2, read_pos)
+    if shared:
+        return params["embed.W_E"][:, read_tokens], z
     model_idx = torch.arange(n_models, device=read_tokens.device)[:, None, None]
     return params["embed.W_E"][model_idx, read_tokens], z
 
 
 def _pair_counts(
-    tokens: Int[torch.Tensor, "model batch pos"],
-    multiplicity: Float[torch.Tensor, "model batch pos"],
-    read_pos: Int[torch.Tensor, "model batch read"],
+    tokens: Int[torch.Tensor, "batch pos"],
+    multiplicity: Float[torch.Tensor, "batch pos"],
+    read_pos: Int[torch.Tensor, "batch read"],
     d_vocab: int,
-) -> Float[torch.Tensor, "model batch_read pair"]:
+) -> Float[torch.Tensor, "batch read pair"]:
     """For each scored position, how often it sees each (query token, key token) pair: the
     query token is its own, the keys are the bag's positions up to it (with multiplicity)."""
-    positions = torch.arange(tokens.shape[2], device=tokens.device)
-    visible = positions <= read_pos[..., None]  # [model batch read pos]
-    read_tokens = tokens.gather(2, read_pos)  # [model batch read]
-    pair = read_tokens[..., None] * d_vocab + tokens[:, :, None, :]  # [model batch read pos]
-    weight = multiplicity[:, :, None, :] * visible
+    positions = torch.arange(tokens.shape[1], device=tokens.device)
+    visible = positions <= read_pos[..., None]  # [batch read pos]
+    read_tokens = tokens.gather(1, read_pos)  # [batch read]
+    pair = read_tokens[..., None] * d_vocab + tokens[:, None, :]  # [batch read pos]
+    weight = multiplicity[:, None, :] * visible
     counts = multiplicity.new_zeros(*read_pos.shape, d_vocab * d_vocab)
-    counts.scatter_add_(-1, pair, weight)
-    return counts.flatten(1, 2)
+    return counts.scatter_add_(-1, pair, weight)
 
 
 def _layernorm(x: torch.Tensor, params: Params, name: str, eps: float) -> torch.Tensor:

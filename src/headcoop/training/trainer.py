@@ -31,7 +31,7 @@ from headcoop.engine.bags import (
     read_logits,
     use_bags,
 )
-from headcoop.engine.stack import Stack, drop_out
+from headcoop.engine.stack import PairCounts, Stack, drop_out
 from headcoop.errors import HeadcoopError
 from headcoop.files import writable_dir
 from headcoop.model import build_model
@@ -226,9 +226,11 @@ class _StackedStep:
         self.task, self.models, self.cfg = task, models, cfg
         self.stack = Stack.of(models)
         self.params = list(self.stack.trainable().values())
-        device = self.stack.device
+        device, d_vocab = self.stack.device, len(task.vocab)
         self.train_bags = task.bags(task.split("train")).to(device)
         self.val_bags = task.bags(task.split("val")).to(device)
+        self.train_pairs = PairCounts.of(self.train_bags, d_vocab)  # once, not every step
+        self.val_pairs = PairCounts.of(self.val_bags, d_vocab)
         self.n_examples = len(self.train_bags)
 
     def epoch(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
@@ -237,13 +239,13 @@ class _StackedStep:
         orders = torch.rand(n_models, n, generator=gen).argsort(dim=1)  # [model example]
         for start in range(0, n, self.cfg.batch_size):
             idx = orders[:, start : start + self.cfg.batch_size].to(self.stack.device)
-            logits = self.stack.logits(self.train_bags, idx, self.cfg.dropout, gen)
+            logits = self.stack.logits(self.train_pairs, idx, self.cfg.dropout, gen)
             targets = self.train_bags.targets[idx]
             yield batch_loss(logits.flatten(0, 1), targets.flatten(0, 1)), idx.shape[1]
 
     @torch.no_grad()
     def validate(self) -> list[dict[str, float]]:
-        logits = self.stack.logits(self.val_bags)
+        logits = self.stack.logits(self.val_pairs)
         return [metrics(self.task, model_logits, self.val_bags.targets) for model_logits in logits]
 
     def write_back(self) -> None:
