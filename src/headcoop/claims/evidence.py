@@ -27,6 +27,9 @@ W01_GRID = (1e-3, 0.1, 1.0, 10.0, 1e3)
 W02_GRID = (1e-3, 1e3)
 """Second-ratio values of the intervention sweep (the first held at 1)."""
 
+_FRAMES = ("heads", "pairs", "subsets", "interventions")
+"""The fields of `Evidence` that are tables (stored as JSON columns)."""
+
 
 @dataclass(frozen=True)
 class Evidence:
@@ -73,16 +76,14 @@ class Evidence:
         )
 
     def to_json(self) -> dict[str, Any]:
-        frames = ("heads", "pairs", "subsets", "interventions")
-        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in frames}
-        return out | {k: getattr(self, k).to_dict(orient="list") for k in frames}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FRAMES}
+        return out | {k: getattr(self, k).to_dict(orient="list") for k in _FRAMES}
 
     @classmethod
     def from_result(cls, result: dict[str, Any]) -> "Evidence":
         """The evidence in a sweep result of `measure_evidence`, with its first snapshot."""
-        frames = ("heads", "pairs", "subsets", "interventions")
         kept = {f.name: result[f.name] for f in fields(cls) if f.name in result}
-        evidence = cls(**{k: pd.DataFrame(v) if k in frames else v for k, v in kept.items()})
+        evidence = cls(**{k: pd.DataFrame(v) if k in _FRAMES else v for k, v in kept.items()})
         if not result.get("snapshots"):
             return evidence
         epoch = min(result["snapshots"], key=int)

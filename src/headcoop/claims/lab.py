@@ -24,6 +24,7 @@ from headcoop.claims.registry import CLAIMS, Claim
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.device import Device, resolve_device
 from headcoop.files import config_key
+from headcoop.paper.plan import QUICK_SPLITS
 from headcoop.tasks.base import Task, make_task
 from headcoop.training.sweep import Experiment, run_sweep
 
@@ -96,13 +97,8 @@ class LabPlan:
     @classmethod
     def quick(cls) -> "LabPlan":
         """The same pipeline on small splits, few epochs, three factors and three seeds."""
-        splits = {
-            "train": {"size": 600, "n01": (0, 100), "n2": (0, 100)},
-            "val": {"size": 200, "n01": (101, 150), "n2": (0, 150)},
-            "test": {"size": 300, "n01": (151, 200), "n2": (0, 200)},
-        }
         return cls(
-            task={"splits": splits},
+            task={"splits": QUICK_SPLITS},
             model=ModelConfig(n_heads=8),
             train=replace(TrainConfig(), epochs=4, lr=3e-3),
             factors=(

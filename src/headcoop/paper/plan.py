@@ -34,6 +34,14 @@ PAPER_TABLE1 = (
 )
 
 
+QUICK_SPLITS = {
+    "train": {"size": 600, "n01": (0, 100), "n2": (0, 100)},
+    "val": {"size": 200, "n01": (101, 150), "n2": (0, 150)},
+    "test": {"size": 300, "n01": (151, 200), "n2": (0, 200)},
+}
+"""Count01 splits of the quick plans: the paper's count ranges, few examples."""
+
+
 @dataclass(frozen=True)
 class FigurePlan:
     """Every setting behind the figures.
@@ -73,13 +81,8 @@ class FigurePlan:
     @classmethod
     def quick(cls) -> "FigurePlan":
         """The same pipeline on small splits, few epochs and small sweeps."""
-        splits = {
-            "train": {"size": 600, "n01": (0, 100), "n2": (0, 100)},
-            "val": {"size": 200, "n01": (101, 150), "n2": (0, 150)},
-            "test": {"size": 300, "n01": (151, 200), "n2": (0, 200)},
-        }
         return cls(
-            task={"splits": splits},
+            task={"splits": QUICK_SPLITS},
             model=ModelConfig(n_heads=8),
             train=replace(TrainConfig(), epochs=6),
             grid_heads=(1, 4),
