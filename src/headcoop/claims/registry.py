@@ -14,15 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import torch
 
 from headcoop.claims.evidence import Evidence
-from headcoop.metrics.classes import CHANCE_MARGIN, SUCCESSFUL
+from headcoop.metrics.classes import CHANCE_MARGIN, SUCCESSFUL, class_shares
 
 STRONG_L_ACC = 0.9
 """An l-acc that counts as strong (the subsets claim)."""
 PERFECT = 0.999
 """An l-acc that counts as perfect: at most one test example in a thousand wrong."""
-BIASED = 0.01
+BIAS_TOLERANCE = 0.01
 """A head whose l-acc is within this of one class's share answers (almost) always that class."""
 
 
@@ -122,7 +123,7 @@ def _w02_gain(e: Evidence, column: str) -> float:
 def _one_class_share(e: Evidence) -> float:
     one_class = np.zeros(len(e.heads), dtype=bool)
     for share in e.class_shares:
-        one_class |= (e.heads["l_acc"] - share).abs().to_numpy() < BIASED
+        one_class |= (e.heads["l_acc"] - share).abs().to_numpy() < BIAS_TOLERANCE
     return float(one_class.mean())
 
 
@@ -133,15 +134,10 @@ def _pairs_below_stronger(e: Evidence) -> float:
     return float((e.pairs["s_acc"].to_numpy() < stronger - 1e-9).mean())
 
 
-def _mixed_share(s_acc: list[float] | pd.Series, chance: float) -> float:
-    s = np.asarray(s_acc, dtype=float)
-    return float(((s >= chance + CHANCE_MARGIN) & (s < SUCCESSFUL)).mean())
-
-
 def _snapshot_mixed(e: Evidence) -> float:
     if e.snapshot_s_acc is None:
         return math.nan
-    return _mixed_share(e.snapshot_s_acc, e.chance)
+    return class_shares(torch.tensor(e.snapshot_s_acc, dtype=torch.float64), e.chance)["mixed"]
 
 
 HEADS_16 = "16 heads: one head is 0.0625"

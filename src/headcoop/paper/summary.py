@@ -9,17 +9,15 @@ import json
 from typing import Any
 
 import pandas as pd
+import torch
 
 from headcoop.analysis.dynamics import weighted_s_acc_correlation
 from headcoop.claims.evidence import Evidence
-from headcoop.claims.registry import CLAIMS
+from headcoop.claims.registry import BIAS_TOLERANCE, CLAIMS
 from headcoop.metrics.attribution import SUFFIX
-from headcoop.metrics.classes import CHANCE_MARGIN, HEAD_CLASSES, SUCCESSFUL
+from headcoop.metrics.classes import CHANCE_MARGIN, HEAD_CLASSES, SUCCESSFUL, class_shares
 from headcoop.paper import plots_heads, plots_runs
 from headcoop.paper.compute import FigureData
-
-BIAS_TOLERANCE = 0.01
-"""A head whose l-acc is within this of one class's share answers (almost) always that class."""
 
 
 def key_numbers(data: FigureData) -> dict[str, Any]:
@@ -50,9 +48,9 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
             (plots_heads.pair_gain(heads, pairs) < -1e-9).sum() // 2
         ),
         "pearson_r_weighted_s_acc_accuracy": r,
-        "final_epoch_mixed_share": float(
-            ((last["s_acc"] >= chance + CHANCE_MARGIN) & (last["s_acc"] < SUCCESSFUL)).mean()
-        ),
+        "final_epoch_mixed_share": class_shares(torch.tensor(last["s_acc"].values), chance)[
+            "mixed"
+        ],
         **_grid_numbers(data.grid(), plan),
         "random_heads": {
             "n": len(random_heads),
