@@ -15,6 +15,7 @@ from headcoop.analysis.heads import SetMeasure
 from headcoop.compat import Model
 from headcoop.device import device_of
 from headcoop.engine.bags import use_bags
+from headcoop.engine.stack import PairCounts
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.attention import fixed_attention_hook
 from headcoop.metrics.cache import collect
@@ -82,8 +83,8 @@ def fixed_attention_outputs(
     A row whose visible tokens all have weight 0 outputs zeros, as under the hook.
     """
     device = device_of(model)
-    bags = task.bags(examples).to(device)
-    counts = token_counts(bags, task.decision, len(task.vocab))  # [example d_vocab]
+    pairs = PairCounts.of(task.bags(examples).to(device), len(task.vocab))
+    counts = pairs.key_counts(task.decision)  # [example d_vocab]
     _, cache = model.run_with_cache(
         torch.arange(len(task.vocab), device=device)[:, None], names_filter=V_HOOK
     )
@@ -92,15 +93,6 @@ def fixed_attention_outputs(
     total = weighted.sum(-1)[..., None, None]
     z = torch.einsum("sxv,vhe->sxhe", weighted, values)
     return torch.where(total > 0, z / total.clamp(min=1e-30), 0.0)
-
-
-def token_counts(bags: Batch, read: int, d_vocab: int) -> Float[torch.Tensor, "example d_vocab"]:
-    """How many tokens of each type the scored position ``read`` of each bag sees (itself
-    included)."""
-    positions = torch.arange(bags.tokens.shape[1], device=bags.tokens.device)
-    visible = positions <= bags.read_pos[:, read, None]
-    counts = bags.multiplicity.new_zeros(len(bags), d_vocab)
-    return counts.scatter_add_(1, bags.tokens, bags.multiplicity * visible)
 
 
 def intervention_curves(

@@ -8,6 +8,7 @@ information, optional LayerNorm) and is tested against the HookedTransformer for
 model.
 """
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -201,6 +202,12 @@ class PairCounts:
 
     def __len__(self) -> int:
         return len(self.counts)
+
+    def key_counts(self, read: int) -> Float[torch.Tensor, "example d_vocab"]:
+        """How many tokens of each type scored position ``read`` sees (itself included): its
+        pair counts summed over the query token (its own, the only one present)."""
+        d_vocab = math.isqrt(self.counts.shape[-1])
+        return self.counts[:, read].unflatten(-1, (d_vocab, d_vocab)).sum(-2)
 
     def to(self, device: torch.device | str) -> "PairCounts":
         return PairCounts(self.counts.to(device), self.read_tokens.to(device))
