@@ -20,7 +20,7 @@ from headcoop.analysis.heads import SetMeasure
 from headcoop.config import ModelConfig
 from headcoop.device import Device
 from headcoop.engine.bags import use_bags
-from headcoop.engine.stack import Stack
+from headcoop.engine.stack import PairCounts, Stack
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.attribution import head_weights
 from headcoop.metrics.cache import collect
@@ -157,9 +157,10 @@ def random_head_s_acc(
 
     def outputs(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         bags = task.bags(task.split(split))
+        pairs = PairCounts.of(bags.to(stack.device), len(task.vocab))
         chunks = []
         for chunk in tqdm(list(stack.chunks()), desc=split, disable=not progress):
-            z = chunk.head_outputs(bags)
+            z = chunk.head_outputs(pairs)
             decision = z[:, :, task.decision]  # [model example head d_head]
             chunks.append(rearrange(decision, "m e h d -> (m h) e d"))
         return torch.cat(chunks)[:n_heads], labels(task, bags.targets)

@@ -25,7 +25,7 @@ from headcoop.compat import Model, load_parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.device import Device, device_of
 from headcoop.engine.bags import metrics
-from headcoop.engine.stack import MODEL_CHUNK, Stack
+from headcoop.engine.stack import MODEL_CHUNK, PairCounts, Stack
 from headcoop.errors import HeadcoopError
 from headcoop.files import config_key, exclusive, write_atomic
 from headcoop.metrics.classes import labels
@@ -108,19 +108,17 @@ def run_sweep(
     out = Path(out)
     done = load_results(out)
     pending = [list(stack) for stack in stacks if _missing(task, stack, train_cfg, done)]
+    options = {"device": device, "measure": measure, "snapshots": snapshots}
     if executor is not None:
-        calls = [(task, stack, train_cfg, out, device, False, False, measure, snapshots)
-                 for stack in pending]  # fmt: skip
-        run_jobs(executor, calls, out)
+        run_jobs(executor, [(task, stack, train_cfg, out) for stack in pending], options, out)
     else:
-        args = (device, progress)
         busy = [
             s
             for s in pending
-            if not run_stack(task, s, train_cfg, out, *args, False, measure, snapshots)
+            if not run_stack(task, s, train_cfg, out, progress=progress, **options)
         ]
         for stack in busy:  # taken by another worker: wait for it, then fill any gap
-            run_stack(task, stack, train_cfg, out, *args, True, measure, snapshots)
+            run_stack(task, stack, train_cfg, out, progress=progress, wait=True, **options)
     results = load_results(out)
     return [results[experiment_key(task, e, train_cfg)] for stack in stacks for e in stack]
 
@@ -165,10 +163,11 @@ def run_stack(
     return True
 
 
-def run_jobs(executor: str, calls: Sequence[tuple], out: Path) -> None:
-    """Run `run_stack` on each argument tuple of ``calls`` as a submitit job ('local': on this
-    machine, one job at a time, since a stack's training uses every core; 'slurm': one job
-    array). Job logs go to ``out/jobs``; a failed job is reported with the end of its log."""
+def run_jobs(executor: str, calls: Sequence[tuple], options: dict[str, Any], out: Path) -> None:
+    """Run `run_stack` on each argument tuple of ``calls``, with the keyword ``options``, as a
+    submitit job ('local': on this machine, one job at a time, since a stack's training uses
+    every core; 'slurm': one job array). Job logs go to ``out/jobs``; a failed job is reported
+    with the end of its log."""
     try:
         import submitit
     except ImportError:
@@ -179,11 +178,11 @@ def run_jobs(executor: str, calls: Sequence[tuple], out: Path) -> None:
     runner.update_parameters(timeout_min=JOB_TIMEOUT_MIN, name="headcoop-stack")
     if executor == "slurm":
         with runner.batch():
-            jobs = [runner.submit(run_stack, *args) for args in calls]
+            jobs = [runner.submit(run_stack, *args, **options) for args in calls]
         _wait(jobs)
     else:
         for args in calls:
-            _wait([runner.submit(run_stack, *args)])
+            _wait([runner.submit(run_stack, *args, **options)])
 
 
 def _wait(jobs: list) -> None:
@@ -309,13 +308,14 @@ def measure_models(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
     """
     device = device_of(models[0])
     train, test = (task.bags(task.split(split)).to(device) for split in ("train", "test"))
+    train_pairs, test_pairs = (PairCounts.of(bags, len(task.vocab)) for bags in (train, test))
     results, train_x, test_x = [], [], []
     for start in range(0, len(models), MODEL_CHUNK):
         chunk = list(models[start : start + MODEL_CHUNK])
         stack = Stack.of(chunk)
-        results += [metrics(task, logits, test.targets) for logits in stack.logits(test)]
-        for split, into in ((train, train_x), (test, test_x)):
-            z = stack.head_outputs(split)[:, :, task.decision]  # [model example head d_head]
+        results += [metrics(task, logits, test.targets) for logits in stack.logits(test_pairs)]
+        for pairs, into in ((train_pairs, train_x), (test_pairs, test_x)):
+            z = stack.head_outputs(pairs)[:, :, task.decision]  # [model example head d_head]
             into += [z[i, :, : m.cfg.n_heads].transpose(0, 1) for i, m in enumerate(chunk)]
     s_acc = separation_accuracy_each(
         torch.cat(train_x),
