@@ -86,6 +86,9 @@ def test_resume_extends_a_constant_schedule_and_refuses_other_settings(task, tmp
         train(task, SMALL, TrainConfig(epochs=4), out=tmp_path, resume=True)
     with pytest.raises(HeadcoopError, match="model"):
         train(task, ModelConfig(), three, out=tmp_path, resume=True)
+    for later in ({"optimizer": "sgd"}, {"init_scale": 2.0}):  # settings added after 0.x
+        with pytest.raises(HeadcoopError, match=rf"settings differ in {next(iter(later))}$"):
+            train(task, SMALL, replace(three, **later), out=tmp_path, resume=True)
 
 
 def test_cosine_schedule_decays_to_zero():

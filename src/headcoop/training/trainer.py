@@ -9,7 +9,6 @@ uninterrupted run ends.
 import logging
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model
-from headcoop.config import LATE_FIELDS, SGD_MOMENTUM, ModelConfig, TrainConfig
+from headcoop.config import SGD_MOMENTUM, ModelConfig, TrainConfig
 from headcoop.device import Device, device_of
 from headcoop.engine.bags import (
     Hook,
@@ -320,11 +319,12 @@ def _check_resumable(
     meta: dict[str, Any], task: Task, model_cfg: ModelConfig, train_cfg: TrainConfig, path: Path
 ) -> None:
     """Refuse to resume a run whose stored settings differ from the ones asked for."""
-    late_defaults = {k: getattr(TrainConfig(), k) for k in LATE_FIELDS}
-    stored_train = {**late_defaults, **meta.get("train", {})}
-    wanted = {f.name: getattr(train_cfg, f.name) for f in fields(train_cfg)}
+    # Both sides as stored: settings added later are absent where they are at their defaults.
+    stored_train = {k: v for k, v in meta.get("train", {}).items() if k != "epoch"}
+    wanted = train_cfg.key_dict()
     resumable = _RESUMABLE_CHANGES | ({"epochs"} if train_cfg.lr_schedule == "constant" else set())
-    differ = [k for k, v in wanted.items() if k not in resumable and stored_train.get(k) != v]
+    names = [*wanted, *(k for k in stored_train if k not in wanted)]
+    differ = [k for k in names if k not in resumable and stored_train.get(k) != wanted.get(k)]
     if meta.get("task") != task.to_config():
         differ.append("task")
     stored_model = {k: v for k, v in meta.get("model", {}).items() if k != "device"}  # pre-0.2
