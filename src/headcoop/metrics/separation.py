@@ -147,9 +147,8 @@ def fit_separators(
     sample = _subsample(len(y), device)
 
     weights = torch.zeros(n_sets, signed.shape[1], dtype=torch.float64, device=device)
-    solved = torch.zeros(
-        n_sets + 1, dtype=torch.bool, device=device
-    )  # the last entry stands for "no parent"
+    # Which sets are solved; the last entry stands for "no parent", and stays False.
+    solved = torch.zeros(n_sets + 1, dtype=torch.bool, device=device)
     order = masks.sum(-1).argsort(stable=True)  # parents before children
     chunks = order.split(_chunk_size(len(y)))
     for rows in tqdm(chunks, desc="s-acc", disable=not progress, unit="chunk"):
