@@ -68,8 +68,8 @@ def test_models_batches_and_stacks_follow_the_model_to_its_device():
     cpu = Stack.of([build_model(ModelConfig(n_heads=h, d_model=8), 8, h, "cpu") for h in (2, 3)])
     stack = Stack({k: v.to("meta") for k, v in cpu.params.items()}, cpu.eps, cpu.attn_scale)
     assert stack.device.type == "meta"
-    bags, rows = TASK.bags(TASK.split("test")[:8]), torch.zeros(2, 4, dtype=torch.long)
-    assert stack.logits(bags, rows, dropout=0.1, generator=torch.Generator()).is_meta
+    bags = TASK.bags(TASK.split("test")[:8])
+    assert stack.logits(bags, dropout=0.1, generator=torch.Generator()).is_meta
     assert stack.head_outputs(bags).is_meta
 
 

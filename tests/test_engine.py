@@ -7,6 +7,7 @@ from headcoop.config import ModelConfig
 from headcoop.engine.bags import (
     FULL_ATTENTION_BUDGET,
     bag_exact,
+    batch_loss,
     evaluate,
     iter_batches,
     multiplicity_hook,
@@ -100,3 +101,16 @@ def test_evaluate_reports_each_scored_prediction(trained):
     metrics = evaluate(trained, Count01(), Count01().split("test")[:100])
     assert set(metrics) == {"answer", "eos", "loss"}
     assert 0 <= metrics["answer"] <= 1 and metrics["loss"] > 0
+
+
+def test_batch_loss_and_its_gradient_are_the_mean_nll():
+    """The written-out gradient against autograd through log_softmax, with a model axis whose
+    models share the targets."""
+    logits = (torch.randn(3, 5, 2, 8) * 4).requires_grad_()
+    targets = torch.randint(0, 8, (5, 2))
+    loss = batch_loss(logits, targets)
+    (grad,) = torch.autograd.grad(loss, logits)
+    log_p = torch.log_softmax(logits, -1)
+    expected = -log_p.gather(-1, targets.expand(3, 5, 2)[..., None]).mean()
+    (expected_grad,) = torch.autograd.grad(expected, logits)
+    assert torch.allclose(loss, expected) and torch.allclose(grad, expected_grad, atol=1e-7)

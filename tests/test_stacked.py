@@ -9,20 +9,13 @@ from headcoop.engine.bags import read_logits
 from headcoop.engine.stack import PairCounts, Stack
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
-from headcoop.tasks import Batch, Count01
+from headcoop.tasks import Count01
 from headcoop.training.trainer import train_models
 
 
-def run_stack(models, bags_per_model):
-    """Each model reads its own bags: the batches are concatenated, and model m reads rows m."""
+def run_stack(models, bags):
     stack = Stack.of(models)
-    bags = Batch(
-        *(torch.cat([getattr(b, f) for b in bags_per_model]) for f in ("tokens", "read_pos")),
-        torch.cat([b.targets for b in bags_per_model]),
-        torch.cat([b.multiplicity for b in bags_per_model]),
-    )
-    rows = torch.arange(len(bags)).reshape(len(models), -1)
-    return stack.params, stack.logits(bags, rows)
+    return stack.params, stack.logits(bags)
 
 
 @pytest.mark.parametrize(
@@ -36,31 +29,29 @@ def run_stack(models, bags_per_model):
 def test_stacked_logits_match_each_hooked_transformer(cfg):
     task = Count01()
     models = [build_model(cfg, 8, seed) for seed in range(4)]
-    counts = task.split("test")
-    bags = [task.bags(counts[i * 50 : (i + 1) * 50]) for i in range(4)]  # other data per model
+    bags = task.bags(task.split("test")[:200])
     _, logits = run_stack(models, bags)
-    for model, bag, stacked in zip(models, bags, logits, strict=True):
-        assert (stacked - read_logits(model, bag)).abs().max() < 1e-5
+    for model, stacked in zip(models, logits, strict=True):
+        assert (stacked - read_logits(model, bags)).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("layernorm", [True, False])
-def test_models_reading_the_same_examples_match_each_hooked_transformer(layernorm):
-    """Without rows every model reads every example: one shared matmul serves them all."""
+def test_pair_counts_computed_once_serve_any_rows(layernorm):
+    """A split's pair counts, computed once, give each selection of rows the logits that the
+    rows' own bags give."""
     task = Count01()
     models = [build_model(ModelConfig(layernorm=layernorm, n_heads=h), 8, h) for h in (16, 3)]
     bags = task.bags(task.split("test")[:120])
-    stack = Stack.of(models)
-    logits = stack.logits(PairCounts.of(bags, 8))
-    assert torch.equal(logits, stack.logits(bags))
-    for model, stacked in zip(models, logits, strict=True):
-        assert (stacked - read_logits(model, bags)).abs().max() < 1e-5
-    every_row = torch.arange(len(bags)).expand(len(models), -1)
-    assert (stack.logits(bags, every_row) - logits).abs().max() < 1e-5
+    stack, pairs = Stack.of(models), PairCounts.of(bags, 8)
+    assert torch.equal(stack.logits(pairs), stack.logits(bags))
+    rows = torch.tensor([7, 3, 3, 100, 0])
+    assert (stack.logits(pairs[rows]) - stack.logits(bags[rows])).abs().max() < 1e-5
+    assert len(pairs.queries) == 3  # '=', '4' and '5' are the only tokens read
 
 
 def test_stacked_logits_match_a_trained_model(trained):
     bag = Count01().bags(Count01().split("test")[:100])
-    _, logits = run_stack([trained], [bag])
+    _, logits = run_stack([trained], bag)
     assert (logits[0] - read_logits(trained, bag)).abs().max() < 1e-4
 
 
@@ -68,7 +59,7 @@ def test_gradients_stay_within_each_model():
     task = Count01()
     models = [build_model(ModelConfig(), 8, seed) for seed in range(2)]
     bag = task.bags(task.split("train")[:32])
-    params, logits = run_stack(models, [bag, bag])
+    params, logits = run_stack(models, bag)
     logits[0].sum().backward()
     for grad in (p.grad for p in params.values() if p.requires_grad):
         assert grad[0].abs().sum() > 0 and grad[1].abs().sum() == 0
@@ -102,7 +93,7 @@ def test_models_of_different_sizes_stack_exactly(layernorm):
         for seed, (d, h) in enumerate(shapes)
     ]
     bag = task.bags(task.split("test")[:60])
-    params, logits = run_stack(models, [bag] * len(models))
+    params, logits = run_stack(models, bag)
     assert params["embed.W_E"].shape == (3, 8, 32)
     assert ("dim_mask" in params) == layernorm
     for model, stacked in zip(models, logits, strict=True):
@@ -112,7 +103,7 @@ def test_models_of_different_sizes_stack_exactly(layernorm):
 def test_padding_gets_exactly_zero_gradient():
     models = [build_model(ModelConfig(d_model=d, n_heads=h), 8, 0) for d, h in [(8, 4), (3, 2)]]
     bag = Count01().bags(Count01().split("train")[:32])
-    params, logits = run_stack(models, [bag, bag])
+    params, logits = run_stack(models, bag)
     logits.sum().backward()
     small = parameters(models[1])
     for name, p in params.items():

@@ -191,9 +191,15 @@ def test_settings_added_later_change_a_key_only_away_from_their_defaults(task):
     from headcoop.files import config_key
 
     cfg, experiment = TrainConfig(epochs=3), EXPERIMENTS[0]
-    before = {k: v for k, v in asdict(cfg).items() if k not in LATE_FIELDS}  # the old key's dict
+    before = {k: v for k, v in asdict(cfg).items() if k not in LATE_FIELDS}  # the old dict
     old_key = config_key(
-        {"task": task.to_config(), "model": asdict(experiment.model), "seed": 0, "train": before}
+        {
+            "task": task.to_config(),
+            "model": asdict(experiment.model),
+            "seed": 0,
+            "train": before,
+            "order": sweep.EXAMPLE_ORDER,
+        }
     )
     assert sweep.experiment_key(task, experiment, cfg) == old_key
     others = [

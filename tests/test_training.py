@@ -99,14 +99,20 @@ def test_cosine_schedule_decays_to_zero():
 
 
 def test_stacked_models_train_like_a_model_alone(task):
+    """Every model of a stack ends where it ends when trained alone under the same settings."""
     cfg = TrainConfig(epochs=2, dropout=0.0)
-    alone = train(task, SMALL, cfg)
-    models = [build_model(SMALL, 8, seed=0), build_model(SMALL, 8, seed=1)]
-    train_models(task, models, cfg)
-    stacked, other = parameters(models[0]), parameters(models[1])
-    for name, value in parameters(alone).items():
-        assert torch.allclose(stacked[name], value, atol=1e-5), name
-    assert not torch.allclose(other["blocks.0.attn.W_Q"], stacked["blocks.0.attn.W_Q"])
+    alone = [build_model(SMALL, 8, seed) for seed in (0, 1)]
+    for model in alone:
+        train_models(task, [model], cfg)
+    stacked = [build_model(SMALL, 8, seed) for seed in (0, 1)]
+    train_models(task, stacked, cfg)
+    for one, beside in zip(alone, stacked, strict=True):
+        for name, value in parameters(one).items():
+            if name != "blocks.0.attn.b_K":  # zero true gradient: Adam steps on rounding noise
+                assert (parameters(beside)[name] - value).abs().max() < 1e-5, name
+    assert not torch.allclose(
+        parameters(stacked[0])["blocks.0.attn.W_Q"], parameters(stacked[1])["blocks.0.attn.W_Q"]
+    )
 
 
 def short_task() -> Count01:

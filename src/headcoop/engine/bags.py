@@ -14,6 +14,7 @@ Only the scored positions' outputs are meaningful.
 """
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from jaxtyping import Float, Int
@@ -87,17 +88,39 @@ def read_logits(
 
 
 def batch_loss(
-    logits: Float[torch.Tensor, "batch read d_vocab"], targets: Int[torch.Tensor, "batch read"]
+    logits: Float[torch.Tensor, "*model batch read d_vocab"],
+    targets: Int[torch.Tensor, "batch read"],
 ) -> torch.Tensor:
-    """Mean negative log-likelihood of the scored tokens.
+    """Mean negative log-likelihood of the scored tokens (and over models, when ``logits``
+    have a leading model axis: every model is scored on the same targets).
 
-    Written out rather than `F.cross_entropy`, which is twice as slow on CPU for the small
-    vocabularies of toy tasks (a reduction over a short last axis).
+    Its gradient is written out (the softmax minus the one-hot target), which costs a third of
+    what autograd spends on the small vocabularies of toy tasks.
     """
-    logits, targets = logits.flatten(0, 1), targets.flatten()
-    shift = logits.detach().amax(-1, keepdim=True)
-    log_z = (logits - shift).exp().sum(-1).log() + shift[:, 0]
-    return (log_z - logits.gather(1, targets[:, None])[:, 0]).mean()
+    return _MeanNLL.apply(logits, targets)
+
+
+class _MeanNLL(torch.autograd.Function):
+    """`batch_loss` with its gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        flat = logits.reshape(-1, targets.numel(), logits.shape[-1])  # [model row d_vocab]
+        target = targets.reshape(1, -1, 1).expand(len(flat), -1, 1)
+        shift = flat.amax(-1, keepdim=True)
+        exp = (flat - shift).exp_()
+        total = exp.sum(-1, keepdim=True)
+        nll = total.log() + shift - flat.gather(-1, target)
+        ctx.save_for_backward(exp.div_(total), target)  # the softmax
+        ctx.shape = logits.shape
+        return nll.mean()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        softmax, target = ctx.saved_tensors
+        minus_one = softmax.new_full(target.shape, -1.0)
+        dlogits = softmax.scatter_add_(-1, target, minus_one) * (grad / target.numel())
+        return dlogits.reshape(ctx.shape), None
 
 
 def use_bags(model: Model, task: Task, mode: str = "auto") -> bool:

@@ -8,11 +8,11 @@ information, optional LayerNorm) and is tested against the HookedTransformer for
 model.
 """
 
-import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from headcoop.compat import Model, attention_scale, load_parameters, parameters
@@ -138,48 +138,45 @@ class Stack:
     def logits(
         self,
         bags: "Batch | PairCounts",
-        rows: Int[torch.Tensor, "model batch"] | None = None,
         dropout: float = 0.0,
         generator: torch.Generator | None = None,
     ) -> Float[torch.Tensor, "model batch read d_vocab"]:
-        """Logits at the scored positions: model m reads the examples ``rows[m]`` of ``bags``
-        (every model reads all of them when ``rows`` is None). ``bags`` may come as their
-        `PairCounts`, computed once for a split that is read many times.
+        """Every model's logits at the scored positions of ``bags`` (which may come as their
+        `PairCounts`, computed once for a split that is read many times).
 
         Matches `headcoop.engine.bags.read_logits` on each model (to float32 rounding). With
         ``dropout`` > 0, the attention output at the scored positions is dropped as in training.
         """
         params = self.params
-        resid_read, z = self._attention(bags, rows)
-        attn_out = torch.einsum("mbrhe,mhed->mbrd", z, params["blocks.0.attn.W_O"])
-        attn_out = attn_out + params["blocks.0.attn.b_O"][:, None, None]
+        pairs = self._pairs(bags)
+        z = _head_outputs(params, pairs, self.eps, self.attn_scale)  # [model read head d_head]
+        attn_out = torch.baddbmm(
+            params["blocks.0.attn.b_O"][:, None],
+            z.flatten(2),
+            params["blocks.0.attn.W_O"].flatten(1, 2),
+        )  # [model read d_model], a read being a scored position of an example
+        embedded = params["embed.W_E"].index_select(1, pairs.read_tokens.flatten())
         if dropout > 0:
-            attn_out = drop_out(attn_out, dropout, generator)
-        final = _layernorm(resid_read + attn_out, params, "ln_final", self.eps)
-        logits = torch.einsum("mbrd,mdv->mbrv", final, params["unembed.W_U"])
-        return logits + params["unembed.b_U"][:, None, None]
+            mask = dropout_mask(attn_out.shape, dropout, generator).to(attn_out.device)
+            resid = torch.addcmul(embedded, attn_out, mask)
+        else:
+            resid = embedded + attn_out
+        final = _layernorm(resid, params, "ln_final", self.eps)
+        logits = torch.baddbmm(params["unembed.b_U"][:, None], final, params["unembed.W_U"])
+        return logits.unflatten(1, pairs.read_tokens.shape)
 
     def head_outputs(
-        self, bags: "Batch | PairCounts", rows: Int[torch.Tensor, "model batch"] | None = None
+        self, bags: "Batch | PairCounts"
     ) -> Float[torch.Tensor, "model batch read head_index d_head"]:
-        """Each head's output O_i (``hook_z``) at the scored positions (``rows`` as in
-        `logits`)."""
-        return self._attention(bags, rows)[1]
+        """Each head's output O_i (``hook_z``) at the scored positions."""
+        pairs = self._pairs(bags)
+        z = _head_outputs(self.params, pairs, self.eps, self.attn_scale)
+        return z.unflatten(1, pairs.read_tokens.shape)
 
-    def _attention(
-        self, bags: "Batch | PairCounts", rows: Int[torch.Tensor, "model batch"] | None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """The embedded residual at the scored positions [model batch read d_model] and the
-        head outputs there [model batch read head d_head]; see `_attention`."""
+    def _pairs(self, bags: "Batch | PairCounts") -> "PairCounts":
         if isinstance(bags, Batch):
             bags = PairCounts.of(bags, self.params["embed.W_E"].shape[1])
-        bags = bags.to(self.device)
-        if rows is None:  # every model reads the same counts
-            return _attention(self.params, bags.counts, bags.read_tokens, self.eps, self.attn_scale)
-        rows = rows.to(self.device)
-        return _attention(
-            self.params, bags.counts[rows], bags.read_tokens[rows], self.eps, self.attn_scale
-        )
+        return bags.to(self.device)
 
 
 @dataclass(frozen=True)
@@ -187,47 +184,61 @@ class PairCounts:
     """Bags as the stacked engine reads them: for each scored position, how often it sees
     each (query token, key token) pair, and its own token.
 
-    Computed once per split (`of`), so that a training step only gathers its rows.
+    Only the tokens that occur at scored positions (``queries``) are counted as query tokens:
+    the others are never read. Computed once per split (`of`), so that a training step only
+    selects its rows (``pairs[rows]``).
     """
 
     counts: Float[torch.Tensor, "example read pair"]
+    """pair = query index * d_vocab + key token, the query index into ``queries``."""
     read_tokens: Int[torch.Tensor, "example read"]
+    queries: Int[torch.Tensor, " query"]
 
     @classmethod
     def of(cls, bags: Batch, d_vocab: int) -> "PairCounts":
         if not bags.is_bag:
             raise HeadcoopError("the stacked engine runs on bags only")
-        counts = _pair_counts(bags.tokens, bags.multiplicity, bags.read_pos, d_vocab)
-        return cls(counts, bags.tokens.gather(1, bags.read_pos))
+        read_tokens = bags.tokens.gather(1, bags.read_pos)
+        queries = read_tokens.unique()
+        query_index = torch.searchsorted(queries, read_tokens)
+        counts = _pair_counts(bags, query_index, len(queries), d_vocab)
+        return cls(counts, read_tokens, queries)
 
     def __len__(self) -> int:
         return len(self.counts)
 
+    def __getitem__(self, rows: Int[torch.Tensor, " row"]) -> "PairCounts":
+        """The examples ``rows``."""
+        return PairCounts(self.counts[rows], self.read_tokens[rows], self.queries)
+
     def key_counts(self, read: int) -> Float[torch.Tensor, "example d_vocab"]:
         """How many tokens of each type scored position ``read`` sees (itself included): its
         pair counts summed over the query token (its own, the only one present)."""
-        d_vocab = math.isqrt(self.counts.shape[-1])
-        return self.counts[:, read].unflatten(-1, (d_vocab, d_vocab)).sum(-2)
+        return self.counts[:, read].unflatten(-1, (len(self.queries), -1)).sum(-2)
 
     def to(self, device: torch.device | str) -> "PairCounts":
-        return PairCounts(self.counts.to(device), self.read_tokens.to(device))
+        return PairCounts(
+            self.counts.to(device), self.read_tokens.to(device), self.queries.to(device)
+        )
 
 
 def drop_out(x: torch.Tensor, rate: float, generator: torch.Generator | None) -> torch.Tensor:
     """Inverted dropout with masks drawn from ``generator`` (so that runs are reproducible)."""
-    keep = (torch.rand(x.shape, generator=generator) >= rate).to(x.device)
-    return x * keep / (1 - rate)
+    return x * dropout_mask(x.shape, rate, generator).to(x.device)
 
 
-def _attention(
-    params: Params,
-    counts: Float[torch.Tensor, "*model batch read pair"],
-    read_tokens: Int[torch.Tensor, "*model batch read"],
-    eps: float,
-    attn_scale: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The embedded residual at the scored positions [model batch read d_model] and the head
-    outputs there [model batch read head d_head].
+def dropout_mask(
+    shape: torch.Size, rate: float, generator: torch.Generator | None
+) -> Float[torch.Tensor, "..."]:
+    """Inverted dropout's multiplier: 0 with probability ``rate``, else 1 / (1 - ``rate``)."""
+    return (torch.rand(shape, generator=generator) >= rate) * (1 / (1 - rate))
+
+
+def _head_outputs(
+    params: Params, pairs: PairCounts, eps: float, attn_scale: float
+) -> Float[torch.Tensor, "model read head_index d_head"]:
+    """Each head's output at every scored position of ``pairs`` (a read: one scored position
+    of one example, examples first).
 
     With no positions, a query, key or value depends on its token alone, and attention from a
     scored position over a bag is
@@ -235,62 +246,45 @@ def _attention(
         z = sum_v C_v exp(s_uv) v_v / sum_v C_v exp(s_uv)
 
     where u is the query token and C_v the count of key token v it sees. So each model's
-    vocabulary-sized tables of exp(scores) and values are built once per step, and every
-    example is a count vector over (query token, key token) pairs (`PairCounts`) contracted
-    with them in one matmul: no per-example softmax, keys or values. Without a model axis,
-    every model reads the same examples, and one matmul serves them all.
+    vocabulary-sized tables of exp(scores) and values are built once per step, and the reads'
+    count vectors over (query token, key token) pairs are contracted with the tables of all
+    models in one matmul: no per-example softmax, keys or values.
     """
-    n_models, d_vocab = params["embed.W_E"].shape[:2]
-    shared = counts.dim() == 3
-    flat = counts.flatten(-3, -2)  # [*model batch*read u*v]
-    seen = flat.sum(-2) if not shared else flat.sum(0).expand(n_models, -1)
-    present = seen.unflatten(-1, (d_vocab, d_vocab)).sum(1) > 0  # [model key_token]
+    d_vocab = params["embed.W_E"].shape[1]
+    counts = pairs.counts.flatten(0, 1)  # [read pair]
+    visible = counts.sum(0).unflatten(0, (len(pairs.queries), d_vocab)) > 0  # [query key]
 
     x = _layernorm(params["embed.W_E"], params, "blocks.0.ln1", eps)  # [model vocab d_model]
-    q = torch.einsum("mud,mhde->muhe", x, params["blocks.0.attn.W_Q"])
-    k = torch.einsum("mvd,mhde->mvhe", x, params["blocks.0.attn.W_K"])
+    q = torch.einsum("mud,mhde->mhue", x[:, pairs.queries], params["blocks.0.attn.W_Q"])
+    k = torch.einsum("mvd,mhde->mhve", x, params["blocks.0.attn.W_K"])
     v = torch.einsum("mvd,mhde->mvhe", x, params["blocks.0.attn.W_V"])
-    q = q + params["blocks.0.attn.b_Q"][:, None]
-    k = k + params["blocks.0.attn.b_K"][:, None]
+    q = q + params["blocks.0.attn.b_Q"][:, :, None]
+    k = k + params["blocks.0.attn.b_K"][:, :, None]
     v = v + params["blocks.0.attn.b_V"][:, None]
-    scores = torch.einsum("muhe,mvhe->muvh", q, k) / attn_scale  # [model u v head]
-    # Shift each query token's scores by their maximum over the key tokens that occur, as a
-    # softmax does; tokens that never occur get weight 0 (their counts are 0 anyway).
-    visible = present[:, None, :, None]
-    shift = scores.detach().masked_fill(~visible, float("-inf")).amax(2, keepdim=True)
+    scores = q @ k.transpose(-1, -2) / attn_scale  # [model head query key]
+    # Shift each query token's scores by their maximum over the key tokens it sees, as a
+    # softmax does; the key tokens it never sees get weight 0 (their counts are 0 anyway).
+    shift = scores.detach().masked_fill(~visible, float("-inf")).amax(-1, keepdim=True)
     weights = (scores - shift.nan_to_num(neginf=0.0)).masked_fill(~visible, float("-inf")).exp()
-    ones = torch.ones_like(v[..., :1])
-    values = torch.cat([v, ones], dim=-1)  # [model v head d_head+1]: numerator and denominator
-    table = (weights[..., None] * values[:, None]).flatten(3).flatten(1, 2)  # [model u*v K]
-    if shared:  # [batch*read u*v] @ [u*v model*K]
-        sums = (flat @ table.transpose(0, 1).flatten(1)).unflatten(1, (n_models, -1))
-        sums = sums.transpose(0, 1)
-    else:
-        sums = torch.bmm(flat, table)  # [model batch*read K]
-    shape = counts.shape[-3:-1]
-    sums = sums.reshape(n_models, *shape, -1, values.shape[-1])
-    z = sums[..., :-1] / sums[..., -1:]
-
-    if shared:
-        return params["embed.W_E"][:, read_tokens], z
-    model_idx = torch.arange(n_models, device=read_tokens.device)[:, None, None]
-    return params["embed.W_E"][model_idx, read_tokens], z
+    # Each head's numerator (d_head columns) and denominator, over (query, key) pairs.
+    numerator = torch.einsum("mhuv,mvhe->muvhe", weights, v).flatten(1, 2).flatten(2)
+    denominator = weights.flatten(2).transpose(1, 2)  # [model pair head]
+    numerator = (counts @ numerator).unflatten(-1, v.shape[-2:])  # [model read head d_head]
+    return numerator * (counts @ denominator).reciprocal()[..., None]
 
 
 def _pair_counts(
-    tokens: Int[torch.Tensor, "batch pos"],
-    multiplicity: Float[torch.Tensor, "batch pos"],
-    read_pos: Int[torch.Tensor, "batch read"],
-    d_vocab: int,
+    bags: Batch, query_index: Int[torch.Tensor, "batch read"], n_queries: int, d_vocab: int
 ) -> Float[torch.Tensor, "batch read pair"]:
-    """For each scored position, how often it sees each (query token, key token) pair: the
-    query token is its own, the keys are the bag's positions up to it (with multiplicity)."""
+    """For each scored position, how often it sees each (query, key token) pair: the query is
+    its own token (by its index among the query tokens), the keys are the bag's positions up
+    to it (with multiplicity)."""
+    tokens, multiplicity, read_pos = bags.tokens, bags.multiplicity, bags.read_pos
     positions = torch.arange(tokens.shape[1], device=tokens.device)
     visible = positions <= read_pos[..., None]  # [batch read pos]
-    read_tokens = tokens.gather(1, read_pos)  # [batch read]
-    pair = read_tokens[..., None] * d_vocab + tokens[:, None, :]  # [batch read pos]
+    pair = query_index[..., None] * d_vocab + tokens[:, None, :]  # [batch read pos]
     weight = multiplicity[:, None, :] * visible
-    counts = multiplicity.new_zeros(*read_pos.shape, d_vocab * d_vocab)
+    counts = multiplicity.new_zeros(*read_pos.shape, n_queries * d_vocab)
     return counts.scatter_add_(-1, pair, weight)
 
 
@@ -305,10 +299,9 @@ def _layernorm(x: torch.Tensor, params: Params, name: str, eps: float) -> torch.
         width = mask.sum(-1, keepdim=True)
         x = (x - (x * mask).sum(-1, keepdim=True) / width) * mask
         x = x / (x.pow(2).sum(-1, keepdim=True) / width + eps).sqrt()
-    else:
-        x = x - x.mean(-1, keepdim=True)
-        x = x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    return x * params[f"{name}.w"].reshape(shape) + params[f"{name}.b"].reshape(shape)
+    else:  # the same normalisation, fused
+        x = F.layer_norm(x, x.shape[-1:], eps=eps)
+    return torch.addcmul(params[f"{name}.b"].reshape(shape), x, params[f"{name}.w"].reshape(shape))
 
 
 def _padded_stack(tensors: list[torch.Tensor]) -> torch.Tensor:

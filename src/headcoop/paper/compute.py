@@ -32,7 +32,7 @@ from headcoop.paper.plan import FigurePlan, Table1Row
 from headcoop.tasks.base import Task, make_task
 from headcoop.tasks.minimal import minimal_solution
 from headcoop.training.checkpoint import load_checkpoint
-from headcoop.training.sweep import Experiment, run_sweep, train_stack
+from headcoop.training.sweep import EXAMPLE_ORDER, Experiment, run_sweep, train_stack
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,13 @@ class FigureData:
         self.task: Task = make_task("count01", **plan.task)
         cache = Path(cache)
         self.root = cache / plan.key()
-        main_settings = (self.task.to_config(), plan.model, plan.train, plan.main_seeds)
+        main_settings = (
+            self.task.to_config(),
+            plan.model,
+            plan.train,
+            plan.main_seeds,
+            EXAMPLE_ORDER,
+        )
         self.main_dir = cache / "main" / config_key(main_settings)
         self.sweep_dir = cache / "sweeps"
         self.root.mkdir(parents=True, exist_ok=True)

@@ -47,6 +47,10 @@ RESULTS = "results"
 """The directory of a sweep's results: one JSON file per experiment, named by its key."""
 LEGACY_RESULTS = "results.json"
 EXECUTORS = ("local", "slurm")
+EXAMPLE_ORDER = "one per stack"
+"""How the models of a stack read the training examples (`headcoop.training.train_models`).
+Part of every result's key: results trained when each model had an order of its own (before
+this version) are not reused."""
 JOB_TIMEOUT_MIN = 24 * 60
 
 
@@ -65,6 +69,7 @@ def experiment_key(task: Task, experiment: Experiment, train_cfg: TrainConfig) -
         "model": asdict(experiment.model),
         "seed": experiment.seed,
         "train": train_cfg.key_dict(),
+        "order": EXAMPLE_ORDER,
     }
     return config_key(config)
 

@@ -149,10 +149,11 @@ def train_models(
 ) -> list[dict[str, Any]]:
     """Train same-shaped models side by side, in place; return each one's last metrics.
 
-    Where bag compression is exact, the models run as one stack (`headcoop.engine.stack`), each
-    with its own example order drawn from the epoch's generator; otherwise a single model runs
-    on full sequences through its HookedTransformer forward. ``cfg.seed`` seeds the example
-    orders and dropout masks (the initial weights are the models' own). ``mode='full'`` forces
+    Where bag compression is exact, the models run as one stack (`headcoop.engine.stack`) and
+    read the examples in one order, drawn from the epoch's generator: each model ends where it
+    ends when trained alone under ``cfg``. Otherwise a single model runs on full sequences
+    through its HookedTransformer forward. ``cfg.seed`` seeds the example order and the dropout
+    masks (the initial weights are the models' own). ``mode='full'`` forces
     full sequences, for comparison: without dropout the weights match the bag path's up to
     float rounding.
     """
@@ -210,12 +211,13 @@ def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.
     Each keeps stacked models independent and their padding exactly zero: its update of an
     entry depends on that entry's own gradient, value and moments only.
     """
+    fused = all(p.device.type in ("cpu", "cuda") for p in params)  # one kernel, not one per op
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(
-            params, lr=cfg.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.weight_decay
+            params, lr=cfg.lr, momentum=SGD_MOMENTUM, weight_decay=cfg.weight_decay, fused=fused
         )
     kind = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return kind(params, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 class _StackedStep:
@@ -233,14 +235,15 @@ class _StackedStep:
         self.n_examples = len(self.train_bags)
 
     def epoch(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
-        """Yield each step's loss (mean over models) and its number of examples per model."""
-        n_models, n = len(self.models), len(self.train_bags)
-        orders = torch.rand(n_models, n, generator=gen).argsort(dim=1)  # [model example]
-        for start in range(0, n, self.cfg.batch_size):
-            idx = orders[:, start : start + self.cfg.batch_size].to(self.stack.device)
-            logits = self.stack.logits(self.train_pairs, idx, self.cfg.dropout, gen)
-            targets = self.train_bags.targets[idx]
-            yield batch_loss(logits.flatten(0, 1), targets.flatten(0, 1)), idx.shape[1]
+        """Yield each step's loss (mean over models) and its number of examples per model.
+
+        Every model reads the examples in the same order, so that a step's pair counts serve
+        them all; the models differ in their initial weights and dropout masks.
+        """
+        order = torch.rand(len(self.train_bags), generator=gen).argsort()
+        for rows in order.to(self.stack.device).split(self.cfg.batch_size):
+            logits = self.stack.logits(self.train_pairs[rows], self.cfg.dropout, gen)
+            yield batch_loss(logits, self.train_bags.targets[rows]), len(rows)
 
     @torch.no_grad()
     def validate(self) -> list[dict[str, float]]:
