@@ -266,11 +266,14 @@ def _head_outputs(
     # softmax does; the key tokens it never sees get weight 0 (their counts are 0 anyway).
     shift = scores.detach().masked_fill(~visible, float("-inf")).amax(-1, keepdim=True)
     weights = (scores - shift.nan_to_num(neginf=0.0)).masked_fill(~visible, float("-inf")).exp()
-    # Each head's numerator (d_head columns) and denominator, over (query, key) pairs.
-    numerator = torch.einsum("mhuv,mvhe->muvhe", weights, v).flatten(1, 2).flatten(2)
-    denominator = weights.flatten(2).transpose(1, 2)  # [model pair head]
-    numerator = (counts @ numerator).unflatten(-1, v.shape[-2:])  # [model read head d_head]
-    return numerator * (counts @ denominator).reciprocal()[..., None]
+    # Each head's numerator (d_head columns) and denominator over (query, key) pairs, for all
+    # models in one matmul each.
+    n_models, n_heads, d_head = v.shape[0], v.shape[2], v.shape[3]
+    numerator = torch.einsum("mhuv,mvhe->uvmhe", weights, v).flatten(0, 1).flatten(1)
+    denominator = weights.permute(2, 3, 0, 1).flatten(0, 1).flatten(1)  # [pair model*head]
+    numerator = (counts @ numerator).unflatten(1, (n_models, n_heads, d_head)).transpose(0, 1)
+    denominator = (counts @ denominator).unflatten(1, (n_models, n_heads)).transpose(0, 1)
+    return (numerator * denominator.reciprocal()[..., None]).contiguous()
 
 
 def _pair_counts(
