@@ -219,3 +219,21 @@ def test_snapshots_measure_the_models_in_training(task, tmp_path):
         assert sorted(result["snapshots"]) == ["1", "2"]  # 50 is past the last epoch: taken at 2
         assert result["snapshots"]["1"]["s_acc"] == after_one["s_acc"]
         assert result["snapshots"]["2"]["s_acc"] == result["s_acc"]  # the trained models
+
+
+def test_worker_processes_give_the_results_of_a_run_in_process(task, tmp_path):
+    stacks = [[e] for e in EXPERIMENTS]
+    cfg = TrainConfig(epochs=1)
+    alone = run_sweep(task, stacks, cfg, tmp_path / "alone")
+    pooled = run_sweep(task, stacks, cfg, tmp_path / "pooled", workers=2)
+    assert len(load_results(tmp_path / "pooled")) == 2
+    for one, other in zip(alone, pooled, strict=True):  # threads may reorder float sums
+        assert one["test_accuracy"] == other["test_accuracy"]
+        assert one["s_acc"] == pytest.approx(other["s_acc"], abs=1e-3)
+        assert one["test_metrics"]["loss"] == pytest.approx(other["test_metrics"]["loss"], 1e-5)
+
+
+def test_a_failing_worker_is_reported(task, tmp_path):
+    bad = [[Experiment(ModelConfig(d_model=8, n_heads=2), 0)], [Experiment(ModelConfig(), 1)]]
+    with pytest.raises(HeadcoopError, match="diverged"):
+        run_sweep(task, bad, TrainConfig(epochs=1, lr=1e6), tmp_path, workers=2)

@@ -227,7 +227,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("local", "slurm"),
         default=None,
         help="run the sweeps' stacks as submitit jobs, on this machine or a Slurm cluster "
-        "(default: in this process)",
+        "(default: on this machine, see --workers)",
+    )
+    figures.add_argument(
+        "--workers",
+        type=Rule(int, 1, 256).parse,
+        default=None,
+        help="processes that train sweep stacks at once (unset: one per core on the CPU, one "
+        "on a GPU)",
     )
     _add_device(figures)
     figures.set_defaults(run=_figures)
@@ -395,6 +402,7 @@ def _figures(args: argparse.Namespace) -> None:
         executor=args.executor,
         claims=args.claims,
         note=note,
+        workers=args.workers,
     )
     disagree = sum(r["verdict"] == "disagrees" for r in summary["paper_comparison"])
     print(

@@ -8,6 +8,7 @@ picks up where it stopped and a rerun only redraws.
 
 import json
 import logging
+import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -50,21 +51,14 @@ def grid_stacks(plan: FigurePlan) -> list[list[Experiment]]:
 
 
 def table1_stacks(plan: FigurePlan) -> list[list[Experiment]]:
-    """Table 1's models (d_head 1, no LayerNorm) in three stacks: the single heads of
-    d_model 4 to 32, those of d_model 1 and 2, and the 64-head models. Padding within each
-    costs less than the per-operation overhead of a stack per row (measured)."""
+    """Table 1's models (d_head 1, no LayerNorm), one stack per row: a row's models share
+    their shape, so nothing is padded, and the stacks spread evenly over sweep workers."""
 
-    def models(row: Table1Row) -> list[Experiment]:
-        cfg = ModelConfig(d_model=row.d_model, n_heads=row.n_heads, d_head=1, layernorm=False)
-        return [Experiment(cfg, seed) for seed in range(row.n_exps)]
+    def row(r: Table1Row) -> list[Experiment]:
+        cfg = ModelConfig(d_model=r.d_model, n_heads=r.n_heads, d_head=1, layernorm=False)
+        return [Experiment(cfg, seed) for seed in range(r.n_exps)]
 
-    rows = plan.table1
-    stacks = [
-        [e for r in rows if r.n_heads == 1 and r.d_model >= 4 for e in models(r)],
-        [e for r in rows if r.n_heads == 1 and r.d_model < 4 for e in models(r)],
-        [e for r in rows if r.n_heads > 1 for e in models(r)],
-    ]
-    return [s for s in stacks if s]
+    return [row(r) for r in plan.table1]
 
 
 class FigureData:
@@ -78,8 +72,10 @@ class FigureData:
             ``<cache>/sweeps/results/``.
         progress: show progress bars for long steps.
         device: where models train and are measured (see `headcoop.device`).
-        executor: None trains the sweeps in this process; 'local' or 'slurm' runs each of
+        executor: None trains the sweeps on this machine; 'local' or 'slurm' runs each of
             their stacks as a submitit job (`headcoop.training.sweep.run_sweep`).
+        workers: processes that train sweep stacks at once without an executor (default: one
+            per core on the CPU, one on a GPU).
     """
 
     def __init__(
@@ -89,9 +85,11 @@ class FigureData:
         progress: bool = False,
         device: Device = None,
         executor: str | None = None,
+        workers: int | None = None,
     ) -> None:
         self.plan, self.progress = plan, progress
         self.device, self.executor = resolve_device(device), executor
+        self.workers = workers or ((os.cpu_count() or 1) if self.device.type == "cpu" else 1)
         self.task: Task = make_task("count01", **plan.task)
         cache = Path(cache)
         self.root = cache / plan.key()
@@ -281,6 +279,7 @@ class FigureData:
             self.progress,
             device=self.device,
             executor=self.executor,
+            workers=self.workers,
         )
 
     def _csv(

@@ -46,15 +46,16 @@ def make_figures(
     executor: str | None = None,
     claims: str | Path | None = None,
     note: str = "",
+    workers: int | None = None,
 ) -> dict[str, Any]:
     """Compute what is missing, then write every item, the data and ``index.html`` into
-    ``out``. Returns the summary (also written to ``out/summary.json``). ``device`` and
-    ``executor`` are `FigureData`'s; ``claims`` is a claims lab's output directory, whose
-    section the report includes where it exists; ``note`` opens the report (what plan it
-    follows)."""
+    ``out``. Returns the summary (also written to ``out/summary.json``). ``device``,
+    ``executor`` and ``workers`` are `FigureData`'s; ``claims`` is a claims lab's output
+    directory, whose section the report includes where it exists; ``note`` opens the report
+    (what plan it follows)."""
     out = Path(out)
     clock = time.perf_counter()
-    data = FigureData(plan, cache, progress, device, executor)
+    data = FigureData(plan, cache, progress, device, executor, workers)
     stages = measure_all(data)
     measured = time.perf_counter() - clock
     items = render(data)
