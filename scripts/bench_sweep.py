@@ -5,7 +5,8 @@ For each workload (the paper plan's Table 1 stacks, as `make figures` builds the
 Fig 2 grid), training steps of the paper's settings (7,000 examples, batch 64, AdamW) run
 
 - on the sweep engine: `headcoop.train_models` on each stack, one epoch (building the models
-  is not timed);
+  is not timed), in this process with every core, then spread over one single-threaded worker
+  process per core as `make figures` runs it (timed: the busiest worker's training);
 - one model at a time through the TransformerLens forward on bags (the bag hook on the
   pattern, `batch_loss`, backward, AdamW): a few hundred steps of one model per shape,
   extrapolated to the workload;
@@ -59,6 +60,7 @@ def main() -> None:
         for models in built:
             train_models(task, models, cfg)
         engine = time.perf_counter() - start
+        pooled = time_in_workers(stacks, info["cores"])
 
         shapes = Counter(e.model for e in experiments)
         lone = 0.0
@@ -89,11 +91,51 @@ def main() -> None:
             f"  one TL model at a time:    {work / lone:12,.0f} model-examples/s "
             f"({lone:.1f} s, extrapolated from {args.steps} steps a shape)"
         )
+        print(
+            f"  sweep engine, {info['cores']} workers: {work / pooled:12,.0f} model-examples/s "
+            f"({pooled:.1f} s)"
+        )
         print(f"  ratio sweep engine / one TL model at a time: {lone / engine:.1f}x")
+        print(f"  ratio sweep engine in workers / one TL model at a time: {lone / pooled:.1f}x")
         print(
             f"  floor: {3 * floor * n_train / 1e9:.2f} GFLOP, {floor_seconds:.2f} s at the "
-            f"matmul rate; the engine runs at {100 * floor_seconds / engine:.1f}% of it"
+            f"matmul rate; the engine runs at {100 * floor_seconds / engine:.1f}% of it "
+            f"({100 * floor_seconds / pooled:.1f}% in workers)"
         )
+
+
+def time_in_workers(stacks, workers: int) -> float:
+    """Training time of one epoch of every stack spread over ``workers`` single-threaded
+    processes: the busiest worker's total, building the models left out, as above."""
+    import multiprocessing
+    from collections import defaultdict
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("spawn")
+    busy = defaultdict(float)
+    with ProcessPoolExecutor(workers, context, one_thread) as pool:
+        for worker, seconds in pool.map(train_one_epoch, stacks):
+            busy[worker] += seconds
+    return max(busy.values())
+
+
+def one_thread() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def train_one_epoch(experiments) -> tuple[int, float]:
+    """One epoch of a stack, in a worker: (the worker's pid, seconds of training)."""
+    import os
+
+    from headcoop import Count01, TrainConfig, build_model, train_models
+
+    task = Count01()
+    models = [build_model(e.model, len(task.vocab), e.seed) for e in experiments]
+    start = time.perf_counter()
+    train_models(task, models, TrainConfig(epochs=1))
+    return os.getpid(), time.perf_counter() - start
 
 
 def forward_flops(model, d_vocab: int, reads: int) -> float:

@@ -135,3 +135,35 @@ def test_a_model_trains_the_same_beside_a_larger_one(optimizer):
         if name == "blocks.0.attn.b_K":  # zero true gradient: Adam steps on rounding noise
             continue
         assert (value - trained_beside[name]).abs().max() < 1e-5, name
+
+
+def test_scores_spread_beyond_the_float_range_match_the_hooked_transformer():
+    """With one shift per query token, a read that sees only keys scored far below another
+    read's best would get weights of exp(-100) and less; the stack then shifts each read's
+    scores on its own, as the full forward does."""
+    task = Count01()
+    models = [
+        build_model(ModelConfig(d_model=4, n_heads=2, layernorm=False), 8, seed) for seed in (0, 1)
+    ]
+    with torch.no_grad():
+        for model in models:
+            model.blocks[0].attn.W_Q.mul_(40.0)
+            model.blocks[0].attn.W_K.mul_(40.0)
+    examples = task.split("test")[:60]
+    stack = Stack.of(models)
+    assert _scores_spread(stack) > 200  # beyond float32's exp range
+    logits = stack.logits(task.bags(examples))
+    assert torch.isfinite(logits).all()
+    for model, stacked in zip(models, logits, strict=True):
+        expected = read_logits(model, task.sequences(examples))  # the full forward
+        assert ((stacked - expected).abs() / expected.abs().clamp(min=1)).max() < 1e-4
+
+
+@torch.no_grad()
+def _scores_spread(stack):
+    """The largest gap between two attention scores of one query token, over the stack."""
+    x = stack.params["embed.W_E"]
+    q = torch.einsum("mud,mhde->mhue", x, stack.params["blocks.0.attn.W_Q"])
+    k = torch.einsum("mvd,mhde->mhve", x, stack.params["blocks.0.attn.W_K"])
+    scores = q @ k.transpose(-1, -2) / stack.attn_scale
+    return float((scores.amax(-1) - scores.amin(-1)).max())

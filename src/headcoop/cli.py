@@ -255,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     claims.add_argument("--no-png", action="store_true", help="skip the heatmap's PNG")
     claims.add_argument("--quiet", action="store_true", help="no progress bars")
+    claims.add_argument(
+        "--workers",
+        type=Rule(int, 1, 256).parse,
+        default=None,
+        help="processes that train settings at once (unset: one per core on the CPU, one on a GPU)",
+    )
     _add_device(claims)
     claims.set_defaults(run=_claims)
     return parser
@@ -422,7 +428,9 @@ def _claims(args: argparse.Namespace) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("headcoop.claims").setLevel(logging.INFO)
     plan = LabPlan.quick() if args.quick else LabPlan.full()
-    result = run_lab(plan, args.cache, progress=not args.quiet, device=args.device)
+    result = run_lab(
+        plan, args.cache, progress=not args.quiet, device=args.device, workers=args.workers
+    )
     summary = write_lab(result, args.out, png=not args.no_png)
     print(
         f"claims lab: {Path(args.out) / 'claims.html'} ({sum(result.seconds.values()):.0f} s; "

@@ -11,6 +11,7 @@ with an earlier grid is not trained again.
 
 import itertools
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -26,7 +27,7 @@ from headcoop.device import Device, resolve_device
 from headcoop.files import config_key
 from headcoop.paper.plan import QUICK_SPLITS
 from headcoop.tasks.base import Task, make_task
-from headcoop.training.sweep import Experiment, run_sweep
+from headcoop.training.sweep import Experiment, pending_stacks, run_sweep, run_workers
 
 log = logging.getLogger(__name__)
 
@@ -187,16 +188,20 @@ def run_lab(
     cache: str | Path,
     progress: bool = False,
     device: Device = None,
+    workers: int | None = None,
 ) -> LabResult:
     """Train and measure every setting of the grid (cached in ``cache``) and judge every claim
-    on every model."""
+    on every model. ``workers`` processes train the settings of a stage at once (default: one
+    per core on the CPU, one on a GPU; see `headcoop.training.sweep.run_workers`)."""
     device = resolve_device(device)
+    workers = workers or ((os.cpu_count() or 1) if device.type == "cpu" else 1)
     task = make_task("count01", **plan.task)
     sweep_dir = Path(cache) / "claims"  # its results hold evidence, not the figures' sweeps'
     seconds: dict[str, float] = {}
 
     def judge(settings: Sequence[Setting], stage: str) -> pd.DataFrame:
         clock = time.perf_counter()
+        _train_in_workers(plan, settings, task, sweep_dir, workers, progress, device)
         rows = []
         for k, s in enumerate(settings):
             log.info("setting %d of %d: %s", k + 1, len(settings), s.name)
@@ -214,6 +219,28 @@ def run_lab(
     kinds = {s.name: "one factor" for s in one_factor} | {s.name: "factorial" for s in factorial}
     kinds[DEFAULT] = DEFAULT
     return LabResult(plan, one_factor + factorial, kinds, claims, seconds, str(device))
+
+
+def _train_in_workers(
+    plan: LabPlan,
+    settings: Sequence[Setting],
+    task: Task,
+    sweep_dir: Path,
+    workers: int,
+    progress: bool,
+    device: Device,
+) -> None:
+    """Train and measure the settings without results, ``workers`` at once (with one worker,
+    `_train_setting` trains each in turn)."""
+    calls = []
+    for s in settings:
+        model, train = s.configs(plan)
+        stack = [Experiment(model, seed) for seed in plan.seeds]
+        if pending_stacks(task, [stack], train, sweep_dir):
+            calls.append((task, stack, train, sweep_dir))
+    if workers > 1 and len(calls) > 1:
+        options = {"device": device, "measure": measure_evidence, "snapshots": (SNAPSHOT_EPOCH,)}
+        run_workers(min(workers, len(calls)), calls, options, progress)
 
 
 def _train_setting(

@@ -39,6 +39,10 @@ _MATRICES = (
 _NORMS = ("blocks.0.ln1.w", "blocks.0.ln1.b", "ln_final.w", "ln_final.b")
 
 
+UNDERFLOW = 2.0**-100
+"""A softmax denominator below this may have lost precision to underflow (float32's smallest
+normal number is 2^-126): `_head_outputs` then shifts each read's scores on its own."""
+
 MODEL_CHUNK = 32
 """Models evaluated together on a whole split (bounds memory: a chunk's pair counts over 7,000
 examples take about 100 MB)."""
@@ -273,7 +277,29 @@ def _head_outputs(
     denominator = weights.permute(2, 3, 0, 1).flatten(0, 1).flatten(1)  # [pair model*head]
     numerator = (counts @ numerator).unflatten(1, (n_models, n_heads, d_head)).transpose(0, 1)
     denominator = (counts @ denominator).unflatten(1, (n_models, n_heads)).transpose(0, 1)
+    if bool((denominator < UNDERFLOW).any()):
+        return _head_outputs_read_by_read(counts, scores, v, len(pairs.queries))
     return (numerator * denominator.reciprocal()[..., None]).contiguous()
+
+
+def _head_outputs_read_by_read(
+    counts: Float[torch.Tensor, "read pair"],
+    scores: Float[torch.Tensor, "model head query key"],
+    v: Float[torch.Tensor, "model key head d_head"],
+    n_queries: int,
+) -> Float[torch.Tensor, "model read head_index d_head"]:
+    """`_head_outputs` with each read's softmax shifted by its own largest visible score, as
+    the full forward does: for scores so spread that one shift per query token underflows
+    some read's every weight. It costs a [model head read key] tensor, so it runs only then."""
+    per_query = counts.unflatten(-1, (n_queries, -1))  # [read query key], one query row used
+    query = per_query.sum(-1).argmax(-1)  # [read]
+    key_counts = per_query.sum(1)  # [read key]
+    visible = key_counts > 0
+    read_scores = scores[:, :, query]  # [model head read key]
+    shift = read_scores.detach().masked_fill(~visible, float("-inf")).amax(-1, keepdim=True)
+    weights = (read_scores - shift).masked_fill(~visible, float("-inf")).exp() * key_counts
+    numerator = torch.einsum("mhnv,mvhe->mnhe", weights, v)
+    return numerator / weights.sum(-1).transpose(1, 2)[..., None]
 
 
 def _pair_counts(

@@ -117,8 +117,7 @@ def run_sweep(
     first, the others move on and later wait for it, and each result is a file of its own.
     """
     out = Path(out)
-    done = load_results(out)
-    pending = [list(stack) for stack in stacks if _missing(task, stack, train_cfg, done)]
+    pending = pending_stacks(task, stacks, train_cfg, out)
     options = {"device": device, "measure": measure, "snapshots": snapshots}
     if executor is not None:
         run_jobs(executor, [(task, stack, train_cfg, out) for stack in pending], options, out)
@@ -204,8 +203,9 @@ def run_workers(
 ) -> None:
     """Run `run_stack` on each argument tuple of ``calls`` (with the keyword ``options``) in
     ``workers`` fresh processes on this machine, each with an equal share of the cores, and
-    wait for them all. Stacks are taken in order. After a failure no further stack starts, and
-    the error is raised once the running ones end (their results are kept)."""
+    wait for them all. The costliest stacks start first (`_stack_cost`), so that the last to
+    finish are small. After a failure no further stack starts, and the error is raised once the
+    running ones end (their results are kept)."""
     import multiprocessing
     import os
     from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -215,6 +215,7 @@ def run_workers(
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork
     with ProcessPoolExecutor(workers, context, _set_threads, (threads,)) as pool:
+        calls = sorted(calls, key=lambda args: -_stack_cost(args[1], args[2]))
         futures = [pool.submit(run_stack, *args, wait=True, **options) for args in calls]
         bar = tqdm(total=len(futures), desc="stacks", unit="stack", disable=not progress)
         try:
@@ -226,6 +227,13 @@ def run_workers(
             raise
         finally:
             bar.close()
+
+
+def _stack_cost(stack: Sequence[Experiment], train_cfg: TrainConfig) -> int:
+    """A rough measure of a stack's training time: epochs x models x the width of its widest
+    per-example tensors (the residual stream, and each head's values with the softmax sum)."""
+    width = max(e.model.d_model + e.model.n_heads * (e.model.d_head + 1) for e in stack)
+    return train_cfg.epochs * len(stack) * width
 
 
 def _set_threads(threads: int) -> None:
@@ -249,6 +257,14 @@ def load_results(out: str | Path) -> dict[str, Any]:
     for file in sorted((out / RESULTS).glob("*.json")):
         results[file.stem] = _read_json(file)
     return results
+
+
+def pending_stacks(
+    task: Task, stacks: Sequence[Sequence[Experiment]], train_cfg: TrainConfig, out: str | Path
+) -> list[list[Experiment]]:
+    """The stacks with an experiment that has no result in ``out`` yet."""
+    done = load_results(out)
+    return [list(stack) for stack in stacks if _missing(task, stack, train_cfg, done)]
 
 
 def _missing(
