@@ -153,7 +153,9 @@ def test_scores_spread_beyond_the_float_range_match_the_hooked_transformer():
     stack = Stack.of(models)
     assert _scores_spread(stack) > 200  # beyond float32's exp range
     logits = stack.logits(task.bags(examples))
+    logits.sum().backward()
     assert torch.isfinite(logits).all()
+    assert all(torch.isfinite(p.grad).all() for p in stack.trainable().values())
     for model, stacked in zip(models, logits, strict=True):
         expected = read_logits(model, task.sequences(examples))  # the full forward
         assert ((stacked - expected).abs() / expected.abs().clamp(min=1)).max() < 1e-4

@@ -162,6 +162,7 @@ class LabResult:
     claims: pd.DataFrame
     seconds: dict[str, float]
     device: str
+    workers: int
 
     def shares(self) -> pd.DataFrame:
         """Share of seeds where each claim holds: settings x claims, in grid order."""
@@ -218,7 +219,8 @@ def run_lab(
     claims = pd.concat([claims, judge(factorial, "factorial")], ignore_index=True)
     kinds = {s.name: "one factor" for s in one_factor} | {s.name: "factorial" for s in factorial}
     kinds[DEFAULT] = DEFAULT
-    return LabResult(plan, one_factor + factorial, kinds, claims, seconds, str(device))
+    settings = one_factor + factorial
+    return LabResult(plan, settings, kinds, claims, seconds, str(device), workers)
 
 
 def _train_in_workers(

@@ -84,7 +84,7 @@ def write_lab(result: LabResult, out: str | Path, png: bool = True) -> dict[str,
     summary = {
         "selected": choice,
         "seconds": result.seconds,
-        "machine": machine(result.device),
+        "machine": {**machine(result.device), "workers": result.workers},
         "plan": json.loads(json.dumps(asdict(plan), default=str)),
         "png": png_note,
     }

@@ -39,9 +39,10 @@ _MATRICES = (
 _NORMS = ("blocks.0.ln1.w", "blocks.0.ln1.b", "ln_final.w", "ln_final.b")
 
 
-UNDERFLOW = 2.0**-100
-"""A softmax denominator below this may have lost precision to underflow (float32's smallest
-normal number is 2^-126): `_head_outputs` then shifts each read's scores on its own."""
+UNDERFLOW = 2.0**-40
+"""A softmax denominator below this is too close to float32's underflow: its reciprocal's
+gradient (1 / denominator^2) would overflow, and below 2^-126 precision is lost. `_head_outputs`
+then shifts each read's scores on its own, which keeps every denominator at 1 or more."""
 
 MODEL_CHUNK = 32
 """Models evaluated together on a whole split (bounds memory: a chunk's pair counts over 7,000

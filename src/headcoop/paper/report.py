@@ -69,7 +69,7 @@ def make_figures(
     _copy_data(data.root, out / "data")
     write_atomic(out / "table1.csv", pd.DataFrame(summary["table1"]).to_csv(index=False))
     summary["png"] = png_note
-    summary["machine"] = machine(str(data.device))
+    summary["machine"] = {**machine(str(data.device)), "sweep_workers": data.workers}
     summary["seconds"] = {
         "stages": stages,
         "measure": round(measured, 1),
