@@ -278,7 +278,8 @@ def _head_outputs(
     denominator = weights.permute(2, 3, 0, 1).flatten(0, 1).flatten(1)  # [pair model*head]
     numerator = (counts @ numerator).unflatten(1, (n_models, n_heads, d_head)).transpose(0, 1)
     denominator = (counts @ denominator).unflatten(1, (n_models, n_heads)).transpose(0, 1)
-    if bool((denominator < UNDERFLOW).any()):
+    # (A meta tensor holds no values to check: shapes and devices are all it can test.)
+    if not denominator.is_meta and bool((denominator < UNDERFLOW).any()):
         return _head_outputs_read_by_read(counts, scores, v, len(pairs.queries))
     return (numerator * denominator.reciprocal()[..., None]).contiguous()
 
