@@ -37,8 +37,8 @@ def test_an_interrupted_stack_resumes_to_the_same_weights(task, tmp_path, monkey
 
     real_save = sweep.save_stack
 
-    def save_then_stop(path, models, meta, optimizer):
-        real_save(path, models, meta, optimizer)
+    def save_then_stop(path, states, meta, optimizer):
+        real_save(path, states, meta, optimizer)
         if meta["epoch"] == 2:
             raise KeyboardInterrupt
 
@@ -72,7 +72,9 @@ def test_stack_files_round_trip_optimizer_state(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     model(torch.tensor([[0, 1, 4]])).sum().backward()
     optimizer.step()
-    save_stack(tmp_path / "s.safetensors", [model], {"epoch": 1}, optimizer.state_dict())
+    save_stack(
+        tmp_path / "s.safetensors", [parameters(model)], {"epoch": 1}, optimizer.state_dict()
+    )
     states, meta, state = load_stack(tmp_path / "s.safetensors")
     assert meta == {"epoch": 1} and torch.equal(states[0]["embed.W_E"], model.embed.W_E)
     torch.optim.AdamW(model.parameters()).load_state_dict(state)  # loads without complaint

@@ -132,6 +132,28 @@ def test_training_on_full_sequences_matches_training_on_bags():
             assert torch.allclose(parameters(on_sequences)[name], value, atol=1e-4), name
 
 
+@pytest.mark.parametrize("layernorm", [True, False])
+def test_a_gradient_step_of_a_stack_equals_one_on_full_sequences(layernorm):
+    """One plain gradient step (SGD's first, with no decay) on the whole split moves each
+    stacked model, padding and all, by the gradient that autograd takes through its own
+    forward on full sequences: the stack's written-out gradients are exact, scale included."""
+    cfg = TrainConfig(
+        epochs=1, batch_size=64, dropout=0.0, optimizer="sgd", lr=1.0, weight_decay=0.0,
+        lr_schedule="constant",
+    )  # fmt: skip
+    shapes = [replace(SMALL, layernorm=layernorm), ModelConfig(n_heads=3, layernorm=layernorm)]
+    stacked = [build_model(shape, 8, seed) for seed, shape in enumerate(shapes)]
+    start = [{k: v.clone() for k, v in parameters(m).items()} for m in stacked]
+    train_models(short_task(), stacked, cfg)
+    for shape, seed, before, after in zip(shapes, (0, 1), start, stacked, strict=True):
+        alone = build_model(shape, 8, seed)
+        train_models(short_task(), [alone], cfg, mode="full")
+        for name, value in parameters(after).items():
+            step, expected = value - before[name], parameters(alone)[name] - before[name]
+            scale = expected.abs().max().clamp(min=1e-3)
+            assert (step - expected).abs().max() / scale < 1e-3, name
+
+
 def test_models_without_bags_train_on_full_sequences():
     task = short_task()
     cfg = ModelConfig(d_model=8, n_heads=2, d_head=2, positional=True, n_ctx=32)

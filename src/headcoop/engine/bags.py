@@ -105,13 +105,8 @@ class _MeanNLL(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        flat = logits.reshape(-1, targets.numel(), logits.shape[-1])  # [model row d_vocab]
-        target = targets.reshape(1, -1, 1).expand(len(flat), -1, 1)
-        shift = flat.amax(-1, keepdim=True)
-        exp = (flat - shift).exp_()
-        total = exp.sum(-1, keepdim=True)
-        nll = total.log() + shift - flat.gather(-1, target)
-        ctx.save_for_backward(exp.div_(total), target)  # the softmax
+        nll, softmax, target = _nll(logits, targets)
+        ctx.save_for_backward(softmax, target)
         ctx.shape = logits.shape
         return nll.mean()
 
@@ -121,6 +116,25 @@ class _MeanNLL(torch.autograd.Function):
         minus_one = softmax.new_full(target.shape, -1.0)
         dlogits = softmax.scatter_add_(-1, target, minus_one) * (grad / target.numel())
         return dlogits.reshape(ctx.shape), None
+
+
+def _nll(
+    logits: Float[torch.Tensor, "*model batch read d_vocab"],
+    targets: Int[torch.Tensor, "batch read"],
+) -> tuple[
+    Float[torch.Tensor, "model row 1"],
+    Float[torch.Tensor, "model row d_vocab"],
+    Int[torch.Tensor, "model row 1"],
+]:
+    """The negative log-likelihood of each scored token, each model's rows flattened, with the
+    softmax and the target indices its gradient needs."""
+    flat = logits.reshape(-1, targets.numel(), logits.shape[-1])  # [model row d_vocab]
+    target = targets.reshape(1, -1, 1).expand(len(flat), -1, 1)
+    shift = flat.amax(-1, keepdim=True)
+    exp = (flat - shift).exp_()
+    total = exp.sum(-1, keepdim=True)
+    nll = total.log() + shift - flat.gather(-1, target)
+    return nll, exp.div_(total), target
 
 
 def use_bags(model: Model, task: Task, mode: str = "auto") -> bool:
@@ -229,7 +243,20 @@ def metrics(
     targets: Int[torch.Tensor, "example read"],
 ) -> dict[str, float]:
     """Accuracy of each scored prediction, by the task's read names, and the mean loss."""
-    accuracy = (logits.argmax(-1) == targets).float().mean(0)
-    out = {name: float(acc) for name, acc in zip(read_names(task), accuracy, strict=True)}
-    out["loss"] = float(batch_loss(logits, targets))
-    return out
+    return metrics_each(task, logits[None], targets)[0]
+
+
+@torch.no_grad()
+def metrics_each(
+    task: Task,
+    logits: Float[torch.Tensor, "model example read d_vocab"],
+    targets: Int[torch.Tensor, "example read"],
+) -> list[dict[str, float]]:
+    """`metrics` of each model of a stack, computed for all of them at once."""
+    accuracy = (logits.argmax(-1) == targets).float().mean(1)  # [model read]
+    loss = _nll(logits, targets)[0].flatten(1).mean(1)  # [model]
+    names = read_names(task)
+    return [
+        {**dict(zip(names, acc, strict=True)), "loss": value}
+        for acc, value in zip(accuracy.tolist(), loss.tolist(), strict=True)
+    ]

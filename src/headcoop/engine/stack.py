@@ -10,6 +10,7 @@ model.
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -128,16 +129,25 @@ class Stack:
             chunk = {k: v[start : start + size] for k, v in self.params.items()}
             yield Stack(chunk, self.eps, self.attn_scale)
 
+    def states(self, models: Sequence[Model]) -> list[Params]:
+        """The parameters of ``models`` (the models `of` read), as `parameters` gives them, with
+        the stack's values: views of the stack with any padding cut away. (The entries the
+        stack leaves out, such as the frozen positional embedding, are the models' own.)"""
+        states = []
+        for i, model in enumerate(models):
+            own = parameters(model)
+            states.append(
+                {
+                    n: self.params[n][i][tuple(map(slice, v.shape))] if n in self.params else v
+                    for n, v in own.items()
+                }
+            )
+        return states
+
     @torch.no_grad()
     def write_back(self, models: Sequence[Model]) -> None:
-        """Write the stacked parameters into ``models`` (the models `of` read), cutting away
-        any padding."""
-        stacked = self.trainable()
-        for i, model in enumerate(models):
-            state = {
-                n: stacked[n][i][tuple(map(slice, v.shape))] if n in stacked else v
-                for n, v in parameters(model).items()
-            }
+        """Write the stacked parameters into ``models`` (the models `of` read)."""
+        for model, state in zip(models, self.states(models), strict=True):
             load_parameters(model, state)
 
     def logits(
@@ -272,16 +282,52 @@ def _head_outputs(
     shift = scores.detach().masked_fill(~visible, float("-inf")).amax(-1, keepdim=True)
     weights = (scores - shift.nan_to_num(neginf=0.0)).masked_fill(~visible, float("-inf")).exp()
     # Each head's numerator (d_head columns) and denominator over (query, key) pairs, for all
-    # models in one matmul each.
-    n_models, n_heads, d_head = v.shape[0], v.shape[2], v.shape[3]
-    numerator = torch.einsum("mhuv,mvhe->uvmhe", weights, v).flatten(0, 1).flatten(1)
-    denominator = weights.permute(2, 3, 0, 1).flatten(0, 1).flatten(1)  # [pair model*head]
-    numerator = (counts @ numerator).unflatten(1, (n_models, n_heads, d_head)).transpose(0, 1)
-    denominator = (counts @ denominator).unflatten(1, (n_models, n_heads)).transpose(0, 1)
+    # models; the reads' counts contract them in one matmul each.
+    numerators = torch.einsum("mhuv,mvhe->uvmhe", weights, v).flatten(0, 1)
+    denominators = weights.permute(2, 3, 0, 1).flatten(0, 1)  # [pair model head]
+    z, denominator = _CountedMean.apply(counts, numerators, denominators)
     # (A meta tensor holds no values to check: shapes and devices are all it can test.)
-    if not denominator.is_meta and bool((denominator < UNDERFLOW).any()):
+    if not denominator.is_meta and bool(denominator.amin() < UNDERFLOW):
         return _head_outputs_read_by_read(counts, scores, v, len(pairs.queries))
-    return (numerator * denominator.reciprocal()[..., None]).contiguous()
+    return z.transpose(0, 1)
+
+
+class _CountedMean(torch.autograd.Function):
+    """Each read's attention output from the pair tables: (counts @ numerators) /
+    (counts @ denominators), per model and head, with its gradient written out (autograd's
+    spends twice the passes over these, the largest tensors of a step). Also returns the
+    denominators, for the underflow check."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        counts: Float[torch.Tensor, "read pair"],
+        numerators: Float[torch.Tensor, "pair model head d_head"],
+        denominators: Float[torch.Tensor, "pair model head"],
+    ) -> tuple[
+        Float[torch.Tensor, "read model head d_head"], Float[torch.Tensor, "read model head"]
+    ]:
+        shape = (len(counts), *numerators.shape[1:])
+        numerator = (counts @ numerators.flatten(1)).view(shape)
+        denominator = (counts @ denominators.flatten(1)).view(shape[:-1])
+        z = numerator.div_(denominator[..., None])
+        ctx.save_for_backward(counts, z, denominator)
+        ctx.mark_non_differentiable(denominator)
+        return z, denominator
+
+    @staticmethod
+    def backward(
+        ctx: Any, grad: torch.Tensor, _: torch.Tensor
+    ) -> tuple[None, torch.Tensor, torch.Tensor]:
+        counts, z, denominator = ctx.saved_tensors
+        grad_numerator = grad / denominator[..., None]  # [read model head d_head]
+        grad_denominator = -(grad_numerator * z).sum(-1)  # [read model head]
+        by_pair = counts.T
+        return (
+            None,
+            (by_pair @ grad_numerator.flatten(1)).view(-1, *z.shape[1:]),
+            (by_pair @ grad_denominator.flatten(1)).view(-1, *z.shape[1:-1]),
+        )
 
 
 def _head_outputs_read_by_read(

@@ -24,6 +24,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -283,19 +284,18 @@ def _seal(directory: Path) -> None:
 
 def save_stack(
     path: str | Path,
-    models: list[Model],
+    states: Sequence[dict[str, torch.Tensor]],
     meta: dict[str, Any],
     optimizer_state: dict[str, Any],
 ) -> Path:
     """Write the state of models trained side by side to one file, atomically, for resuming.
 
-    The file holds each model's state dict (``"{i}/{name}"``), the shared optimizer state
-    (``"optimizer/..."``) and ``meta`` (JSON); `load_stack` reads it back.
+    The file holds each model's parameters (``states``, under 3.x names, as `parameters`
+    gives them) as ``"{i}/{name}"``, the shared optimizer state (``"optimizer/..."``) and
+    ``meta`` (JSON); `load_stack` reads it back.
     """
     path = Path(path)
-    tensors = {
-        f"{i}/{k}": v for i, m in enumerate(models) for k, v in _tensors(parameters(m)).items()
-    }
+    tensors = {f"{i}/{k}": v for i, state in enumerate(states) for k, v in _tensors(state).items()}
     opt_tensors, layout = _flatten_optimizer(optimizer_state)
     tensors.update({f"optimizer/{k}": v for k, v in opt_tensors.items()})
     with atomic_path(path) as tmp:

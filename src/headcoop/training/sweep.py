@@ -24,7 +24,7 @@ import torch
 from headcoop.compat import Model, load_parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.device import Device, device_of
-from headcoop.engine.bags import metrics
+from headcoop.engine.bags import metrics_each
 from headcoop.engine.stack import MODEL_CHUNK, PairCounts, Stack
 from headcoop.errors import HeadcoopError
 from headcoop.files import config_key, exclusive, write_atomic
@@ -39,7 +39,7 @@ from headcoop.training.checkpoint import (
     save_checkpoint,
     save_stack,
 )
-from headcoop.training.trainer import train_models
+from headcoop.training.trainer import EpochEnd, train_models
 
 log = logging.getLogger(__name__)
 
@@ -325,16 +325,17 @@ def train_stack(
     if start == train_cfg.epochs:
         return models
 
-    def on_epoch(epoch: int, models: list, results: list, optimizer: dict) -> None:
+    def on_epoch(end: EpochEnd) -> None:
+        epoch = end.epoch
         if epoch in snapshots or (epoch == train_cfg.epochs and max(snapshots, default=0) > epoch):
             path = snapshot_file(state_file)
             taken = _read_json(path) if path.exists() else {}
-            taken[str(epoch)] = measure_models(task, models)
+            taken[str(epoch)] = measure_models(task, end.models())
             write_atomic(path, json.dumps(taken) + "\n")
         if epoch % save_every == 0 or epoch == train_cfg.epochs:
-            save_stack(state_file, models, {**meta, "epoch": epoch}, optimizer)
+            save_stack(state_file, end.states(), {**meta, "epoch": epoch}, end.optimizer_state())
         if runs is not None and train_cfg.saves(epoch):
-            for run, model, result in zip(runs, models, results, strict=True):
+            for run, model, result in zip(runs, end.models(), end.results, strict=True):
                 one = {"task": meta["task"], "train": {**meta["train"], "epoch": epoch}}
                 save_checkpoint(epoch_dir(run, epoch), model, {**one, "metrics": result})
 
@@ -376,7 +377,7 @@ def measure_models(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
     for start in range(0, len(models), MODEL_CHUNK):
         chunk = list(models[start : start + MODEL_CHUNK])
         stack = Stack.of(chunk)
-        results += [metrics(task, logits, test.targets) for logits in stack.logits(test_pairs)]
+        results += metrics_each(task, stack.logits(test_pairs), test.targets)
         for pairs, into in ((train_pairs, train_x), (test_pairs, test_x)):
             z = stack.head_outputs(pairs)[:, :, task.decision]  # [model example head d_head]
             into += [z[i, :, : m.cfg.n_heads].transpose(0, 1) for i, m in enumerate(chunk)]

@@ -17,7 +17,7 @@ from jaxtyping import Float
 from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
-from headcoop.compat import Model
+from headcoop.compat import Model, parameters
 from headcoop.config import SGD_MOMENTUM, ModelConfig, TrainConfig
 from headcoop.device import Device, device_of
 from headcoop.engine.bags import (
@@ -26,7 +26,7 @@ from headcoop.engine.bags import (
     check_lengths,
     evaluate,
     iter_batches,
-    metrics,
+    metrics_each,
     read_logits,
     use_bags,
 )
@@ -68,8 +68,64 @@ def attn_out_dropout(rate: float, generator: torch.Generator) -> Hook:
     return (lambda name: name.endswith("hook_attn_out")), drop
 
 
-EpochCallback = Callable[[int, list[Model], list[dict[str, Any]], dict[str, Any]], None]
-"""Called after each epoch with (epoch, models, per-model metrics, optimizer state dict)."""
+class EpochEnd:
+    """What an `EpochCallback` sees at the end of an epoch of `train_models`.
+
+    Attributes:
+        epoch: the epoch just finished (from 1).
+        train_loss: the epoch's mean training loss (over steps, and over models).
+
+    Validating a stack of hundreds of models, or writing their weights back from the stacked
+    engine's tensors, takes longer than an epoch of training them: both are done when first
+    asked for, only in the epochs that use them.
+    """
+
+    def __init__(
+        self,
+        epoch: int,
+        train_loss: float,
+        step: "_StackedStep | _FullStep",
+        optimizer: torch.optim.Optimizer,
+    ) -> None:
+        self.epoch, self.train_loss = epoch, train_loss
+        self._step, self._optimizer = step, optimizer
+        self._results: list[dict[str, Any]] | None = None
+        self._written = False
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """Each model's metrics: ``epoch``, ``train_loss`` and ``val`` (its validation
+        metrics, `headcoop.engine.bags.metrics`).
+
+        Raises:
+            HeadcoopError: a validation loss is not finite (the last step broke the weights).
+        """
+        if self._results is None:
+            self._results = [
+                {"epoch": self.epoch, "train_loss": self.train_loss, "val": val}
+                for val in self._step.validate()
+            ]
+            for result in self._results:
+                _check_finite(result["val"]["loss"], self.epoch)
+        return self._results
+
+    def models(self) -> list[Model]:
+        """The models, holding this epoch's weights."""
+        if not self._written:
+            self._step.write_back()
+            self._written = True
+        return self._step.models
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        """Each model's parameters under TransformerLens 3.x names (views: copy to keep)."""
+        return self._step.states()
+
+    def optimizer_state(self) -> dict[str, Any]:
+        return self._optimizer.state_dict()
+
+
+EpochCallback = Callable[[EpochEnd], None]
+"""Called after each epoch of `train_models`."""
 
 
 def train(
@@ -119,17 +175,18 @@ def train(
             train_cfg.init_scale,
         )
 
-    def save(epoch: int, models: list[Model], results: list[dict], opt: dict) -> None:
-        if out is None or not train_cfg.saves(epoch):
+    def save(end: EpochEnd) -> None:
+        if out is None or not train_cfg.saves(end.epoch):
             return
         meta = {
             "task": task.to_config(),
-            "train": {**train_cfg.key_dict(), "epoch": epoch},
-            "metrics": results[0],
+            "train": {**train_cfg.key_dict(), "epoch": end.epoch},
+            "metrics": end.results[0],
         }
-        if epoch == train_cfg.epochs:
-            meta["metrics"]["test"] = evaluate(models[0], task, task.split("test"))
-        save_checkpoint(epoch_dir(out, epoch), models[0], meta, opt)
+        (trained,) = end.models()
+        if end.epoch == train_cfg.epochs:
+            meta["metrics"]["test"] = evaluate(trained, task, task.split("test"))
+        save_checkpoint(epoch_dir(out, end.epoch), trained, meta, end.optimizer_state())
 
     train_models(task, [model], train_cfg, start_epoch, opt_state, save, progress)
     if out is not None:
@@ -165,7 +222,7 @@ def train_models(
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
 
-    results: list[dict[str, Any]] = []
+    end = None
     bar = tqdm(
         range(start_epoch + 1, cfg.epochs + 1),
         total=cfg.epochs,
@@ -187,20 +244,16 @@ def train_models(
             (loss * len(models)).backward()
             optimizer.step()
             total, seen = total + value * size, seen + size
-        train_loss = total / seen
-        results = [
-            {"epoch": epoch, "train_loss": train_loss, "val": val} for val in step.validate()
-        ]
-        for result in results:  # the last step's update may have broken the weights
-            _check_finite(result["val"]["loss"], epoch)
-        decision = read_names(task)[task.decision]
-        mean_val = sum(r["val"][decision] for r in results) / len(results)
-        bar.set_postfix(loss=f"{train_loss:.4f}", val_acc=f"{mean_val:.4f}")
-        log.info("epoch %d: %s", epoch, results)
+        end = EpochEnd(epoch, total / seen, step, optimizer)
+        log.info("epoch %d: train loss %.4f", epoch, end.train_loss)
+        if progress:
+            decision = read_names(task)[task.decision]
+            val_acc = sum(r["val"][decision] for r in end.results) / len(end.results)
+            bar.set_postfix(loss=f"{end.train_loss:.4f}", val_acc=f"{val_acc:.4f}")
         if on_epoch is not None:
-            step.write_back()
-            on_epoch(epoch, models, results, optimizer.state_dict())
+            on_epoch(end)
     bar.close()
+    results = [] if end is None else end.results
     step.write_back()
     return results
 
@@ -248,7 +301,10 @@ class _StackedStep:
     @torch.no_grad()
     def validate(self) -> list[dict[str, float]]:
         logits = self.stack.logits(self.val_pairs)
-        return [metrics(self.task, model_logits, self.val_bags.targets) for model_logits in logits]
+        return metrics_each(self.task, logits, self.val_bags.targets)
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        return self.stack.states(self.models)
 
     def write_back(self) -> None:
         self.stack.write_back(self.models)
@@ -283,6 +339,13 @@ class _FullStep:
 
     def validate(self) -> list[dict[str, float]]:
         return [evaluate(self.model, self.task, self.val_examples, mode="full")]
+
+    @property
+    def models(self) -> list[Model]:
+        return [self.model]
+
+    def states(self) -> list[dict[str, torch.Tensor]]:
+        return [parameters(self.model)]
 
     def write_back(self) -> None:
         """The model is trained in place."""
