@@ -43,7 +43,8 @@ _NORMS = ("blocks.0.ln1.w", "blocks.0.ln1.b", "ln_final.w", "ln_final.b")
 UNDERFLOW = 2.0**-40
 """A softmax denominator below this is too close to float32's underflow: its reciprocal's
 gradient (1 / denominator^2) would overflow, and below 2^-126 precision is lost. `_head_outputs`
-then shifts each read's scores on its own, which keeps every denominator at 1 or more."""
+then shifts each read's scores on its own, for the models where this happens, which keeps
+every denominator at 1 or more."""
 
 MODEL_CHUNK = 32
 """Models evaluated together on a whole split (bounds memory: a chunk's pair counts over 7,000
@@ -286,17 +287,21 @@ def _head_outputs(
     numerators = torch.einsum("mhuv,mvhe->uvmhe", weights, v).flatten(0, 1)
     denominators = weights.permute(2, 3, 0, 1).flatten(0, 1)  # [pair model head]
     z, denominator = _CountedMean.apply(counts, numerators, denominators)
+    z = z.transpose(0, 1)
     # (A meta tensor holds no values to check: shapes and devices are all it can test.)
     if not denominator.is_meta and bool(denominator.amin() < UNDERFLOW):
-        return _head_outputs_read_by_read(counts, scores, v, len(pairs.queries))
-    return z.transpose(0, 1)
+        low = (denominator.amin(0).amin(-1) < UNDERFLOW).nonzero().squeeze(1)  # [model]
+        exact = _head_outputs_read_by_read(counts, scores[low], v[low], len(pairs.queries))
+        z = z.index_copy(0, low, exact)
+    return z
 
 
 class _CountedMean(torch.autograd.Function):
     """Each read's attention output from the pair tables: (counts @ numerators) /
     (counts @ denominators), per model and head, with its gradient written out (autograd's
     spends twice the passes over these, the largest tensors of a step). Also returns the
-    denominators, for the underflow check."""
+    denominators, for the underflow check: a read whose denominator is below `UNDERFLOW` gets
+    a finite stand-in (and finite gradients), which the caller replaces."""
 
     @staticmethod
     def forward(
@@ -310,8 +315,9 @@ class _CountedMean(torch.autograd.Function):
         shape = (len(counts), *numerators.shape[1:])
         numerator = (counts @ numerators.flatten(1)).view(shape)
         denominator = (counts @ denominators.flatten(1)).view(shape[:-1])
-        z = numerator.div_(denominator[..., None])
-        ctx.save_for_backward(counts, z, denominator)
+        safe = denominator.clamp_min(UNDERFLOW)
+        z = numerator.div_(safe[..., None])
+        ctx.save_for_backward(counts, z, safe)
         ctx.mark_non_differentiable(denominator)
         return z, denominator
 
