@@ -154,6 +154,16 @@ def test_a_gradient_step_of_a_stack_equals_one_on_full_sequences(layernorm):
             assert (step - expected).abs().max() / scale < 1e-3, name
 
 
+def test_training_flushes_denormals_only_while_it_runs():
+    seen = []
+    model = build_model(SMALL, 8, 0)
+    denormal = torch.tensor([1e-40])
+    cfg = TrainConfig(epochs=1)
+    train_models(short_task(), [model], cfg, on_epoch=lambda end: seen.append(denormal * 1))
+    assert seen[0].item() == 0.0  # flushed in training
+    assert (denormal * 1).item() != 0.0  # and kept after
+
+
 def test_models_without_bags_train_on_full_sequences():
     task = short_task()
     cfg = ModelConfig(d_model=8, n_heads=2, d_head=2, positional=True, n_ctx=32)
