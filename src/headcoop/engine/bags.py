@@ -114,26 +114,30 @@ class _MeanNLL(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
         softmax, target = ctx.saved_tensors
         minus_one = softmax.new_full(target.shape, -1.0)
-        dlogits = softmax.scatter_add_(-1, target, minus_one) * (grad / target.numel())
-        return dlogits.reshape(ctx.shape), None
+        dlogits = softmax.scatter_add_(1, target, minus_one) * (grad / target.numel())
+        return dlogits.transpose(1, 2).reshape(ctx.shape), None
 
 
 def _nll(
     logits: Float[torch.Tensor, "*model batch read d_vocab"],
     targets: Int[torch.Tensor, "batch read"],
 ) -> tuple[
-    Float[torch.Tensor, "model row 1"],
-    Float[torch.Tensor, "model row d_vocab"],
-    Int[torch.Tensor, "model row 1"],
+    Float[torch.Tensor, "model 1 row"],
+    Float[torch.Tensor, "model d_vocab row"],
+    Int[torch.Tensor, "model 1 row"],
 ]:
     """The negative log-likelihood of each scored token, each model's rows flattened, with the
-    softmax and the target indices its gradient needs."""
-    flat = logits.reshape(-1, targets.numel(), logits.shape[-1])  # [model row d_vocab]
-    target = targets.reshape(1, -1, 1).expand(len(flat), -1, 1)
-    shift = flat.amax(-1, keepdim=True)
+    softmax and the target indices its gradient needs.
+
+    Laid out [model d_vocab row] (one copy): the reductions over a short vocabulary then run
+    along contiguous rows, several times faster than over a few adjacent numbers each.
+    """
+    flat = logits.reshape(-1, targets.numel(), logits.shape[-1]).transpose(1, 2).contiguous()
+    target = targets.reshape(1, 1, -1).expand(len(flat), 1, -1)
+    shift = flat.amax(1, keepdim=True)
     exp = (flat - shift).exp_()
-    total = exp.sum(-1, keepdim=True)
-    nll = total.log() + shift - flat.gather(-1, target)
+    total = exp.sum(1, keepdim=True)
+    nll = total.log() + shift - flat.gather(1, target)
     return nll, exp.div_(total), target
 
 
