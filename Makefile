@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-tl4 test-slow fuzz trace successor figures claims train analyze bench bench-train bench-subsets bench-sweep lint clean
+.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor figures claims train analyze bench bench-train bench-subsets bench-sweep lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -22,14 +22,14 @@ help:
 	@echo "make trace      attention decomposition: 3 induction models and a Count01 model, traced"
 	@echo "make successor  successor heads: 5 one-layer models and a two-layer one, scored and steered"
 	@echo "make lint       ruff check and format check"
-	@echo "make test-tl4   the suite under transformer-lens 4 (own venv), then 3 vs 4 side by side"
+	@echo "make test-tl3   the suite under transformer-lens 3 (own venv), then 4 vs 3 side by side"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
 	@echo "make fuzz       2,000 random command lines and corrupt checkpoints (FUZZ_CASES=N)"
 
 # transformer-lens 4 in a venv of its own: the whole suite, then the two versions side by side.
-VENV_TL4 := .venv-tl4
-STAMP_TL4 := $(VENV_TL4)/.installed-stamp
-TL4 := transformer-lens>=4,<5
+VENV_TL3 := .venv-tl3
+STAMP_TL3 := $(VENV_TL3)/.installed-stamp
+TL3 := transformer-lens>=3.9,<4
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,15 +39,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-$(STAMP_TL4): pyproject.toml
-	test -x $(VENV_TL4)/bin/python || $(PYTHON) -m venv $(VENV_TL4)
-	$(VENV_TL4)/bin/python -m pip install --quiet --disable-pip-version-check $(TORCH)
-	$(VENV_TL4)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' '$(TL4)'
-	touch $(STAMP_TL4)
+$(STAMP_TL3): pyproject.toml
+	test -x $(VENV_TL3)/bin/python || $(PYTHON) -m venv $(VENV_TL3)
+	$(VENV_TL3)/bin/python -m pip install --quiet --disable-pip-version-check $(TORCH)
+	$(VENV_TL3)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]' '$(TL3)'
+	touch $(STAMP_TL3)
 
-test-tl4: $(STAMP) $(STAMP_TL4) chromium
-	$(VENV_TL4)/bin/python -m pytest -q -p no:cacheprovider
-	$(PY) scripts/check_tl_versions.py --other $(VENV_TL4)/bin/python
+test-tl3: $(STAMP) $(STAMP_TL3) chromium
+	$(VENV_TL3)/bin/python -m pytest -q -p no:cacheprovider
+	$(PY) scripts/check_tl_versions.py --other $(VENV_TL3)/bin/python
 
 # PNG export (kaleido) and the report's browser test need a Chromium. Install Debian's when it
 # is missing and we are root; otherwise say so: PNGs are then skipped and the test is skipped.
@@ -138,4 +138,4 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check src tests scripts examples
 
 clean:
-	rm -rf $(VENV) $(VENV_TL4) build src/*.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(VENV_TL3) build src/*.egg-info .pytest_cache .ruff_cache

@@ -1,9 +1,9 @@
 """Check that transformer-lens 3 and 4 give the same headcoop models and numbers.
 
-Run with one interpreter and name the other (``make test-tl4`` does, with .venv and
-.venv-tl4):
+Run with one interpreter and name the other (``make test-tl3`` does, with .venv and
+.venv-tl3):
 
-    python scripts/check_tl_versions.py --other .venv-tl4/bin/python
+    python scripts/check_tl_versions.py --other .venv-tl3/bin/python
 
 Each interpreter (1) builds a model from a seed, (2) trains two small models for a few
 epochs: a Count01 model on the stacked bag engine, and a two-layer induction model with
