@@ -26,7 +26,7 @@ help:
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
 	@echo "make fuzz       2,000 random command lines and corrupt checkpoints (FUZZ_CASES=N)"
 
-# transformer-lens 4 in a venv of its own: the whole suite, then the two versions side by side.
+# transformer-lens 3 in a venv of its own: the whole suite, then the two versions side by side.
 VENV_TL3 := .venv-tl3
 STAMP_TL3 := $(VENV_TL3)/.installed-stamp
 TL3 := transformer-lens>=3.9,<4

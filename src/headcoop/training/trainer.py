@@ -276,9 +276,10 @@ def train_models(
         if on_epoch is not None:
             on_epoch(end)
     bar.close()
-    results = [] if end is None else end.results
-    step.write_back()
-    return results
+    if end is None:  # nothing trained: the models hold their weights already
+        return []
+    end.models()  # written back once, also when the last callback asked for them
+    return end.results
 
 
 def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
