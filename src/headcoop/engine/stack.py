@@ -162,24 +162,32 @@ class Stack:
 
         Matches `headcoop.engine.bags.read_logits` on each model (to float32 rounding). With
         ``dropout`` > 0, the attention output at the scored positions is dropped as in training.
+        (A view of [model d_vocab read] logits: `headcoop.engine.bags.batch_loss` reads them
+        without a copy.)
         """
         params = self.params
         pairs = self._pairs(bags)
-        z = _head_outputs(params, pairs, self.eps, self.attn_scale)  # [model read head d_head]
+        n_models, n_reads = len(self), pairs.read_tokens.numel()
+        z = _head_outputs(params, pairs, self.eps, self.attn_scale)  # [model head d_head read]
         attn_out = torch.baddbmm(
-            params["blocks.0.attn.b_O"][:, None],
-            z.flatten(2),
-            params["blocks.0.attn.W_O"].flatten(1, 2),
-        )  # [model read d_model], a read being a scored position of an example
-        embedded = params["embed.W_E"].index_select(1, pairs.read_tokens.flatten())
+            params["blocks.0.attn.b_O"][:, :, None],
+            params["blocks.0.attn.W_O"].flatten(1, 2).transpose(1, 2),
+            z.view(n_models, -1, n_reads),
+        )  # [model d_model read], a read being a scored position of an example
+        # Each read's token embedding, as a product with the reads' one-hot tokens (a gather
+        # along the last axis, and its scatter backward, cost several times more).
+        one_hot = F.one_hot(pairs.read_tokens.flatten(), params["embed.W_E"].shape[1])
+        embedded = params["embed.W_E"].mT @ one_hot.T.to(attn_out.dtype)  # [model d_model read]
         if dropout > 0:
             mask = dropout_mask(attn_out.shape, dropout, generator).to(attn_out.device)
             resid = torch.addcmul(embedded, attn_out, mask)
         else:
             resid = embedded + attn_out
-        final = _layernorm(resid, params, "ln_final", self.eps)
-        logits = torch.baddbmm(params["unembed.b_U"][:, None], final, params["unembed.W_U"])
-        return logits.unflatten(1, pairs.read_tokens.shape)
+        final = _layernorm(resid.transpose(1, 2), params, "ln_final", self.eps)
+        logits = torch.baddbmm(
+            params["unembed.b_U"][:, :, None], params["unembed.W_U"].transpose(1, 2), final.mT
+        )  # [model d_vocab read]
+        return logits.transpose(1, 2).unflatten(1, pairs.read_tokens.shape)
 
     def head_outputs(
         self, bags: "Batch | PairCounts"
@@ -187,7 +195,7 @@ class Stack:
         """Each head's output O_i (``hook_z``) at the scored positions."""
         pairs = self._pairs(bags)
         z = _head_outputs(self.params, pairs, self.eps, self.attn_scale)
-        return z.unflatten(1, pairs.read_tokens.shape)
+        return z.permute(0, 3, 1, 2).unflatten(1, pairs.read_tokens.shape)
 
     def _pairs(self, bags: "Batch | PairCounts") -> "PairCounts":
         if isinstance(bags, Batch):
@@ -247,14 +255,14 @@ def dropout_mask(
     shape: torch.Size, rate: float, generator: torch.Generator | None
 ) -> Float[torch.Tensor, "..."]:
     """Inverted dropout's multiplier: 0 with probability ``rate``, else 1 / (1 - ``rate``)."""
-    return (torch.rand(shape, generator=generator) >= rate) * (1 / (1 - rate))
+    return torch.rand(shape, generator=generator).ge_(rate).mul_(1 / (1 - rate))
 
 
 def _head_outputs(
     params: Params, pairs: PairCounts, eps: float, attn_scale: float
-) -> Float[torch.Tensor, "model read head_index d_head"]:
+) -> Float[torch.Tensor, "model head_index d_head read"]:
     """Each head's output at every scored position of ``pairs`` (a read: one scored position
-    of one example, examples first).
+    of one example, examples first), reads last.
 
     With no positions, a query, key or value depends on its token alone, and attention from a
     scored position over a bag is
@@ -264,7 +272,9 @@ def _head_outputs(
     where u is the query token and C_v the count of key token v it sees. So each model's
     vocabulary-sized tables of exp(scores) and values are built once per step, and the reads'
     count vectors over (query token, key token) pairs are contracted with the tables of all
-    models in one matmul: no per-example softmax, keys or values.
+    models in one matmul: no per-example softmax, keys or values. Reads come last, so that
+    what follows (the output projection, the unembedding, the loss and their gradients) runs
+    on these [model ... read] tensors without reordering them.
     """
     d_vocab = params["embed.W_E"].shape[1]
     counts = pairs.counts.flatten(0, 1)  # [read pair]
@@ -273,88 +283,90 @@ def _head_outputs(
     x = _layernorm(params["embed.W_E"], params, "blocks.0.ln1", eps)  # [model vocab d_model]
     q = torch.einsum("mud,mhde->mhue", x[:, pairs.queries], params["blocks.0.attn.W_Q"])
     k = torch.einsum("mvd,mhde->mhve", x, params["blocks.0.attn.W_K"])
-    v = torch.einsum("mvd,mhde->mvhe", x, params["blocks.0.attn.W_V"])
+    v = torch.einsum("mvd,mhde->mhev", x, params["blocks.0.attn.W_V"])
     q = q + params["blocks.0.attn.b_Q"][:, :, None]
     k = k + params["blocks.0.attn.b_K"][:, :, None]
-    v = v + params["blocks.0.attn.b_V"][:, None]
+    v = v + params["blocks.0.attn.b_V"][..., None]
     scores = q @ k.transpose(-1, -2) / attn_scale  # [model head query key]
     # Shift each query token's scores by their maximum over the key tokens it sees, as a
     # softmax does; the key tokens it never sees get weight 0 (their counts are 0 anyway).
     shift = scores.detach().masked_fill(~visible, float("-inf")).amax(-1, keepdim=True)
     weights = (scores - shift.nan_to_num(neginf=0.0)).masked_fill(~visible, float("-inf")).exp()
-    # Each head's numerator (d_head columns) and denominator over (query, key) pairs, for all
+    # Each head's numerator (d_head rows) and denominator over (query, key) pairs, for all
     # models; the reads' counts contract them in one matmul each.
-    numerators = torch.einsum("mhuv,mvhe->uvmhe", weights, v).flatten(0, 1)
-    denominators = weights.permute(2, 3, 0, 1).flatten(0, 1)  # [pair model head]
-    z, denominator = _CountedMean.apply(counts, numerators, denominators)
-    z = z.transpose(0, 1)
+    numerators = weights[:, :, None] * v[:, :, :, None]  # [model head d_head query key]
+    z, lowest = _CountedMean.apply(counts, numerators, weights)
     # (A meta tensor holds no values to check: shapes and devices are all it can test.)
-    if not denominator.is_meta and bool(denominator.amin() < UNDERFLOW):
-        low = (denominator.amin(0).amin(-1) < UNDERFLOW).nonzero().squeeze(1)  # [model]
+    if not lowest.is_meta and bool(lowest.amin() < UNDERFLOW):
+        low = (lowest < UNDERFLOW).nonzero().squeeze(1)  # [model]
         exact = _head_outputs_read_by_read(counts, scores[low], v[low], len(pairs.queries))
         z = z.index_copy(0, low, exact)
     return z
 
 
 class _CountedMean(torch.autograd.Function):
-    """Each read's attention output from the pair tables: (counts @ numerators) /
-    (counts @ denominators), per model and head, with its gradient written out (autograd's
-    spends twice the passes over these, the largest tensors of a step). Also returns the
-    denominators, for the underflow check: a read whose denominator is below `UNDERFLOW` gets
-    a finite stand-in (and finite gradients), which the caller replaces."""
+    """Each read's attention output from the pair tables: (numerators @ counts) /
+    (denominators @ counts), per model and head, with its gradient written out (autograd's
+    spends twice the passes over these, the largest tensors of a step). Also returns each
+    model's smallest denominator, for the underflow check: a read whose denominator is below
+    `UNDERFLOW` gets a finite stand-in (and finite gradients), which the caller replaces."""
 
     @staticmethod
     def forward(
         ctx: Any,
         counts: Float[torch.Tensor, "read pair"],
-        numerators: Float[torch.Tensor, "pair model head d_head"],
-        denominators: Float[torch.Tensor, "pair model head"],
-    ) -> tuple[
-        Float[torch.Tensor, "read model head d_head"], Float[torch.Tensor, "read model head"]
-    ]:
-        shape = (len(counts), *numerators.shape[1:])
-        numerator = (counts @ numerators.flatten(1)).view(shape)
-        denominator = (counts @ denominators.flatten(1)).view(shape[:-1])
-        safe = denominator.clamp_min(UNDERFLOW)
-        z = numerator.div_(safe[..., None])
-        ctx.save_for_backward(counts, z, safe)
-        ctx.mark_non_differentiable(denominator)
-        return z, denominator
+        numerators: Float[torch.Tensor, "model head d_head query key"],
+        denominators: Float[torch.Tensor, "model head query key"],
+    ) -> tuple[Float[torch.Tensor, "model head d_head read"], Float[torch.Tensor, " model"]]:
+        by_read = counts.T
+        numerator = numerators.flatten(3) @ by_read  # [model head d_head read]
+        denominator = denominators.flatten(2) @ by_read  # [model head read]
+        lowest = denominator.amin(-1).amin(-1)
+        if not lowest.is_meta and bool(lowest.amin() < UNDERFLOW):
+            denominator = denominator.clamp_min(UNDERFLOW)
+        z = numerator.div_(denominator[:, :, None])
+        ctx.save_for_backward(counts, z, denominator)
+        ctx.numerators_shape = numerators.shape
+        ctx.mark_non_differentiable(lowest)
+        ctx.set_materialize_grads(False)
+        return z, lowest
 
     @staticmethod
     def backward(
-        ctx: Any, grad: torch.Tensor, _: torch.Tensor
-    ) -> tuple[None, torch.Tensor, torch.Tensor]:
+        ctx: Any, grad: torch.Tensor | None, _: Any
+    ) -> tuple[None, torch.Tensor | None, torch.Tensor | None]:
+        if grad is None:
+            return None, None, None
         counts, z, denominator = ctx.saved_tensors
-        # grad arrives in the [model read ...] layout of the attention output; one copy
-        # gives it the layout of the matmuls.
-        grad_numerator = grad.contiguous().div_(denominator[..., None])  # [read model head d_head]
-        grad_denominator = _sum_last(grad_numerator * z).neg_()  # [read model head]
-        by_pair = counts.T
+        grad_numerator = grad / denominator[:, :, None]  # [model head d_head read]
+        grad_denominator = _sum_d_head(grad_numerator * z).neg_()  # [model head read]
+        shape = ctx.numerators_shape
         return (
             None,
-            (by_pair @ grad_numerator.flatten(1)).view(-1, *z.shape[1:]),
-            (by_pair @ grad_denominator.flatten(1)).view(-1, *z.shape[1:-1]),
+            (grad_numerator @ counts).view(shape),
+            (grad_denominator @ counts).view(shape[:2] + shape[3:]),
         )
 
 
-def _sum_last(x: Float[torch.Tensor, "*shape n"]) -> Float[torch.Tensor, "*shape"]:
-    """``x.sum(-1)``, for a short last axis (a d_head) added slice by slice: torch's reduction
-    over 2-4 contiguous numbers costs three times as much."""
-    if x.shape[-1] > 4:
-        return x.sum(-1)
-    total = x[..., 0].clone()
-    for i in range(1, x.shape[-1]):
-        total += x[..., i]
+def _sum_d_head(
+    x: Float[torch.Tensor, "model head d_head read"],
+) -> Float[torch.Tensor, "model head read"]:
+    """``x.sum(2)``, added slice by slice: torch's reduction over a short d_head (1-4) costs
+    two to three times as much."""
+    if x.shape[2] > 4:
+        return x.sum(2)
+    total = x[:, :, 0]  # (a view: a d_head of 1 needs no pass at all)
+    for i in range(1, x.shape[2]):
+        total = total + x[:, :, i]
     return total
 
 
 def _head_outputs_read_by_read(
     counts: Float[torch.Tensor, "read pair"],
     scores: Float[torch.Tensor, "model head query key"],
-    v: Float[torch.Tensor, "model key head d_head"],
+    v: Float[torch.Tensor, "model head d_head key"],
     n_queries: int,
-) -> Float[torch.Tensor, "model read head_index d_head"]:
+) -> Float[torch.Tensor, "model head_index d_head read"]:
     """`_head_outputs` with each read's softmax shifted by its own largest visible score, as
     the full forward does: for scores so spread that one shift per query token underflows
     some read's every weight. It costs a [model head read key] tensor, so it runs only then."""
@@ -365,8 +377,8 @@ def _head_outputs_read_by_read(
     read_scores = scores[:, :, query]  # [model head read key]
     shift = read_scores.detach().masked_fill(~visible, float("-inf")).amax(-1, keepdim=True)
     weights = (read_scores - shift).masked_fill(~visible, float("-inf")).exp() * key_counts
-    numerator = torch.einsum("mhnv,mvhe->mnhe", weights, v)
-    return numerator / weights.sum(-1).transpose(1, 2)[..., None]
+    numerator = torch.einsum("mhnv,mhev->mhen", weights, v)
+    return numerator / weights.sum(-1)[:, :, None]
 
 
 def _pair_counts(
