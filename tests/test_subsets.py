@@ -66,6 +66,17 @@ def test_auc_handles_ties_like_scikit_learn():
     assert auc(scores, labels).item() == pytest.approx(roc_auc_score(labels, scores[0]))
 
 
+def test_auc_matches_scikit_learn_on_many_ties_and_signed_zeros():
+    generator = torch.Generator().manual_seed(0)
+    scores = (torch.randn(50, 3001, generator=generator) * 3).round()  # a few values, tied
+    scores[0] = 0.0
+    scores[1, ::2] = -0.0  # equal to +0.0: tied with it, not below it
+    scores[2] = -scores[2].abs() - 1e30  # large negatives: their bits sort in reverse
+    labels = torch.rand(3001, generator=generator) < 0.3
+    expected = [roc_auc_score(labels.numpy(), row.numpy()) for row in scores]
+    assert auc(scores, labels).tolist() == pytest.approx(expected, abs=1e-7)
+
+
 def test_roc_auc_of_more_candidates_is_the_mean_one_vs_rest_auc():
     from headcoop.metrics.subsets import _candidate_auc
 

@@ -9,6 +9,7 @@ path kept), without a forward pass.
 import itertools
 import math
 
+import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 
@@ -133,23 +134,40 @@ def _candidate_auc(
 def auc(
     scores: Float[torch.Tensor, "subset example"], positive: Bool[torch.Tensor, " example"]
 ) -> Float[torch.Tensor, " subset"]:
-    """ROC AUC of each row of scores (tied scores count one half), by the rank-sum formula.
+    """ROC AUC of each row of scores (tied scores count one half): the share of (positive,
+    negative) pairs that the scores order correctly.
+
+    Each row is sorted twice with each example's class as a last tie-breaking bit. With
+    negatives first among equal scores, a positive at sorted position i has i - (positives
+    before it) negatives before it, those scored at most as high; with positives first, those
+    scored strictly lower. The two counts, summed over the positives, give the pairs with ties
+    at one half.
 
     >>> auc(torch.tensor([[0.1, 0.4, 0.35, 0.8], [1.0, 1.0, 1.0, 1.0]]),
     ...     torch.tensor([False, False, True, True])).tolist()
     [0.75, 0.5]
     """
-    ordered, order = scores.sort(dim=-1)
-    n = scores.shape[-1]
-    index = torch.arange(n, device=scores.device).expand_as(ordered)
-    new = ordered[:, 1:] != ordered[:, :-1]
-    edge = torch.ones(len(ordered), 1, dtype=torch.bool, device=scores.device)
-    starts = torch.cat([edge, new], dim=1)  # first of a run of equal scores
-    ends = torch.cat([new, edge], dim=1).flip(-1)  # last of a run, counted from the right
-    first = torch.where(starts, index, 0).cummax(-1).values
-    last = n - 1 - torch.where(ends, index, 0).cummax(-1).values.flip(-1)
-    ranks = (first + last).double() / 2 + 1  # tied scores share the mean of their ranks
+    keys = _ordered_bits(scores).long() << 1  # [subset example], ordered as the scores
     n_pos = int(positive.sum())
     n_neg = positive.numel() - n_pos
-    rank_sum = (ranks * positive[order]).sum(-1)
-    return ((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)).float()
+    positions = torch.arange(positive.numel(), dtype=torch.float64, device=scores.device)
+    pairs = -n_pos * (n_pos - 1.0)  # the positives before each positive, over both sorts
+    for last_bit in (positive, ~positive):  # negatives first, then positives first
+        is_pos = (_sort_rows(keys | last_bit.long()) & 1) == int(last_bit is positive)
+        pairs = pairs + is_pos.double() @ positions
+    return (pairs / (2 * n_pos * n_neg)).float()
+
+
+def _ordered_bits(x: Float[torch.Tensor, "*shape"]) -> Int[torch.Tensor, "*shape"]:
+    """Integers in the order of the float32 values ``x`` (equal floats, -0 and +0 included,
+    give equal integers): the IEEE bits, with the magnitude bits of negatives flipped."""
+    bits = (x.float() + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def _sort_rows(x: Int[torch.Tensor, "row n"]) -> Int[torch.Tensor, "row n"]:
+    """Each row sorted. On the CPU by numpy, whose vectorised sort is about ten times faster
+    than torch's here."""
+    if x.device.type == "cpu":
+        return torch.from_numpy(np.sort(x.numpy(), axis=-1))
+    return x.sort(-1).values
