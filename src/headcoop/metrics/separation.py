@@ -90,10 +90,10 @@ def separation_accuracy_each(
         out = []
         chunks = zip(train_x.split(size), test_x.split(size), strict=True)
         for train_chunk, test_chunk in tqdm(list(chunks), desc="s-acc", disable=not progress):
-            signed = _with_intercept(train_chunk) * signs[:, None]
-            start = _newton(_Own(signed[:, sample]), C, max_iter)
-            w = _newton(_Own(signed), C, max_iter, start)
-            out.append(torch.einsum("pnf,pf->pn", _with_intercept(test_chunk), w))
+            signed = _with_intercept(train_chunk).mT * signs  # [problem feature example]
+            start = _newton(_Own(signed[..., sample]), C, max_iter)[0]
+            w = _newton(_Own(signed), C, max_iter, start)[0]
+            out.append((w[:, None] @ _with_intercept(test_chunk).mT)[:, 0])
         return torch.cat(out)  # [problem test_example]
 
     return _one_vs_rest_accuracy(scores, train_labels, test_labels, len(train_x))
@@ -132,6 +132,10 @@ def fit_separators(
     Sets are solved smallest first. A set whose parent (the set less its highest head) is
     among ``masks`` starts from the parent's optimum; any other starts from the optimum on a
     subsample of the examples. Either way only a few Newton steps remain on all the examples.
+    A child starting from its parent's optimum has the parent's margins, so its first Gram
+    matrix is the parent's last, corrected for any example whose margin rounds to the other
+    side of 1 (each set's last Gram matrix and active examples are kept: [set, feature pair]
+    floats and [set, example] booleans).
     """
     signed = _with_intercept(x.flatten(1)) * _signs(y)[:, None]  # [example feature]
     products = _Shared.products(signed)
@@ -147,6 +151,8 @@ def fit_separators(
     sample = _subsample(len(y), device)
 
     weights = torch.zeros(n_sets, signed.shape[1], dtype=torch.float64, device=device)
+    grams = torch.zeros(n_sets, products.shape[1], dtype=torch.float64, device=device)
+    actives = torch.zeros(n_sets, len(y), dtype=torch.bool, device=device)
     # Which sets are solved; the last entry stands for "no parent", and stays False.
     solved = torch.zeros(n_sets + 1, dtype=torch.bool, device=device)
     order = masks.sum(-1).argsort(stable=True)  # parents before children
@@ -161,11 +167,14 @@ def fit_separators(
         )  # [set feature]
         parent = parent_rows[rows]
         start = weights[parent.clamp(min=0)] * keep
+        known = (grams[parent.clamp(min=0)], actives[parent.clamp(min=0)])
         orphans = ~solved[parent]  # no parent among the sets, or not solved yet
         if orphans.any():
             subsample = _Shared(signed[sample], keep[orphans], products[sample])
-            start[orphans] = _newton(subsample, C, max_iter)
-        weights[rows] = _newton(_Shared(signed, keep, products), C, max_iter, start)
+            start[orphans] = _newton(subsample, C, max_iter)[0]
+            known = None
+        problems = _Shared(signed, keep, products)
+        weights[rows], grams[rows], actives[rows] = _newton(problems, C, max_iter, start, known)
         solved[rows] = True
     return weights
 
@@ -229,23 +238,24 @@ class _Shared:
 
 
 class _Own:
-    """Problems with features of their own (few features each)."""
+    """Problems with features of their own (few features each), laid out features first, so
+    that each product runs along the long example axis."""
 
     def __init__(self, signed: torch.Tensor) -> None:
-        self.signed = signed  # [problem example feature]
-        self.n_features = signed.shape[-1]
+        self.signed = signed  # [problem feature example]
+        self.n_features = signed.shape[1]
 
     def __len__(self) -> int:
         return len(self.signed)
 
     def margins(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("pnf,pf->pn", self.signed, w)
+        return (w[:, None] @ self.signed)[:, 0]
 
     def pull(self, residual: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("pn,pnf->pf", residual, self.signed)
+        return (self.signed @ residual[..., None])[..., 0]
 
     def gram(self, active: torch.Tensor, old=None, was_active=None) -> torch.Tensor:
-        return torch.einsum("pn,pnf,png->pfg", active.double(), self.signed, self.signed)
+        return (self.signed * active[:, None]) @ self.signed.mT
 
     def hessian(self, gram: torch.Tensor, C: float) -> torch.Tensor:
         return torch.eye(self.n_features, dtype=torch.float64, device=gram.device) + 2 * C * gram
@@ -255,9 +265,15 @@ class _Own:
 
 
 def _newton(
-    problems: _Shared | _Own, C: float, max_iter: int, start: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Newton's method from ``start`` (zero if None) to each problem's exact optimum.
+    problems: _Shared | _Own,
+    C: float,
+    max_iter: int,
+    start: torch.Tensor | None = None,
+    known: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Newton's method from ``start`` (zero if None) to each problem's exact optimum; returns
+    the optima, the Gram matrices over their active examples, and those examples. ``known``
+    is Gram matrices near ``start`` and their active examples, which it updates.
 
     Problems that reach their optimum leave the working arrays, which shrink as the loop runs.
     """
@@ -268,7 +284,8 @@ def _newton(
     rows = torch.arange(n_problems, device=device)  # which problem each working row is
     margins = problems.margins(w)  # [row example]
     active = margins < 1
-    gram = problems.gram(active)
+    gram = problems.gram(active) if known is None else problems.gram(active, *known)
+    grams, actives = torch.empty_like(gram), torch.empty_like(active)
     for _ in range(max_iter):
         residual = torch.where(active, margins - 1, 0.0)  # half the loss's slope in the margin
         grad = w + 2 * C * problems.pull(residual)
@@ -282,14 +299,18 @@ def _newton(
         # A full Newton step that leaves the active set unchanged lands on the optimum.
         done = (new_active == active).all(-1) & (alpha == 1)
         active = new_active
-        result[rows[done]] = w[done]
+        result[rows[done]], grams[rows[done]], actives[rows[done]] = (
+            w[done],
+            gram[done],
+            active[done],
+        )
         if done.all():
-            return result
+            return result, grams, actives
         live = ~done
         rows, w, margins, active, gram = (t[live] for t in (rows, w, margins, active, gram))
         problems = problems.take(live)
-    result[rows] = w
-    return result
+    result[rows], grams[rows], actives[rows] = w, gram, active
+    return result, grams, actives
 
 
 def _line_search(
