@@ -22,6 +22,10 @@ def main() -> None:
     parser.add_argument("--check", type=int, default=200, help="sets compared with LinearSVC")
     args = parser.parse_args()
 
+    from headcoop.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does (see headcoop.memory)
+
     from joblib import Parallel, delayed
 
     from headcoop import load_checkpoint, task_from_config

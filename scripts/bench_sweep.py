@@ -32,6 +32,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200, help="steps of each lone model")
     args = parser.parse_args()
 
+    from headcoop.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does (see headcoop.memory)
+
     import torch
 
     from headcoop import Count01, TrainConfig, build_model, train_models

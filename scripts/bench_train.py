@@ -28,6 +28,10 @@ def main() -> None:
     parser.add_argument("--skip-full-run", action="store_true", help="skip the 100-epoch run")
     args = parser.parse_args()
 
+    from headcoop.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does (see headcoop.memory)
+
     from headcoop import (
         Count01,
         ModelConfig,

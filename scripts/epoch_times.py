@@ -26,6 +26,10 @@ def main() -> None:
     parser.add_argument("--keep-denormals", action="store_true", help="do not flush them")
     args = parser.parse_args()
 
+    from headcoop.memory import keep_freed_memory
+
+    keep_freed_memory()  # as the command line does (see headcoop.memory)
+
     import torch
 
     import headcoop.engine.stack as stack_module

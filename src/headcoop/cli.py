@@ -24,6 +24,7 @@ from headcoop.config import (
 )
 from headcoop.errors import HeadcoopError
 from headcoop.files import writable_dir
+from headcoop.memory import keep_freed_memory
 
 _TRAIN_FLAGS = (
     ("--epochs", TRAIN_RULES, "passes over the training split"),
@@ -461,6 +462,7 @@ def _report(path: str | Path, split: str, full: bool, as_json: bool, device: Any
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     try:
         args.run(args)
     except HeadcoopError as exc:

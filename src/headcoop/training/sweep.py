@@ -28,6 +28,7 @@ from headcoop.engine.bags import metrics_each
 from headcoop.engine.stack import MODEL_CHUNK, PairCounts, Stack
 from headcoop.errors import HeadcoopError
 from headcoop.files import config_key, exclusive, write_atomic
+from headcoop.memory import keep_freed_memory
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy_each
 from headcoop.model import build_model
@@ -214,7 +215,7 @@ def run_workers(
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork
-    with ProcessPoolExecutor(workers, context, _set_threads, (threads,)) as pool:
+    with ProcessPoolExecutor(workers, context, _start_worker, (threads,)) as pool:
         calls = sorted(calls, key=lambda args: -_stack_cost(args[1], args[2]))
         futures = [pool.submit(run_stack, *args, wait=True, **options) for args in calls]
         bar = tqdm(total=len(futures), desc="stacks", unit="stack", disable=not progress)
@@ -236,8 +237,9 @@ def _stack_cost(stack: Sequence[Experiment], train_cfg: TrainConfig) -> int:
     return train_cfg.epochs * len(stack) * width
 
 
-def _set_threads(threads: int) -> None:
+def _start_worker(threads: int) -> None:
     torch.set_num_threads(threads)
+    keep_freed_memory()
 
 
 def _wait(jobs: list) -> None:
