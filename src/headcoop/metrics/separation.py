@@ -215,9 +215,16 @@ class _Shared:
         was_active: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The upper triangles of each problem's Gram matrix over its active examples."""
-        if old is None or (active != was_active).double().mean() > 0.05:
+        if old is None:
             return active.double() @ self.products
-        delta = (active.double() - was_active.double()).to_sparse()
+        changed = (active ^ was_active).nonzero()  # [change (row, example)]
+        if len(changed) > 0.05 * active.numel():
+            return active.double() @ self.products
+        sign = active[changed[:, 0], changed[:, 1]].double() * 2 - 1  # +1 joins, -1 leaves
+        # (nonzero lists each (row, example) once, in order: already coalesced)
+        delta = torch.sparse_coo_tensor(
+            changed.T, sign, active.shape, is_coalesced=True, check_invariants=False
+        )
         return old + torch.sparse.mm(delta, self.products)
 
     def hessian(self, gram: torch.Tensor, C: float) -> torch.Tensor:
@@ -287,7 +294,7 @@ def _newton(
     gram = problems.gram(active) if known is None else problems.gram(active, *known)
     grams, actives = torch.empty_like(gram), torch.empty_like(active)
     for _ in range(max_iter):
-        residual = torch.where(active, margins - 1, 0.0)  # half the loss's slope in the margin
+        residual = (margins - 1).clamp_max_(0.0)  # half the loss's slope: active examples
         grad = w + 2 * C * problems.pull(residual)
         step = torch.linalg.solve(problems.hessian(gram, C), grad[..., None])[..., 0]
         step_margins = problems.margins(step)
@@ -327,13 +334,13 @@ def _line_search(
     ``1/2 |w - a d|^2 + C sum max(0, slack + a step_slack)^2``, whose slope is increasing and
     piecewise linear; safeguarded Newton steps on the slope find its zero in a few passes.
     """
-    wd, dd = (w * step).sum(-1), (step * step).sum(-1)
+    wd, dd = torch.linalg.vecdot(w, step), torch.linalg.vecdot(step, step)
+    step_slack_sq = step_slack * step_slack
 
     def slope_and_curvature(alpha, rows):
-        s = slack[rows] + alpha[:, None] * step_slack[rows]
-        t = step_slack[rows] * (s > 0)
-        slope = alpha * dd[rows] - wd[rows] + 2 * C * (t * s).sum(-1)
-        return slope, dd[rows] + 2 * C * (t * step_slack[rows]).sum(-1)
+        s = torch.addcmul(slack[rows], alpha[:, None], step_slack[rows]).clamp_min_(0.0)
+        slope = alpha * dd[rows] - wd[rows] + 2 * C * torch.linalg.vecdot(step_slack[rows], s)
+        return slope, dd[rows] + 2 * C * torch.linalg.vecdot(step_slack_sq[rows], s.sign_())
 
     alpha = torch.ones_like(wd)
     slope, curvature = slope_and_curvature(alpha, slice(None))
