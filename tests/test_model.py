@@ -38,6 +38,19 @@ def test_same_seed_same_weights_and_global_rng_untouched():
     assert not torch.equal(a["blocks.0.attn.W_Q"], c["blocks.0.attn.W_Q"])
 
 
+def test_models_of_one_config_share_nothing():
+    """build_model copies one model per configuration: the copies keep no common state."""
+    first, second = (build_model(ModelConfig(n_heads=2), d_vocab=8, seed=s) for s in (0, 1))
+    tokens = torch.tensor([[0, 1, 2, 3]])
+    before = second(tokens)
+    with torch.no_grad():
+        first.W_E.mul_(100.0)
+    first.add_hook("blocks.0.attn.hook_pattern", lambda pattern, hook: pattern * 0)
+    assert torch.equal(second(tokens), before)
+    assert not torch.equal(first(tokens), before)
+    assert first.W_E.data_ptr() != second.W_E.data_ptr()
+
+
 def test_config_is_read_back_off_the_model():
     cfg = ModelConfig(d_model=8, n_heads=3, d_head=1, layernorm=False)
     assert ModelConfig.of(build_model(cfg, d_vocab=8, seed=0)) == cfg

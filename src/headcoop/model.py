@@ -6,6 +6,11 @@ everything faster in headcoop (the bag engine, the analyzers' cached contributio
 against its forward.
 """
 
+import copy
+import functools
+import json
+from typing import Any
+
 import torch
 
 from headcoop.compat import Model, load_parameters, new_model, parameters, to_device
@@ -38,12 +43,24 @@ def build_model(
     """
     device = resolve_device(device)
     with torch.random.fork_rng(devices=[]):
-        model = new_model(cfg.hooked_kwargs(d_vocab))
+        model = _blank_model(cfg.hooked_kwargs(d_vocab))
         torch.manual_seed(seed)
         initialize(model, init, init_scale)
     if not cfg.positional:
         freeze_positions(model)
     return to_device(model, device)
+
+
+def _blank_model(kwargs: dict[str, Any]) -> Model:
+    """A new model of this configuration, whose every weight is about to be drawn: a copy of
+    one built once per configuration in a row (building a TransformerLens 4 model, with its
+    hook registry, takes 20 ms; copying one, 8 ms; a sweep builds hundreds of one shape)."""
+    return copy.deepcopy(_built_once(json.dumps(kwargs, sort_keys=True)))
+
+
+@functools.lru_cache(maxsize=1)
+def _built_once(kwargs: str) -> Model:
+    return new_model(json.loads(kwargs))
 
 
 @torch.no_grad()
