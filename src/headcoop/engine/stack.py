@@ -296,8 +296,7 @@ def _head_outputs(
     # models; the reads' counts contract them in one matmul each.
     numerators = weights[:, :, None] * v[:, :, :, None]  # [model head d_head query key]
     z, lowest = _CountedMean.apply(counts, numerators, weights)
-    # (A meta tensor holds no values to check: shapes and devices are all it can test.)
-    if not lowest.is_meta and bool(lowest.amin() < UNDERFLOW):
+    if _underflows(lowest):
         low = (lowest < UNDERFLOW).nonzero().squeeze(1)  # [model]
         exact = _head_outputs_read_by_read(counts, scores[low], v[low], len(pairs.queries))
         z = z.index_copy(0, low, exact)
@@ -322,7 +321,7 @@ class _CountedMean(torch.autograd.Function):
         numerator = numerators.flatten(3) @ by_read  # [model head d_head read]
         denominator = denominators.flatten(2) @ by_read  # [model head read]
         lowest = denominator.amin(-1).amin(-1)
-        if not lowest.is_meta and bool(lowest.amin() < UNDERFLOW):
+        if _underflows(lowest):
             denominator = denominator.clamp_min(UNDERFLOW)
         z = numerator.div_(denominator[:, :, None])
         ctx.save_for_backward(counts, z, denominator)
@@ -346,6 +345,12 @@ class _CountedMean(torch.autograd.Function):
             (grad_numerator @ counts).view(shape),
             (grad_denominator @ counts).view(shape[:2] + shape[3:]),
         )
+
+
+def _underflows(lowest: Float[torch.Tensor, " model"]) -> bool:
+    """Whether some model's smallest softmax denominator is below `UNDERFLOW`. (A meta tensor
+    holds no values to check: shapes and devices are all it can test.)"""
+    return not lowest.is_meta and bool(lowest.amin() < UNDERFLOW)
 
 
 def _sum_d_head(

@@ -167,12 +167,13 @@ def fit_separators(
         )  # [set feature]
         parent = parent_rows[rows]
         start = weights[parent.clamp(min=0)] * keep
-        known = (grams[parent.clamp(min=0)], actives[parent.clamp(min=0)])
         orphans = ~solved[parent]  # no parent among the sets, or not solved yet
+        known = None
         if orphans.any():
             subsample = _Shared(signed[sample], keep[orphans], products[sample])
             start[orphans] = _newton(subsample, C, max_iter)[0]
-            known = None
+        else:
+            known = (grams[parent], actives[parent])
         problems = _Shared(signed, keep, products)
         weights[rows], grams[rows], actives[rows] = _newton(problems, C, max_iter, start, known)
         solved[rows] = True
@@ -306,11 +307,8 @@ def _newton(
         # A full Newton step that leaves the active set unchanged lands on the optimum.
         done = (new_active == active).all(-1) & (alpha == 1)
         active = new_active
-        result[rows[done]], grams[rows[done]], actives[rows[done]] = (
-            w[done],
-            gram[done],
-            active[done],
-        )
+        finished = rows[done]
+        result[finished], grams[finished], actives[finished] = w[done], gram[done], active[done]
         if done.all():
             return result, grams, actives
         live = ~done

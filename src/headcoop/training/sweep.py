@@ -106,7 +106,7 @@ def run_sweep(
         workers: without an executor, how many processes train stacks at once, each on its
             share of the cores (`run_workers`); 1 trains them in this process, one after
             another. Small models are bound by the cost of each operation, not by arithmetic,
-            so two single-threaded processes on two cores train 1.3-1.6x as fast as one
+            so two single-threaded processes on two cores train 1.2-1.3x as fast as one
             process with two threads (``scripts/bench_sweep.py``).
         device: where the models train (see `headcoop.device`); in jobs, resolved on the node.
         snapshots: epochs at which `measure_models` also measures the models in training (one
