@@ -17,7 +17,8 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 
 from headcoop.compat import Model, attention_scale, load_parameters, parameters
-from headcoop.engine.bags import bag_exact
+from headcoop.engine import fused
+from headcoop.engine.bags import bag_exact, batch_loss
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch
 
@@ -165,8 +166,47 @@ class Stack:
         (A view of [model d_vocab read] logits: `headcoop.engine.bags.batch_loss` reads them
         without a copy.)
         """
-        params = self.params
         pairs = self._pairs(bags)
+        return self._logits(pairs, self._dropout_mask(pairs, dropout, generator))
+
+    def loss(
+        self,
+        bags: "Batch | PairCounts",
+        targets: Int[torch.Tensor, "batch read"],
+        dropout: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Float[torch.Tensor, ""]:
+        """The training loss: ``batch_loss(self.logits(bags, dropout, generator), targets)``,
+        the mean over models of each model's mean negative log-likelihood, under the same
+        dropout masks.
+
+        A float32 stack on the CPU computes it, with its gradient, in the compiled kernel of
+        `headcoop.engine.fused` (the same quantities to float32 rounding, several times
+        faster); a step in which some softmax denominator underflows falls back to the torch
+        path, which handles it (`UNDERFLOW`).
+        """
+        pairs = self._pairs(bags)
+        mask = self._dropout_mask(pairs, dropout, generator)
+        if self.device.type == "cpu" and self.params["embed.W_E"].dtype == torch.float32:
+            losses, lowest = fused.stack_loss(
+                self.params,
+                pairs.counts.flatten(0, 1),
+                pairs.read_tokens.flatten(),
+                pairs.queries,
+                targets.flatten(),
+                mask,
+                self.eps,
+                self.attn_scale,
+            )
+            if not _underflows(lowest):
+                return losses.mean()
+        return batch_loss(self._logits(pairs, mask), targets)
+
+    def _logits(
+        self, pairs: "PairCounts", mask: Float[torch.Tensor, "model d_model batch_read"] | None
+    ) -> Float[torch.Tensor, "model batch read d_vocab"]:
+        """`logits`, with the dropout multiplier ``mask`` (None: no dropout)."""
+        params = self.params
         n_models, n_reads = len(self), pairs.read_tokens.numel()
         z = _head_outputs(params, pairs, self.eps, self.attn_scale)  # [model head d_head read]
         attn_out = torch.baddbmm(
@@ -178,16 +218,23 @@ class Stack:
         # along the last axis, and its scatter backward, cost several times more).
         one_hot = F.one_hot(pairs.read_tokens.flatten(), params["embed.W_E"].shape[1])
         embedded = params["embed.W_E"].mT @ one_hot.T.to(attn_out.dtype)  # [model d_model read]
-        if dropout > 0:
-            mask = dropout_mask(attn_out.shape, dropout, generator).to(attn_out.device)
-            resid = torch.addcmul(embedded, attn_out, mask)
-        else:
-            resid = embedded + attn_out
+        resid = embedded + attn_out if mask is None else torch.addcmul(embedded, attn_out, mask)
         final = _layernorm(resid.transpose(1, 2), params, "ln_final", self.eps)
         logits = torch.baddbmm(
             params["unembed.b_U"][:, :, None], params["unembed.W_U"].transpose(1, 2), final.mT
         )  # [model d_vocab read]
         return logits.transpose(1, 2).unflatten(1, pairs.read_tokens.shape)
+
+    def _dropout_mask(
+        self, pairs: "PairCounts", dropout: float, generator: torch.Generator | None
+    ) -> Float[torch.Tensor, "model d_model batch_read"] | None:
+        """The attention output's dropout multiplier at every read, or None when ``dropout``
+        is 0 (so that both paths draw the same numbers from ``generator``)."""
+        if dropout == 0:
+            return None
+        d_model = self.params["embed.W_E"].shape[2]
+        shape = torch.Size((len(self), d_model, pairs.read_tokens.numel()))
+        return dropout_mask(shape, dropout, generator).to(self.device)
 
     def head_outputs(
         self, bags: "Batch | PairCounts"

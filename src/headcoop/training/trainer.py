@@ -319,8 +319,8 @@ class _StackedStep:
         """
         order = torch.rand(len(self.train_bags), generator=gen).argsort()
         for rows in order.to(self.stack.device).split(self.cfg.batch_size):
-            logits = self.stack.logits(self.train_pairs[rows], self.cfg.dropout, gen)
-            yield batch_loss(logits, self.train_bags.targets[rows]), len(rows)
+            targets = self.train_bags.targets[rows]
+            yield self.stack.loss(self.train_pairs[rows], targets, self.cfg.dropout, gen), len(rows)
 
     @torch.no_grad()
     def validate(self) -> list[dict[str, float]]:

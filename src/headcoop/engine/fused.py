@@ -1,0 +1,542 @@
+"""A stack's training loss and its gradient in one compiled pass over each model, on the CPU.
+
+`headcoop.engine.stack` defines what a stack computes with whole-stack torch operations. On a
+CPU those stream every intermediate ([model, ..., read] tensors of megabytes) through memory
+once per operation, so a step of a large stack runs at memory speed, several times below what
+the cores compute. This module computes the same loss and gradients model by model, in one
+function compiled by numba: a model's tables and its reads' activations (a few kilobytes)
+stay in the core's cache from the first operation to the last. `Stack.loss` uses it on CPU
+stacks and checks it against the torch path in the tests, quantity by quantity.
+
+The arithmetic is the torch path's, in the same order of operations except where a sum runs
+in another order (float32 rounding). Two exact shortcuts:
+- A read sees only pairs of its own query token, so the reads are sorted by query token and
+  each contracts only its query's block of the (query, key) tables.
+- The gradient is computed in the forward pass (a training step asks for both), and the
+  autograd backward only scales it.
+"""
+
+import math
+from typing import Any, no_type_check
+
+import numba
+import numpy as np
+import torch
+from jaxtyping import Float, Int
+
+_FASTMATH = {"reassoc", "contract", "nsz"}
+"""Reordered sums and fused multiply-adds (float32 rounding, as torch's own kernels), never
+approximate functions or assumptions about infinities."""
+
+
+class FusedLoss(torch.autograd.Function):
+    """Each model's mean negative log-likelihood over the reads, with the gradient of every
+    parameter computed in the same pass; backward scales it by the incoming gradient.
+
+    ``params`` are the stack's tensors in `PARAM_ORDER`; the second output is each model's
+    smallest softmax denominator (for the caller's underflow check).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, reads: "SortedReads", mask: torch.Tensor, eps: float,
+                scale: float, flags: tuple[bool, bool], *params: torch.Tensor):  # fmt: skip
+        arrays = [p.detach().contiguous().numpy() for p in params]
+        grads = [np.empty_like(a) for a in arrays]
+        n_models = arrays[0].shape[0]
+        loss = np.empty(n_models, np.float32)
+        lowest = np.empty(n_models, np.float32)
+        scalars = np.float32(eps), np.float32(scale)  # float32 arithmetic throughout
+        _step(*reads.arrays(), mask.numpy(), *scalars, *flags, *arrays, loss, lowest, *grads)
+        ctx.save_for_backward(*(torch.from_numpy(g) for g in grads))
+        lowest_t = torch.from_numpy(lowest)
+        ctx.mark_non_differentiable(lowest_t)
+        return torch.from_numpy(loss), lowest_t
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
+        scaled = [g.mul_(grad.view(-1, *[1] * (g.dim() - 1))) for g in ctx.saved_tensors]
+        return (None,) * 5 + tuple(scaled)
+
+
+PARAM_ORDER = (
+    "embed.W_E",
+    "blocks.0.ln1.w",
+    "blocks.0.ln1.b",
+    "blocks.0.attn.W_Q",
+    "blocks.0.attn.W_K",
+    "blocks.0.attn.W_V",
+    "blocks.0.attn.b_Q",
+    "blocks.0.attn.b_K",
+    "blocks.0.attn.b_V",
+    "blocks.0.attn.W_O",
+    "blocks.0.attn.b_O",
+    "ln_final.w",
+    "ln_final.b",
+    "unembed.W_U",
+    "unembed.b_U",
+    "dim_mask",
+)
+"""The tensors the kernel reads, in its order. A stack without LayerNorms passes stand-ins
+(ones and zeros) for their four entries, and all ones for ``dim_mask`` when unpadded."""
+
+
+class SortedReads:
+    """A step's reads sorted by query token, as the kernel takes them.
+
+    Attributes:
+        counts: [pair read] pair counts, reads sorted by query token (stable).
+        starts: [query + 1] where each query token's reads begin (and where the last ends).
+        tokens, targets: [read] each read's own token and the token it is scored on.
+        queries: [query] the query tokens; ``visible``: [query key] the pairs some read sees.
+        order: [read] the sorted reads' positions in the step (examples first), where the
+            kernel finds their dropout multipliers.
+    """
+
+    def __init__(
+        self,
+        counts: Float[torch.Tensor, "read pair"],
+        read_tokens: Int[torch.Tensor, " read"],
+        targets: Int[torch.Tensor, " read"],
+        queries: Int[torch.Tensor, " query"],
+    ) -> None:
+        query_index = torch.searchsorted(queries, read_tokens)
+        self.order = query_index.argsort(stable=True)
+        n_queries = len(queries)
+        per_query = torch.bincount(query_index, minlength=n_queries)
+        self.starts = torch.cat([per_query.new_zeros(1), per_query.cumsum(0)])
+        self.counts = counts[self.order].T.contiguous()
+        self.tokens = read_tokens[self.order].contiguous()
+        self.targets = targets[self.order].contiguous()
+        self.queries = queries.contiguous()
+        self.visible = (counts.sum(0) > 0).view(n_queries, -1).contiguous()
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        tensors = (self.counts, self.starts, self.tokens, self.targets, self.queries)
+        return tuple(t.numpy() for t in (*tensors, self.visible, self.order))
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, nogil=True)
+def _step(
+    C, starts, tok, tgt, queries, visible, order, mask, eps, scale, has_ln1, has_lnf,
+    W_E, ln1_w, ln1_b, W_Q, W_K, W_V, b_Q, b_K, b_V, W_O, b_O, lnf_w, lnf_b, W_U, b_U, dim_mask,
+    loss, lowest,
+    gW_E, gln1_w, gln1_b, gW_Q, gW_K, gW_V, gb_Q, gb_K, gb_V, gW_O, gb_O, glnf_w, glnf_b, gW_U,
+    gb_U, g_dim_mask,
+):  # fmt: skip
+    n_models, V, Dm = W_E.shape
+    H, E = W_Q.shape[1], W_Q.shape[3]
+    U, R = len(queries), C.shape[1]
+    has_mask = mask.shape[2] == R
+    inv_r = np.float32(1.0 / R)
+    # one model's intermediates, reused model after model
+    x = np.empty((V, Dm), np.float32)  # LayerNorm-ed embeddings (the keys' and queries' input)
+    xhat1 = np.empty((V, Dm), np.float32)
+    rstd1 = np.empty(V, np.float32)
+    q = np.empty((H, U, E), np.float32)
+    k = np.empty((H, V, E), np.float32)
+    val = np.empty((H, E, V), np.float32)
+    w = np.empty((H, U, V), np.float32)  # exp(score - shift), 0 where unseen
+    gN = np.empty((H, E, U, V), np.float32)  # gradient of the numerator tables
+    gw = np.empty((H, U, V), np.float32)  # ... and of the weights
+    gq = np.empty((H, U, E), np.float32)
+    gk = np.empty((H, V, E), np.float32)
+    gval = np.empty((H, E, V), np.float32)
+    gx = np.empty((V, Dm), np.float32)
+    den = np.empty((H, R), np.float32)
+    z = np.empty((H, E, R), np.float32)
+    resid = np.empty((Dm, R), np.float32)  # the residual, then its normalised form
+    fin = np.empty((Dm, R), np.float32)
+    rstd = np.empty(R, np.float32)
+    act = np.empty(R, np.float32)
+    p = np.empty((V, R), np.float32)  # logits, then softmax, then the loss's gradient
+    dfin = np.empty((Dm, R), np.float32)
+    dz = np.empty(R, np.float32)
+    mx = np.empty(R, np.float32)
+    acc = np.empty(R, np.float32)
+    acc2 = np.empty(R, np.float32)
+    accv = np.empty(V, np.float32)
+    accv2 = np.empty(V, np.float32)
+    for m in range(n_models):
+        width = np.float32(0)
+        for d in range(Dm):
+            width += dim_mask[m, d]
+        # --- tables: the query, key and value of every token type, and exp(scores) ---
+        for v in range(V):
+            for d in range(Dm):
+                x[v, d] = W_E[m, v, d]
+        if has_ln1:
+            _layernorm_rows(x, xhat1, rstd1, ln1_w[m], ln1_b[m], dim_mask[m], width, eps)
+        for h in range(H):
+            for e in range(E):
+                for u in range(U):
+                    s = b_Q[m, h, e]
+                    for d in range(Dm):
+                        s += x[queries[u], d] * W_Q[m, h, d, e]
+                    q[h, u, e] = s
+                for v in range(V):
+                    s = b_K[m, h, e]
+                    s2 = b_V[m, h, e]
+                    for d in range(Dm):
+                        s += x[v, d] * W_K[m, h, d, e]
+                        s2 += x[v, d] * W_V[m, h, d, e]
+                    k[h, v, e] = s
+                    val[h, e, v] = s2
+            for u in range(U):
+                shift = np.float32(-np.inf)
+                for v in range(V):
+                    s = np.float32(0)
+                    for e in range(E):
+                        s += q[h, u, e] * k[h, v, e]
+                    s /= scale
+                    w[h, u, v] = s
+                    if visible[u, v]:
+                        shift = max(shift, s)
+                for v in range(V):
+                    w[h, u, v] = math.exp(w[h, u, v] - shift) if visible[u, v] else 0.0
+        # --- each read's attention output: counted means over its query's block ---
+        low = np.float32(np.inf)
+        for u in range(U):
+            r0, r1 = starts[u], starts[u + 1]
+            for h in range(H):
+                dn = den[h, r0:r1]
+                dn[:] = 0
+                for v in range(V):
+                    if w[h, u, v] != 0:
+                        _axpy(dn, w[h, u, v], C[u * V + v, r0:r1])
+                for r in range(r1 - r0):
+                    low = min(low, dn[r])
+                for e in range(E):
+                    ze = z[h, e, r0:r1]
+                    ze[:] = 0
+                    for v in range(V):
+                        if w[h, u, v] != 0:
+                            _axpy(ze, w[h, u, v] * val[h, e, v], C[u * V + v, r0:r1])
+                    for r in range(r1 - r0):
+                        ze[r] /= dn[r]
+        lowest[m] = low
+        # --- residual, final LayerNorm, logits and loss ---
+        for d in range(Dm):
+            act[:] = b_O[m, d]
+            for h in range(H):
+                for e in range(E):
+                    _axpy(act, W_O[m, h, e, d], z[h, e])
+            if has_mask:
+                md = mask[m, d]
+                for r in range(R):
+                    act[r] *= md[order[r]]
+            rd = resid[d]
+            for r in range(R):
+                rd[r] = W_E[m, tok[r], d] + act[r]
+        if has_lnf:
+            _layernorm_columns(resid, fin, rstd, acc, acc2, lnf_w[m], lnf_b[m], dim_mask[m],
+                               width, eps)  # fmt: skip
+        else:
+            fin[:] = resid
+        for v in range(V):
+            pv = p[v]
+            pv[:] = b_U[m, v]
+            for d in range(Dm):
+                _axpy(pv, W_U[m, d, v], fin[d])
+        mx[:] = p[0]
+        for v in range(1, V):
+            pv = p[v]
+            for r in range(R):
+                mx[r] = max(mx[r], pv[r])
+        total = np.float32(0)
+        for r in range(R):
+            total += mx[r] - p[tgt[r], r]
+        acc[:] = 0
+        for v in range(V):
+            pv = p[v]
+            for r in range(R):
+                pv[r] = math.exp(pv[r] - mx[r])
+                acc[r] += pv[r]
+        for r in range(R):
+            total += math.log(acc[r])
+            acc[r] = inv_r / acc[r]
+        loss[m] = total * inv_r
+        for v in range(V):
+            _mul(p[v], acc)
+        for r in range(R):
+            p[tgt[r], r] -= inv_r
+        # --- backward: unembedding, final LayerNorm, embedding of the reads ---
+        for v in range(V):
+            gb_U[m, v] = np.sum(p[v])
+            for d in range(Dm):
+                gW_U[m, d, v] = _dot(fin[d], p[v])
+        for d in range(Dm):
+            dfin[d] = 0
+            for v in range(V):
+                _axpy(dfin[d], W_U[m, d, v], p[v])
+        if has_lnf:
+            _layernorm_columns_backward(dfin, resid, rstd, acc, acc2, lnf_w[m], dim_mask[m],
+                                        width, glnf_w[m], glnf_b[m])  # fmt: skip
+        for v in range(V):
+            for d in range(Dm):
+                gx[v, d] = 0
+        for d in range(Dm):
+            for r in range(R):
+                gx[tok[r], d] += dfin[d, r]  # the embedding's direct path, before the tables'
+            if has_mask:
+                md, gd = mask[m, d], dfin[d]
+                for r in range(R):
+                    gd[r] *= md[order[r]]
+            gb_O[m, d] = np.sum(dfin[d])
+        for v in range(V):
+            for d in range(Dm):
+                gW_E[m, v, d] = gx[v, d]
+        # --- backward: output projection and counted means, to the tables ---
+        for h in range(H):
+            for e in range(E):
+                for d in range(Dm):
+                    gW_O[m, h, e, d] = _dot(z[h, e], dfin[d])
+            for u in range(U):
+                for v in range(V):
+                    gw[h, u, v] = 0
+            for e in range(E):
+                dz[:] = 0
+                for d in range(Dm):
+                    _axpy(dz, W_O[m, h, e, d], dfin[d])
+                dh, zhe = den[h], z[h, e]
+                for r in range(R):
+                    dz[r] /= dh[r]
+                    acc[r] = -dz[r] * zhe[r]
+                for u in range(U):
+                    r0, r1 = starts[u], starts[u + 1]
+                    for v in range(V):
+                        row = C[u * V + v, r0:r1]
+                        gN[h, e, u, v] = _dot(dz[r0:r1], row)
+                        gw[h, u, v] += _dot(acc[r0:r1], row)
+        # --- backward: exp(scores), queries, keys, values, to the embeddings ---
+        for h in range(H):
+            for e in range(E):
+                for v in range(V):
+                    gval[h, e, v] = 0
+                    gk[h, v, e] = 0
+                for u in range(U):
+                    gq[h, u, e] = 0
+            for u in range(U):
+                for v in range(V):
+                    if not visible[u, v]:
+                        continue
+                    g = gw[h, u, v]
+                    for e in range(E):
+                        g += gN[h, e, u, v] * val[h, e, v]
+                        gval[h, e, v] += gN[h, e, u, v] * w[h, u, v]
+                    g *= w[h, u, v] / scale  # through exp and the scale
+                    for e in range(E):
+                        gq[h, u, e] += g * k[h, v, e]
+                        gk[h, v, e] += g * q[h, u, e]
+            for e in range(E):
+                s = np.float32(0)
+                for u in range(U):
+                    s += gq[h, u, e]
+                gb_Q[m, h, e] = s
+                s = np.float32(0)
+                s2 = np.float32(0)
+                for v in range(V):
+                    s += gk[h, v, e]
+                    s2 += gval[h, e, v]
+                gb_K[m, h, e] = s
+                gb_V[m, h, e] = s2
+            for d in range(Dm):
+                for e in range(E):
+                    s = np.float32(0)
+                    for u in range(U):
+                        s += x[queries[u], d] * gq[h, u, e]
+                    gW_Q[m, h, d, e] = s
+                    s = np.float32(0)
+                    s2 = np.float32(0)
+                    for v in range(V):
+                        s += x[v, d] * gk[h, v, e]
+                        s2 += x[v, d] * gval[h, e, v]
+                    gW_K[m, h, d, e] = s
+                    gW_V[m, h, d, e] = s2
+        for v in range(V):
+            for d in range(Dm):
+                gx[v, d] = 0
+        for h in range(H):
+            for e in range(E):
+                for d in range(Dm):
+                    cq, ck, cv = W_Q[m, h, d, e], W_K[m, h, d, e], W_V[m, h, d, e]
+                    for u in range(U):
+                        gx[queries[u], d] += cq * gq[h, u, e]
+                    for v in range(V):
+                        gx[v, d] += ck * gk[h, v, e] + cv * gval[h, e, v]
+        if has_ln1:
+            _layernorm_rows_backward(gx, xhat1, rstd1, ln1_w[m], dim_mask[m], width, accv,
+                                     accv2, gln1_w[m], gln1_b[m])  # fmt: skip
+        else:
+            for d in range(Dm):
+                gln1_w[m, d] = 0
+                gln1_b[m, d] = 0
+        if not has_lnf:
+            for d in range(Dm):
+                glnf_w[m, d] = 0
+                glnf_b[m, d] = 0
+        for v in range(V):
+            for d in range(Dm):
+                gW_E[m, v, d] += gx[v, d]
+                g_dim_mask[m, d] = 0
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, inline="always")
+def _layernorm_rows(x, xhat, rstd, weight, bias, dim_mask, width, eps):
+    """TransformerLens LayerNorm of each row of ``x`` in place (keeping the normalised rows
+    and their 1/std for the backward), over the model's own width."""
+    for v in range(x.shape[0]):
+        mean = np.float32(0)
+        for d in range(x.shape[1]):
+            mean += x[v, d] * dim_mask[d]
+        mean /= width
+        var = np.float32(0)
+        for d in range(x.shape[1]):
+            c = (x[v, d] - mean) * dim_mask[d]
+            xhat[v, d] = c
+            var += c * c
+        rstd[v] = 1 / math.sqrt(var / width + eps)
+        for d in range(x.shape[1]):
+            xhat[v, d] *= rstd[v]
+            x[v, d] = xhat[v, d] * weight[d] + bias[d]
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, inline="always")
+def _layernorm_rows_backward(g, xhat, rstd, weight, dim_mask, width, acc, acc2, gw, gb):
+    """`_layernorm_rows` backward: ``g`` (the output's gradient) becomes the input's, in
+    place; ``gw`` and ``gb`` receive the weight's and bias's."""
+    for d in range(g.shape[1]):
+        s = np.float32(0)
+        s2 = np.float32(0)
+        for v in range(g.shape[0]):
+            s += g[v, d] * xhat[v, d]
+            s2 += g[v, d]
+        gw[d] = s
+        gb[d] = s2
+    for v in range(g.shape[0]):
+        a = np.float32(0)
+        a2 = np.float32(0)
+        for d in range(g.shape[1]):
+            g[v, d] *= weight[d]
+            a += g[v, d] * dim_mask[d]
+            a2 += g[v, d] * xhat[v, d]
+        acc[v] = a / width
+        acc2[v] = a2 / width
+    for v in range(g.shape[0]):
+        for d in range(g.shape[1]):
+            g[v, d] = (g[v, d] - acc[v] - xhat[v, d] * acc2[v]) * rstd[v] * dim_mask[d]
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, inline="always")
+def _layernorm_columns(x, out, rstd, mean, var, weight, bias, dim_mask, width, eps):
+    """TransformerLens LayerNorm of each column of ``x`` (a read's residual): ``x`` becomes
+    the normalised columns, ``out`` the LayerNorm's output."""
+    Dm, R = x.shape
+    for r in range(R):
+        mean[r] = 0
+        var[r] = 0
+    for d in range(Dm):
+        for r in range(R):
+            mean[r] += x[d, r] * dim_mask[d]
+    for r in range(R):
+        mean[r] /= width
+    for d in range(Dm):
+        for r in range(R):
+            c = (x[d, r] - mean[r]) * dim_mask[d]
+            x[d, r] = c
+            var[r] += c * c
+    for r in range(R):
+        rstd[r] = 1 / math.sqrt(var[r] / width + eps)
+    for d in range(Dm):
+        for r in range(R):
+            x[d, r] *= rstd[r]
+            out[d, r] = x[d, r] * weight[d] + bias[d]
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, inline="always")
+def _layernorm_columns_backward(g, xhat, rstd, acc, acc2, weight, dim_mask, width, gw, gb):
+    """`_layernorm_columns` backward, in place on ``g``; ``gw``, ``gb`` as in the rows'."""
+    Dm, R = g.shape
+    for r in range(R):
+        acc[r] = 0
+        acc2[r] = 0
+    for d in range(Dm):
+        s = np.float32(0)
+        s2 = np.float32(0)
+        for r in range(R):
+            s += g[d, r] * xhat[d, r]
+            s2 += g[d, r]
+            g[d, r] *= weight[d]
+            acc[r] += g[d, r] * dim_mask[d]
+            acc2[r] += g[d, r] * xhat[d, r]
+        gw[d] = s
+        gb[d] = s2
+    for r in range(R):
+        acc[r] /= width
+        acc2[r] /= width
+    for d in range(Dm):
+        for r in range(R):
+            g[d, r] = (g[d, r] - acc[r] - xhat[d, r] * acc2[r]) * rstd[r] * dim_mask[d]
+
+
+def stack_loss(
+    params: dict[str, torch.Tensor],
+    counts: Float[torch.Tensor, "read pair"],
+    read_tokens: Int[torch.Tensor, " read"],
+    queries: Int[torch.Tensor, " query"],
+    targets: Int[torch.Tensor, " read"],
+    mask: Float[torch.Tensor, "model d_model read"] | None,
+    eps: float,
+    attn_scale: float,
+) -> tuple[Float[torch.Tensor, " model"], Float[torch.Tensor, " model"]]:
+    """Each model's mean loss over the reads, and its smallest softmax denominator.
+
+    ``params`` are a float32 CPU stack's (`headcoop.engine.stack.Stack.params`); ``mask`` is
+    the dropout multiplier of the attention output, or None without dropout.
+    """
+    reads = SortedReads(counts, read_tokens, targets, queries)
+    n_models, d_vocab, d_model = params["embed.W_E"].shape
+    ones = params["embed.W_E"].new_ones(n_models, d_model)
+    stand_ins = {
+        "blocks.0.ln1.w": ones,
+        "blocks.0.ln1.b": torch.zeros_like(ones),
+        "ln_final.w": ones,
+        "ln_final.b": torch.zeros_like(ones),
+        "unembed.b_U": ones.new_zeros(n_models, d_vocab),
+        "dim_mask": ones,
+    }
+    tensors = [params[n] if n in params else stand_ins[n] for n in PARAM_ORDER]
+    if mask is None:
+        mask = ones.new_empty(n_models, d_model, 0)
+    flags = ("blocks.0.ln1.w" in params, "ln_final.w" in params)
+    return FusedLoss.apply(reads, mask, eps, attn_scale, flags, *tensors)
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, inline="always")
+def _axpy(y, a, x):
+    """y += a * x, for 1-d arrays (written as a loop over 1-d views, which vectorises)."""
+    for i in range(len(y)):
+        y[i] += a * x[i]
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, inline="always")
+def _mul(y, x):
+    """y *= x, elementwise."""
+    for i in range(len(y)):
+        y[i] *= x[i]
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, inline="always")
+def _dot(x, y):
+    """The dot product of two 1-d arrays, accumulated in float32."""
+    s = np.float32(0)
+    for i in range(len(x)):
+        s += x[i] * y[i]
+    return s

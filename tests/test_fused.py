@@ -1,0 +1,112 @@
+"""The compiled CPU kernel (`headcoop.engine.fused`) must give the torch path's loss and
+gradients, parameter by parameter."""
+
+import math
+
+import pytest
+import torch
+
+from headcoop.config import ModelConfig
+from headcoop.engine import fused
+from headcoop.engine.bags import batch_loss
+from headcoop.engine.stack import UNDERFLOW, PairCounts, Stack
+from headcoop.model import build_model
+from headcoop.tasks import Count01
+from tests.test_stacked import _favour_key
+
+
+def _loss_and_grads(stack, pairs, targets, dropout, fused_path):
+    """The training loss and each trainable parameter's gradient, by one path."""
+    generator = torch.Generator().manual_seed(11)  # the same dropout masks for both paths
+    for p in stack.trainable().values():
+        p.grad = None
+    if fused_path:
+        loss = stack.loss(pairs, targets, dropout, generator)
+    else:
+        loss = batch_loss(stack.logits(pairs, dropout, generator), targets)
+    loss.backward()
+    return loss.item(), {n: p.grad.clone() for n, p in stack.trainable().items()}
+
+
+@pytest.mark.parametrize(
+    ("configs", "dropout"),
+    [
+        # Table 1's shape: d_head 1, no LayerNorm, many heads
+        ([ModelConfig(d_model=2, n_heads=6, d_head=1, layernorm=False)] * 3, 0.1),
+        # LayerNorms, d_head 2, padded to the largest n_heads and d_model (a dim_mask)
+        ([ModelConfig(d_model=8, n_heads=3), ModelConfig(d_model=5, n_heads=2)], 0.0),
+        ([ModelConfig(d_model=8, n_heads=4, d_head=3)] * 2, 0.3),
+    ],
+)
+def test_fused_loss_and_gradients_match_the_torch_path(configs, dropout):
+    task = Count01()
+    models = [build_model(cfg, 8, seed) for seed, cfg in enumerate(configs)]
+    stack = Stack.of(models)
+    bags = task.bags(task.split("train")[:96])
+    pairs, targets = PairCounts.of(bags, 8), bags.targets
+    loss, grads = _loss_and_grads(stack, pairs, targets, dropout, fused_path=True)
+    ref_loss, ref_grads = _loss_and_grads(stack, pairs, targets, dropout, fused_path=False)
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    assert set(grads) == set(ref_grads)
+    # (a gradient that is zero in exact arithmetic, such as b_K's, is rounding noise in both:
+    # hence a floor of the largest gradient's float32 resolution)
+    floor = 1e-6 * max(g.abs().max().item() for g in ref_grads.values())
+    for name, ref in ref_grads.items():
+        assert (grads[name] - ref).abs().max().item() < 1e-5 * ref.abs().max().item() + floor
+
+
+def test_fused_kernel_sees_each_models_own_loss():
+    """The kernel's per-model losses are each model's own mean NLL, and the reads' sorting by
+    query token does not mix the models' dropout masks: the per-model values equal a stack of
+    one model each."""
+    task = Count01()
+    models = [build_model(ModelConfig(n_heads=2, d_model=4), 8, seed) for seed in range(3)]
+    bags = task.bags(task.split("val")[:50])
+    pairs = PairCounts.of(bags, 8)
+    stack = Stack.of(models)
+
+    def losses(s):
+        return fused.stack_loss(
+            s.params,
+            pairs.counts.flatten(0, 1),
+            pairs.read_tokens.flatten(),
+            pairs.queries,
+            bags.targets.flatten(),
+            None,
+            s.eps,
+            s.attn_scale,
+        )[0]
+
+    together = losses(stack)
+    alone = torch.cat([losses(Stack.of([m])) for m in models])
+    assert torch.allclose(together, alone, rtol=1e-6)
+    assert together.mean().item() == pytest.approx(stack.loss(pairs, bags.targets).item())
+
+
+def test_underflowing_steps_fall_back_to_the_torch_path():
+    """Scores so spread that a read's every softmax weight underflows (the case of
+    `test_scores_spread_beyond_the_float_range_match_the_hooked_transformer`): the kernel
+    reports it by the model's smallest denominator, and `Stack.loss` takes the torch path,
+    whose read-by-read shift keeps the loss and the gradients finite and right."""
+    task = Count01()
+    models = [build_model(ModelConfig(d_model=4, n_heads=1, layernorm=False), 8, s) for s in (0, 1)]
+    _favour_key(models[0], query=task.vocab.index("="), key=task.vocab.index("2"), gap=120.0)
+    examples = torch.tensor([[3, 4, 0], [5, 2, 0], [2, 2, 6], [4, 1, 3], [1, 0, 2]])
+    bags = task.bags(examples)
+    pairs, stack = PairCounts.of(bags, 8), Stack.of(models)
+    _, lowest = fused.stack_loss(
+        stack.params,
+        pairs.counts.flatten(0, 1),
+        pairs.read_tokens.flatten(),
+        pairs.queries,
+        bags.targets.flatten(),
+        None,
+        stack.eps,
+        stack.attn_scale,
+    )
+    assert lowest[0] < UNDERFLOW <= lowest[1]
+    loss, grads = _loss_and_grads(stack, pairs, bags.targets, 0.0, fused_path=True)
+    ref_loss, ref_grads = _loss_and_grads(stack, pairs, bags.targets, 0.0, fused_path=False)
+    assert math.isfinite(loss) and loss == ref_loss
+    assert all(torch.equal(grads[n], ref_grads[n]) for n in ref_grads)
+    assert all(g.isfinite().all() for g in grads.values())
