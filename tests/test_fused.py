@@ -110,3 +110,14 @@ def test_underflowing_steps_fall_back_to_the_torch_path():
     assert math.isfinite(loss) and loss == ref_loss
     assert all(torch.equal(grads[n], ref_grads[n]) for n in ref_grads)
     assert all(g.isfinite().all() for g in grads.values())
+
+
+def test_exp_is_within_float32_rounding_of_the_exact_value():
+    x = torch.cat([torch.linspace(-86.9, 0, 10_001), torch.tensor([-1e-30, -0.0])])
+    out = x.clone().numpy()
+    fused._exp_in_place(out, torch.empty(len(x), dtype=torch.int32).numpy())
+    exact = torch.exp(x.double())
+    assert ((torch.from_numpy(out).double() - exact).abs() / exact).max() < 2.0**-23
+    below = torch.tensor([-87.5, -1e4, -float("inf")]).numpy()
+    fused._exp_in_place(below, torch.empty(3, dtype=torch.int32).numpy())
+    assert (below == 0).all()  # where float32 has no normal number to give
