@@ -38,14 +38,14 @@ class FusedLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, reads: "SortedReads", mask: torch.Tensor, eps: float,
-                scale: float, flags: tuple[bool, bool], *params: torch.Tensor):  # fmt: skip
+    def forward(ctx: Any, reads: "SortedReads", mask: torch.Tensor, eps: float, scale: float,
+                floor: float, flags: tuple[bool, bool], *params: torch.Tensor):  # fmt: skip
         arrays = [p.detach().contiguous().numpy() for p in params]
         grads = [np.empty_like(a) for a in arrays]
         n_models = arrays[0].shape[0]
         loss = np.empty(n_models, np.float32)
         lowest = np.empty(n_models, np.float32)
-        scalars = np.float32(eps), np.float32(scale)  # float32 arithmetic throughout
+        scalars = np.float32(eps), np.float32(scale), np.float32(floor)  # float32 throughout
         _step(*reads.arrays(), mask.numpy(), *scalars, *flags, *arrays, loss, lowest, *grads)
         ctx.save_for_backward(*(torch.from_numpy(g) for g in grads))
         lowest_t = torch.from_numpy(lowest)
@@ -55,7 +55,7 @@ class FusedLoss(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor, _: Any) -> tuple[torch.Tensor | None, ...]:
         scaled = [g.mul_(grad.view(-1, *[1] * (g.dim() - 1))) for g in ctx.saved_tensors]
-        return (None,) * 5 + tuple(scaled)
+        return (None,) * 6 + tuple(scaled)
 
 
 PARAM_ORDER = (
@@ -118,7 +118,7 @@ class SortedReads:
 @no_type_check  # compiled by numba: no runtime type checks
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False, nogil=True)
 def _step(
-    C, starts, tok, tgt, queries, visible, order, mask, eps, scale, has_ln1, has_lnf,
+    C, starts, tok, tgt, queries, visible, order, mask, eps, scale, floor, has_ln1, has_lnf,
     W_E, ln1_w, ln1_b, W_Q, W_K, W_V, b_Q, b_K, b_V, W_O, b_O, lnf_w, lnf_b, W_U, b_U, dim_mask,
     loss, lowest,
     gW_E, gln1_w, gln1_b, gW_Q, gW_K, gW_V, gb_Q, gb_K, gb_V, gW_O, gb_O, glnf_w, glnf_b, gW_U,
@@ -157,7 +157,7 @@ def _step(
     acc2 = np.empty(R, np.float32)
     accv = np.empty(V, np.float32)
     accv2 = np.empty(V, np.float32)
-    bits = np.empty(max(R, V), np.int32)
+    bits = np.empty(max(R, H * U * V), np.int32)
     for m in range(n_models):
         width = np.float32(0)
         for d in range(Dm):
@@ -193,10 +193,9 @@ def _step(
                     w[h, u, v] = s
                     if visible[u, v]:
                         shift = max(shift, s)
-                row = w[h, u]
                 for v in range(V):
-                    row[v] = row[v] - shift if visible[u, v] else -np.inf
-                _exp_in_place(row, bits)
+                    w[h, u, v] = w[h, u, v] - shift if visible[u, v] else -np.inf
+        _exp_in_place(w.reshape(-1), bits)  # all heads' weights at once
         # --- each read's attention output: counted means over its query's block ---
         low = np.float32(np.inf)
         for u in range(U):
@@ -216,7 +215,7 @@ def _step(
                         if w[h, u, v] != 0:
                             _axpy(ze, w[h, u, v] * val[h, e, v], C[u * V + v, r0:r1])
                     for r in range(r1 - r0):
-                        ze[r] /= dn[r]
+                        ze[r] /= max(dn[r], floor)
         lowest[m] = low
         # --- residual, final LayerNorm, logits and loss ---
         for d in range(Dm):
@@ -305,7 +304,7 @@ def _step(
                     _axpy(dz, W_O[m, h, e, d], dfin[d])
                 dh, zhe = den[h], z[h, e]
                 for r in range(R):
-                    dz[r] /= dh[r]
+                    dz[r] /= max(dh[r], floor)
                     acc[r] = -dz[r] * zhe[r]
                 for u in range(U):
                     r0, r1 = starts[u], starts[u + 1]
@@ -497,11 +496,14 @@ def stack_loss(
     mask: Float[torch.Tensor, "model d_model read"] | None,
     eps: float,
     attn_scale: float,
+    floor: float,
 ) -> tuple[Float[torch.Tensor, " model"], Float[torch.Tensor, " model"]]:
     """Each model's mean loss over the reads, and its smallest softmax denominator.
 
     ``params`` are a float32 CPU stack's (`headcoop.engine.stack.Stack.params`); ``mask`` is
-    the dropout multiplier of the attention output, or None without dropout.
+    the dropout multiplier of the attention output, or None without dropout. A softmax
+    denominator below ``floor`` is divided as if it were ``floor``: the model's values and
+    gradients are then finite stand-ins, for the caller to replace (as `Stack.loss` does).
     """
     reads = SortedReads(counts, read_tokens, targets, queries)
     n_models, d_vocab, d_model = params["embed.W_E"].shape
@@ -518,7 +520,7 @@ def stack_loss(
     if mask is None:
         mask = ones.new_empty(n_models, d_model, 0)
     flags = ("blocks.0.ln1.w" in params, "ln_final.w" in params)
-    return FusedLoss.apply(reads, mask, eps, attn_scale, flags, *tensors)
+    return FusedLoss.apply(reads, mask, eps, attn_scale, floor, flags, *tensors)
 
 
 @no_type_check  # compiled by numba: no runtime type checks
