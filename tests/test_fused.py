@@ -36,6 +36,9 @@ def _loss_and_grads(stack, pairs, targets, dropout, fused_path):
         # LayerNorms, d_head 2, padded to the largest n_heads and d_model (a dim_mask)
         ([ModelConfig(d_model=8, n_heads=3), ModelConfig(d_model=5, n_heads=2)], 0.0),
         ([ModelConfig(d_model=8, n_heads=4, d_head=3)] * 2, 0.3),
+        # many heads, with and without LayerNorm
+        ([ModelConfig(d_model=2, n_heads=20, d_head=1, layernorm=False)] * 2, 0.1),
+        ([ModelConfig(d_model=6, n_heads=8, d_head=2), ModelConfig(d_model=4, n_heads=5)], 0.2),
     ],
 )
 def test_fused_loss_and_gradients_match_the_torch_path(configs, dropout):
