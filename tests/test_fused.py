@@ -53,12 +53,12 @@ def test_fused_loss_and_gradients_match_the_torch_path(configs, dropout):
     _assert_close(grads, ref_grads)
 
 
-def _assert_close(grads, ref_grads):
+def _assert_close(grads, ref_grads, floor_ratio=1e-6):
     """Every gradient within float32 rounding of the reference. (A gradient that is zero in
-    exact arithmetic, such as b_K's, is rounding noise in both: hence a floor of the largest
-    gradient's float32 resolution.)"""
+    exact arithmetic, such as b_K's, is rounding noise in both: hence a floor of
+    ``floor_ratio`` times the largest gradient.)"""
     assert set(grads) == set(ref_grads)
-    floor = 1e-6 * max(g.abs().max().item() for g in ref_grads.values())
+    floor = floor_ratio * max(g.abs().max().item() for g in ref_grads.values())
     for name, ref in ref_grads.items():
         assert (grads[name] - ref).abs().max().item() < 1e-5 * ref.abs().max().item() + floor
 
@@ -92,15 +92,15 @@ def test_fused_kernel_sees_each_models_own_loss():
     assert together.mean().item() == pytest.approx(stack.loss(pairs, bags.targets).item())
 
 
-def test_underflowing_steps_fall_back_to_the_torch_path():
+def test_underflowing_models_are_computed_read_by_read():
     """Scores so spread that a read's every softmax weight underflows (the case of
     `test_scores_spread_beyond_the_float_range_match_the_hooked_transformer`): the kernel
-    reports it by the model's smallest denominator, and `Stack.loss` takes that model (and
-    only it) through the torch path, whose read-by-read shift keeps its loss and gradients
-    finite and right; the kernel's stand-ins for it leave no trace."""
+    reports it by the model's smallest denominator and computes that model again with each
+    read's own shift, as the torch path does: finite loss and gradients, the torch path's."""
     task = Count01()
     models = [build_model(ModelConfig(d_model=4, n_heads=1, layernorm=False), 8, s) for s in (0, 1)]
-    _favour_key(models[0], query=task.vocab.index("="), key=task.vocab.index("2"), gap=120.0)
+    # e^-40 on every key a read sees, when it does not see '2': below UNDERFLOW
+    _favour_key(models[0], query=task.vocab.index("="), key=task.vocab.index("2"), gap=40.0)
     examples = torch.tensor([[3, 4, 0], [5, 2, 0], [2, 2, 6], [4, 1, 3], [1, 0, 2]])
     bags = task.bags(examples)
     pairs, stack = PairCounts.of(bags, 8), Stack.of(models)
@@ -120,7 +120,10 @@ def test_underflowing_steps_fall_back_to_the_torch_path():
     ref_loss, ref_grads = _loss_and_grads(stack, pairs, bags.targets, 0.0, fused_path=False)
     assert math.isfinite(loss) and loss == pytest.approx(ref_loss, rel=1e-6)
     assert all(g.isfinite().all() for g in grads.values())
-    _assert_close(grads, ref_grads)
+    # The re-embedded '2' has entries in the hundreds, whose products cancel in its scores:
+    # the scores' gradients (1e-4 of the largest) then keep only a few float32 digits, and
+    # their rounding differs between the paths (1.3e-6 of the largest apart, measured).
+    _assert_close(grads, ref_grads, floor_ratio=1e-5)
 
 
 def test_exp_is_within_float32_rounding_of_the_exact_value():

@@ -136,6 +136,7 @@ def _step(
     q = np.empty((H, U, E), np.float32)
     k = np.empty((H, V, E), np.float32)
     val = np.empty((H, E, V), np.float32)
+    scores = np.empty((H, U, V), np.float32)
     w = np.empty((H, U, V), np.float32)  # exp(score - shift), 0 where unseen
     gN = np.empty((H, E, U, V), np.float32)  # gradient of the numerator tables
     gw = np.empty((H, U, V), np.float32)  # ... and of the weights
@@ -145,6 +146,7 @@ def _step(
     gx = np.empty((V, Dm), np.float32)
     den = np.empty((H, R), np.float32)
     z = np.empty((H * E, R), np.float32)
+    dz_all = np.empty((H * E, R), np.float32)
     attn = np.empty((Dm, R), np.float32)
     resid = np.empty((Dm, R), np.float32)  # the residual, then its normalised form
     fin = np.empty((Dm, R), np.float32)
@@ -191,6 +193,7 @@ def _step(
                         s += q[h, u, e] * k[h, v, e]
                     s /= scale
                     w[h, u, v] = s
+                    scores[h, u, v] = s
                     if visible[u, v]:
                         shift = max(shift, s)
                 for v in range(V):
@@ -198,6 +201,9 @@ def _step(
         _exp_in_place(w.reshape(-1), bits)  # all heads' weights at once
         # --- each read's attention output: counted means over its query's block ---
         lowest[m] = _attend(C, starts, w, val, W_O[m], den, z, attn, floor)
+        by_read = lowest[m] < floor  # then each read's scores get a shift of their own
+        if by_read:
+            _attend_read_by_read(C, starts, scores, val, W_O[m], den, z, attn)
         # --- residual, final LayerNorm, logits and loss ---
         for d in range(Dm):
             act = attn[d]
@@ -271,12 +277,17 @@ def _step(
             for d in range(Dm):
                 gW_E[m, v, d] = gx[v, d]
         # --- backward: output projection and counted means, to the tables ---
-        _attend_backward(C, starts, W_O[m], den, z, dfin, gW_O[m], gN, gw, dz, acc, floor)
+        if by_read:
+            _attend_read_by_read_backward(C, starts, scores, val, W_O[m], den, z, dfin, gW_O[m],
+                                          gw, gval, dz_all)  # fmt: skip
+        else:
+            _attend_backward(C, starts, W_O[m], den, z, dfin, gW_O[m], gN, gw, dz, acc)
         # --- backward: exp(scores), queries, keys, values, to the embeddings ---
         for h in range(H):
             for e in range(E):
                 for v in range(V):
-                    gval[h, e, v] = 0
+                    if not by_read:  # (read by read, they hold their gradients already)
+                        gval[h, e, v] = 0
                     gk[h, v, e] = 0
                 for u in range(U):
                     gq[h, u, e] = 0
@@ -284,11 +295,14 @@ def _step(
                 for v in range(V):
                     if not visible[u, v]:
                         continue
-                    g = gw[h, u, v]
-                    for e in range(E):
-                        g += gN[h, e, u, v] * val[h, e, v]
-                        gval[h, e, v] += gN[h, e, u, v] * w[h, u, v]
-                    g *= w[h, u, v] / scale  # through exp and the scale
+                    if by_read:  # gw holds the scores' gradient
+                        g = gw[h, u, v] / scale
+                    else:
+                        g = gw[h, u, v]
+                        for e in range(E):
+                            g += gN[h, e, u, v] * val[h, e, v]
+                            gval[h, e, v] += gN[h, e, u, v] * w[h, u, v]
+                        g *= w[h, u, v] / scale  # through exp and the scale
                     for e in range(E):
                         gq[h, u, e] += g * k[h, v, e]
                         gk[h, v, e] += g * q[h, u, e]
@@ -461,9 +475,10 @@ def stack_loss(
     """Each model's mean loss over the reads, and its smallest softmax denominator.
 
     ``params`` are a float32 CPU stack's (`headcoop.engine.stack.Stack.params`); ``mask`` is
-    the dropout multiplier of the attention output, or None without dropout. A softmax
-    denominator below ``floor`` is divided as if it were ``floor``: the model's values and
-    gradients are then finite stand-ins, for the caller to replace (as `Stack.loss` does).
+    the dropout multiplier of the attention output, or None without dropout. A model whose
+    softmax denominators, under one shift per query token, fall below ``floor`` at some read
+    (its smallest is in the second output) is computed again with each read's scores shifted
+    on their own, as the torch path does (`headcoop.engine.stack.UNDERFLOW`).
     """
     reads = SortedReads(counts, read_tokens, targets, queries)
     n_models, d_vocab, d_model = params["embed.W_E"].shape
@@ -548,7 +563,8 @@ def _exp_in_place(x, bits):
 def _attend(C, starts, w, val, W_O, den, z, attn, floor):
     """One model's attention at every read: ``den`` [head read] the softmax denominators, ``z``
     [head * d_head, read] the heads' outputs, ``attn`` [d_model read] their projection by
-    ``W_O`` (without b_O). Returns the smallest denominator.
+    ``W_O`` (without b_O). Returns the smallest denominator; one below ``floor`` divides as if
+    it were ``floor`` (a finite stand-in, which `_attend_read_by_read` replaces).
 
     Reads are innermost, and each query token's block of reads contracts only that query's
     rows of the tables. (Heads innermost, one read at a time, measured slower even at 64
@@ -584,7 +600,7 @@ def _attend(C, starts, w, val, W_O, den, z, attn, floor):
 
 @no_type_check  # compiled by numba: no runtime type checks
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
-def _attend_backward(C, starts, W_O, den, z, dattn, gW_O, gN, gw, dz, acc, floor):
+def _attend_backward(C, starts, W_O, den, z, dattn, gW_O, gN, gw, dz, acc):
     """`_attend` backward: from ``dattn`` [d_model read], the gradients of ``W_O`` and of the
     numerator (``gN``) and weight (``gw``) tables."""
     H, E, U, V = gN.shape
@@ -601,7 +617,7 @@ def _attend_backward(C, starts, W_O, den, z, dattn, gW_O, gN, gw, dz, acc, floor
             for d in range(dattn.shape[0]):
                 _axpy(dz, W_O[h, e, d], dattn[d])
             for r in range(R):
-                dz[r] /= max(den[h, r], floor)
+                dz[r] /= den[h, r]
                 acc[r] = -dz[r] * zhe[r]
             for u in range(U):
                 r0, r1 = starts[u], starts[u + 1]
@@ -609,3 +625,80 @@ def _attend_backward(C, starts, W_O, den, z, dattn, gW_O, gN, gw, dz, acc, floor
                     row = C[u * V + v, r0:r1]
                     gN[h, e, u, v] = _dot(dz[r0:r1], row)
                     gw[h, u, v] += _dot(acc[r0:r1], row)
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
+def _attend_read_by_read(C, starts, scores, val, W_O, den, z, attn):
+    """`_attend` with each read's softmax shifted by its own largest visible score, as the
+    full forward does: for a model whose scores spread so far that one shift per query token
+    underflows some read's every weight. Scalar code: few models ever need it."""
+    H, U, V = scores.shape
+    E = val.shape[1]
+    for u in range(U):
+        for r in range(starts[u], starts[u + 1]):
+            for h in range(H):
+                shift = np.float32(-np.inf)
+                for v in range(V):
+                    if C[u * V + v, r] > 0:
+                        shift = max(shift, scores[h, u, v])
+                total = np.float32(0)
+                for e in range(E):
+                    z[h * E + e, r] = 0
+                for v in range(V):
+                    c = C[u * V + v, r]
+                    if c > 0:
+                        a = c * math.exp(scores[h, u, v] - shift)
+                        total += a
+                        for e in range(E):
+                            z[h * E + e, r] += a * val[h, e, v]
+                den[h, r] = total
+                for e in range(E):
+                    z[h * E + e, r] /= total
+    for d in range(attn.shape[0]):
+        attn[d] = 0
+        for h in range(H):
+            for e in range(E):
+                _axpy(attn[d], W_O[h, e, d], z[h * E + e])
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
+def _attend_read_by_read_backward(C, starts, scores, val, W_O, den, z, dattn, gW_O, gs, gval,
+                                  dz):  # fmt: skip
+    """`_attend_read_by_read` backward: the gradients of ``W_O``, of the scores (``gs``) and of
+    the values (``gval``), each read's attention a softmax of its own."""
+    H, U, V = scores.shape
+    E = val.shape[1]
+    for h in range(H):
+        for e in range(E):
+            he = h * E + e
+            for d in range(dattn.shape[0]):
+                gW_O[h, e, d] = _dot(z[he], dattn[d])
+            dz[he] = 0
+            for d in range(dattn.shape[0]):
+                _axpy(dz[he], W_O[h, e, d], dattn[d])
+            for v in range(V):
+                gval[h, e, v] = 0
+        for u in range(U):
+            for v in range(V):
+                gs[h, u, v] = 0
+    for u in range(U):
+        for r in range(starts[u], starts[u + 1]):
+            for h in range(H):
+                shift = np.float32(-np.inf)
+                for v in range(V):
+                    if C[u * V + v, r] > 0:
+                        shift = max(shift, scores[h, u, v])
+                mean = np.float32(0)  # dz . z: the output's gradient along itself
+                for e in range(E):
+                    mean += dz[h * E + e, r] * z[h * E + e, r]
+                for v in range(V):
+                    c = C[u * V + v, r]
+                    if c > 0:
+                        a = c * math.exp(scores[h, u, v] - shift) / den[h, r]
+                        g = -mean
+                        for e in range(E):
+                            g += dz[h * E + e, r] * val[h, e, v]
+                            gval[h, e, v] += dz[h * E + e, r] * a
+                        gs[h, u, v] += a * g

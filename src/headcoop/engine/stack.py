@@ -18,7 +18,7 @@ from jaxtyping import Float, Int
 
 from headcoop.compat import Model, attention_scale, load_parameters, parameters
 from headcoop.engine import fused
-from headcoop.engine.bags import bag_exact, batch_loss, model_losses
+from headcoop.engine.bags import bag_exact, batch_loss
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch
 
@@ -182,13 +182,12 @@ class Stack:
 
         A float32 stack on the CPU computes it, with its gradient, in the compiled kernel of
         `headcoop.engine.fused` (the same quantities to float32 rounding, several times
-        faster). The models whose softmax denominators underflow at some read (`UNDERFLOW`)
-        take the torch path, which shifts each read's scores on its own.
+        faster), models whose softmax denominators underflow (`UNDERFLOW`) included.
         """
         pairs = self._pairs(bags)
         mask = self._dropout_mask(pairs, dropout, generator)
         if self.device.type == "cpu" and self.params["embed.W_E"].dtype == torch.float32:
-            losses, lowest = fused.stack_loss(
+            losses, _ = fused.stack_loss(
                 self.params,
                 pairs.counts.flatten(0, 1),
                 pairs.read_tokens.flatten(),
@@ -199,12 +198,6 @@ class Stack:
                 self.attn_scale,
                 UNDERFLOW,
             )
-            low = (lowest < UNDERFLOW).nonzero().squeeze(1)  # [model]
-            if len(low):  # their losses again, from the read-by-read path
-                part = Stack({n: p[low] for n, p in self.params.items()}, self.eps, self.attn_scale)
-                part_mask = None if mask is None else mask[low]
-                exact = model_losses(part._logits(pairs, part_mask), targets)
-                losses = losses.index_copy(0, low, exact)
             return losses.mean()
         return batch_loss(self._logits(pairs, mask), targets)
 
