@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor figures claims train analyze bench bench-train bench-subsets bench-sweep lint clean
+.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -18,7 +18,7 @@ help:
 	@echo "make test       run the test suite (<10 min on 2 cores)"
 	@echo "make train      train and evaluate the paper's model (d_model 32, 16 heads) in $(RUNS)/paper"
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
-	@echo "make bench      speed: full sequences vs bags, stacked sweeps, all-subsets analysis"
+	@echo "make bench      speed: full sequences vs bags, stacked sweeps, CPU kernel, all-subsets"
 	@echo "make trace      attention decomposition: 3 induction models and a Count01 model, traced"
 	@echo "make successor  successor heads: 5 one-layer models and a two-layer one, scored and steered"
 	@echo "make lint       ruff check and format check"
@@ -122,13 +122,16 @@ successor: $(STAMP)
 	  $(VENV)/bin/headcoop successor $$dir --out $$dir/analysis || exit 1; \
 	done
 
-bench: bench-train bench-subsets bench-sweep
+bench: bench-train bench-subsets bench-sweep bench-fused
 
 bench-train: $(STAMP)
 	$(PY) scripts/bench_train.py
 
 bench-sweep: $(STAMP)
 	$(PY) scripts/bench_sweep.py
+
+bench-fused: $(STAMP)
+	$(PY) scripts/bench_fused.py
 
 bench-subsets: train
 	$(PY) scripts/bench_subsets.py $(RUNS)/paper

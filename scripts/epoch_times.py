@@ -32,7 +32,7 @@ def main() -> None:
 
     import torch
 
-    import headcoop.engine.stack as stack_module
+    import headcoop.engine.fused as fused_module
     import headcoop.training.trainer as trainer_module
     from headcoop import Count01, TrainConfig, build_model
     from headcoop.paper.compute import grid_stacks, table1_stacks
@@ -48,14 +48,15 @@ def main() -> None:
         trainer_module._denormals_flushed = contextlib.nullcontext
 
     underflows = 0
-    read_by_read = stack_module._head_outputs_read_by_read
+    stack_loss = fused_module.stack_loss
 
     def counted(*call_args):
         nonlocal underflows
-        underflows += 1
-        return read_by_read(*call_args)
+        losses, lowest = stack_loss(*call_args)
+        underflows += bool((lowest < call_args[-1]).any())  # the last argument: the floor
+        return losses, lowest
 
-    stack_module._head_outputs_read_by_read = counted
+    fused_module.stack_loss = counted
     shape = experiments[0].model
     print(
         f"{len(experiments)} models, d_model {shape.d_model}, up to "
