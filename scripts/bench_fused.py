@@ -10,7 +10,6 @@ kernel is `Stack.loss` (`headcoop.engine.fused`); the torch path is
 """
 
 import argparse
-import time
 
 
 def main() -> None:
@@ -26,7 +25,6 @@ def main() -> None:
     import torch
 
     from headcoop import Count01, TrainConfig, build_model
-    from headcoop.engine.bags import batch_loss
     from headcoop.paper.compute import grid_stacks, table1_stacks
     from headcoop.paper.plan import FigurePlan
     from headcoop.training.trainer import _StackedStep, make_optimizer
@@ -45,30 +43,38 @@ def main() -> None:
         batches = torch.randperm(len(step.train_bags)).split(cfg.batch_size)[: args.steps]
         generator = torch.Generator().manual_seed(0)
 
-        def run(fused: bool) -> float:
-            start = time.perf_counter()
-            for rows in batches:
-                pairs, targets = step.train_pairs[rows], step.train_bags.targets[rows]
-                if fused:
-                    loss = step.stack.loss(pairs, targets, cfg.dropout, generator)
-                else:
-                    loss = batch_loss(step.stack.logits(pairs, cfg.dropout, generator), targets)
-                loss.item()
-                optimizer.zero_grad(set_to_none=True)
-                (loss * len(models)).backward()
-                optimizer.step()
-            return (time.perf_counter() - start) / len(batches) * 1e3
-
-        run(True), run(False)  # compile, warm the caches
+        timed = (step, optimizer, batches, generator, cfg.dropout)
+        _ms_per_step(*timed, fused=True), _ms_per_step(*timed, fused=False)  # compile, warm up
         times = {True: [], False: []}
         for _ in range(args.rounds):
             for fused in (True, False):
-                times[fused].append(run(fused))
+                times[fused].append(_ms_per_step(*timed, fused=fused))
         kernel, torch_path = min(times[True]), min(times[False])
         shape = experiments[0].model
         heads = max(e.model.n_heads for e in experiments)
         label = f"{name}: {len(models)} x d_model {shape.d_model}, {heads} heads"
         print(f"{label:<36} {kernel:>9.2f} {torch_path:>9.2f} {torch_path / kernel:>5.2f}x")
+
+
+def _ms_per_step(step, optimizer, batches, generator, dropout, fused: bool) -> float:
+    """Milliseconds per training step (loss, backward, AdamW) over ``batches``, on the kernel
+    (``fused``) or the torch path."""
+    import time
+
+    from headcoop.engine.bags import batch_loss
+
+    start = time.perf_counter()
+    for rows in batches:
+        pairs, targets = step.train_pairs[rows], step.train_bags.targets[rows]
+        if fused:
+            loss = step.stack.loss(pairs, targets, dropout, generator)
+        else:
+            loss = batch_loss(step.stack.logits(pairs, dropout, generator), targets)
+        loss.item()
+        optimizer.zero_grad(set_to_none=True)
+        (loss * len(step.models)).backward()
+        optimizer.step()
+    return (time.perf_counter() - start) / len(batches) * 1e3
 
 
 if __name__ == "__main__":
