@@ -12,14 +12,19 @@ saves its state every few epochs, and an interrupted run resumes from it. Stacks
 process or as submitit jobs on this machine or a Slurm cluster (`run_sweep`'s ``executor``).
 """
 
+import atexit
+import functools
 import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from concurrent.futures import ProcessPoolExecutor
 
 from headcoop.compat import Model, load_parameters
 from headcoop.config import ModelConfig, TrainConfig
@@ -203,31 +208,45 @@ def run_workers(
     workers: int, calls: Sequence[tuple], options: dict[str, Any], progress: bool = False
 ) -> None:
     """Run `run_stack` on each argument tuple of ``calls`` (with the keyword ``options``) in
-    ``workers`` fresh processes on this machine, each with an equal share of the cores, and
-    wait for them all. The costliest stacks start first (`_stack_cost`), so that the last to
-    finish are small. After a failure no further stack starts, and the error is raised once the
-    running ones end (their results are kept)."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    ``workers`` processes on this machine, each with an equal share of the cores, and wait for
+    them all. The costliest stacks start first (`_stack_cost`), so that the last to finish are
+    small. The processes stay for the next sweep of this process (`_worker_pool`). After a
+    failure no further stack starts, and the error is raised once the running ones end (their
+    results are kept)."""
+    from concurrent.futures import as_completed
 
     from tqdm.auto import tqdm
 
+    pool = _worker_pool(workers)
+    calls = sorted(calls, key=lambda args: -_stack_cost(args[1], args[2]))
+    futures = [pool.submit(run_stack, *args, wait=True, **options) for args in calls]
+    bar = tqdm(total=len(futures), desc="stacks", unit="stack", disable=not progress)
+    try:
+        for future in as_completed(futures):
+            future.result()
+            bar.update()
+    except BaseException:
+        _worker_pool.cache_clear()
+        pool.shutdown(cancel_futures=True)  # start no more stacks; running ones end
+        raise
+    finally:
+        bar.close()
+
+
+@functools.cache
+def _worker_pool(workers: int) -> "ProcessPoolExecutor":
+    """``workers`` fresh processes, each with an equal share of the cores, kept for every
+    sweep of this process: a worker's start (importing torch, TransformerLens and the kernel)
+    takes several seconds, paid once rather than once per sweep. Shut down at exit."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork
-    with ProcessPoolExecutor(workers, context, _start_worker, (threads,)) as pool:
-        calls = sorted(calls, key=lambda args: -_stack_cost(args[1], args[2]))
-        futures = [pool.submit(run_stack, *args, wait=True, **options) for args in calls]
-        bar = tqdm(total=len(futures), desc="stacks", unit="stack", disable=not progress)
-        try:
-            for future in as_completed(futures):
-                future.result()
-                bar.update()
-        except BaseException:
-            pool.shutdown(cancel_futures=True)  # start no more stacks; running ones end
-            raise
-        finally:
-            bar.close()
+    pool = ProcessPoolExecutor(workers, context, _start_worker, (threads,))
+    atexit.register(pool.shutdown)
+    return pool
 
 
 def _stack_cost(stack: Sequence[Experiment], train_cfg: TrainConfig) -> int:
