@@ -9,9 +9,12 @@ stay in the core's cache from the first operation to the last. `Stack.loss` uses
 stacks and checks it against the torch path in the tests, quantity by quantity.
 
 The arithmetic is the torch path's, in the same order of operations except where a sum runs
-in another order (float32 rounding). Two exact shortcuts:
+in another order (float32 rounding), and with an exp of its own (`_exp_in_place`, within a
+unit in the last place). Beyond that:
 - A read sees only pairs of its own query token, so the reads are sorted by query token and
   each contracts only its query's block of the (query, key) tables.
+- A model whose softmax denominators underflow under one shift per query token is computed
+  again with a shift per read, as the torch path does (`_attend_read_by_read`).
 - The gradient is computed in the forward pass (a training step asks for both), and the
   autograd backward only scales it.
 """
@@ -33,20 +36,24 @@ class FusedLoss(torch.autograd.Function):
     """Each model's mean negative log-likelihood over the reads, with the gradient of every
     parameter computed in the same pass; backward scales it by the incoming gradient.
 
-    ``params`` are the stack's tensors in `PARAM_ORDER`; the second output is each model's
-    smallest softmax denominator (for the caller's underflow check).
+    ``reads`` are a step's pair counts [read pair], the reads' own tokens, their targets and
+    the query tokens; ``params`` the stack's tensors in `PARAM_ORDER`. The second output is
+    each model's smallest softmax denominator under one shift per query token (below
+    ``floor``, `_step` has recomputed the model with a shift per read).
     """
 
     @staticmethod
-    def forward(ctx: Any, reads: "SortedReads", mask: torch.Tensor, eps: float, scale: float,
-                floor: float, flags: tuple[bool, bool], *params: torch.Tensor):  # fmt: skip
+    def forward(ctx: Any, reads: tuple[torch.Tensor, ...], mask: torch.Tensor, eps: float,
+                scale: float, floor: float, flags: tuple[bool, bool],
+                *params: torch.Tensor):  # fmt: skip
+        sorted_reads = _sort_reads(*(t.contiguous().numpy() for t in reads))
         arrays = [p.detach().contiguous().numpy() for p in params]
         grads = [np.empty_like(a) for a in arrays]
         n_models = arrays[0].shape[0]
         loss = np.empty(n_models, np.float32)
         lowest = np.empty(n_models, np.float32)
         scalars = np.float32(eps), np.float32(scale), np.float32(floor)  # float32 throughout
-        _step(*reads.arrays(), mask.numpy(), *scalars, *flags, *arrays, loss, lowest, *grads)
+        _step(*sorted_reads, mask.numpy(), *scalars, *flags, *arrays, loss, lowest, *grads)
         ctx.save_for_backward(*(torch.from_numpy(g) for g in grads))
         lowest_t = torch.from_numpy(lowest)
         ctx.mark_non_differentiable(lowest_t)
@@ -80,39 +87,40 @@ PARAM_ORDER = (
 (ones and zeros) for their four entries, and all ones for ``dim_mask`` when unpadded."""
 
 
-class SortedReads:
-    """A step's reads sorted by query token, as the kernel takes them.
-
-    Attributes:
-        counts: [pair read] pair counts, reads sorted by query token (stable).
-        starts: [query + 1] where each query token's reads begin (and where the last ends).
-        tokens, targets: [read] each read's own token and the token it is scored on.
-        queries: [query] the query tokens; ``visible``: [query key] the pairs some read sees.
-        order: [read] the sorted reads' positions in the step (examples first), where the
-            kernel finds their dropout multipliers.
-    """
-
-    def __init__(
-        self,
-        counts: Float[torch.Tensor, "read pair"],
-        read_tokens: Int[torch.Tensor, " read"],
-        targets: Int[torch.Tensor, " read"],
-        queries: Int[torch.Tensor, " query"],
-    ) -> None:
-        query_index = torch.searchsorted(queries, read_tokens)
-        self.order = query_index.argsort(stable=True)
-        n_queries = len(queries)
-        per_query = torch.bincount(query_index, minlength=n_queries)
-        self.starts = torch.cat([per_query.new_zeros(1), per_query.cumsum(0)])
-        self.counts = counts[self.order].T.contiguous()
-        self.tokens = read_tokens[self.order].contiguous()
-        self.targets = targets[self.order].contiguous()
-        self.queries = queries.contiguous()
-        self.visible = (counts.sum(0) > 0).view(n_queries, -1).contiguous()
-
-    def arrays(self) -> tuple[np.ndarray, ...]:
-        tensors = (self.counts, self.starts, self.tokens, self.targets, self.queries)
-        return tuple(t.numpy() for t in (*tensors, self.visible, self.order))
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(cache=True, boundscheck=False, nogil=True)
+def _sort_reads(counts, read_tokens, targets, queries):
+    """A step's reads sorted by query token (stable), as `_step` takes them: the pair counts
+    [pair read], where each query token's reads start (and the last ends), the reads' own
+    tokens, their targets, their positions in the step (where `_step` finds their dropout
+    multipliers), and [query key] the pairs some read sees."""
+    R, P = counts.shape
+    U = len(queries)
+    V = P // U
+    query = np.empty(R, np.int64)
+    starts = np.zeros(U + 1, np.int64)
+    for r in range(R):
+        query[r] = np.searchsorted(queries, read_tokens[r])
+        starts[query[r] + 1] += 1
+    for u in range(U):
+        starts[u + 1] += starts[u]
+    free = starts[:U].copy()  # each query's next place
+    order = np.empty(R, np.int64)
+    for r in range(R):
+        order[free[query[r]]] = r
+        free[query[r]] += 1
+    C = np.empty((P, R), np.float32)
+    tok = np.empty(R, np.int64)
+    tgt = np.empty(R, np.int64)
+    visible = np.zeros((U, V), np.bool_)
+    for i in range(R):
+        r = order[i]
+        tok[i], tgt[i] = read_tokens[r], targets[r]
+        for p in range(P):
+            C[p, i] = counts[r, p]
+            if counts[r, p] > 0:
+                visible[p // V, p % V] = True
+    return C, starts, tok, tgt, queries, visible, order
 
 
 @no_type_check  # compiled by numba: no runtime type checks
@@ -480,7 +488,7 @@ def stack_loss(
     (its smallest is in the second output) is computed again with each read's scores shifted
     on their own, as the torch path does (`headcoop.engine.stack.UNDERFLOW`).
     """
-    reads = SortedReads(counts, read_tokens, targets, queries)
+    reads = (counts, read_tokens, targets, queries)
     n_models, d_vocab, d_model = params["embed.W_E"].shape
     ones = params["embed.W_E"].new_ones(n_models, d_model)
     stand_ins = {
