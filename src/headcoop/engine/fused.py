@@ -141,17 +141,20 @@ def _step(
     x = np.empty((V, Dm), np.float32)  # LayerNorm-ed embeddings (the keys' and queries' input)
     xhat1 = np.empty((V, Dm), np.float32)
     rstd1 = np.empty(V, np.float32)
-    q = np.empty((H, U, E), np.float32)
-    k = np.empty((H, V, E), np.float32)
+    xT = np.empty((Dm, V), np.float32)
+    q = np.empty((H, E, U), np.float32)
+    kT = np.empty((H, E, V), np.float32)
     val = np.empty((H, E, V), np.float32)
     scores = np.empty((H, U, V), np.float32)
     w = np.empty((H, U, V), np.float32)  # exp(score - shift), 0 where unseen
     gN = np.empty((H, E, U, V), np.float32)  # gradient of the numerator tables
     gw = np.empty((H, U, V), np.float32)  # ... and of the weights
-    gq = np.empty((H, U, E), np.float32)
-    gk = np.empty((H, V, E), np.float32)
+    gq = np.empty((H, E, U), np.float32)
+    gk = np.empty((H, E, V), np.float32)
+    grow = np.empty(V, np.float32)
     gval = np.empty((H, E, V), np.float32)
     gx = np.empty((V, Dm), np.float32)
+    gxT = np.empty((Dm, V), np.float32)
     den = np.empty((H, R), np.float32)
     z = np.empty((H * E, R), np.float32)
     dz_all = np.empty((H * E, R), np.float32)
@@ -178,34 +181,8 @@ def _step(
                 x[v, d] = W_E[m, v, d]
         if has_ln1:
             _layernorm_rows(x, xhat1, rstd1, ln1_w[m], ln1_b[m], dim_mask[m], width, eps)
-        for h in range(H):
-            for e in range(E):
-                for u in range(U):
-                    s = b_Q[m, h, e]
-                    for d in range(Dm):
-                        s += x[queries[u], d] * W_Q[m, h, d, e]
-                    q[h, u, e] = s
-                for v in range(V):
-                    s = b_K[m, h, e]
-                    s2 = b_V[m, h, e]
-                    for d in range(Dm):
-                        s += x[v, d] * W_K[m, h, d, e]
-                        s2 += x[v, d] * W_V[m, h, d, e]
-                    k[h, v, e] = s
-                    val[h, e, v] = s2
-            for u in range(U):
-                shift = np.float32(-np.inf)
-                for v in range(V):
-                    s = np.float32(0)
-                    for e in range(E):
-                        s += q[h, u, e] * k[h, v, e]
-                    s /= scale
-                    w[h, u, v] = s
-                    scores[h, u, v] = s
-                    if visible[u, v]:
-                        shift = max(shift, s)
-                for v in range(V):
-                    w[h, u, v] = w[h, u, v] - shift if visible[u, v] else -np.inf
+        _tables(x, xT, queries, visible, W_Q[m], W_K[m], W_V[m], b_Q[m], b_K[m], b_V[m], scale,
+                q, kT, val, scores, w)  # fmt: skip
         _exp_in_place(w.reshape(-1), bits)  # all heads' weights at once
         # --- each read's attention output: counted means over its query's block ---
         lowest[m] = _attend(C, starts, w, val, W_O[m], den, z, attn, floor)
@@ -291,65 +268,9 @@ def _step(
         else:
             _attend_backward(C, starts, W_O[m], den, z, dfin, gW_O[m], gN, gw, dz, acc)
         # --- backward: exp(scores), queries, keys, values, to the embeddings ---
-        for h in range(H):
-            for e in range(E):
-                for v in range(V):
-                    if not by_read:  # (read by read, they hold their gradients already)
-                        gval[h, e, v] = 0
-                    gk[h, v, e] = 0
-                for u in range(U):
-                    gq[h, u, e] = 0
-            for u in range(U):
-                for v in range(V):
-                    if not visible[u, v]:
-                        continue
-                    if by_read:  # gw holds the scores' gradient
-                        g = gw[h, u, v] / scale
-                    else:
-                        g = gw[h, u, v]
-                        for e in range(E):
-                            g += gN[h, e, u, v] * val[h, e, v]
-                            gval[h, e, v] += gN[h, e, u, v] * w[h, u, v]
-                        g *= w[h, u, v] / scale  # through exp and the scale
-                    for e in range(E):
-                        gq[h, u, e] += g * k[h, v, e]
-                        gk[h, v, e] += g * q[h, u, e]
-            for e in range(E):
-                s = np.float32(0)
-                for u in range(U):
-                    s += gq[h, u, e]
-                gb_Q[m, h, e] = s
-                s = np.float32(0)
-                s2 = np.float32(0)
-                for v in range(V):
-                    s += gk[h, v, e]
-                    s2 += gval[h, e, v]
-                gb_K[m, h, e] = s
-                gb_V[m, h, e] = s2
-            for d in range(Dm):
-                for e in range(E):
-                    s = np.float32(0)
-                    for u in range(U):
-                        s += x[queries[u], d] * gq[h, u, e]
-                    gW_Q[m, h, d, e] = s
-                    s = np.float32(0)
-                    s2 = np.float32(0)
-                    for v in range(V):
-                        s += x[v, d] * gk[h, v, e]
-                        s2 += x[v, d] * gval[h, e, v]
-                    gW_K[m, h, d, e] = s
-                    gW_V[m, h, d, e] = s2
-        for v in range(V):
-            for d in range(Dm):
-                gx[v, d] = 0
-        for h in range(H):
-            for e in range(E):
-                for d in range(Dm):
-                    cq, ck, cv = W_Q[m, h, d, e], W_K[m, h, d, e], W_V[m, h, d, e]
-                    for u in range(U):
-                        gx[queries[u], d] += cq * gq[h, u, e]
-                    for v in range(V):
-                        gx[v, d] += ck * gk[h, v, e] + cv * gval[h, e, v]
+        _tables_backward(x, xT, queries, visible, W_Q[m], W_K[m], W_V[m], scale, q, kT, val, w,
+                         gN, gw, by_read, gq, gk, gval, gx, gxT, grow, gW_Q[m], gW_K[m],
+                         gW_V[m], gb_Q[m], gb_K[m], gb_V[m])  # fmt: skip
         if has_ln1:
             _layernorm_rows_backward(gx, xhat1, rstd1, ln1_w[m], dim_mask[m], width, accv,
                                      accv2, gln1_w[m], gln1_b[m])  # fmt: skip
@@ -710,3 +631,95 @@ def _attend_read_by_read_backward(C, starts, scores, val, W_O, den, z, dattn, gW
                             g += dz[h * E + e, r] * val[h, e, v]
                             gval[h, e, v] += dz[h * E + e, r] * a
                         gs[h, u, v] += a * g
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
+def _tables(x, xT, queries, visible, W_Q, W_K, W_V, b_Q, b_K, b_V, scale, q, kT, val, scores,
+            w):  # fmt: skip
+    """One model's tables from its (LayerNorm-ed) embeddings ``x`` [vocab d_model]: queries
+    ``q`` [head d_head query], keys ``kT`` and values ``val`` [head d_head vocab], ``scores``
+    [head query key], and in ``w`` the scores minus each query's largest visible one (-inf
+    where unseen), for the caller's exp. Vectors run over the vocabulary."""
+    H, Dm, E = W_Q.shape
+    U, V = visible.shape
+    for v in range(V):
+        for d in range(Dm):
+            xT[d, v] = x[v, d]
+    for h in range(H):
+        for e in range(E):
+            kr, vr = kT[h, e], val[h, e]
+            kr[:] = b_K[h, e]
+            vr[:] = b_V[h, e]
+            for d in range(Dm):
+                _axpy(kr, W_K[h, d, e], xT[d])
+                _axpy(vr, W_V[h, d, e], xT[d])
+            for u in range(U):
+                s = b_Q[h, e]
+                for d in range(Dm):
+                    s += x[queries[u], d] * W_Q[h, d, e]
+                q[h, e, u] = s
+        for u in range(U):
+            row = w[h, u]
+            row[:] = 0
+            for e in range(E):
+                _axpy(row, q[h, e, u], kT[h, e])
+            shift = np.float32(-np.inf)
+            for v in range(V):
+                row[v] /= scale
+                scores[h, u, v] = row[v]
+                if visible[u, v]:
+                    shift = max(shift, row[v])
+            for v in range(V):
+                row[v] = row[v] - shift if visible[u, v] else -np.inf
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
+def _tables_backward(x, xT, queries, visible, W_Q, W_K, W_V, scale, q, kT, val, w, gN, gw,
+                     by_read, gq, gk, gval, gx, gxT, grow, gW_Q, gW_K, gW_V, gb_Q, gb_K,
+                     gb_V):  # fmt: skip
+    """`_tables` backward, with exp: from the gradients of the numerator and weight tables
+    (``gN``, ``gw``), or, for a model computed read by read (``by_read``), from the scores'
+    gradient in ``gw`` and the values' in ``gval``: the projections' gradients, and in ``gx``
+    [vocab d_model] the embeddings'."""
+    H, Dm, E = W_Q.shape
+    U, V = visible.shape
+    gxT[:] = 0
+    for h in range(H):
+        gk[h] = 0
+        gq[h] = 0
+        if not by_read:  # (read by read, it holds the values' gradient already)
+            gval[h] = 0
+        for u in range(U):
+            for v in range(V):
+                if not visible[u, v]:
+                    grow[v] = 0
+                elif by_read:
+                    grow[v] = gw[h, u, v] / scale
+                else:
+                    g = gw[h, u, v]
+                    for e in range(E):
+                        g += gN[h, e, u, v] * val[h, e, v]
+                        gval[h, e, v] += gN[h, e, u, v] * w[h, u, v]
+                    grow[v] = g * w[h, u, v] / scale  # through exp and the scale
+            for e in range(E):
+                gq[h, e, u] = _dot(grow, kT[h, e])
+                _axpy(gk[h, e], q[h, e, u], grow)
+        for e in range(E):
+            gb_Q[h, e] = np.sum(gq[h, e])
+            gb_K[h, e] = np.sum(gk[h, e])
+            gb_V[h, e] = np.sum(gval[h, e])
+            for d in range(Dm):
+                s = np.float32(0)
+                for u in range(U):
+                    s += x[queries[u], d] * gq[h, e, u]
+                    gxT[d, queries[u]] += W_Q[h, d, e] * gq[h, e, u]
+                gW_Q[h, d, e] = s
+                gW_K[h, d, e] = _dot(xT[d], gk[h, e])
+                gW_V[h, d, e] = _dot(xT[d], gval[h, e])
+                _axpy(gxT[d], W_K[h, d, e], gk[h, e])
+                _axpy(gxT[d], W_V[h, d, e], gval[h, e])
+    for v in range(V):
+        for d in range(Dm):
+            gx[v, d] = gxT[d, v]
