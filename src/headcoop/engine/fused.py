@@ -157,14 +157,13 @@ def _step(
     gxT = np.empty((Dm, V), np.float32)
     den = np.empty((H, R), np.float32)
     z = np.empty((H * E, R), np.float32)
-    dz_all = np.empty((H * E, R), np.float32)
     attn = np.empty((Dm, R), np.float32)
     resid = np.empty((Dm, R), np.float32)  # the residual, then its normalised form
     fin = np.empty((Dm, R), np.float32)
     rstd = np.empty(R, np.float32)
     p = np.empty((V, R), np.float32)  # logits, then softmax, then the loss's gradient
     dfin = np.empty((Dm, R), np.float32)
-    dz = np.empty(R, np.float32)
+    dz = np.empty((H * E, R), np.float32)  # the gradient of z
     mx = np.empty(R, np.float32)
     acc = np.empty(R, np.float32)
     acc2 = np.empty(R, np.float32)
@@ -185,10 +184,11 @@ def _step(
                 q, kT, val, scores, w)  # fmt: skip
         _exp_in_place(w.reshape(-1), bits)  # all heads' weights at once
         # --- each read's attention output: counted means over its query's block ---
-        lowest[m] = _attend(C, starts, w, val, W_O[m], den, z, attn, floor)
+        lowest[m] = _attend(C, starts, w, val, den, z, floor)
         by_read = lowest[m] < floor  # then each read's scores get a shift of their own
         if by_read:
-            _attend_read_by_read(C, starts, scores, val, W_O[m], den, z, attn)
+            _attend_read_by_read(C, starts, scores, val, den, z)
+        _project(W_O[m], z, attn)
         # --- residual, final LayerNorm, logits and loss ---
         for d in range(Dm):
             act = attn[d]
@@ -262,11 +262,11 @@ def _step(
             for d in range(Dm):
                 gW_E[m, v, d] = gx[v, d]
         # --- backward: output projection and counted means, to the tables ---
+        _project_backward(W_O[m], z, dfin, gW_O[m], dz)
         if by_read:
-            _attend_read_by_read_backward(C, starts, scores, val, W_O[m], den, z, dfin, gW_O[m],
-                                          gw, gval, dz_all)  # fmt: skip
+            _attend_read_by_read_backward(C, starts, scores, val, den, z, dz, gw, gval)
         else:
-            _attend_backward(C, starts, W_O[m], den, z, dfin, gW_O[m], gN, gw, dz, acc)
+            _attend_backward(C, starts, den, z, dz, gN, gw, acc)
         # --- backward: exp(scores), queries, keys, values, to the embeddings ---
         _tables_backward(x, xT, queries, visible, W_Q[m], W_K[m], W_V[m], scale, q, kT, val, w,
                          gN, gw, by_read, gq, gk, gval, gx, gxT, grow, gW_Q[m], gW_K[m],
@@ -489,11 +489,11 @@ def _exp_in_place(x, bits):
 
 @no_type_check  # compiled by numba: no runtime type checks
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
-def _attend(C, starts, w, val, W_O, den, z, attn, floor):
+def _attend(C, starts, w, val, den, z, floor):
     """One model's attention at every read: ``den`` [head read] the softmax denominators, ``z``
-    [head * d_head, read] the heads' outputs, ``attn`` [d_model read] their projection by
-    ``W_O`` (without b_O). Returns the smallest denominator; one below ``floor`` divides as if
-    it were ``floor`` (a finite stand-in, which `_attend_read_by_read` replaces).
+    [head * d_head, read] the heads' outputs. Returns the smallest denominator; one below
+    ``floor`` divides as if it were ``floor`` (a finite stand-in, which
+    `_attend_read_by_read` replaces).
 
     Reads are innermost, and each query token's block of reads contracts only that query's
     rows of the tables. (Heads innermost, one read at a time, measured slower even at 64
@@ -519,46 +519,37 @@ def _attend(C, starts, w, val, W_O, den, z, attn, floor):
                         _axpy(ze, w[h, u, v] * val[h, e, v], C[u * V + v, r0:r1])
                 for r in range(r1 - r0):
                     ze[r] /= max(dn[r], floor)
-    for d in range(attn.shape[0]):
-        attn[d] = 0
-        for h in range(H):
-            for e in range(E):
-                _axpy(attn[d], W_O[h, e, d], z[h * E + e])
     return low
 
 
 @no_type_check  # compiled by numba: no runtime type checks
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
-def _attend_backward(C, starts, W_O, den, z, dattn, gW_O, gN, gw, dz, acc):
-    """`_attend` backward: from ``dattn`` [d_model read], the gradients of ``W_O`` and of the
-    numerator (``gN``) and weight (``gw``) tables."""
+def _attend_backward(C, starts, den, z, dz, gN, gw, acc):
+    """`_attend` backward: from ``dz`` [head * d_head, read], the gradient of ``z`` (divided
+    by the denominators in place), the gradients of the numerator (``gN``) and weight
+    (``gw``) tables."""
     H, E, U, V = gN.shape
-    R = dattn.shape[1]
+    R = z.shape[1]
     for h in range(H):
         for u in range(U):
             for v in range(V):
                 gw[h, u, v] = 0
         for e in range(E):
-            zhe = z[h * E + e]
-            for d in range(dattn.shape[0]):
-                gW_O[h, e, d] = _dot(zhe, dattn[d])
-            dz[:] = 0
-            for d in range(dattn.shape[0]):
-                _axpy(dz, W_O[h, e, d], dattn[d])
+            zhe, dzhe = z[h * E + e], dz[h * E + e]
             for r in range(R):
-                dz[r] /= den[h, r]
-                acc[r] = -dz[r] * zhe[r]
+                dzhe[r] /= den[h, r]
+                acc[r] = -dzhe[r] * zhe[r]
             for u in range(U):
                 r0, r1 = starts[u], starts[u + 1]
                 for v in range(V):
                     row = C[u * V + v, r0:r1]
-                    gN[h, e, u, v] = _dot(dz[r0:r1], row)
+                    gN[h, e, u, v] = _dot(dzhe[r0:r1], row)
                     gw[h, u, v] += _dot(acc[r0:r1], row)
 
 
 @no_type_check  # compiled by numba: no runtime type checks
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
-def _attend_read_by_read(C, starts, scores, val, W_O, den, z, attn):
+def _attend_read_by_read(C, starts, scores, val, den, z):
     """`_attend` with each read's softmax shifted by its own largest visible score, as the
     full forward does: for a model whose scores spread so far that one shift per query token
     underflows some read's every weight. Scalar code: few models ever need it."""
@@ -567,10 +558,7 @@ def _attend_read_by_read(C, starts, scores, val, W_O, den, z, attn):
     for u in range(U):
         for r in range(starts[u], starts[u + 1]):
             for h in range(H):
-                shift = np.float32(-np.inf)
-                for v in range(V):
-                    if C[u * V + v, r] > 0:
-                        shift = max(shift, scores[h, u, v])
+                shift = _read_shift(C, scores, h, u, r)
                 total = np.float32(0)
                 for e in range(E):
                     z[h * E + e, r] = 0
@@ -584,41 +572,21 @@ def _attend_read_by_read(C, starts, scores, val, W_O, den, z, attn):
                 den[h, r] = total
                 for e in range(E):
                     z[h * E + e, r] /= total
-    for d in range(attn.shape[0]):
-        attn[d] = 0
-        for h in range(H):
-            for e in range(E):
-                _axpy(attn[d], W_O[h, e, d], z[h * E + e])
 
 
 @no_type_check  # compiled by numba: no runtime type checks
 @numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
-def _attend_read_by_read_backward(C, starts, scores, val, W_O, den, z, dattn, gW_O, gs, gval,
-                                  dz):  # fmt: skip
-    """`_attend_read_by_read` backward: the gradients of ``W_O``, of the scores (``gs``) and of
-    the values (``gval``), each read's attention a softmax of its own."""
+def _attend_read_by_read_backward(C, starts, scores, val, den, z, dz, gs, gval):
+    """`_attend_read_by_read` backward: from ``dz``, the gradient of ``z``, the gradients of the
+    scores (``gs``) and of the values (``gval``), each read's attention a softmax of its own."""
     H, U, V = scores.shape
     E = val.shape[1]
-    for h in range(H):
-        for e in range(E):
-            he = h * E + e
-            for d in range(dattn.shape[0]):
-                gW_O[h, e, d] = _dot(z[he], dattn[d])
-            dz[he] = 0
-            for d in range(dattn.shape[0]):
-                _axpy(dz[he], W_O[h, e, d], dattn[d])
-            for v in range(V):
-                gval[h, e, v] = 0
-        for u in range(U):
-            for v in range(V):
-                gs[h, u, v] = 0
+    gs[:] = 0
+    gval[:] = 0
     for u in range(U):
         for r in range(starts[u], starts[u + 1]):
             for h in range(H):
-                shift = np.float32(-np.inf)
-                for v in range(V):
-                    if C[u * V + v, r] > 0:
-                        shift = max(shift, scores[h, u, v])
+                shift = _read_shift(C, scores, h, u, r)
                 mean = np.float32(0)  # dz . z: the output's gradient along itself
                 for e in range(E):
                     mean += dz[h * E + e, r] * z[h * E + e, r]
@@ -723,3 +691,45 @@ def _tables_backward(x, xT, queries, visible, W_Q, W_K, W_V, scale, q, kT, val, 
     for v in range(V):
         for d in range(Dm):
             gx[v, d] = gxT[d, v]
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
+def _read_shift(C, scores, h, u, r):
+    """The largest score of head ``h`` over the key tokens that read ``r`` (of query ``u``)
+    sees: its own softmax shift."""
+    V = scores.shape[2]
+    shift = np.float32(-np.inf)
+    for v in range(V):
+        if C[u * V + v, r] > 0:
+            shift = max(shift, scores[h, u, v])
+    return shift
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
+def _project(W_O, z, attn):
+    """``attn`` [d_model read]: the heads' outputs ``z`` [head * d_head, read] projected by
+    ``W_O`` (without b_O)."""
+    H, E, Dm = W_O.shape
+    for d in range(Dm):
+        attn[d] = 0
+        for h in range(H):
+            for e in range(E):
+                _axpy(attn[d], W_O[h, e, d], z[h * E + e])
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(fastmath=_FASTMATH, error_model="numpy", cache=True, boundscheck=False)
+def _project_backward(W_O, z, dattn, gW_O, dz):
+    """`_project` backward: from ``dattn`` [d_model read], the gradient of ``W_O`` and, in
+    ``dz`` [head * d_head, read], that of ``z``."""
+    H, E, Dm = W_O.shape
+    for h in range(H):
+        for e in range(E):
+            he = h * E + e
+            for d in range(Dm):
+                gW_O[h, e, d] = _dot(z[he], dattn[d])
+            dz[he] = 0
+            for d in range(Dm):
+                _axpy(dz[he], W_O[h, e, d], dattn[d])
