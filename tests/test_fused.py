@@ -53,6 +53,15 @@ def test_fused_loss_and_gradients_match_the_torch_path(configs, dropout):
     _assert_close(grads, ref_grads)
 
 
+def _kernel(stack, pairs, targets):
+    """The kernel's per-model losses and smallest denominators, without dropout."""
+    counts, read_tokens = pairs.counts.flatten(0, 1), pairs.read_tokens.flatten()
+    return fused.stack_loss(
+        stack.params, counts, read_tokens, pairs.queries, targets.flatten(), None, stack.eps,
+        stack.attn_scale, UNDERFLOW,
+    )  # fmt: skip
+
+
 def _assert_close(grads, ref_grads, floor_ratio=1e-6):
     """Every gradient within float32 rounding of the reference. (A gradient that is zero in
     exact arithmetic, such as b_K's, is rounding noise in both: hence a floor of
@@ -73,21 +82,8 @@ def test_fused_kernel_sees_each_models_own_loss():
     pairs = PairCounts.of(bags, 8)
     stack = Stack.of(models)
 
-    def losses(s):
-        return fused.stack_loss(
-            s.params,
-            pairs.counts.flatten(0, 1),
-            pairs.read_tokens.flatten(),
-            pairs.queries,
-            bags.targets.flatten(),
-            None,
-            s.eps,
-            s.attn_scale,
-            UNDERFLOW,
-        )[0]
-
-    together = losses(stack)
-    alone = torch.cat([losses(Stack.of([m])) for m in models])
+    together, _ = _kernel(stack, pairs, bags.targets)
+    alone = torch.cat([_kernel(Stack.of([m]), pairs, bags.targets)[0] for m in models])
     assert torch.allclose(together, alone, rtol=1e-6)
     assert together.mean().item() == pytest.approx(stack.loss(pairs, bags.targets).item())
 
@@ -104,17 +100,7 @@ def test_underflowing_models_are_computed_read_by_read():
     examples = torch.tensor([[3, 4, 0], [5, 2, 0], [2, 2, 6], [4, 1, 3], [1, 0, 2]])
     bags = task.bags(examples)
     pairs, stack = PairCounts.of(bags, 8), Stack.of(models)
-    _, lowest = fused.stack_loss(
-        stack.params,
-        pairs.counts.flatten(0, 1),
-        pairs.read_tokens.flatten(),
-        pairs.queries,
-        bags.targets.flatten(),
-        None,
-        stack.eps,
-        stack.attn_scale,
-        UNDERFLOW,
-    )
+    _, lowest = _kernel(stack, pairs, bags.targets)
     assert lowest[0] < UNDERFLOW <= lowest[1]
     loss, grads = _loss_and_grads(stack, pairs, bags.targets, 0.0, fused_path=True)
     ref_loss, ref_grads = _loss_and_grads(stack, pairs, bags.targets, 0.0, fused_path=False)
