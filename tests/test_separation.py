@@ -1,3 +1,4 @@
+import contextlib
 import warnings
 
 import numpy as np
@@ -7,7 +8,14 @@ from sklearn.svm import LinearSVC
 
 from headcoop.metrics.cache import collect
 from headcoop.metrics.classes import labels
-from headcoop.metrics.separation import fit_separators, separation_accuracy
+from headcoop.metrics.separation import (
+    _fit_batches,
+    _parent_rows,
+    _subsample,
+    _with_intercept,
+    fit_separators,
+    separation_accuracy,
+)
 from headcoop.metrics.subsets import all_subsets
 
 
@@ -18,6 +26,16 @@ def outputs(trained, task):
         collect(trained, task, task.split("test")),
     )
     return (train.z[:, 0], labels(task, train.targets), test.z[:, 0], labels(task, test.targets))
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int):
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def objective(w: np.ndarray, x: np.ndarray, y: np.ndarray, C: float) -> float:
@@ -95,3 +113,60 @@ def test_a_class_missing_from_training_is_never_predicted():
     train = y != 2
     acc = separation_accuracy(x[train], y[train], x, y, torch.ones(1, 1, dtype=torch.bool))
     assert acc.item() <= 2 / 3
+
+
+def _objectives(weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    signed = _with_intercept(x.flatten(1)) * torch.where(y, 1.0, -1.0).double()[:, None]
+    slack = (1 - weights @ signed.T).clamp(min=0)
+    return 0.5 * (weights * weights).sum(-1) + 1000 * (slack**2).sum(-1)
+
+
+@pytest.mark.parametrize("sets", ["all of 10 heads", "random"])
+def test_the_tree_and_the_batches_reach_the_same_optima(outputs, sets):
+    """The CPU solver down the tree of sets (`svm_tree`) against the batched one that other
+    devices use: the same objective to rounding, the same test predictions, on every set of
+    heads 0-9 (one tree) and on random sets (most without a parent: subsample starts)."""
+    x, labels_, x_test, _ = outputs
+    y = labels_ == 1
+    masks = random_masks(300, seed=2) if sets == "random" else all_subsets(10)
+    masks = torch.cat([masks, masks.new_zeros(len(masks), 16 - masks.shape[1])], 1)
+    tree = fit_separators(x, y, masks)
+    signed = _with_intercept(x.flatten(1)) * torch.where(y, 1.0, -1.0).double()[:, None]
+    keep = torch.cat([masks.repeat_interleave(2, 1), masks.new_ones(len(masks), 1)], 1)
+    sample = _subsample(len(y), x.device)
+    batches = _fit_batches(signed, keep, _parent_rows(masks), sample, 1000.0, 100, False)
+    assert (tree[~keep] == 0).all()
+    ours, theirs = _objectives(tree, x, y), _objectives(batches, x, y)
+    assert ((ours - theirs).abs() <= 1e-9 * theirs).all()
+    test = _with_intercept(x_test.flatten(1))
+    assert ((tree @ test.T > 0) == (batches @ test.T > 0)).float().mean() > 0.9999
+
+
+def test_the_tree_gives_the_same_weights_on_any_number_of_threads(outputs):
+    x, labels_, _, _ = outputs
+    masks = all_subsets(16)[: 2**11]
+    weights = []
+    for threads in (1, 2):
+        with _torch_threads(threads):
+            weights.append(fit_separators(x, labels_ == 1, masks))
+    assert torch.equal(*weights)
+
+
+def test_the_forest_is_walked_parents_first_with_each_subtree_in_one_run():
+    from headcoop.metrics.svm_tree import _forest, _jobs
+
+    masks = torch.cat([all_subsets(6), random_masks(40, seed=3)[:, :6]]).unique(dim=0)
+    masks = masks[torch.randperm(len(masks), generator=torch.Generator().manual_seed(0))]
+    parent = _parent_rows(masks).numpy()
+    order, size, depth = _forest(parent)
+    assert sorted(order.tolist()) == list(range(len(masks)))
+    position = np.empty_like(order)
+    position[order] = np.arange(len(order))
+    for row, p in enumerate(parent):
+        if p >= 0:
+            assert position[p] < position[row] and depth[row] == depth[p] + 1
+            assert position[row] + size[row] <= position[p] + size[p]  # inside its parent's run
+        members = order[position[row] : position[row] + size[row]]
+        assert (masks[members] >= masks[row]).all()  # every member holds the root's heads
+    trunk, jobs = _jobs(order, size, parent)
+    assert sorted(np.concatenate([trunk, *jobs]).tolist()) == list(range(len(masks)))

@@ -128,16 +128,18 @@ class LogitDecomposition:
         if definition not in DEFINITIONS:
             raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
         masks, tokens = masks.to(self.heads.device), tokens.to(self.heads.device)
-        heads = self.heads[:, read][..., tokens]  # [example head token]
-        constant = self.attn_bias[tokens]  # [token]
+        heads = self.heads[:, read][..., tokens].permute(2, 1, 0)  # [token head example]
+        constant = self.attn_bias[tokens][:, None, None]  # [token 1 1]
         if definition == "direct":
-            constant = constant + self.direct[:, read][..., tokens]  # [example token]
+            constant = constant + self.direct[:, read][..., tokens].T[:, None]  # [token 1 example]
+        bias = self.bias[tokens][:, None, None]
         chunks = []
         for m in masks.float().split(SUBSET_CHUNK):
-            numer = constant + torch.einsum("sh,eht->set", m, heads)  # [subset example token]
+            numer = constant + m @ heads  # [token subset example]
             scale = self._ablated_scale(m, read) if definition == "direct" else self.scale[:, read]
-            chunks.append(numer / scale[..., None] + self.bias[tokens])
-        return torch.cat(chunks)
+            chunks.append(numer / scale + bias)
+        # Laid out token first, so that a choice among the tokens reduces over the outer axis.
+        return torch.cat(chunks, dim=1).permute(1, 2, 0)
 
     def direct_share(self, read: int, tokens: Int[torch.Tensor, " token"]) -> float:
         """The direct path's share of the choice among ``tokens`` at ``read``: the mean norm of
@@ -156,7 +158,9 @@ class LogitDecomposition:
     ) -> Float[torch.Tensor, "subset example"]:
         if self.gram is None:
             return masks.new_ones(masks.shape[0], self.heads.shape[0])
-        quad = torch.einsum("sh,ehg,sg->se", masks, self.gram[:, read], masks)
+        i, j = torch.triu_indices(*self.gram.shape[-2:], device=masks.device)
+        both = torch.where(i == j, 1.0, 2.0)  # an off-diagonal pair counts twice
+        quad = (masks[:, i] * masks[:, j]) @ (self.gram[:, read, i, j] * both).T  # [subset example]
         linear = 2 * masks @ self.cross[:, read].T
         return (self.rest_sq[:, read] + linear + quad + self.eps).sqrt()
 

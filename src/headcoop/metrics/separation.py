@@ -19,10 +19,17 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
+from headcoop.metrics.classes import highest
+from headcoop.metrics.svm_tree import fit_tree
+
 CHUNK_ELEMENTS = 4_000_000
 """Problems are fitted in batches whose [problem, example] arrays hold about this many numbers
 (about 500 sets at 7,000 examples): small enough to stay fast in cache, large enough to keep
 the per-batch overhead low."""
+
+
+SCORE_CHUNK = 4096
+"""Problems whose test scores are computed together."""
 
 
 def _chunk_size(n_examples: int) -> int:
@@ -59,11 +66,13 @@ def separation_accuracy(
     train_labels, test_labels = train_labels.to(train_x.device), test_labels.to(train_x.device)
     test_features = _with_intercept(test_x.flatten(1))
 
-    def scores(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
-        weights = fit_separators(train_x, positive, masks, C, max_iter, progress)
+    def fit(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
+        return fit_separators(train_x, positive, masks, C, max_iter, progress)
+
+    def scores(weights: torch.Tensor, rows: slice) -> torch.Tensor:
         return weights @ test_features.T  # [subset test_example]
 
-    return _one_vs_rest_accuracy(scores, train_labels, test_labels, len(masks))
+    return _one_vs_rest_accuracy(fit, scores, train_labels, test_labels, len(masks))
 
 
 def separation_accuracy_each(
@@ -85,38 +94,47 @@ def separation_accuracy_each(
     sample = _subsample(train_x.shape[1], train_x.device)
     train_labels, test_labels = train_labels.to(train_x.device), test_labels.to(train_x.device)
 
-    def scores(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
+    def fit(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
         signs = _signs(positive)
         out = []
-        chunks = zip(train_x.split(size), test_x.split(size), strict=True)
-        for train_chunk, test_chunk in tqdm(list(chunks), desc="s-acc", disable=not progress):
-            signed = _with_intercept(train_chunk).mT * signs  # [problem feature example]
+        for chunk in tqdm(train_x.split(size), desc="s-acc", disable=not progress):
+            signed = _with_intercept(chunk).mT * signs  # [problem feature example]
             start = _newton(_Own(signed[..., sample]), C, max_iter)[0]
-            w = _newton(_Own(signed), C, max_iter, start)[0]
-            out.append((w[:, None] @ _with_intercept(test_chunk).mT)[:, 0])
-        return torch.cat(out)  # [problem test_example]
+            out.append(_newton(_Own(signed), C, max_iter, start)[0])
+        return torch.cat(out)  # [problem feature]
 
-    return _one_vs_rest_accuracy(scores, train_labels, test_labels, len(train_x))
+    def scores(weights: torch.Tensor, rows: slice) -> torch.Tensor:
+        return (weights[:, None] @ _with_intercept(test_x[rows]).mT)[:, 0]
+
+    return _one_vs_rest_accuracy(fit, scores, train_labels, test_labels, len(train_x))
 
 
 def _one_vs_rest_accuracy(
-    scores: Callable[[torch.Tensor], torch.Tensor],
+    fit: Callable[[torch.Tensor], torch.Tensor],
+    scores: Callable[[torch.Tensor, slice], torch.Tensor],
     train_labels: torch.Tensor,
     test_labels: torch.Tensor,
     n_problems: int,
 ) -> torch.Tensor:
-    """Test accuracy of separators fitted by ``scores`` (positive examples -> test scores
-    [problem test_example]): one for the second class against the first when training has two
-    classes, else one per class, the highest winning."""
+    """Test accuracy of separators fitted by ``fit`` (positive examples -> weights [problem
+    feature]) and scored by ``scores`` (weights of some problems, their rows -> test scores
+    [problem test_example]): one separator for the second class against the first when
+    training has two classes, else one per class, the highest winning. Scored a chunk of
+    problems at a time (the scores of all would take gigabytes)."""
     classes = train_labels.unique()  # sorted, as LinearSVC's classes_
     if len(classes) == 1:
         return (test_labels == classes[0]).float().mean().expand(n_problems).clone()
-    if len(classes) == 2:
-        predicted = classes[(scores(train_labels == classes[1]) > 0).long()]
-    else:
-        per_class = torch.stack([scores(train_labels == c) for c in classes])
-        predicted = classes[per_class.argmax(0)]
-    return (predicted == test_labels).float().mean(-1)
+    weights = [fit(train_labels == c) for c in (classes[1:] if len(classes) == 2 else classes)]
+    accuracy = []
+    for start in range(0, n_problems, SCORE_CHUNK):
+        rows = slice(start, start + SCORE_CHUNK)
+        if len(classes) == 2:
+            hit = (scores(weights[0][rows], rows) > 0) == (test_labels == classes[1])
+        else:
+            per_class = torch.stack([scores(w[rows], rows) for w in weights])
+            hit = classes[highest(per_class)] == test_labels
+        accuracy.append(hit.float().mean(-1))
+    return torch.cat(accuracy)
 
 
 def fit_separators(
@@ -129,52 +147,71 @@ def fit_separators(
 ) -> Float[torch.Tensor, "subset feature"]:
     """The optimal (w, intercept) of each set of heads; zero on the features of other heads.
 
-    Sets are solved smallest first. A set whose parent (the set less its highest head) is
-    among ``masks`` starts from the parent's optimum; any other starts from the optimum on a
-    subsample of the examples. Either way only a few Newton steps remain on all the examples.
-    A child starting from its parent's optimum has the parent's margins, so its first Gram
-    matrix is the parent's last, corrected for any example whose margin rounds to the other
-    side of 1 (each set's last Gram matrix and active examples are kept: [set, feature pair]
-    floats and [set, example] booleans).
+    A set whose parent (the set less its highest head) is among ``masks`` starts from the
+    parent's optimum; any other starts from the optimum on a subsample of the examples. Either
+    way only a few Newton steps remain on all the examples. On the CPU the sets are solved one
+    at a time down the tree of sets (`headcoop.metrics.svm_tree`, on
+    ``torch.get_num_threads()`` threads); on other devices in batches (`_fit_batches`).
     """
     signed = _with_intercept(x.flatten(1)) * _signs(y)[:, None]  # [example feature]
-    products = _Shared.products(signed)
-    d_head, n_sets = x.shape[-1], len(masks)
-    device = x.device
-    masks = masks.to(device)
+    masks = masks.to(x.device)
+    keep = torch.cat(
+        [masks.repeat_interleave(x.shape[-1], dim=1), masks.new_ones(len(masks), 1)], 1
+    )
+    parents = _parent_rows(masks)
+    sample = _subsample(len(y), x.device)
+    if x.device.type != "cpu":
+        return _fit_batches(signed, keep, parents, sample, C, max_iter, progress)
+    arrays = (t.numpy() for t in (signed, sample, keep, parents))
+    return torch.from_numpy(fit_tree(*arrays, C, max_iter, torch.get_num_threads(), progress))
+
+
+def _parent_rows(masks: Bool[torch.Tensor, "subset head_index"]) -> Int[torch.Tensor, " subset"]:
+    """The row of each set's parent (the set less its highest head), or -1 if the set is
+    empty or its parent is not among the rows."""
+    device = masks.device
     codes = (masks.long() << torch.arange(masks.shape[1], device=device)).sum(-1)
     parents = codes - (1 << torch.floor(torch.log2(codes.clamp(min=1).double())).long())
     parents = torch.where(codes > 0, parents, -1)
     row_of = torch.full((int(codes.max()) + 1,), -1, device=device)
-    row_of[codes] = torch.arange(n_sets, device=device)
-    parent_rows = torch.where(parents >= 0, row_of[parents.clamp(min=0)], -1)
-    sample = _subsample(len(y), device)
+    row_of[codes] = torch.arange(len(masks), device=device)
+    return torch.where(parents >= 0, row_of[parents.clamp(min=0)], -1)
 
+
+def _fit_batches(
+    signed: Float[torch.Tensor, "example feature"],
+    keep: Bool[torch.Tensor, "subset feature"],
+    parents: Int[torch.Tensor, " subset"],
+    sample: Int[torch.Tensor, " sample"],
+    C: float,
+    max_iter: int,
+    progress: bool,
+) -> Float[torch.Tensor, "subset feature"]:
+    """`fit_separators` in batches of sets, smallest sets first. A child starting from its
+    parent's optimum has the parent's margins, so its first Gram matrix is the parent's last,
+    corrected for any example whose margin rounds to the other side of 1 (each set's last
+    Gram matrix and active examples are kept: [set, feature pair] floats and [set, example]
+    booleans)."""
+    products = _Shared.products(signed)
+    n_sets, device = len(keep), signed.device
     weights = torch.zeros(n_sets, signed.shape[1], dtype=torch.float64, device=device)
     grams = torch.zeros(n_sets, products.shape[1], dtype=torch.float64, device=device)
-    actives = torch.zeros(n_sets, len(y), dtype=torch.bool, device=device)
+    actives = torch.zeros(n_sets, len(signed), dtype=torch.bool, device=device)
     # Which sets are solved; the last entry stands for "no parent", and stays False.
     solved = torch.zeros(n_sets + 1, dtype=torch.bool, device=device)
-    order = masks.sum(-1).argsort(stable=True)  # parents before children
-    chunks = order.split(_chunk_size(len(y)))
+    order = keep.sum(-1).argsort(stable=True)  # parents before children
+    chunks = order.split(_chunk_size(len(signed)))
     for rows in tqdm(chunks, desc="s-acc", disable=not progress, unit="chunk"):
-        keep = torch.cat(
-            [
-                masks[rows].repeat_interleave(d_head, dim=1),
-                torch.ones(len(rows), 1, dtype=torch.bool, device=device),
-            ],
-            dim=1,
-        )  # [set feature]
-        parent = parent_rows[rows]
-        start = weights[parent.clamp(min=0)] * keep
+        parent = parents[rows]
+        start = weights[parent.clamp(min=0)] * keep[rows]
         orphans = ~solved[parent]  # no parent among the sets, or not solved yet
         known = None
         if orphans.any():
-            subsample = _Shared(signed[sample], keep[orphans], products[sample])
+            subsample = _Shared(signed[sample], keep[rows][orphans], products[sample])
             start[orphans] = _newton(subsample, C, max_iter)[0]
         else:
             known = (grams[parent], actives[parent])
-        problems = _Shared(signed, keep, products)
+        problems = _Shared(signed, keep[rows], products)
         weights[rows], grams[rows], actives[rows] = _newton(problems, C, max_iter, start, known)
         solved[rows] = True
     return weights

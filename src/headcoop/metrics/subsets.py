@@ -8,12 +8,15 @@ path kept), without a forward pass.
 
 import itertools
 import math
+from typing import no_type_check
 
+import numba
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 
 from headcoop.metrics.attribution import SUBSET_CHUNK, LogitDecomposition
+from headcoop.metrics.classes import highest
 
 
 def all_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
@@ -107,9 +110,11 @@ def set_metrics(
     of sets at a time."""
     l_acc, aucs = [], []
     candidates = candidates.to(targets.device)
+    match = targets[:, None] == candidates
+    target_index = torch.where(match.any(-1), match.int().argmax(-1), -1)  # [example]
     for chunk in masks.to(targets.device).split(SUBSET_CHUNK):
         logits = decomposition.set_logits(chunk, read, candidates, definition)
-        l_acc.append((candidates[logits.argmax(-1)] == targets).float().mean(-1))
+        l_acc.append((highest(logits.permute(2, 0, 1)) == target_index).float().mean(-1))
         if with_auc:
             aucs.append(_candidate_auc(logits, targets, candidates))
     return torch.cat(l_acc), torch.cat(aucs) if with_auc else None
@@ -137,25 +142,50 @@ def auc(
     """ROC AUC of each row of scores (tied scores count one half): the share of (positive,
     negative) pairs that the scores order correctly.
 
-    Each row is sorted twice with each example's class as a last tie-breaking bit. With
-    negatives first among equal scores, a positive at sorted position i has i - (positives
-    before it) negatives before it, those scored at most as high; with positives first, those
-    scored strictly lower. The two counts, summed over the positives, give the pairs with ties
-    at one half.
+    Each row's positive and negative scores are sorted apart. For every positive, the sorted
+    negatives give those scored strictly lower and those scored at most as high; the two
+    counts, summed over the positives, are twice the pairs with ties at one half.
 
     >>> auc(torch.tensor([[0.1, 0.4, 0.35, 0.8], [1.0, 1.0, 1.0, 1.0]]),
     ...     torch.tensor([False, False, True, True])).tolist()
     [0.75, 0.5]
     """
-    keys = _ordered_bits(scores).long() << 1  # [subset example], ordered as the scores
+    keys = _ordered_bits(scores)  # [subset example], ordered as the scores
     n_pos = int(positive.sum())
     n_neg = positive.numel() - n_pos
-    positions = torch.arange(positive.numel(), dtype=torch.float64, device=scores.device)
-    pairs = -n_pos * (n_pos - 1.0)  # the positives before each positive, over both sorts
-    for last_bit in (positive, ~positive):  # negatives first, then positives first
-        is_pos = (_sort_rows(keys | last_bit.long()) & 1) == int(last_bit is positive)
-        pairs = pairs + is_pos.double() @ positions
+    pairs = _twice_pairs_below(_sort_rows(keys[:, positive]), _sort_rows(keys[:, ~positive]))
     return (pairs / (2 * n_pos * n_neg)).float()
+
+
+def _twice_pairs_below(
+    pos: Int[torch.Tensor, "row n_pos"], neg: Int[torch.Tensor, "row n_neg"]
+) -> Float[torch.Tensor, " row"]:
+    """Over each row's (sorted) positives, the negatives (sorted) strictly below each plus
+    those at most equal to it. On the CPU in one merge of the two lists (`_merge_count`)."""
+    if pos.device.type == "cpu":
+        return torch.from_numpy(_merge_count(pos.numpy(), neg.numpy()))
+    below = torch.searchsorted(neg, pos).sum(-1) + torch.searchsorted(neg, pos, right=True).sum(-1)
+    return below.double()
+
+
+@no_type_check  # compiled by numba: no runtime type checks
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _merge_count(pos, neg):
+    n_rows, n_pos = pos.shape
+    n_neg = neg.shape[1]
+    out = np.empty(n_rows)
+    for r in range(n_rows):
+        p, q = pos[r], neg[r]
+        lower, at_most, total = 0, 0, 0
+        for i in range(n_pos):
+            while lower < n_neg and q[lower] < p[i]:
+                lower += 1
+            at_most = max(at_most, lower)
+            while at_most < n_neg and q[at_most] <= p[i]:
+                at_most += 1
+            total += lower + at_most
+        out[r] = total
+    return out
 
 
 def _ordered_bits(x: Float[torch.Tensor, "*shape"]) -> Int[torch.Tensor, "*shape"]:
