@@ -11,7 +11,7 @@ from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import (
     _fit_batches,
     _parent_rows,
-    _subsample,
+    _problem,
     _with_intercept,
     fit_separators,
     separation_accuracy,
@@ -131,10 +131,8 @@ def test_the_tree_and_the_batches_reach_the_same_optima(outputs, sets):
     masks = random_masks(300, seed=2) if sets == "random" else all_subsets(10)
     masks = torch.cat([masks, masks.new_zeros(len(masks), 16 - masks.shape[1])], 1)
     tree = fit_separators(x, y, masks)
-    signed = _with_intercept(x.flatten(1)) * torch.where(y, 1.0, -1.0).double()[:, None]
+    batches = _fit_batches(*_problem(x, y, masks), 1000.0, 100, False)
     keep = torch.cat([masks.repeat_interleave(2, 1), masks.new_ones(len(masks), 1)], 1)
-    sample = _subsample(len(y), x.device)
-    batches = _fit_batches(signed, keep, _parent_rows(masks), sample, 1000.0, 100, False)
     assert (tree[~keep] == 0).all()
     ours, theirs = _objectives(tree, x, y), _objectives(batches, x, y)
     assert ((ours - theirs).abs() <= 1e-9 * theirs).all()

@@ -153,17 +153,26 @@ def fit_separators(
     at a time down the tree of sets (`headcoop.metrics.svm_tree`, on
     ``torch.get_num_threads()`` threads); on other devices in batches (`_fit_batches`).
     """
-    signed = _with_intercept(x.flatten(1)) * _signs(y)[:, None]  # [example feature]
+    problem = _problem(x, y, masks)
+    if x.device.type != "cpu":
+        return _fit_batches(*problem, C, max_iter, progress)
+    arrays = (t.numpy() for t in problem)
+    return torch.from_numpy(fit_tree(*arrays, C, max_iter, torch.get_num_threads(), progress))
+
+
+def _problem(
+    x: Float[torch.Tensor, "example head_index d_head"],
+    y: Bool[torch.Tensor, " example"],
+    masks: Bool[torch.Tensor, "subset head_index"],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What either solver takes: the signed features [example feature] (the intercept's 1
+    last), each set's features [subset feature], its parent's row and the subsample."""
+    signed = _with_intercept(x.flatten(1)) * _signs(y)[:, None]
     masks = masks.to(x.device)
     keep = torch.cat(
         [masks.repeat_interleave(x.shape[-1], dim=1), masks.new_ones(len(masks), 1)], 1
     )
-    parents = _parent_rows(masks)
-    sample = _subsample(len(y), x.device)
-    if x.device.type != "cpu":
-        return _fit_batches(signed, keep, parents, sample, C, max_iter, progress)
-    arrays = (t.numpy() for t in (signed, sample, keep, parents))
-    return torch.from_numpy(fit_tree(*arrays, C, max_iter, torch.get_num_threads(), progress))
+    return signed, keep, _parent_rows(masks), _subsample(len(y), x.device)
 
 
 def _parent_rows(masks: Bool[torch.Tensor, "subset head_index"]) -> Int[torch.Tensor, " subset"]:

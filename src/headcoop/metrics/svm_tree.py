@@ -33,9 +33,9 @@ JOBS = 64
 
 def fit_tree(
     signed: np.ndarray,
-    sample: np.ndarray,
     keep: np.ndarray,
     parent: np.ndarray,
+    sample: np.ndarray,
     C: float,
     max_iter: int,
     threads: int,
@@ -46,9 +46,9 @@ def fit_tree(
     Args:
         signed: ndarray of shape (n_examples, n_features), float64: each example's features
             (the intercept's 1 last) times its class sign.
-        sample: indices of the examples whose optimum starts a set without a parent.
         keep: ndarray of shape (n_sets, n_features), bool: each set's features.
         parent: ndarray of shape (n_sets,): each set's parent row (a subset of it), or -1.
+        sample: indices of the examples whose optimum starts a set without a parent.
         C, max_iter: as `headcoop.metrics.separation.fit_separators`.
         threads: threads that solve the jobs.
         progress: show a progress bar over the jobs.
