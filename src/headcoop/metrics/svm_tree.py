@@ -217,6 +217,7 @@ def _start(xt, xr, cols, needed, w, margins, active, gram):
 @no_type_check  # compiled by numba: no runtime type checks
 @numba.njit(fastmath=_FASTMATH, cache=True, nogil=True, error_model="numpy")
 def _rebuild_gram(xr, needed, active, gram):
+    """gram[needed, needed] = the sum of x x^T over the active examples."""
     for a in needed:
         for b in needed:
             gram[a, b] = 0.0
