@@ -92,3 +92,18 @@ def test_roc_auc_of_more_candidates_is_the_mean_one_vs_rest_auc():
         ]
         assert ours[k].item() == pytest.approx(sum(per) / 3, abs=1e-6)
     assert ours[1] > ours[0]
+
+
+def test_the_merge_and_the_binary_search_count_the_same_pairs():
+    """The CPU's merge (`_merge_count`) and the other devices' binary search agree, ties
+    (many equal keys) included."""
+    from headcoop.metrics.subsets import _merge_count, _search_count
+
+    gen = torch.Generator().manual_seed(0)
+    pos = torch.randint(-5, 6, (40, 37), generator=gen, dtype=torch.int32).sort(-1).values
+    neg = torch.randint(-5, 6, (40, 23), generator=gen, dtype=torch.int32).sort(-1).values
+    merged = torch.from_numpy(_merge_count(pos.numpy(), neg.numpy()))
+    below = (neg[:, None, :] < pos[:, :, None]).sum((1, 2))
+    at_most = (neg[:, None, :] <= pos[:, :, None]).sum((1, 2))
+    assert torch.equal(merged, (below + at_most).double())
+    assert torch.equal(_search_count(pos, neg), merged)

@@ -161,9 +161,16 @@ def _twice_pairs_below(
     pos: Int[torch.Tensor, "row n_pos"], neg: Int[torch.Tensor, "row n_neg"]
 ) -> Float[torch.Tensor, " row"]:
     """Over each row's (sorted) positives, the negatives (sorted) strictly below each plus
-    those at most equal to it. On the CPU in one merge of the two lists (`_merge_count`)."""
+    those at most equal to it. On the CPU in one merge of the two lists (`_merge_count`), on
+    other devices by binary search (`_search_count`)."""
     if pos.device.type == "cpu":
         return torch.from_numpy(_merge_count(pos.numpy(), neg.numpy()))
+    return _search_count(pos, neg)
+
+
+def _search_count(
+    pos: Int[torch.Tensor, "row n_pos"], neg: Int[torch.Tensor, "row n_neg"]
+) -> Float[torch.Tensor, " row"]:
     below = torch.searchsorted(neg, pos).sum(-1) + torch.searchsorted(neg, pos, right=True).sum(-1)
     return below.double()
 
