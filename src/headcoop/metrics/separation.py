@@ -9,8 +9,10 @@ the intercept a feature of value 1 that is penalised too, as in liblinear):
 It is convex and piecewise quadratic, so Newton's method with the current set of margin
 violators ("active" examples) reaches the exact optimum in a few steps: once a step leaves the
 active set unchanged, the gradient is zero. Every set of heads is the same problem on the full
-feature vector with the other heads' features held at zero, so a whole batch of sets shares one
-set of tensors (`_Shared`); heads of different models each bring their own features (`_Own`).
+feature vector with the other heads' features held at zero. On the CPU the sets of one model
+are solved one at a time down the tree of sets (`headcoop.metrics.svm_tree`); elsewhere a whole
+batch of sets shares one set of tensors (`_Shared`). Heads of different models each bring
+their own features (`_Own`), solved in batches on any device.
 """
 
 from collections.abc import Callable
