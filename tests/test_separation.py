@@ -115,8 +115,7 @@ def test_a_class_missing_from_training_is_never_predicted():
     assert acc.item() <= 2 / 3
 
 
-def _objectives(weights: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    signed = _with_intercept(x.flatten(1)) * torch.where(y, 1.0, -1.0).double()[:, None]
+def _objectives(weights: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
     slack = (1 - weights @ signed.T).clamp(min=0)
     return 0.5 * (weights * weights).sum(-1) + 1000 * (slack**2).sum(-1)
 
@@ -131,10 +130,11 @@ def test_the_tree_and_the_batches_reach_the_same_optima(outputs, sets):
     masks = random_masks(300, seed=2) if sets == "random" else all_subsets(10)
     masks = torch.cat([masks, masks.new_zeros(len(masks), 16 - masks.shape[1])], 1)
     tree = fit_separators(x, y, masks)
-    batches = _fit_batches(*_problem(x, y, masks), 1000.0, 100, False)
-    keep = torch.cat([masks.repeat_interleave(2, 1), masks.new_ones(len(masks), 1)], 1)
+    problem = _problem(x, y, masks)
+    batches = _fit_batches(*problem, 1000.0, 100, False)
+    signed, keep = problem[:2]
     assert (tree[~keep] == 0).all()
-    ours, theirs = _objectives(tree, x, y), _objectives(batches, x, y)
+    ours, theirs = _objectives(tree, signed), _objectives(batches, signed)
     assert ((ours - theirs).abs() <= 1e-9 * theirs).all()
     test = _with_intercept(x_test.flatten(1))
     assert ((tree @ test.T > 0) == (batches @ test.T > 0)).float().mean() > 0.9999

@@ -32,15 +32,26 @@ def labels(
     [0, 1]
     """
     read = task.decision if read is None else read
-    candidates = candidate_ids(task, read)
-    match = targets[:, read, None] == candidates  # [example candidate]
-    if not match.any(-1).all():
-        bad = int(targets[~match.any(-1), read][0])
+    index = candidate_index(targets[:, read], candidate_ids(task, read))
+    if (index < 0).any():
+        bad = int(targets[index < 0, read][0])
         raise HeadcoopError(
             f"task {task.name!r}: target {task.vocab[bad]!r} is not a candidate of readout "
             f"{task.readouts[read].name!r}"
         )
-    return match.long().argmax(-1)
+    return index
+
+
+def candidate_index(
+    targets: Int[torch.Tensor, " example"], candidates: Int[torch.Tensor, " candidate"]
+) -> Int[torch.Tensor, " example"]:
+    """The index of each target among ``candidates`` (token ids), -1 where it is none of them.
+
+    >>> candidate_index(torch.tensor([5, 4, 7]), torch.tensor([4, 5])).tolist()
+    [1, 0, -1]
+    """
+    match = targets[:, None] == candidates.to(targets.device)  # [example candidate]
+    return torch.where(match.any(-1), match.long().argmax(-1), -1)
 
 
 def majority_share(labels: Int[torch.Tensor, " example"]) -> float:

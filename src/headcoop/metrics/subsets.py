@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from headcoop.metrics.attribution import SUBSET_CHUNK, LogitDecomposition
-from headcoop.metrics.classes import highest
+from headcoop.metrics.classes import candidate_index, highest
 
 
 def all_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
@@ -110,8 +110,7 @@ def set_metrics(
     of sets at a time."""
     l_acc, aucs = [], []
     candidates = candidates.to(targets.device)
-    match = targets[:, None] == candidates
-    target_index = torch.where(match.any(-1), match.int().argmax(-1), -1)  # [example]
+    target_index = candidate_index(targets, candidates)  # -1: no candidate, never predicted
     for chunk in masks.to(targets.device).split(SUBSET_CHUNK):
         logits = decomposition.set_logits(chunk, read, candidates, definition)
         l_acc.append((highest(logits.permute(2, 0, 1)) == target_index).float().mean(-1))

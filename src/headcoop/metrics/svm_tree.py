@@ -165,6 +165,9 @@ def _solve_sequence(xt, xr, sample_xt, sample_xr, nodes, parent, keep, need, wei
     grams = np.zeros((levels, n_features, n_features))
     held = np.full(levels, -1)  # the set whose state each level holds
     work = _scratch(n_examples, n_features)
+    n_sample = len(sample_xr)  # the state of a set without a parent, solved on the sample
+    sample_margins, sample_active = np.empty(n_sample), np.empty(n_sample, np.bool_)
+    sample_gram, sample_work = np.empty((n_features, n_features)), _scratch(n_sample, n_features)
     top = -1
     for node in nodes:
         p = parent[node]
@@ -184,11 +187,9 @@ def _solve_sequence(xt, xr, sample_xt, sample_xr, nodes, parent, keep, need, wei
                 w[:] = weights[p]
             else:
                 w[:] = 0.0
-                m, a = np.zeros(len(sample_xr)), np.empty(len(sample_xr), np.bool_)
-                g = np.zeros((n_features, n_features))
-                _start(sample_xt, sample_xr, cols, cols, w, m, a, g)
-                _newton(sample_xt, sample_xr, cols, cols, w, m, a, g, C, max_iter,
-                        _scratch(len(sample_xr), n_features))  # fmt: skip
+                sample_state = (w, sample_margins, sample_active, sample_gram)
+                _start(sample_xt, sample_xr, cols, cols, *sample_state)
+                _newton(sample_xt, sample_xr, cols, cols, *sample_state, C, max_iter, sample_work)
             _start(xt, xr, cols, needed, w, margins[level], active[level], grams[level])
         _newton(xt, xr, cols, needed, w, margins[level], active[level], grams[level], C,
                 max_iter, work)  # fmt: skip
