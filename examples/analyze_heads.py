@@ -9,10 +9,10 @@ import sys
 import torch
 
 import headcoop
-from headcoop.analysis.dynamics import trajectory
-from headcoop.analysis.interventions import attention_sweep
+from headcoop.engine.cache import collect
+from headcoop.heads.dynamics import trajectory
+from headcoop.heads.interventions import attention_sweep
 from headcoop.metrics.attribution import decompose
-from headcoop.metrics.cache import collect
 from headcoop.tasks import candidate_ids
 
 run = sys.argv[1] if len(sys.argv) > 1 else "runs/paper"

@@ -26,12 +26,12 @@ def main() -> None:
 
     from headcoop import Count01, TrainConfig, build_model
     from headcoop.paper.compute import grid_stacks, table1_stacks
-    from headcoop.paper.plan import FigurePlan
+    from headcoop.paper.plan import Plan
     from headcoop.training.trainer import _StackedStep, make_optimizer
 
     torch.set_num_threads(1)
     torch.set_flush_denormal(True)  # as in training
-    plan, task, cfg = FigurePlan.paper(), Count01(), TrainConfig()
+    plan, task, cfg = Plan.paper(), Count01(), TrainConfig()
     stacks = [("Table 1", s) for s in table1_stacks(plan)]
     stacks += [("Fig 2 grid", s) for s in grid_stacks(plan)]
     print(f"torch {torch.__version__}, 1 thread, {args.rounds} x {args.steps} steps a path")
@@ -61,7 +61,7 @@ def _ms_per_step(step, optimizer, batches, generator, dropout, fused: bool) -> f
     (``fused``) or the torch path."""
     import time
 
-    from headcoop.engine.bags import batch_loss
+    from headcoop.engine.loss import batch_loss
 
     start = time.perf_counter()
     for rows in batches:

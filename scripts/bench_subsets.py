@@ -32,18 +32,18 @@ def main() -> None:
     from joblib import Parallel, delayed
 
     from headcoop import load_checkpoint, task_from_config
-    from headcoop.analysis.heads import SetMeasure
+    from headcoop.engine.cache import collect
+    from headcoop.heads.analyze import SetScorer
     from headcoop.metrics.attribution import DEFINITIONS, decompose
-    from headcoop.metrics.cache import collect
     from headcoop.metrics.separation import fit_separators
-    from headcoop.metrics.subsets import all_subsets, set_metrics
+    from headcoop.metrics.subsets import all_subsets, logit_metrics
 
     model, config = load_checkpoint(args.checkpoint)
     task = task_from_config(config["task"])
     start = time.perf_counter()
     train = collect(model, task, task.split("train"))
     test = collect(model, task, task.split("test"))
-    measure = SetMeasure(task, train, test, decompose(model, test))
+    measure = SetScorer(task, train, test, decompose(model, test))
     cache_seconds = time.perf_counter() - start
 
     masks = all_subsets(model.cfg.n_heads)
@@ -55,7 +55,7 @@ def main() -> None:
     timings = {}
     for definition in DEFINITIONS:
         start = time.perf_counter()
-        set_metrics(measure.decomposition, masks, targets, read, candidates, definition)
+        logit_metrics(measure.decomposition, masks, targets, read, candidates, definition)
         timings[f"l-acc, AUC ({definition})"] = time.perf_counter() - start
     start = time.perf_counter()
     s_acc = measure.s_acc(masks, progress=True)

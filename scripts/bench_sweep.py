@@ -39,12 +39,13 @@ def main() -> None:
     import torch
 
     from headcoop import Count01, TrainConfig, build_model, train_models
-    from headcoop.engine.bags import batch_loss, read_logits
+    from headcoop.engine.batches import read_logits
+    from headcoop.engine.loss import batch_loss
     from headcoop.paper.compute import grid_stacks, table1_stacks
-    from headcoop.paper.plan import FigurePlan
+    from headcoop.paper.plan import Plan
     from headcoop.runinfo import machine
 
-    task, plan = Count01(), FigurePlan.paper()
+    task, plan = Count01(), Plan.paper()
     cfg = TrainConfig(epochs=1)
     n_train = len(task.split("train"))
     info = machine()

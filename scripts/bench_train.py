@@ -42,7 +42,8 @@ def main() -> None:
         train,
         train_models,
     )
-    from headcoop.engine.bags import batch_loss, iter_batches, read_logits
+    from headcoop.engine.batches import iter_batches, read_logits
+    from headcoop.engine.loss import batch_loss
 
     paper = Count01()
     tiny = SplitSpec(8, n01=(0, 2), n2=(0, 2))  # validation each epoch costs next to nothing

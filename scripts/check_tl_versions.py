@@ -34,7 +34,7 @@ from headcoop.compat import parameters
 from headcoop.config import ModelConfig
 from headcoop.model import build_model
 from headcoop.tasks import task_from_config
-from headcoop.engine.bags import predict
+from headcoop.engine.run import predict
 from headcoop.training.checkpoint import load_checkpoint
 
 FULL = __FULL__

@@ -21,10 +21,10 @@ def main() -> None:
 
     from headcoop.metrics.attribution import SUFFIX
     from headcoop.paper.compute import FigureData
-    from headcoop.paper.plan import FigurePlan
+    from headcoop.paper.plan import Plan
     from headcoop.paper.summary import l_acc_counts
 
-    plan = FigurePlan.quick() if args.quick else FigurePlan.paper()
+    plan = Plan.quick() if args.quick else Plan.paper()
     data = FigureData(plan, args.cache, progress=True)
     for seed in plan.main_seeds:
         found = data.analysis(seed)

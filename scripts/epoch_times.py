@@ -36,10 +36,10 @@ def main() -> None:
     import headcoop.training.trainer as trainer_module
     from headcoop import Count01, TrainConfig, build_model
     from headcoop.paper.compute import grid_stacks, table1_stacks
-    from headcoop.paper.plan import FigurePlan
+    from headcoop.paper.plan import Plan
 
     torch.set_num_threads(1)
-    plan, task = FigurePlan.paper(), Count01()
+    plan, task = Plan.paper(), Count01()
     if args.table1_row is not None:
         experiments = table1_stacks(plan)[args.table1_row]
     else:

@@ -25,8 +25,8 @@ def main() -> None:
     import torch
 
     from headcoop import Count01, ModelConfig
-    from headcoop.analysis.dynamics import random_head_s_acc, trajectory, weighted_s_acc_correlation
     from headcoop.files import write_atomic
+    from headcoop.heads.dynamics import random_head_s_acc, trajectory, weighted_s_acc_correlation
     from headcoop.metrics.classes import SUCCESSFUL
 
     report: dict = {"runs": {}}

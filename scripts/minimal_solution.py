@@ -12,7 +12,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from headcoop import Count01, evaluate
-    from headcoop.tasks.minimal import minimal_solution
+    from headcoop.paper.minimal import minimal_solution
 
     task = Count01()
     for n in args.N:

@@ -2,7 +2,7 @@
 
 import torch
 
-from headcoop.engine.bags import read_logits
+from headcoop.engine.batches import read_logits
 
 
 def paper_logits_by_hook(model, bags, keep: torch.Tensor) -> torch.Tensor:

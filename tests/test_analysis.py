@@ -4,11 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-from headcoop.analysis.heads import analyze
 from headcoop.cli import main
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine.bags import evaluate, read_logits
+from headcoop.engine.batches import read_logits
+from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
+from headcoop.heads.analyze import analyze
 from headcoop.metrics.classes import SUCCESSFUL
 from headcoop.training.trainer import train
 from tests.hooks import paper_logits_by_hook

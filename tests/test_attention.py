@@ -1,16 +1,12 @@
 import pytest
 import torch
 
-from headcoop.analysis.heads import analyze
-from headcoop.analysis.interventions import (
-    attention_sweep,
-    fixed_attention_outputs,
-    intervention_curves,
-    ratio_weights,
-)
 from headcoop.config import ModelConfig
-from headcoop.metrics.attention import fixed_attention_hook, weight_ratio
-from headcoop.metrics.cache import collect
+from headcoop.engine.cache import collect
+from headcoop.engine.fixed_attention import fixed_attention_hook, fixed_attention_outputs
+from headcoop.heads.analyze import analyze
+from headcoop.heads.interventions import attention_sweep, intervention_curves, ratio_weights
+from headcoop.metrics.attention import weight_ratio
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy
 from headcoop.model import build_model

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from headcoop.engine.bags import read_logits
+from headcoop.engine.batches import read_logits
+from headcoop.engine.cache import collect
 from headcoop.metrics.attribution import decompose, head_unembed, head_weights
-from headcoop.metrics.cache import collect
 from headcoop.metrics.subsets import all_subsets
 from tests.hooks import paper_logits_by_hook
 

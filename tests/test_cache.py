@@ -1,7 +1,7 @@
 import torch
 
-from headcoop.engine.bags import predict
-from headcoop.metrics.cache import collect
+from headcoop.engine.cache import collect
+from headcoop.engine.run import predict
 
 
 def test_bag_and_full_caches_agree(trained, task):

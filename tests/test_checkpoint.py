@@ -6,7 +6,7 @@ from safetensors.torch import load_file, save_file
 
 from headcoop.compat import TL_VERSION, new_model, parameters
 from headcoop.config import ModelConfig
-from headcoop.engine.bags import predict
+from headcoop.engine.run import predict
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Count01

@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 
 import headcoop.training.sweep as sweep
-from headcoop.claims.evidence import Evidence
-from headcoop.claims.lab import LabPlan, Setting, factorial_settings, setting
-from headcoop.claims.registry import BY_ID, CLAIMS
 from headcoop.cli import main
 from headcoop.config import TrainConfig
-from headcoop.paper.plan import FigurePlan
+from headcoop.paper.claims import BY_ID, CLAIMS
+from headcoop.paper.evidence import Evidence
+from headcoop.paper.lab import Setting, factorial_settings, one_factor_settings, setting
+from headcoop.paper.plan import LabGrid, Plan
 
 
 def evidence(**changes) -> Evidence:
@@ -124,11 +124,11 @@ def test_evidence_survives_json():
 
 
 def test_one_factor_settings_change_one_factor_each():
-    plan = LabPlan()
-    settings = plan.one_factor_settings()
+    plan = Plan()
+    settings = one_factor_settings(plan)
     assert settings[0] == Setting("default") and len({s.name for s in settings}) == len(settings)
     assert all(len(s.changes) == 1 for s in settings[1:])
-    assert len(settings) == 1 + sum(len(levels) - 1 for _, levels in plan.factors)
+    assert len(settings) == 1 + sum(len(levels) - 1 for _, levels in plan.lab.factors)
     model, train = setting({"layernorm": False, "optimizer": "sgd"}).configs(plan)
     assert not model.layernorm and train.optimizer == "sgd" and train.lr == TrainConfig().lr
 
@@ -141,9 +141,9 @@ def test_the_factorial_crosses_the_factors_that_gain_most_at_their_best_levels()
             "gain": [2.0, 1.0, 1.5, -1.0, 0.5],
         }
     )
-    names = {s.name for s in factorial_settings(LabPlan(factorial=2), effects)}
+    names = {s.name for s in factorial_settings(Plan(lab=LabGrid(factorial=2)), effects)}
     assert names == {"lr=0.003 weight_decay=1.0"}
-    three = factorial_settings(LabPlan(factorial=3), effects)
+    three = factorial_settings(Plan(lab=LabGrid(factorial=3)), effects)
     assert len(three) == 4 and all(len(s.changes) > 1 for s in three)  # 2^3 minus 4 known
     assert not any("dropout" in s.name for s in three)  # a factor that only loses is left out
 
@@ -156,8 +156,8 @@ def test_the_quick_lab_writes_every_output_and_reruns_from_its_cache(tmp_path, m
     claims = pd.read_csv(out / "claims.csv")
     assert list(claims.columns) == ["setting", "seed", "claim", "statistic", "paper", "holds"]
     settings = pd.read_csv(out / "settings.csv")
-    plan = LabPlan.quick()
-    assert len(claims) == len(settings) * len(plan.seeds) * len(CLAIMS)
+    plan = Plan.quick()
+    assert len(claims) == len(settings) * len(plan.lab.seeds) * len(CLAIMS)
     assert set(claims["setting"]) == set(settings["setting"]) and "default" in set(
         claims["setting"]
     )
@@ -189,9 +189,9 @@ def test_the_calibrated_plan_trains_under_the_selected_setting(tmp_path, capsys)
         "layernorm": False,
         "train": {**TrainConfig().key_dict(), "weight_decay": 1.0},
     }
-    plan = FigurePlan.calibrated(selected)
+    plan = Plan.calibrated(selected)
     assert not plan.model.layernorm and plan.train.weight_decay == 1.0
-    assert plan.table1 == FigurePlan.paper().table1 and plan.key() != FigurePlan.paper().key()
+    assert plan.table1 == Plan.paper().table1 and plan.key() != Plan.paper().key()
     lab = str(tmp_path / "nowhere")
     assert main(["figures", "--calibrated", lab, "--out", str(tmp_path), "--no-png"]) == 1
     assert "selected.json is missing: run the claims lab first" in capsys.readouterr().err

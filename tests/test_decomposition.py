@@ -10,7 +10,10 @@ import torch
 from headcoop.cli import main
 from headcoop.compat import attention_scores, load_parameters, parameters
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.decomposition import (  # the public entry point the method is used by
+from headcoop.metrics.attention import weight_ratio
+from headcoop.model import build_model
+from headcoop.tasks import Count01, Induction
+from headcoop.trace import (  # the public entry point the method is used by
     all_pair_terms,
     component_order,
     contributions,
@@ -23,9 +26,6 @@ from headcoop.decomposition import (  # the public entry point the method is use
     sparsity,
     trace,
 )
-from headcoop.metrics.attention import weight_ratio
-from headcoop.model import build_model
-from headcoop.tasks import Count01, Induction
 from headcoop.training.trainer import train
 
 

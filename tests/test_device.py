@@ -9,7 +9,8 @@ import torch
 from headcoop.cli import main
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.device import resolve_device
-from headcoop.engine.bags import evaluate, read_logits
+from headcoop.engine.batches import read_logits
+from headcoop.engine.run import evaluate
 from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
@@ -75,7 +76,7 @@ def test_models_batches_and_stacks_follow_the_model_to_its_device():
 
 @pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU")
 def test_training_and_measuring_on_cuda_agree_with_the_cpu(tmp_path):
-    from headcoop.analysis.heads import analyze
+    from headcoop.heads.analyze import analyze
     from headcoop.training.trainer import train
 
     cfg = TrainConfig(epochs=2, dropout=0.0)

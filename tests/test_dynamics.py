@@ -2,18 +2,18 @@ import pandas as pd
 import pytest
 import torch
 
-from headcoop.analysis.dynamics import (
+from headcoop.config import ModelConfig, TrainConfig
+from headcoop.engine.cache import collect
+from headcoop.engine.stack import Stack
+from headcoop.errors import HeadcoopError
+from headcoop.heads.analyze import analyze
+from headcoop.heads.dynamics import (
     Trajectory,
     pearson,
     random_head_s_acc,
     trajectory,
     weighted_s_acc_correlation,
 )
-from headcoop.analysis.heads import analyze
-from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine.stack import Stack
-from headcoop.errors import HeadcoopError
-from headcoop.metrics.cache import collect
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import separation_accuracy, separation_accuracy_each
 from headcoop.model import build_model

@@ -4,16 +4,10 @@ import pytest
 import torch
 
 from headcoop.config import ModelConfig
-from headcoop.engine.bags import (
-    FULL_ATTENTION_BUDGET,
-    bag_exact,
-    batch_loss,
-    evaluate,
-    iter_batches,
-    multiplicity_hook,
-    predict,
-    read_logits,
-)
+from headcoop.engine.bags import bag_exact, multiplicity_hook
+from headcoop.engine.batches import FULL_ATTENTION_BUDGET, iter_batches, read_logits
+from headcoop.engine.loss import batch_loss
+from headcoop.engine.run import evaluate, predict
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Count01

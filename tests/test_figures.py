@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 import headcoop.paper.compute as compute
-from headcoop.claims.registry import BY_ID
 from headcoop.paper import plots_heads, plots_runs
+from headcoop.paper.claims import BY_ID
 from headcoop.paper.comparison import compare_with_paper
+from headcoop.paper.figures import make_figures
 from headcoop.paper.items import ITEMS as REPORT_ITEMS
-from headcoop.paper.plan import FigurePlan
-from headcoop.paper.report import make_figures
+from headcoop.paper.plan import Plan
 
 ITEMS = [f"fig{n:02d}" for n in range(1, 16)] + ["table1", "appendix_a"]
 CHROMIUM = shutil.which("chromium")
@@ -41,11 +41,11 @@ def test_every_item_is_written_with_its_data(report):
         if CHROMIUM:
             assert (out / f"{item}.png").stat().st_size > 1000, item
     assert (out / "plotly.min.js").exists()
-    assert len(pd.read_csv(out / "table1.csv")) == len(FigurePlan.quick().table1)
+    assert len(pd.read_csv(out / "table1.csv")) == len(Plan.quick().table1)
     for name in ("fig02_grid.csv", "table1_models.csv", "fig10_14_trajectories.csv"):
         assert not pd.read_csv(out / "data" / name).empty
     summary = json.loads((out / "summary.json").read_text())
-    plan = FigurePlan.quick()
+    plan = Plan.quick()
     assert sum(summary["head_classes_by_seed"]["0"].values()) == plan.model.n_heads
     assert len(summary["table1"]) == len(plan.table1)
     assert summary["random_heads"]["n"] == plan.random_heads
@@ -61,7 +61,7 @@ def test_the_report_lists_every_item_once_from_the_registry():
 
 def test_the_comparison_judges_the_registrys_claims_on_every_main_model(report):
     summary = json.loads((report / "out" / "summary.json").read_text())
-    n_models = len(FigurePlan.quick().main_seeds)
+    n_models = len(Plan.quick().main_seeds)
     assert set(summary["claims"]) == set(BY_ID)
     assert all(len(judged["values"]) == n_models for judged in summary["claims"].values())
 
@@ -88,7 +88,7 @@ def test_a_rerun_reads_the_cache_instead_of_training(report, tmp_path, monkeypat
     monkeypatch.setattr(compute, "train_stack", no_training)
     monkeypatch.setattr(compute, "run_sweep", no_training)
     monkeypatch.setattr(compute, "analyze", no_training)
-    summary = make_figures(FigurePlan.quick(), tmp_path, report / "cache", png=False)
+    summary = make_figures(Plan.quick(), tmp_path, report / "cache", png=False)
     assert summary["png"].startswith("PNGs were not asked for")
     assert (tmp_path / "index.html").exists()
 

@@ -8,7 +8,7 @@ import torch
 
 from headcoop.config import ModelConfig
 from headcoop.engine import fused
-from headcoop.engine.bags import batch_loss
+from headcoop.engine.loss import batch_loss
 from headcoop.engine.stack import UNDERFLOW, PairCounts, Stack
 from headcoop.model import build_model
 from headcoop.tasks import Count01

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from headcoop.engine.bags import evaluate, predict
+from headcoop.engine.run import evaluate, predict
+from headcoop.paper.minimal import minimal_solution
 from headcoop.tasks import Count01
-from headcoop.tasks.minimal import minimal_solution
 
 
 def test_the_minimal_solution_is_perfect_on_the_test_split_for_large_N():

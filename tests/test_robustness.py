@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 
 from headcoop.cli import build_parser, main
 from headcoop.config import ModelConfig
-from headcoop.engine.bags import evaluate
+from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.paper.plots_runs import table_figure
@@ -55,14 +55,14 @@ def test_analyze_checks_its_output_place_before_analysing(tmp_path, capsys, monk
     run = tmp_path / "run"
     assert main(["train", "--out", str(run), "--epochs", "1", *SMALL]) == 0
     capsys.readouterr()
-    monkeypatch.setattr("headcoop.analysis.heads.analyze", _must_not_run)
+    monkeypatch.setattr("headcoop.heads.analyze.analyze", _must_not_run)
     for place, fragment in bad_places(tmp_path):
         assert main(["analyze", str(run), "--out", str(place), "--quiet"]) == 1
         one_line_error(capsys, fragment)
 
 
 def test_figures_checks_out_and_cache_before_measuring(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("headcoop.paper.report.make_figures", _must_not_run)
+    monkeypatch.setattr("headcoop.paper.figures.make_figures", _must_not_run)
     for place, fragment in bad_places(tmp_path):
         for flag in ("--out", "--cache"):
             others = ["--cache", str(tmp_path / "c")] if flag == "--out" else []

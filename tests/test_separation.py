@@ -6,7 +6,7 @@ import pytest
 import torch
 from sklearn.svm import LinearSVC
 
-from headcoop.metrics.cache import collect
+from headcoop.engine.cache import collect
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import (
     _fit_batches,

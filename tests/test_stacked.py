@@ -5,7 +5,7 @@ import torch
 
 from headcoop.compat import attention_scale, load_parameters, parameters
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine.bags import read_logits
+from headcoop.engine.batches import read_logits
 from headcoop.engine.stack import PairCounts, Stack
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model

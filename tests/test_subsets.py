@@ -2,9 +2,9 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from headcoop.engine.bags import evaluate
+from headcoop.engine.cache import collect
+from headcoop.engine.run import evaluate
 from headcoop.metrics.attribution import decompose
-from headcoop.metrics.cache import collect
 from headcoop.metrics.subsets import all_subsets, auc, learned_accuracy, roc_auc, singles_and_pairs
 from headcoop.tasks.count01 import FIVE, FOUR
 

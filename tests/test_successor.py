@@ -6,13 +6,6 @@ import json
 import pytest
 import torch
 
-from headcoop.analysis.periodic import (
-    feature_table,
-    probe_features,
-    residue_means,
-    residue_shares,
-    steer,
-)
 from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
@@ -21,6 +14,13 @@ from headcoop.successor import (  # the public entry point the method is used by
     head_inputs,
     succession_scores,
     successor_heads,
+)
+from headcoop.successor.periodic import (
+    feature_table,
+    probe_features,
+    residue_means,
+    residue_shares,
+    steer,
 )
 from headcoop.tasks import Successor
 from headcoop.tasks.successor import DOMAINS, successors

@@ -9,21 +9,16 @@ import pytest
 import torch
 
 import headcoop.training.sweep as sweep
-from headcoop.analysis.heads import SetMeasure
 from headcoop.compat import parameters
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine.bags import evaluate
+from headcoop.engine.cache import collect
+from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
-from headcoop.metrics.cache import collect
+from headcoop.heads.analyze import SetScorer
+from headcoop.metrics.single_heads import measure_models
 from headcoop.model import build_model
 from headcoop.training.checkpoint import load_stack, save_stack
-from headcoop.training.sweep import (
-    Experiment,
-    load_results,
-    measure_models,
-    run_sweep,
-    train_stack,
-)
+from headcoop.training.sweep import Experiment, load_results, run_sweep, train_stack
 
 EXPERIMENTS = [
     Experiment(ModelConfig(d_model=8, n_heads=2), 0),
@@ -88,7 +83,7 @@ def test_measured_s_acc_matches_the_hooked_transformer_path(trained, task):
             collect(model, task, task.split("train")),
             collect(model, task, task.split("test")),
         )
-        expected = SetMeasure(task, train, test, None).s_acc(
+        expected = SetScorer(task, train, test, None).s_acc(
             torch.eye(model.cfg.n_heads, dtype=torch.bool)
         )
         assert torch.allclose(torch.tensor(result["s_acc"]), expected, atol=2 / len(test))

@@ -6,7 +6,7 @@ import torch
 import headcoop.training.checkpoint as checkpoint_module
 from headcoop.compat import parameters
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.engine.bags import evaluate
+from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Count01, SplitSpec

@@ -1,10 +1,12 @@
-"""headcoop: how attention heads share work, in small attention-only transformers.
+"""headcoop: how attention heads share work, in small transformers.
 
-The data flow follows the subpackages: tasks -> model and engine (bags, stacks) -> training
-(trainer, checkpoints, sweeps) -> metrics (cache, attribution, subsets, separation, attention,
-classes) -> analysis -> paper (the figures) -> cli. The public names below are imported
-lazily, so that ``import headcoop`` (and ``headcoop --help``) stays fast: transformer_lens takes
-seconds to import.
+The data flow follows the subpackages: tasks -> engine (the one door `engine.run`, over bags,
+stacks and full sequences) -> metrics (attribution, subsets, separation, attention, classes)
+-> training (trainer, checkpoints, sweeps) -> heads (the per-model head analyses every study
+uses) -> the studies, one folder each: paper (figures, Table 1, the claims lab), trace (sparse
+attention decomposition), successor (successor heads) -> cli. The public names below are
+imported lazily, so that ``import headcoop`` (and ``headcoop --help``) stays fast:
+transformer_lens takes seconds to import.
 
 >>> import headcoop
 >>> task = headcoop.Count01()
@@ -40,16 +42,18 @@ _EXPORTS = {
     "ModelConfig": "headcoop.config",
     "build_model": "headcoop.model",
     "bag_exact": "headcoop.engine.bags",
-    "evaluate": "headcoop.engine.bags",
-    "predict": "headcoop.engine.bags",
-    "read_logits": "headcoop.engine.bags",
+    "choose_engine": "headcoop.engine.run",
+    "run": "headcoop.engine.run",
+    "evaluate": "headcoop.engine.run",
+    "predict": "headcoop.engine.run",
+    "read_logits": "headcoop.engine.batches",
     "TrainConfig": "headcoop.config",
     "train": "headcoop.training.trainer",
     "train_models": "headcoop.training.trainer",
     "load_checkpoint": "headcoop.training.checkpoint",
     "save_checkpoint": "headcoop.training.checkpoint",
-    "HeadCache": "headcoop.metrics.cache",
-    "collect": "headcoop.metrics.cache",
+    "HeadCache": "headcoop.engine.cache",
+    "collect": "headcoop.engine.cache",
     "LogitDecomposition": "headcoop.metrics.attribution",
     "decompose": "headcoop.metrics.attribution",
     "head_weights": "headcoop.metrics.attribution",
@@ -58,13 +62,13 @@ _EXPORTS = {
     "roc_auc": "headcoop.metrics.subsets",
     "separation_accuracy": "headcoop.metrics.separation",
     "weight_ratio": "headcoop.metrics.attention",
-    "HeadAnalysis": "headcoop.analysis.heads",
-    "analyze": "headcoop.analysis.heads",
-    "attention_sweep": "headcoop.analysis.interventions",
-    "intervention_curves": "headcoop.analysis.interventions",
-    "trajectory": "headcoop.analysis.dynamics",
-    "random_head_s_acc": "headcoop.analysis.dynamics",
-    "minimal_solution": "headcoop.tasks.minimal",
+    "HeadAnalysis": "headcoop.heads.analyze",
+    "analyze": "headcoop.heads.analyze",
+    "attention_sweep": "headcoop.heads.interventions",
+    "intervention_curves": "headcoop.heads.interventions",
+    "trajectory": "headcoop.heads.dynamics",
+    "random_head_s_acc": "headcoop.heads.dynamics",
+    "minimal_solution": "headcoop.paper.minimal",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -18,7 +18,8 @@ from jaxtyping import Float, Int
 
 from headcoop.compat import Model, attention_scale, load_parameters, parameters
 from headcoop.engine import fused
-from headcoop.engine.bags import bag_exact, batch_loss
+from headcoop.engine.bags import bag_exact
+from headcoop.engine.loss import batch_loss
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch
 
@@ -52,6 +53,11 @@ MODEL_CHUNK = 32
 examples take about 100 MB)."""
 
 
+def stackable(model: Model) -> bool:
+    """Whether the stacked engine covers ``model``: bag-exact, and attention only."""
+    return bag_exact(model) and model.cfg.attn_only
+
+
 @dataclass
 class Stack:
     """Models stacked along a leading ``model`` axis, run as one: their parameters and the
@@ -79,7 +85,7 @@ class Stack:
         zero. Only LayerNorm must know each model's width: its statistics use the ``dim_mask``
         entry [model d_model] (present, and not trainable, when widths differ).
         """
-        if not models or not all(bag_exact(m) and m.cfg.attn_only for m in models):
+        if not models or not all(stackable(m) for m in models):
             raise HeadcoopError("stacking needs one-layer attention-only models without positions")
         names, trainable = _param_names(models[0])
         reference = _shared_config(models[0])

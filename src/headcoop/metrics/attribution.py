@@ -37,7 +37,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from headcoop.compat import Model
-from headcoop.metrics.cache import HeadCache
+from headcoop.engine.cache import HeadCache
 
 SUBSET_CHUNK = 1024
 """Subsets evaluated together by `LogitDecomposition.set_logits` (bounds memory)."""

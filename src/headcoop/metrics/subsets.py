@@ -79,7 +79,7 @@ def learned_accuracy(
     """l-acc: accuracy of each set's logits (under ``definition``, see
     `headcoop.metrics.attribution`), the prediction being the highest logit among
     ``candidates``."""
-    return set_metrics(decomposition, masks, targets, read, candidates, definition, False)[0]
+    return logit_metrics(decomposition, masks, targets, read, candidates, definition, False)[0]
 
 
 def roc_auc(
@@ -94,10 +94,10 @@ def roc_auc(
     target is t"; with two candidates the larger of the two (the paper's definition), with
     more the mean over candidates (one-vs-rest). Candidates that are never or always the
     target are left out."""
-    return set_metrics(decomposition, masks, targets, read, candidates, definition)[1]
+    return logit_metrics(decomposition, masks, targets, read, candidates, definition)[1]
 
 
-def set_metrics(
+def logit_metrics(
     decomposition: LogitDecomposition,
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],

@@ -11,14 +11,14 @@ from typing import Any
 
 import pandas as pd
 
-from headcoop.claims.registry import CLAIMS, Claim
+from headcoop.paper.claims import CLAIMS, Claim
 
 
 def compare_with_paper(summary: dict[str, Any]) -> list[dict[str, str]]:
     """One row per statement: paper, measured, criterion, verdict (under the paper's
     definition) and, for statements that rest on l-acc, measured_direct and verdict_direct.
 
-    The registry's claims (`headcoop.claims.registry`) come first, each judged on every main
+    The registry's claims (`headcoop.paper.claims`) come first, each judged on every main
     model (it agrees when it holds on most of them); then the statements about sweeps, which
     no single model can show."""
     rows = [_claim_row(claim, summary["claims"][claim.id]) for claim in CLAIMS]

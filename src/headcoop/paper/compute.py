@@ -19,26 +19,26 @@ from typing import Any
 import pandas as pd
 import torch
 
-from headcoop.analysis.dynamics import random_head_s_acc, trajectory
-from headcoop.analysis.heads import analyze
-from headcoop.analysis.interventions import intervention_curves
-from headcoop.claims.evidence import SNAPSHOT_EPOCH, Evidence, model_evidence
 from headcoop.compat import Model
 from headcoop.config import ModelConfig
 from headcoop.device import Device, resolve_device
-from headcoop.engine.bags import evaluate
+from headcoop.engine.run import evaluate
 from headcoop.files import config_key, write_atomic
+from headcoop.heads.analyze import analyze
+from headcoop.heads.dynamics import random_head_s_acc, trajectory
+from headcoop.heads.interventions import intervention_curves
 from headcoop.paper import head_space
-from headcoop.paper.plan import FigurePlan, Table1Row
-from headcoop.tasks.base import Task, make_task
-from headcoop.tasks.minimal import minimal_solution
+from headcoop.paper.evidence import SNAPSHOT_EPOCH, Evidence, model_evidence
+from headcoop.paper.minimal import minimal_solution
+from headcoop.paper.plan import Plan, Table1Row
+from headcoop.tasks.base import Task
 from headcoop.training.checkpoint import load_checkpoint
 from headcoop.training.sweep import EXAMPLE_ORDER, Experiment, run_sweep, train_stack
 
 log = logging.getLogger(__name__)
 
 
-def grid_stacks(plan: FigurePlan) -> list[list[Experiment]]:
+def grid_stacks(plan: Plan) -> list[list[Experiment]]:
     """The Fig 2 grid's models, one stack per d_model (its head counts padded to the largest)."""
     return [
         [
@@ -50,7 +50,7 @@ def grid_stacks(plan: FigurePlan) -> list[list[Experiment]]:
     ]
 
 
-def table1_stacks(plan: FigurePlan) -> list[list[Experiment]]:
+def table1_stacks(plan: Plan) -> list[list[Experiment]]:
     """Table 1's models (d_head 1, no LayerNorm), one stack per row: a row's models share
     their shape, so nothing is padded, and the stacks spread evenly over sweep workers."""
 
@@ -62,7 +62,7 @@ def table1_stacks(plan: FigurePlan) -> list[list[Experiment]]:
 
 
 class FigureData:
-    """Lazily computed, cached measurements for one `FigurePlan`.
+    """Lazily computed, cached measurements for one `Plan`.
 
     Args:
         plan: what to compute.
@@ -80,7 +80,7 @@ class FigureData:
 
     def __init__(
         self,
-        plan: FigurePlan,
+        plan: Plan,
         cache: str | Path,
         progress: bool = False,
         device: Device = None,
@@ -90,7 +90,7 @@ class FigureData:
         self.plan, self.progress = plan, progress
         self.device, self.executor = resolve_device(device), executor
         self.workers = workers or ((os.cpu_count() or 1) if self.device.type == "cpu" else 1)
-        self.task: Task = make_task("count01", **plan.task)
+        self.task: Task = plan.make_task()
         cache = Path(cache)
         self.root = cache / plan.key()
         main_settings = (
@@ -146,7 +146,7 @@ class FigureData:
         return found
 
     def evidence(self, seed: int) -> Evidence:
-        """What the claims read of a main model (`headcoop.claims.evidence`), with its heads'
+        """What the claims read of a main model (`headcoop.paper.evidence`), with its heads'
         s-acc at epoch `SNAPSHOT_EPOCH` (the last, if training is shorter) from the
         trajectories."""
         path = self.root / "claims" / f"evidence_seed_{seed}.json"

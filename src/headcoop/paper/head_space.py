@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 
 from headcoop.compat import Model
+from headcoop.engine.cache import collect
 from headcoop.metrics.attribution import decompose
-from headcoop.metrics.cache import collect
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import fit_separators
 from headcoop.tasks.base import Task

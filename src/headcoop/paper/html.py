@@ -6,13 +6,13 @@ import json
 from typing import Any
 
 from headcoop.paper.items import Rendered
-from headcoop.paper.plan import FigurePlan
+from headcoop.paper.plan import Plan
 
 
 def index_html(
     items: list[Rendered],
     summary: dict,
-    plan: FigurePlan,
+    plan: Plan,
     png_note: str,
     lab_section: str = "",
     note: str = "",
@@ -54,7 +54,7 @@ def index_html(
     )
     quick = (
         ""
-        if plan.table1 == FigurePlan.paper().table1
+        if plan.table1 == Plan.paper().table1
         else "<p><strong>This report follows a reduced plan (small splits, few epochs, small "
         "sweeps; see the configuration at the end). It checks the pipeline; its numbers say "
         "nothing about the paper.</strong></p>"

@@ -12,11 +12,11 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from headcoop.analysis.dynamics import weighted_s_acc_correlation
+from headcoop.heads.dynamics import weighted_s_acc_correlation
 from headcoop.paper import plots_heads as heads_plots
 from headcoop.paper import plots_runs as runs_plots
 from headcoop.paper.compute import FigureData
-from headcoop.paper.plan import FigurePlan
+from headcoop.paper.plan import Plan
 
 
 @dataclass(frozen=True)
@@ -34,10 +34,10 @@ class Item:
     slug: str
     title: str
     draw: Callable[[FigureData], go.Figure]
-    caption: str | Callable[[FigurePlan], str] = ""
+    caption: str | Callable[[Plan], str] = ""
     shown: Callable[[FigureData], bool] = lambda data: True
 
-    def caption_for(self, plan: FigurePlan) -> str:
+    def caption_for(self, plan: Plan) -> str:
         return self.caption(plan) if callable(self.caption) else self.caption
 
 

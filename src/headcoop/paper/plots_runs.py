@@ -72,7 +72,7 @@ def fig_interventions(curves: pd.DataFrame, sweep: str, title: str) -> go.Figure
 
 def fig10_weighted(pooled: pd.DataFrame, first_epoch: int, r: float) -> go.Figure:
     """Head-weighted s-acc against model accuracy, one dot per pooled checkpoint (as
-    `headcoop.analysis.dynamics.weighted_s_acc_correlation` pools them)."""
+    `headcoop.heads.dynamics.weighted_s_acc_correlation` pools them)."""
     fig = go.Figure()
     for i, (seed, frame) in enumerate(pooled.groupby("run")):
         fig.add_trace(

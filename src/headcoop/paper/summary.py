@@ -11,13 +11,13 @@ from typing import Any
 import pandas as pd
 import torch
 
-from headcoop.analysis.dynamics import weighted_s_acc_correlation
-from headcoop.claims.evidence import Evidence
-from headcoop.claims.registry import BIAS_TOLERANCE, CLAIMS
+from headcoop.heads.dynamics import weighted_s_acc_correlation
 from headcoop.metrics.attribution import SUFFIX
 from headcoop.metrics.classes import CHANCE_MARGIN, HEAD_CLASSES, SUCCESSFUL, class_shares
 from headcoop.paper import plots_heads, plots_runs
+from headcoop.paper.claims import BIAS_TOLERANCE, CLAIMS
 from headcoop.paper.compute import FigureData
+from headcoop.paper.evidence import Evidence
 
 
 def key_numbers(data: FigureData) -> dict[str, Any]:

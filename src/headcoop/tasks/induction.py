@@ -4,7 +4,7 @@
 the repeat the next token x_{k+1} is predictable only from context: find the earlier x_k and
 copy what followed it. Two-layer attention-only models with positional embeddings learn this
 with a previous-token head in layer 0 and an induction head in layer 1 (Olsson et al. 2022),
-the circuit that `headcoop.analysis.decomposition` traces.
+the circuit that `headcoop.trace.components` traces.
 
 No bags: positions matter here, so every example runs as a full sequence.
 """

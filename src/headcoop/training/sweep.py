@@ -28,16 +28,13 @@ if TYPE_CHECKING:
 
 from headcoop.compat import Model, load_parameters
 from headcoop.config import ModelConfig, TrainConfig
-from headcoop.device import Device, device_of
-from headcoop.engine.bags import metrics_each
-from headcoop.engine.stack import MODEL_CHUNK, PairCounts, Stack
+from headcoop.device import Device
 from headcoop.errors import HeadcoopError
 from headcoop.files import config_key, exclusive, write_atomic
 from headcoop.memory import keep_freed_memory
-from headcoop.metrics.classes import labels
-from headcoop.metrics.separation import separation_accuracy_each
+from headcoop.metrics.single_heads import measure_models
 from headcoop.model import build_model
-from headcoop.tasks.base import Task, read_names
+from headcoop.tasks.base import Task
 from headcoop.training.checkpoint import (
     epoch_dir,
     load_stack,
@@ -388,44 +385,6 @@ def load_stack_models(state_file: str | Path, device: Device = None) -> list[Mod
 
 
 @torch.no_grad()
-def measure_models(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
-    """Test metrics of each model and the s-acc of each of its heads, on the stacked engine.
-
-    Models may differ in shape, but not in ``d_head``. s-acc fits each head's output at the
-    decision readout on the train split and scores it on the test split.
-    """
-    device = device_of(models[0])
-    train, test = (task.bags(task.split(split)).to(device) for split in ("train", "test"))
-    train_pairs, test_pairs = (PairCounts.of(bags, len(task.vocab)) for bags in (train, test))
-    results, train_x, test_x = [], [], []
-    for start in range(0, len(models), MODEL_CHUNK):
-        chunk = list(models[start : start + MODEL_CHUNK])
-        stack = Stack.of(chunk)
-        results += metrics_each(task, stack.logits(test_pairs), test.targets)
-        for pairs, into in ((train_pairs, train_x), (test_pairs, test_x)):
-            z = stack.head_outputs(pairs)[:, :, task.decision]  # [model example head d_head]
-            into += [z[i, :, : m.cfg.n_heads].transpose(0, 1) for i, m in enumerate(chunk)]
-    s_acc = separation_accuracy_each(
-        torch.cat(train_x),
-        labels(task, train.targets),
-        torch.cat(test_x),
-        labels(task, test.targets),
-    )
-    decision = read_names(task)[task.decision]
-    out, head = [], 0
-    for model, result in zip(models, results, strict=True):
-        n = model.cfg.n_heads
-        out.append(
-            {
-                "test_accuracy": result[decision],
-                "test_metrics": result,
-                "s_acc": s_acc[head : head + n].tolist(),
-            }
-        )
-        head += n
-    return out
-
-
 def _stack_train_config(train_cfg: TrainConfig, experiments: Sequence[Experiment]) -> TrainConfig:
     """The stack's training settings: the orders and dropout are seeded by its first seed."""
     return replace(train_cfg, seed=experiments[0].seed)

@@ -21,16 +21,9 @@ from transformer_lens.hook_points import HookPoint
 from headcoop.compat import Model, parameters
 from headcoop.config import SGD_MOMENTUM, ModelConfig, TrainConfig
 from headcoop.device import Device, device_of
-from headcoop.engine.bags import (
-    Hook,
-    batch_loss,
-    check_lengths,
-    evaluate,
-    iter_batches,
-    metrics_each,
-    read_logits,
-    use_bags,
-)
+from headcoop.engine.batches import Hook, check_lengths, iter_batches, read_logits
+from headcoop.engine.loss import accuracies_each, batch_loss
+from headcoop.engine.run import choose_engine, evaluate
 from headcoop.engine.stack import PairCounts, Stack, drop_out
 from headcoop.errors import HeadcoopError
 from headcoop.files import writable_dir
@@ -96,7 +89,7 @@ class EpochEnd:
     @property
     def results(self) -> list[dict[str, Any]]:
         """Each model's metrics: ``epoch``, ``train_loss`` and ``val`` (its validation
-        metrics, `headcoop.engine.bags.metrics`).
+        metrics, `headcoop.engine.loss.accuracies`).
 
         Raises:
             HeadcoopError: a validation loss is not finite (the last step broke the weights).
@@ -228,18 +221,18 @@ def train_models(
 ) -> list[dict[str, Any]]:
     """Train same-shaped models side by side, in place; return each one's last metrics.
 
-    Where bag compression is exact, the models run as one stack (`headcoop.engine.stack`) and
-    read the examples in one order, drawn from the epoch's generator: each model ends where it
-    ends when trained alone under ``cfg``. Otherwise a single model runs on full sequences
-    through its HookedTransformer forward. ``cfg.seed`` seeds the example order and the dropout
-    masks (the initial weights are the models' own). ``mode='full'`` forces
-    full sequences, for comparison: without dropout the weights match the bag path's up to
-    float rounding.
+    Where the stacked engine covers them (`headcoop.engine.run.choose_engine`), the models run
+    as one stack (`headcoop.engine.stack`) and read the examples in one order, drawn from the
+    epoch's generator: each model ends where it ends when trained alone under ``cfg``.
+    Otherwise a single model runs on full sequences through its HookedTransformer forward.
+    ``cfg.seed`` seeds the example order and the dropout masks (the initial weights are the
+    models' own). ``mode='full'`` forces full sequences, for comparison: without dropout the
+    weights match the bag path's up to float rounding.
     """
-    bags = use_bags(models[0], task, mode)
-    if not bags and len(models) != 1:
-        raise HeadcoopError("only bag-compressible models can be trained side by side")
-    step = _StackedStep(task, models, cfg) if bags else _FullStep(task, models[0], cfg)
+    stacked = choose_engine(models, task, mode) == "stack"
+    if not stacked and len(models) != 1:
+        raise HeadcoopError("only models the stacked engine covers can be trained side by side")
+    step = _StackedStep(task, models, cfg) if stacked else _FullStep(task, models[0], cfg)
     optimizer = make_optimizer(step.params, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -325,7 +318,7 @@ class _StackedStep:
     @torch.no_grad()
     def validate(self) -> list[dict[str, float]]:
         logits = self.stack.logits(self.val_pairs)
-        return metrics_each(self.task, logits, self.val_bags.targets)
+        return accuracies_each(self.task, logits, self.val_bags.targets)
 
     def states(self) -> list[dict[str, torch.Tensor]]:
         return self.stack.states(self.models)

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from headcoop.claims.evidence import Evidence
 from headcoop.metrics.classes import CHANCE_MARGIN, SUCCESSFUL, class_shares
+from headcoop.paper.evidence import Evidence
 
 STRONG_L_ACC = 0.9
 """An l-acc that counts as strong (the subsets claim)."""

@@ -11,9 +11,9 @@ from typing import Any
 
 import pandas as pd
 
-from headcoop.analysis.heads import analyze
-from headcoop.analysis.interventions import attention_sweep
 from headcoop.compat import Model
+from headcoop.heads.analyze import analyze
+from headcoop.heads.interventions import attention_sweep
 from headcoop.metrics.attribution import SUFFIX
 from headcoop.metrics.subsets import sampled_subsets
 from headcoop.tasks.base import Task

@@ -27,8 +27,8 @@ from typing import Any
 import torch
 from jaxtyping import Float
 
-from headcoop.analysis.successor import domain_scores, effective_ov, head_inputs
 from headcoop.compat import Model
+from headcoop.successor.scores import domain_scores, effective_ov, head_inputs
 
 MODULI = (2, 5, 7, 10, 12)
 

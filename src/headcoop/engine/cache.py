@@ -15,7 +15,8 @@ from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model
 from headcoop.device import device_of
-from headcoop.engine.bags import PATTERN_HOOK, Hook, inference_batches, read_logits
+from headcoop.engine.bags import PATTERN_HOOK
+from headcoop.engine.batches import Hook, inference_batches, read_logits
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Batch, Task
 

@@ -22,14 +22,14 @@ from typing import Any
 import pandas as pd
 import plotly.io as pio
 
-from headcoop.claims.report import SECTION
 from headcoop.device import Device
 from headcoop.files import write_atomic
 from headcoop.paper.comparison import compare_with_paper
 from headcoop.paper.compute import FigureData, measure_all
 from headcoop.paper.html import index_html
 from headcoop.paper.items import Rendered, render
-from headcoop.paper.plan import FigurePlan
+from headcoop.paper.lab_report import SECTION
+from headcoop.paper.plan import Plan
 from headcoop.paper.summary import key_numbers
 from headcoop.runinfo import machine
 
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 def make_figures(
-    plan: FigurePlan,
+    plan: Plan,
     out: str | Path = "figures",
     cache: str | Path = "runs/figures",
     png: bool = True,

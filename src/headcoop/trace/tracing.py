@@ -1,6 +1,6 @@
 """Tracing attention signals from head to head, and checking each traced edge by intervention.
 
-For every firing of a head (`headcoop.analysis.decomposition.firings`) at the task's scored
+For every firing of a head (`headcoop.trace.components.firings`) at the task's scored
 positions, the components that carry the score are selected, each side's projection on them
 is split into its sources, and the largest sources are kept until they pass `SHARE` of the
 total. A kept source that is an earlier head becomes an edge (upstream head -> this head,
@@ -21,7 +21,9 @@ from typing import Any
 import torch
 from jaxtyping import Float, Int
 
-from headcoop.analysis.decomposition import (
+from headcoop.compat import Model, attention_scores, score_hooks
+from headcoop.tasks.base import Task
+from headcoop.trace.components import (
     QKSVD,
     augmented_qk,
     contributions,
@@ -34,8 +36,6 @@ from headcoop.analysis.decomposition import (
     selected_components,
     strongest,
 )
-from headcoop.compat import Model, attention_scores, score_hooks
-from headcoop.tasks.base import Task
 
 SHARE = 0.7
 """Upstream contributors are kept, largest first, until they pass this share of a side's total

@@ -19,8 +19,13 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
-from headcoop.analysis.decomposition import qk_svd, sparsity
-from headcoop.analysis.tracing import (
+from headcoop.compat import Model
+from headcoop.engine.bags import bag_exact
+from headcoop.files import write_atomic
+from headcoop.runinfo import machine
+from headcoop.tasks.base import Task, task_from_config
+from headcoop.trace.components import qk_svd, sparsity
+from headcoop.trace.tracing import (
     SHARE,
     Trace,
     intervene,
@@ -28,11 +33,6 @@ from headcoop.analysis.tracing import (
     token_inputs,
     trace,
 )
-from headcoop.compat import Model
-from headcoop.engine.bags import bag_exact
-from headcoop.files import write_atomic
-from headcoop.runinfo import machine
-from headcoop.tasks.base import Task, task_from_config
 from headcoop.training.checkpoint import load_checkpoint
 
 INTERVENTION_COLUMNS = (
@@ -115,7 +115,7 @@ def firing_terms(found: Trace) -> pd.DataFrame:
 def ratio_summary(ratios: pd.DataFrame, model: Model, task: Task) -> dict[str, Any]:
     """Per head and ratio: how many components carry the log ratio and the largest one's
     share; and their means over successful, mixed and failed heads."""
-    from headcoop.analysis.heads import analyze
+    from headcoop.heads.analyze import analyze
 
     classes = analyze(model, task, subsets=False).heads["class"]
     per_head = []

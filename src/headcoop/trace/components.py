@@ -17,7 +17,7 @@ which add up to ``hook_attn_scores`` times the attention scale. Few components u
 a score (`sparsity`). The residual is itself a sum of sources (embeddings, every earlier head's
 output, biases), so each side's projection on the selected components splits into the
 sources' contributions (`contributions`), which add back exactly: that says which upstream
-head set the score, and through which directions. `headcoop.analysis.tracing` builds the graph
+head set the score, and through which directions. `headcoop.trace.tracing` builds the graph
 of such edges and checks each one by intervention.
 """
 

@@ -28,7 +28,9 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from headcoop.claims.lab import (
+from headcoop.files import write_atomic
+from headcoop.paper.claims import BY_ID, CLAIMS
+from headcoop.paper.lab import (
     DEFAULT,
     LabResult,
     claim_table,
@@ -36,14 +38,11 @@ from headcoop.claims.lab import (
     factor_effects,
     robustness,
 )
-from headcoop.claims.registry import BY_ID, CLAIMS
-from headcoop.errors import HeadcoopError
-from headcoop.files import write_atomic
+from headcoop.paper.plan import SELECTED
 from headcoop.runinfo import machine
 
 log = logging.getLogger(__name__)
 
-SELECTED = "selected.json"
 SECTION = "claims_section.html"
 """The report section alone, for `make figures` to embed."""
 
@@ -93,17 +92,6 @@ def write_lab(result: LabResult, out: str | Path, png: bool = True) -> dict[str,
     return summary
 
 
-def load_selected(lab_dir: str | Path) -> dict[str, Any]:
-    """The setting a lab run selected (its selected.json), or one clear error."""
-    path = Path(lab_dir) / SELECTED
-    if not path.exists():
-        raise HeadcoopError(f"{path} is missing: run the claims lab first (make claims)")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise HeadcoopError(f"{path} is corrupt: {exc}") from None
-
-
 def heatmap(result: LabResult) -> go.Figure:
     """Settings x claims, coloured by the share of seeds where the claim holds."""
     shares = result.shares()
@@ -139,7 +127,7 @@ def section_html(
     selected = result.selected().name
     n_calibration = sum(c.calibration for c in CLAIMS)
     top = per_setting.sort_values("calibration_held", ascending=False).head(5)
-    n_seeds = len(result.plan.seeds)
+    n_seeds = len(result.plan.lab.seeds)
     best_lines = "".join(
         f"<li><code>{html.escape(name)}</code>: {row['calibration_held']:.1f} of "
         f"{n_calibration} calibration claims per seed, {row['claims_held']:.1f} of {len(CLAIMS)} "
@@ -193,7 +181,7 @@ def _settings_frame(result: LabResult) -> pd.DataFrame:
         rows.append(
             {"setting": s.name, "kind": result.kinds[s.name], "layernorm": model.layernorm}
             | asdict(train)
-            | {"seeds": " ".join(map(str, result.plan.seeds))}
+            | {"seeds": " ".join(map(str, result.plan.lab.seeds))}
         )
     return pd.DataFrame(rows).drop(columns=["seed", "checkpoint_every"])
 

@@ -1,12 +1,12 @@
 """Sparse attention decomposition, in one import: the SVD of each head's query-key matrix,
 the per-component score terms, sparsity, and the tracer with its interventions.
 
-The code lives in `headcoop.analysis.decomposition` (terms, sparsity, sources) and
-`headcoop.analysis.tracing` (the graph, interventions, Count01's ratios); `headcoop trace`
-writes them to files (`headcoop.analysis.trace_report`).
+The code lives in `headcoop.trace.components` (terms, sparsity, sources) and
+`headcoop.trace.tracing` (the graph, interventions, Count01's ratios); `headcoop trace`
+writes them to files (`headcoop.trace.trace_report`).
 """
 
-from headcoop.analysis.decomposition import (
+from headcoop.trace.components import (
     FIRING_PATTERN,
     QKSVD,
     all_pair_terms,
@@ -21,7 +21,7 @@ from headcoop.analysis.decomposition import (
     sparsity,
     strongest,
 )
-from headcoop.analysis.tracing import SHARE, Trace, intervene, ratio_components, trace
+from headcoop.trace.tracing import SHARE, Trace, intervene, ratio_components, trace
 
 __all__ = [
     "FIRING_PATTERN",

@@ -12,24 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from einops import rearrange
 from jaxtyping import Float, Int
 from tqdm.auto import tqdm
 
-from headcoop.analysis.heads import SetMeasure
 from headcoop.config import ModelConfig
 from headcoop.device import Device
-from headcoop.engine.bags import use_bags
-from headcoop.engine.stack import PairCounts, Stack
+from headcoop.engine.run import run
+from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.attribution import head_weights
-from headcoop.metrics.cache import collect
-from headcoop.metrics.classes import labels
-from headcoop.metrics.separation import separation_accuracy_each
+from headcoop.metrics.single_heads import S_ACC_SPLITS, measure_models, single_head_s_acc
 from headcoop.model import build_model
 from headcoop.tasks.base import Task, candidate_ids, task_from_config
 from headcoop.training.checkpoint import load_checkpoint, run_checkpoints
-from headcoop.training.sweep import measure_models
 
 
 @dataclass(frozen=True)
@@ -73,9 +68,8 @@ def trajectory(
 ) -> Trajectory:
     """Measure every head at each saved epoch of a training run directory.
 
-    Where bags are exact, every checkpoint is measured at once on the stacked engine
-    (`headcoop.training.sweep.measure_models`: one pass for all of them, and one batched s-acc
-    solve for all their heads); otherwise checkpoint by checkpoint through hooked passes.
+    Every checkpoint is measured by `headcoop.metrics.single_heads.measure_models`: one batched
+    s-acc solve for all their heads, and one pass for all of them where they stack.
 
     Args:
         run: a run directory with ``epoch_NNNN`` checkpoints.
@@ -93,21 +87,10 @@ def trajectory(
     task = task if task is not None else task_from_config(loaded[0][1].get("task", {}))
     candidates = candidate_ids(task, task.decision)
     weights = torch.stack([head_weights(model, candidates) for model in models]).cpu()
-    epochs_t = torch.tensor([e for e, _ in found])
-    if use_bags(models[0], task):
-        measured = measure_models(task, models)
-        s_acc = torch.tensor([m["s_acc"] for m in measured])
-        accuracy = torch.tensor([m["test_accuracy"] for m in measured])
-        return Trajectory(epochs_t, s_acc, weights, accuracy)
-    rows = []
-    for model in models:
-        train = collect(model, task, task.split("train"))
-        test = collect(model, task, task.split("test"))
-        s_acc = SetMeasure(task, train, test, None).s_acc(torch.eye(model.cfg.n_heads).bool())
-        correct = test.logits[:, task.decision].argmax(-1) == test.targets[:, task.decision]
-        rows.append((s_acc.cpu(), correct.float().mean().cpu()))
-    s_acc, accuracy = (torch.stack(column) for column in zip(*rows, strict=True))
-    return Trajectory(epochs_t, s_acc, weights, accuracy)
+    measured = measure_models(task, models)
+    s_acc = torch.tensor([m["s_acc"] for m in measured])
+    accuracy = torch.tensor([m["test_accuracy"] for m in measured])
+    return Trajectory(torch.tensor([e for e, _ in found]), s_acc, weights, accuracy)
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> float:
@@ -154,17 +137,14 @@ def random_head_s_acc(
     template = build_model(model_cfg, len(task.vocab), seed, device)
     n_models = math.ceil(n_heads / model_cfg.n_heads)
     stack = Stack.random(template, n_models, torch.Generator().manual_seed(seed))
-
-    def outputs(split: str) -> tuple[torch.Tensor, torch.Tensor]:
-        bags = task.bags(task.split(split))
-        pairs = PairCounts.of(bags.to(stack.device), len(task.vocab))
-        chunks = []
-        for chunk in tqdm(list(stack.chunks()), desc=split, disable=not progress):
-            z = chunk.head_outputs(pairs)
-            decision = z[:, :, task.decision]  # [model example head d_head]
-            chunks.append(rearrange(decision, "m e h d -> (m h) e d"))
-        return torch.cat(chunks)[:n_heads], labels(task, bags.targets)
-
-    train_x, train_y = outputs("train")
-    test_x, test_y = outputs("test")
-    return separation_accuracy_each(train_x, train_y, test_x, test_y, progress=progress)
+    fit, score = (
+        run(stack, task, task.split(s), logits=False, progress=progress) for s in S_ACC_SPLITS
+    )
+    return single_head_s_acc(
+        task,
+        fit.heads()[:n_heads],
+        fit.targets,
+        score.heads()[:n_heads],
+        score.targets,
+        progress=progress,
+    )

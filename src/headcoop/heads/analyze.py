@@ -19,12 +19,12 @@ from jaxtyping import Bool, Float
 
 from headcoop.compat import Model
 from headcoop.device import Device
-from headcoop.engine.bags import metrics
+from headcoop.engine.cache import HeadCache, collect
+from headcoop.engine.loss import accuracies
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
 from headcoop.metrics.attention import weight_ratio
 from headcoop.metrics.attribution import SUFFIX, LogitDecomposition, decompose, head_weights
-from headcoop.metrics.cache import HeadCache, collect
 from headcoop.metrics.classes import (
     CHANCE_MARGIN,
     HEAD_CLASSES,
@@ -34,20 +34,20 @@ from headcoop.metrics.classes import (
     majority_share,
 )
 from headcoop.metrics.separation import separation_accuracy
-from headcoop.metrics.subsets import all_subsets, learned_accuracy, set_metrics, singles_and_pairs
+from headcoop.metrics.subsets import all_subsets, learned_accuracy, logit_metrics, singles_and_pairs
 from headcoop.tasks.base import Task, candidate_ids, read_names, task_from_config
 from headcoop.training.checkpoint import load_checkpoint
 
 
 @dataclass(frozen=True)
-class SetMetrics:
+class SetTable:
     """Metrics of many sets of heads: one row of ``masks`` each, one tensor per metric."""
 
     masks: Bool[torch.Tensor, "subset head_index"]
     columns: dict[str, Float[torch.Tensor, " subset"]]
 
-    def __getitem__(self, rows: slice | torch.Tensor) -> "SetMetrics":
-        return SetMetrics(self.masks[rows], {k: v[rows] for k, v in self.columns.items()})
+    def __getitem__(self, rows: slice | torch.Tensor) -> "SetTable":
+        return SetTable(self.masks[rows], {k: v[rows] for k, v in self.columns.items()})
 
     def to_pandas(self) -> Any:
         import pandas as pd
@@ -62,8 +62,8 @@ class HeadAnalysis:
     """What `analyze` measures. ``heads`` has one row per head; ``pairs`` one per pair."""
 
     heads: dict[str, list]
-    pairs: SetMetrics
-    subsets: SetMetrics | None
+    pairs: SetTable
+    subsets: SetTable | None
     summary: dict[str, Any] = field(default_factory=dict)
 
     def heads_frame(self) -> Any:
@@ -121,20 +121,20 @@ def analyze(
     clock = time.perf_counter()
     train = collect(model, task, task.split("train"), progress=progress)
     test = collect(model, task, task.split("test"), progress=progress)
-    measure = SetMeasure(task, train, test, decompose(model, test))
+    measure = SetScorer(task, train, test, decompose(model, test))
     timings["cache"] = time.perf_counter() - clock
 
     n_heads = model.cfg.n_heads
     clock = time.perf_counter()
     pair_masks = singles_and_pairs(n_heads)
-    pairs = SetMetrics(pair_masks, measure(pair_masks, every_readout=True))
+    pairs = SetTable(pair_masks, measure(pair_masks, every_readout=True))
     timings["singles_and_pairs"] = time.perf_counter() - clock
 
     subset_metrics = None
     if subsets is not False:
         clock = time.perf_counter()
         masks = all_subsets(n_heads) if subsets is True else subsets
-        subset_metrics = SetMetrics(masks, measure(masks, progress=progress))
+        subset_metrics = SetTable(masks, measure(masks, progress=progress))
         timings["all_subsets"] = time.perf_counter() - clock
 
     singles = pairs[:n_heads].columns
@@ -153,7 +153,7 @@ def analyze(
         "task": task.name,
         "decision": read_names(task)[task.decision],
         "accuracy": {
-            k: v for k, v in metrics(task, test.logits, test.targets).items() if k != "loss"
+            k: v for k, v in accuracies(task, test.logits, test.targets).items() if k != "loss"
         },
         "classes": {c: heads["class"].count(c) for c in HEAD_CLASSES},
         "majority_share": measure.chance,
@@ -173,7 +173,7 @@ def analyze(
     return HeadAnalysis(heads, pairs[n_heads:], subset_metrics, summary)
 
 
-class SetMeasure:
+class SetScorer:
     """The set metrics of one model on a task, from its train and test caches.
 
     Calling it with masks gives every metric (``decomposition`` is then needed); `s_acc` alone
@@ -202,7 +202,7 @@ class SetMeasure:
         columns: dict[str, torch.Tensor] = {"s_acc": self.s_acc(masks, progress)}
         targets = self.test.targets[:, self.decision]
         for definition, suffix in SUFFIX.items():
-            l_acc, auc = set_metrics(
+            l_acc, auc = logit_metrics(
                 self.decomposition, masks, targets, self.decision, self.candidates, definition
             )
             columns[f"l_acc{suffix}"], columns[f"roc_auc{suffix}"] = l_acc, auc

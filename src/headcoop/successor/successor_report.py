@@ -18,24 +18,24 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from headcoop.analysis.periodic import (
+from headcoop.engine.run import predict
+from headcoop.errors import HeadcoopError
+from headcoop.files import write_atomic
+from headcoop.runinfo import machine
+from headcoop.successor.periodic import (
     ablation_importance,
     feature_table,
     find_features,
     residue_means,
     steer,
 )
-from headcoop.analysis.successor import (
+from headcoop.successor.scores import (
     SUCCESSOR_THRESHOLD,
     effective_ov,
     head_inputs,
     succession_scores,
     successor_heads,
 )
-from headcoop.engine.bags import predict
-from headcoop.errors import HeadcoopError
-from headcoop.files import write_atomic
-from headcoop.runinfo import machine
 from headcoop.tasks.base import task_from_config
 from headcoop.training.checkpoint import load_checkpoint
 

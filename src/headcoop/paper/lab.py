@@ -14,19 +14,18 @@ import logging
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from headcoop.claims.evidence import SNAPSHOT_EPOCH, Evidence, measure_evidence
-from headcoop.claims.registry import CLAIMS, Claim
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.device import Device, resolve_device
-from headcoop.files import config_key
-from headcoop.paper.plan import QUICK_SPLITS
-from headcoop.tasks.base import Task, make_task
+from headcoop.paper.claims import CLAIMS, Claim
+from headcoop.paper.evidence import SNAPSHOT_EPOCH, Evidence, measure_evidence
+from headcoop.paper.plan import Plan
+from headcoop.tasks.base import Task
 from headcoop.training.sweep import Experiment, pending_stacks, run_sweep, run_workers
 
 log = logging.getLogger(__name__)
@@ -42,15 +41,15 @@ class Setting:
     name: str
     changes: tuple[tuple[str, Any], ...] = ()
 
-    def values(self, plan: "LabPlan") -> dict[str, Any]:
+    def values(self, plan: Plan) -> dict[str, Any]:
         """Every factor's value under this setting."""
-        return {**plan.defaults(), **dict(self.changes)}
+        return {**defaults(plan), **dict(self.changes)}
 
-    def configs(self, plan: "LabPlan") -> tuple[ModelConfig, TrainConfig]:
+    def configs(self, plan: Plan) -> tuple[ModelConfig, TrainConfig]:
         """The model shape and training settings of this setting."""
         values = self.values(plan)
         model = replace(plan.model, layernorm=values.pop("layernorm"))
-        return model, replace(plan.train, **values)
+        return model, replace(plan.lab_train(), **values)
 
 
 def setting(changes: dict[str, Any]) -> Setting:
@@ -59,93 +58,40 @@ def setting(changes: dict[str, Any]) -> Setting:
     return Setting(name, tuple(changes.items()))
 
 
-@dataclass(frozen=True)
-class LabPlan:
-    """What the lab trains.
-
-    Attributes:
-        task: the Count01 task's parameters (``make_task("count01", **task)``).
-        model: the model shape (the paper's 16-head model); ``layernorm`` is a factor.
-        train: the default training settings (every factor's default but LayerNorm's).
-        factors: each factor's levels, the default among them; factors are `TrainConfig`
-            fields and 'layernorm'.
-        seeds: seeds of every setting.
-        factorial: how many of the factors that matter most the factorial crosses.
-    """
-
-    task: dict[str, Any] = field(default_factory=dict)
-    model: ModelConfig = ModelConfig()
-    train: TrainConfig = TrainConfig()
-    factors: tuple[tuple[str, tuple[Any, ...]], ...] = (
-        ("optimizer", ("adamw", "adam", "sgd")),
-        ("lr", (3e-4, 1e-3, 3e-3, 1e-2)),
-        ("weight_decay", (0.0, 0.01, 0.1, 1.0)),
-        ("dropout", (0.0, 0.1)),
-        ("layernorm", (True, False)),
-        ("batch_size", (32, 64, 256)),
-        ("epochs", (50, 100, 200)),
-        ("lr_schedule", ("cosine", "constant")),
-        ("init", ("transformer_lens", "pytorch")),
-        ("init_scale", (0.5, 1.0, 2.0)),
-    )
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    factorial: int = 3
-
-    @classmethod
-    def full(cls) -> "LabPlan":
-        return cls()
-
-    @classmethod
-    def quick(cls) -> "LabPlan":
-        """The same pipeline on small splits, few epochs, three factors and three seeds."""
-        return cls(
-            task={"splits": QUICK_SPLITS},
-            model=ModelConfig(n_heads=8),
-            train=replace(TrainConfig(), epochs=4, lr=3e-3),
-            factors=(
-                ("weight_decay", (0.01, 1.0)),
-                ("layernorm", (True, False)),
-                ("epochs", (2, 4)),
-            ),
-            seeds=(0, 1, 2),
-            factorial=2,
-        )
-
-    def defaults(self) -> dict[str, Any]:
-        """Every factor's default value."""
-        return {
-            name: self.model.layernorm if name == "layernorm" else getattr(self.train, name)
-            for name, _ in self.factors
-        }
-
-    def one_factor_settings(self) -> list[Setting]:
-        """The default, then every other level of every factor, one factor at a time."""
-        defaults = self.defaults()
-        return [setting({})] + [
-            setting({name: level})
-            for name, levels in self.factors
-            for level in levels
-            if level != defaults[name]
-        ]
-
-    def key(self) -> str:
-        return config_key(self)
+def defaults(plan: Plan) -> dict[str, Any]:
+    """Every factor's default value."""
+    train = plan.lab_train()
+    return {
+        name: plan.model.layernorm if name == "layernorm" else getattr(train, name)
+        for name, _ in plan.lab.factors
+    }
 
 
-def factorial_settings(plan: LabPlan, effects: pd.DataFrame) -> list[Setting]:
-    """The full factorial over the ``plan.factorial`` factors that move the calibration claims
+def one_factor_settings(plan: Plan) -> list[Setting]:
+    """The default, then every other level of every factor, one factor at a time."""
+    default = defaults(plan)
+    return [setting({})] + [
+        setting({name: level})
+        for name, levels in plan.lab.factors
+        for level in levels
+        if level != default[name]
+    ]
+
+
+def factorial_settings(plan: Plan, effects: pd.DataFrame) -> list[Setting]:
+    """The full factorial over the ``plan.lab.factorial`` factors that move the calibration claims
     most, each at its default and at the level that holds the most calibration claims
     (``effects`` from `factor_effects`); the settings not already one factor at a time."""
     best = effects.sort_values("gain", ascending=False).drop_duplicates("factor")
-    chosen = best[best["gain"] > 0].head(plan.factorial)
-    defaults = plan.defaults()
+    chosen = best[best["gain"] > 0].head(plan.lab.factorial)
+    default = defaults(plan)
     options = [
-        ((f, defaults[f]), (f, level))
+        ((f, default[f]), (f, level))
         for f, level in zip(chosen["factor"], chosen["level"], strict=True)
     ]
     settings = []
     for combination in itertools.product(*options):
-        changes = {f: v for f, v in combination if v != defaults[f]}
+        changes = {f: v for f, v in combination if v != default[f]}
         if len(changes) > 1:
             settings.append(setting(changes))
     return settings
@@ -156,7 +102,7 @@ class LabResult:
     """What the lab found: one row per model and claim (``claims``), the settings, and the
     wall time of each stage."""
 
-    plan: LabPlan
+    plan: Plan
     settings: list[Setting]
     kinds: dict[str, str]
     claims: pd.DataFrame
@@ -185,7 +131,7 @@ class LabResult:
 
 
 def run_lab(
-    plan: LabPlan,
+    plan: Plan,
     cache: str | Path,
     progress: bool = False,
     device: Device = None,
@@ -196,7 +142,7 @@ def run_lab(
     per core on the CPU, one on a GPU; see `headcoop.training.sweep.run_workers`)."""
     device = resolve_device(device)
     workers = workers or ((os.cpu_count() or 1) if device.type == "cpu" else 1)
-    task = make_task("count01", **plan.task)
+    task = plan.make_task()
     sweep_dir = Path(cache) / "claims"  # its results hold evidence, not the figures' sweeps'
     seconds: dict[str, float] = {}
 
@@ -207,12 +153,12 @@ def run_lab(
         for k, s in enumerate(settings):
             log.info("setting %d of %d: %s", k + 1, len(settings), s.name)
             evidence = _train_setting(plan, s, task, sweep_dir, progress, device)
-            for seed, one in zip(plan.seeds, evidence, strict=True):
+            for seed, one in zip(plan.lab.seeds, evidence, strict=True):
                 rows += claim_rows(s.name, seed, one)
         seconds[stage] = round(time.perf_counter() - clock, 1)
         return pd.DataFrame(rows)
 
-    one_factor = plan.one_factor_settings()
+    one_factor = one_factor_settings(plan)
     claims = judge(one_factor, "one factor at a time")
     effects = factor_effects(plan, one_factor, claims, calibration_only=True)
     factorial = factorial_settings(plan, effects)
@@ -224,7 +170,7 @@ def run_lab(
 
 
 def _train_in_workers(
-    plan: LabPlan,
+    plan: Plan,
     settings: Sequence[Setting],
     task: Task,
     sweep_dir: Path,
@@ -237,7 +183,7 @@ def _train_in_workers(
     calls = []
     for s in settings:
         model, train = s.configs(plan)
-        stack = [Experiment(model, seed) for seed in plan.seeds]
+        stack = [Experiment(model, seed) for seed in plan.lab.seeds]
         if pending_stacks(task, [stack], train, sweep_dir):
             calls.append((task, stack, train, sweep_dir))
     if workers > 1 and len(calls) > 1:
@@ -246,10 +192,10 @@ def _train_in_workers(
 
 
 def _train_setting(
-    plan: LabPlan, s: Setting, task: Task, sweep_dir: Path, progress: bool, device: Device
+    plan: Plan, s: Setting, task: Task, sweep_dir: Path, progress: bool, device: Device
 ) -> list[Evidence]:
     model, train = s.configs(plan)
-    stack = [Experiment(model, seed) for seed in plan.seeds]
+    stack = [Experiment(model, seed) for seed in plan.lab.seeds]
     results = run_sweep(
         task,
         [stack],
@@ -282,7 +228,7 @@ def claim_rows(setting_name: str, seed: int, evidence: Evidence) -> list[dict[st
 
 
 def factor_effects(
-    plan: LabPlan,
+    plan: Plan,
     settings: Sequence[Setting],
     claims: pd.DataFrame,
     calibration_only: bool = False,

@@ -1,13 +1,13 @@
 """Successor heads, in one import: succession scores, periodic features and steering.
 
-The code lives in `headcoop.analysis.successor` (scores) and `headcoop.analysis.periodic`
+The code lives in `headcoop.successor.scores` (scores) and `headcoop.successor.periodic`
 (features, steering); `headcoop successor` writes them to files
-(`headcoop.analysis.successor_report`). For example ``succession_scores(model, task)`` gives
+(`headcoop.successor.successor_report`). For example ``succession_scores(model, task)`` gives
 a DataFrame of layer, head, path, domain and score for a model trained on the ``successor``
 task.
 """
 
-from headcoop.analysis.periodic import (
+from headcoop.successor.periodic import (
     ablation_importance,
     dictionary_features,
     feature_table,
@@ -17,7 +17,7 @@ from headcoop.analysis.periodic import (
     steer,
     svd_features,
 )
-from headcoop.analysis.successor import (
+from headcoop.successor.scores import (
     SUCCESSOR_THRESHOLD,
     effective_ov,
     head_inputs,

@@ -1,0 +1,80 @@
+"""What several commands share: the one-line usage error, the device flag, task parameters and
+the numeric training flags (each parsed by the rule its config field is checked with)."""
+
+import argparse
+import json
+from typing import Any, NoReturn
+
+from headcoop.config import MODEL_RULES, TRAIN_RULES, ModelConfig, Rule, TrainConfig
+from headcoop.errors import HeadcoopError
+
+TRAIN_FLAGS = (
+    ("--epochs", TRAIN_RULES, "passes over the training split"),
+    ("--d-model", MODEL_RULES, "width of the residual stream"),
+    ("--n-heads", MODEL_RULES, "attention heads"),
+    ("--d-head", MODEL_RULES, "dimension of each head"),
+    ("--n-layers", MODEL_RULES, "attention layers (more than one runs full sequences)"),
+    ("--n-ctx", MODEL_RULES, "the longest sequence the model takes"),
+    ("--batch-size", TRAIN_RULES, "examples per optimizer step"),
+    ("--lr", TRAIN_RULES, "learning rate (the peak, under a schedule)"),
+    ("--weight-decay", TRAIN_RULES, "weight decay (decoupled under adamw, L2 otherwise)"),
+    ("--dropout", TRAIN_RULES, "dropout on the attention output, in training"),
+    ("--checkpoint-every", TRAIN_RULES, "save every N epochs (the last is always saved)"),
+    ("--init-scale", TRAIN_RULES, "multiplies every randomly drawn initial weight"),
+)
+"""The numeric training flags: each parsed by the rule its config field is checked with."""
+
+WORKERS = Rule(int, 1, 256)
+"""How many processes may train at once (--workers)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="where models run: cpu, cuda, cuda:N (default: cuda when available, else cpu)",
+    )
+
+
+def add_checkpoint(parser: argparse.ArgumentParser, out: bool = True) -> None:
+    """The positional checkpoint (or run directory), and ``--out`` for the result files."""
+    parser.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    if out:
+        parser.add_argument("--out", required=True, help="directory for the result files")
+
+
+def add_numeric_train_flags(parser: argparse.ArgumentParser) -> None:
+    """`TRAIN_FLAGS`, each with its config field's default."""
+    for flag, rules, about in TRAIN_FLAGS:
+        name = flag.removeprefix("--").replace("-", "_")
+        default = getattr(ModelConfig if rules is MODEL_RULES else TrainConfig, name)
+        parser.add_argument(flag, type=rules[name].parse, default=default, help=about)
+
+
+def task_params(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings as keyword arguments; values are JSON where they parse."""
+    params = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise HeadcoopError(f"--task-param needs KEY=VALUE, got {pair!r}")
+        try:
+            params[key] = json.loads(value)
+        except json.JSONDecodeError:
+            params[key] = value
+    return params
+
+
+def log_progress(package: str) -> None:
+    """Show the INFO lines of ``package`` (a study's stage times), warnings elsewhere."""
+    import logging
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger(package).setLevel(logging.INFO)

@@ -1,0 +1,229 @@
+"""The commands that train and measure one model: ``tasks``, ``train``, ``eval``, ``analyze``.
+
+Each command is an ``add_*`` function that declares its flags beside the ``run_*`` handler it
+sets; heavy imports happen inside the handlers, so that ``--help`` stays instant.
+"""
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from headcoop.cli.args import add_checkpoint, add_device, add_numeric_train_flags, task_params
+from headcoop.config import (
+    INIT_SCHEMES,
+    LR_SCHEDULES,
+    OPTIMIZERS,
+    SEED,
+    SGD_MOMENTUM,
+    ModelConfig,
+    TrainConfig,
+)
+from headcoop.files import writable_dir
+
+
+def add_tasks(commands: Any) -> None:
+    tasks = commands.add_parser(
+        "tasks",
+        help="list the registered tasks",
+        description="The tasks that `headcoop train --task NAME` knows, one a line, name first.",
+    )
+    tasks.set_defaults(run=run_tasks)
+
+
+def run_tasks(args: argparse.Namespace) -> None:
+    from headcoop.tasks import make_task, registered_tasks
+
+    for name, cls in registered_tasks().items():
+        task = make_task(name)
+        about = next(iter((cls.__doc__ or "").strip().splitlines()), "")
+        decision = task.readouts[task.decision]
+        engine = "bags" if task.supports_bags else "full sequences"
+        facts = f"{len(task.readouts)} readout(s), decision {decision.name!r} with "
+        facts += f"{len(decision.candidates)} classes, {engine}"
+        print(f"{name}\t{about} [{facts}]")
+
+
+def add_train(commands: Any) -> None:
+    train = commands.add_parser(
+        "train",
+        help="train a model on a task and write checkpoints",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train an attention-only HookedTransformer on a registered task (see "
+        "`headcoop tasks`). Checkpoints go to OUT/epoch_NNNN; OUT/final links the last one.",
+    )
+    train.add_argument("--out", required=True, help="run directory for checkpoints")
+    train.add_argument("--task", default="count01", help="the task's name (headcoop tasks)")
+    train.add_argument(
+        "--task-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the task, e.g. seed=3 (the data seed); repeatable; "
+        "VALUE is read as JSON where it parses, else as text",
+    )
+    train.add_argument(
+        "--seed",
+        type=SEED.parse,
+        default=TrainConfig.seed,
+        help="seed of weights, order and dropout",
+    )
+    add_numeric_train_flags(train)
+    _add_choice_flags(train)
+    existing = train.add_mutually_exclusive_group()
+    existing.add_argument(
+        "--resume", action="store_true", help="continue from the latest checkpoint in --out"
+    )
+    existing.add_argument(
+        "--overwrite", action="store_true", help="replace a training run already in --out"
+    )
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_device(train)
+    train.set_defaults(run=run_train)
+
+
+def _add_choice_flags(train: argparse.ArgumentParser) -> None:
+    """The training choices that are switches or names, not numbers."""
+    train.add_argument("--no-layernorm", action="store_true", help="train without LayerNorm")
+    train.add_argument(
+        "--positional",
+        action="store_true",
+        help="learn a positional embedding (off, the paper's, keeps W_pos zero and frozen)",
+    )
+    train.add_argument(
+        "--lr-schedule",
+        default=TrainConfig.lr_schedule,
+        choices=LR_SCHEDULES,
+        help="cosine decays the learning rate to zero over the epochs",
+    )
+    train.add_argument(
+        "--optimizer",
+        default=TrainConfig.optimizer,
+        choices=OPTIMIZERS,
+        help=f"sgd has momentum {SGD_MOMENTUM}",
+    )
+    train.add_argument(
+        "--init",
+        default=TrainConfig.init,
+        choices=INIT_SCHEMES,
+        help="initial weights: TransformerLens's GPT-2 scheme or plain torch modules' defaults",
+    )
+
+
+def run_train(args: argparse.Namespace) -> None:
+    from headcoop.device import resolve_device
+    from headcoop.tasks import make_task
+    from headcoop.training.checkpoint import FINAL, resolve_checkpoint
+    from headcoop.training.trainer import train
+
+    writable_dir(args.out, "--out")
+    task = make_task(args.task, **task_params(args.task_param))
+    device = resolve_device(args.device)
+    train(
+        task,
+        _model_config(args),
+        _train_config(args),
+        out=args.out,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+        device=device,
+    )
+    final = resolve_checkpoint(args.out)
+    print(f"final checkpoint: {final} (also {args.out}/{FINAL})")
+    report_accuracy(final, "test", full=False, as_json=False, device=device)
+
+
+def _model_config(args: argparse.Namespace) -> ModelConfig:
+    return ModelConfig(
+        d_model=args.d_model,
+        n_heads=args.n_heads,
+        d_head=args.d_head,
+        layernorm=not args.no_layernorm,
+        n_layers=args.n_layers,
+        positional=args.positional,
+        n_ctx=args.n_ctx,
+    )
+
+
+def _train_config(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        seed=args.seed,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        weight_decay=args.weight_decay,
+        dropout=args.dropout,
+        checkpoint_every=args.checkpoint_every,
+        optimizer=args.optimizer,
+        init=args.init,
+        init_scale=args.init_scale,
+    )
+
+
+def add_eval(commands: Any) -> None:
+    evaluate = commands.add_parser(
+        "eval",
+        help="accuracy of a checkpoint",
+        description="Accuracy of each readout on a split of the checkpoint's task.",
+    )
+    add_checkpoint(evaluate, out=False)
+    evaluate.add_argument("--split", default="test", choices=("train", "val", "test"))
+    evaluate.add_argument(
+        "--full", action="store_true", help="run full sequences instead of the bag engine"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    add_device(evaluate)
+    evaluate.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> None:
+    report_accuracy(args.checkpoint, args.split, args.full, args.json, args.device)
+
+
+def report_accuracy(path: str | Path, split: str, full: bool, as_json: bool, device: Any) -> None:
+    """Print the checkpoint's accuracy of each readout on ``split`` (or its metrics as JSON)."""
+    from headcoop.engine.run import choose_engine, evaluate
+    from headcoop.tasks import read_names, task_from_config
+    from headcoop.training.checkpoint import load_checkpoint
+
+    model, config = load_checkpoint(path, device)
+    task = task_from_config(config.get("task", {}))
+    mode = "full" if full else "auto"
+    metrics = evaluate(model, task, task.split(split), mode)
+    engine = "full sequences" if choose_engine([model], task, mode) == "full" else "bag engine"
+    if as_json:
+        print(json.dumps({"split": split, "mode": mode, **metrics}))
+        return
+    accuracies = ", ".join(f"{name} {metrics[name]:.4f}" for name in read_names(task))
+    print(f"{split} accuracy ({len(task.split(split))} examples, {engine}): {accuracies}")
+
+
+def add_analyze(commands: Any) -> None:
+    analyze = commands.add_parser(
+        "analyze",
+        help="measure every head of a checkpoint",
+        description="Per-head and per-pair l-acc, ROC AUC and s-acc at the task's decision "
+        "(l-acc and ROC AUC under the paper's head-only logits and, as *_direct, with the "
+        "direct path kept), l-acc of the other readouts, attention ratios and head weights, "
+        "and the decision metrics of every subset of heads. Writes OUT/heads.csv, "
+        "OUT/pairs.csv, OUT/subsets.csv.gz and OUT/summary.json.",
+    )
+    add_checkpoint(analyze)
+    analyze.add_argument("--no-subsets", action="store_true", help="skip the all-subsets pass")
+    analyze.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device(analyze)
+    analyze.set_defaults(run=run_analyze)
+
+
+def run_analyze(args: argparse.Namespace) -> None:
+    from headcoop.heads.analyze import analyze
+
+    writable_dir(args.out, "--out")
+    result = analyze(
+        args.checkpoint, subsets=not args.no_subsets, progress=not args.quiet, device=args.device
+    )
+    out = result.save(args.out, checkpoint=str(args.checkpoint))
+    classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
+    print(f"heads: {classes}; results in {out}")

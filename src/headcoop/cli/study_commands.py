@@ -1,0 +1,188 @@
+"""The commands of the studies: ``trace`` (sparse attention decomposition), ``successor``
+(successor heads), ``figures`` and ``claims`` (the paper).
+
+Each command is an ``add_*`` function that declares its flags beside the ``run_*`` handler it
+sets; heavy imports happen inside the handlers, so that ``--help`` stays instant.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from headcoop.cli.args import WORKERS, add_checkpoint, add_device, log_progress
+from headcoop.config import Rule
+from headcoop.files import writable_dir
+
+
+def add_trace(commands: Any) -> None:
+    tracer = commands.add_parser(
+        "trace",
+        help="split attention scores by singular components and trace them head to head",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Sparse attention decomposition of a checkpoint: every score as a sum of "
+        "per-component terms of its head's query-key matrix, the upstream heads that set "
+        "them (models with two or more layers, checked by intervention) and, for "
+        "position-free models, each component's part of the task's attention ratios. Writes "
+        "OUT/terms.csv, OUT/graph.json, OUT/interventions.csv or OUT/ratios.csv, "
+        "OUT/summary.json and OUT/trace.html.",
+    )
+    add_checkpoint(tracer)
+    tracer.add_argument("--prompts", type=Rule(int, 1, 4096).parse, default=64,
+                        help="test examples traced")  # fmt: skip
+    tracer.add_argument("--share", type=Rule(float, 0, 1, low_open=True).parse, default=0.7,
+                        help="keep upstream contributors until they pass this share")  # fmt: skip
+    tracer.set_defaults(run=run_trace)
+
+
+def run_trace(args: argparse.Namespace) -> None:
+    from headcoop.trace.trace_report import trace_checkpoint
+
+    writable_dir(args.out, "--out")
+    summary = trace_checkpoint(args.checkpoint, args.out, args.prompts, args.share)
+    stats = summary["sparsity"]
+    print(
+        f"{stats['scores']} scores, {stats['mean']:.2f} components each on average; "
+        f"results in {args.out}"
+    )
+
+
+def add_successor(commands: Any) -> None:
+    successor = commands.add_parser(
+        "successor",
+        help="succession scores, periodic features and steering of a checkpoint's heads",
+        description="Successor heads: each head's (and, with two layers, each virtual path's) "
+        "effective OV circuit scored on every ordered domain of the task, mod-k features of "
+        "the number tokens by SVD, probe and sparse dictionary, and steering by residue "
+        "arithmetic against random directions. Writes OUT/succession.csv, OUT/features.csv, "
+        "OUT/steering.csv, OUT/summary.json and OUT/successor.html.",
+    )
+    add_checkpoint(successor)
+    successor.set_defaults(run=run_successor)
+
+
+def run_successor(args: argparse.Namespace) -> None:
+    from headcoop.successor.successor_report import successor_checkpoint
+
+    writable_dir(args.out, "--out")
+    summary = successor_checkpoint(args.checkpoint, args.out)
+    best = summary["scores"][0]
+    print(
+        f"{len(summary['successor_heads'])} successor head(s); best {best['path']} "
+        f"({best['score']:.3f}); results in {args.out}"
+    )
+
+
+def _add_run_flags(parser: argparse.ArgumentParser, workers_help: str) -> None:
+    """The flags the paper's two commands share: PNGs, progress, workers and device."""
+    parser.add_argument("--no-png", action="store_true", help="skip the PNG pictures")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--workers", type=WORKERS.parse, default=None, help=workers_help)
+    add_device(parser)
+
+
+def add_figures(commands: Any) -> None:
+    figures = commands.add_parser(
+        "figures",
+        help="every figure and table of the paper, with an HTML report",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train and measure what the paper's figures need (cached under CACHE: a "
+        "rerun only redraws, an interrupted run resumes), then write OUT/index.html, one HTML "
+        "and one PNG per item, and the data behind them.",
+    )
+    figures.add_argument("--out", default="figures", help="directory for the report")
+    figures.add_argument("--cache", default="runs/figures", help="directory for cached results")
+    figures.add_argument(
+        "--quick", action="store_true", help="small splits and sweeps: checks the pipeline"
+    )
+    figures.add_argument(
+        "--calibrated",
+        metavar="LAB",
+        default=None,
+        help="train under the setting that the claims lab whose output is in LAB selected "
+        "(make figures PLAN=calibrated)",
+    )
+    figures.add_argument(
+        "--claims",
+        default="runs/claims",
+        help="a claims lab's output, whose section the report includes where it exists",
+    )
+    figures.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default=None,
+        help="run the sweeps' stacks as submitit jobs, on this machine or a Slurm cluster "
+        "(default: on this machine, see --workers)",
+    )
+    _add_run_flags(
+        figures,
+        "processes that train sweep stacks at once (unset: one per core on the CPU, one on a GPU)",
+    )
+    figures.set_defaults(run=run_figures)
+
+
+def run_figures(args: argparse.Namespace) -> None:
+    from headcoop.paper.figures import make_figures
+    from headcoop.paper.plan import plan_for
+
+    writable_dir(args.out, "--out")
+    writable_dir(args.cache, "--cache")
+    log_progress("headcoop.paper")
+    plan, note = plan_for(quick=args.quick, calibrated=args.calibrated)
+    summary = make_figures(
+        plan,
+        args.out,
+        args.cache,
+        png=not args.no_png,
+        progress=not args.quiet,
+        device=args.device,
+        executor=args.executor,
+        claims=args.claims,
+        note=note,
+        workers=args.workers,
+    )
+    disagree = sum(r["verdict"] == "disagrees" for r in summary["paper_comparison"])
+    print(
+        f"report: {Path(args.out) / 'index.html'} ({summary['seconds']['total']:.0f} s; "
+        f"{disagree} disagreement(s) with the paper's text). {summary['png']}"
+    )
+
+
+def add_claims(commands: Any) -> None:
+    claims = commands.add_parser(
+        "claims",
+        help="the claims lab: which training choices make the paper's findings hold",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train a grid of training choices x seeds (one factor at a time, then a "
+        "factorial on the factors that matter), judge every claim of the paper on every "
+        "model, and write claims.csv, settings.csv, the heatmap and claims.html into OUT. "
+        "Models are cached under CACHE by configuration: a rerun only judges.",
+    )
+    claims.add_argument("--out", default="runs/claims", help="directory for the lab's output")
+    claims.add_argument("--cache", default="runs/figures", help="directory for cached results")
+    claims.add_argument(
+        "--quick", action="store_true", help="small splits, three factors: checks the pipeline"
+    )
+    _add_run_flags(
+        claims,
+        "processes that train settings at once (unset: one per core on the CPU, one on a GPU)",
+    )
+    claims.set_defaults(run=run_claims)
+
+
+def run_claims(args: argparse.Namespace) -> None:
+    from headcoop.paper.lab import run_lab
+    from headcoop.paper.lab_report import write_lab
+    from headcoop.paper.plan import Plan
+
+    writable_dir(args.out, "--out")
+    writable_dir(args.cache, "--cache")
+    log_progress("headcoop.paper")
+    plan = Plan.quick() if args.quick else Plan.paper()
+    result = run_lab(
+        plan, args.cache, progress=not args.quiet, device=args.device, workers=args.workers
+    )
+    summary = write_lab(result, args.out, png=not args.no_png)
+    print(
+        f"claims lab: {Path(args.out) / 'claims.html'} ({sum(result.seconds.values()):.0f} s; "
+        f"selected setting: {summary['selected']['setting']}). {summary['png']}"
+    )
