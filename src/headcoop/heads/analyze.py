@@ -121,56 +121,74 @@ def analyze(
     clock = time.perf_counter()
     train = collect(model, task, task.split("train"), progress=progress)
     test = collect(model, task, task.split("test"), progress=progress)
-    measure = SetScorer(task, train, test, decompose(model, test))
+    scorer = SetScorer(task, train, test, decompose(model, test))
     timings["cache"] = time.perf_counter() - clock
 
     n_heads = model.cfg.n_heads
     clock = time.perf_counter()
     pair_masks = singles_and_pairs(n_heads)
-    pairs = SetTable(pair_masks, measure(pair_masks, every_readout=True))
+    pairs = SetTable(pair_masks, scorer(pair_masks, every_readout=True))
     timings["singles_and_pairs"] = time.perf_counter() - clock
 
-    subset_metrics = None
+    subset_table = None
     if subsets is not False:
         clock = time.perf_counter()
         masks = all_subsets(n_heads) if subsets is True else subsets
-        subset_metrics = SetTable(masks, measure(masks, progress=progress))
+        subset_table = SetTable(masks, scorer(masks, progress=progress))
         timings["all_subsets"] = time.perf_counter() - clock
 
-    singles = pairs[:n_heads].columns
-    heads = {"head": list(range(n_heads))}
+    heads = _head_columns(model, scorer, pairs[:n_heads].columns)
+    summary = _summary(model, scorer, heads, timings)
+    return HeadAnalysis(heads, pairs[n_heads:], subset_table, summary)
+
+
+def _head_columns(
+    model: Model, scorer: "SetScorer", singles: dict[str, torch.Tensor]
+) -> dict[str, list]:
+    """heads.csv's columns: each single head's metrics, attention ratios, weight and class."""
+    task, n_heads = scorer.task, model.cfg.n_heads
+    heads: dict[str, list] = {"head": list(range(n_heads))}
     heads |= {k: singles[k].tolist() for k in ("s_acc", "l_acc", "roc_auc")}
     heads |= {k: singles[k].tolist() for k in ("l_acc_direct", "roc_auc_direct")}
     for name, (query, numerator, denominator) in task.attention_ratios.items():
         ids = [task.vocab.index(t) for t in (query, numerator, denominator)]
         heads[name] = weight_ratio(model, *ids).tolist()
-    heads["head_weight"] = head_weights(model, measure.candidates).tolist()
-    for name in measure.other_readout_columns():
+    heads["head_weight"] = head_weights(model, scorer.candidates).tolist()
+    for name in scorer.other_readout_columns():
         heads[name] = singles[name].tolist()
-    heads["class"] = [head_class(s, measure.chance) for s in heads["s_acc"]]
+    heads["class"] = [head_class(s, scorer.chance) for s in heads["s_acc"]]
+    return heads
 
-    summary = {
+
+def _summary(
+    model: Model, scorer: "SetScorer", heads: dict[str, list], timings: dict[str, float]
+) -> dict[str, Any]:
+    """summary.json: the model's accuracy, the head classes and what the columns mean."""
+    task, test = scorer.task, scorer.test
+    accuracy = accuracies(task, test.logits, test.targets)
+    return {
         "task": task.name,
         "decision": read_names(task)[task.decision],
-        "accuracy": {
-            k: v for k, v in accuracies(task, test.logits, test.targets).items() if k != "loss"
-        },
+        "accuracy": {k: v for k, v in accuracy.items() if k != "loss"},
         "classes": {c: heads["class"].count(c) for c in HEAD_CLASSES},
-        "majority_share": measure.chance,
-        "class_shares": measure.class_shares(),
-        "thresholds": {"successful": SUCCESSFUL, "failed_below": measure.chance + CHANCE_MARGIN},
-        "definitions": {
-            "l_acc, roc_auc": "the paper's head-only logits: head terms plus constant biases, "
-            "no direct path, final LayerNorm scale frozen",
-            "*_direct": "heads outside the set ablated in the running model: direct path kept, "
-            "LayerNorm scale recomputed",
-        },
-        "direct_path": measure.direct_path(n_heads),
-        "n_train": len(train),
+        "majority_share": scorer.chance,
+        "class_shares": scorer.class_shares(),
+        "thresholds": {"successful": SUCCESSFUL, "failed_below": scorer.chance + CHANCE_MARGIN},
+        "definitions": DEFINITIONS,
+        "direct_path": scorer.direct_path(model.cfg.n_heads),
+        "n_train": len(scorer.train),
         "n_test": len(test),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-    return HeadAnalysis(heads, pairs[n_heads:], subset_metrics, summary)
+
+
+DEFINITIONS = {
+    "l_acc, roc_auc": "the paper's head-only logits: head terms plus constant biases, "
+    "no direct path, final LayerNorm scale frozen",
+    "*_direct": "heads outside the set ablated in the running model: direct path kept, "
+    "LayerNorm scale recomputed",
+}
+"""What the two definitions of a set's logits mean, as summary.json states them."""
 
 
 class SetScorer:

@@ -20,14 +20,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import plotly.io as pio
 
+from headcoop import pages
 from headcoop.device import Device
 from headcoop.files import write_atomic
 from headcoop.paper.comparison import compare_with_paper
 from headcoop.paper.compute import FigureData, measure_all
 from headcoop.paper.html import index_html
-from headcoop.paper.items import Rendered, render
+from headcoop.paper.items import render
 from headcoop.paper.lab_report import SECTION
 from headcoop.paper.plan import Plan
 from headcoop.paper.summary import key_numbers
@@ -64,8 +64,12 @@ def make_figures(
 
     out.mkdir(parents=True, exist_ok=True)
     for item in items:
-        item.figure.write_html(out / f"{item.slug}.html", include_plotlyjs="directory")
-    png_note = _write_pngs(items, out) if png else "PNGs were not asked for (--no-png)."
+        pages.write_figure(item.figure, out / f"{item.slug}.html")
+    png_note = (
+        pages.write_pngs([i.figure for i in items], [out / f"{i.slug}.png" for i in items])
+        if png
+        else "PNGs were not asked for (--no-png)."
+    )
     _copy_data(data.root, out / "data")
     write_atomic(out / "table1.csv", pd.DataFrame(summary["table1"]).to_csv(index=False))
     summary["png"] = png_note
@@ -76,35 +80,20 @@ def make_figures(
         "total": round(time.perf_counter() - clock, 1),
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
-    lab = Path(claims) / SECTION if claims is not None else None
-    lab_section = (
-        lab.read_text()
-        if lab is not None and lab.exists()
-        else (
-            "<section id='claims-lab'><h2>The claims lab</h2><p>Not run yet: "
-            "<code>make claims</code> finds which training choices make each finding "
-            "hold.</p></section>"
-        )
-    )
-    page = index_html(items, summary, plan, png_note, lab_section, note)
+    page = index_html(items, summary, plan, png_note, _lab_section(claims), note)
     write_atomic(out / "index.html", page)
     return summary
 
 
-def _write_pngs(items: list[Rendered], out: Path) -> str:
-    """Write one PNG per item with kaleido (which needs a Chromium); say what happened."""
-    try:
-        pio.write_images(
-            [item.figure for item in items],
-            [out / f"{item.slug}.png" for item in items],
-            width=[item.figure.layout.width or 900 for item in items],
-            height=[item.figure.layout.height or 500 for item in items],
-        )
-    except Exception as exc:  # kaleido reports a missing browser in several ways
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("PNGs skipped: %s", first_line)
-        return f"PNGs were skipped: kaleido could not render them ({first_line})."
-    return f"PNGs written for all {len(items)} items."
+def _lab_section(claims: str | Path | None) -> str:
+    """The claims lab's section of the report, from its output directory, if it ran."""
+    lab = Path(claims) / SECTION if claims is not None else None
+    if lab is not None and lab.exists():
+        return lab.read_text()
+    return (
+        "<section id='claims-lab'><h2>The claims lab</h2><p>Not run yet: <code>make claims"
+        "</code> finds which training choices make each finding hold.</p></section>"
+    )
 
 
 def _copy_data(root: Path, dest: Path) -> None:

@@ -28,7 +28,8 @@ from typing import Any
 import pandas as pd
 import plotly.graph_objects as go
 
-from headcoop.files import write_atomic
+from headcoop import pages
+from headcoop.files import config_key, write_atomic
 from headcoop.paper.claims import BY_ID, CLAIMS
 from headcoop.paper.lab import (
     DEFAULT,
@@ -71,13 +72,13 @@ def write_lab(result: LabResult, out: str | Path, png: bool = True) -> dict[str,
         "changes": dict(selected.changes),
         "layernorm": model.layernorm,
         "train": train.key_dict(),
-        "lab_plan": plan.key(),
+        "lab_plan": config_key(plan),
     }
     write_atomic(out / SELECTED, json.dumps(choice, indent=2) + "\n")
 
     figure = heatmap(result)
-    figure.write_html(out / "heatmap.html", include_plotlyjs=True)
-    png_note = _write_png(figure, out / "heatmap.png") if png else "PNG not asked for."
+    pages.write_figure(figure, out / "heatmap.html")
+    png_note = pages.write_pngs([figure], [out / "heatmap.png"]) if png else "PNG not asked for."
     section = section_html(result, per_setting, factors, robust)
     write_atomic(out / SECTION, section)
     summary = {
@@ -187,41 +188,19 @@ def _settings_frame(result: LabResult) -> pd.DataFrame:
 
 
 def _table(frame: pd.DataFrame, percent: tuple[str, ...] = ()) -> str:
+    """``frame`` as an HTML table, the ``percent`` columns as percentages."""
+
     def cell(column: str, value: Any) -> str:
         if column in percent and isinstance(value, float):
             return f"{value:.0%}"
         return f"{value:.4g}" if isinstance(value, float) else str(value)
 
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
-    body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(cell(c, v))}</td>" for c, v in row.items()) + "</tr>"
-        for _, row in frame.iterrows()
-    )
-    return f"<table><tr>{head}</tr>{body}</table>"
-
-
-def _write_png(figure: go.Figure, path: Path) -> str:
-    try:
-        figure.write_image(path)
-    except Exception as exc:  # kaleido reports a missing browser in several ways
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        log.warning("heatmap PNG skipped: %s", first_line)
-        return f"PNG skipped: kaleido could not render it ({first_line})."
-    return "PNG written."
+    return pages.table(frame.to_dict(orient="records"), cell)
 
 
 def _page(section: str, summary: dict[str, Any]) -> str:
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>headcoop: the claims lab</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 1300px; margin: 2em auto; padding: 0 1em; }}
-table {{ border-collapse: collapse; margin: 1em 0; }}
-td, th {{ border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }}
-pre {{ background: #f6f6f6; padding: 1em; overflow-x: auto; }}
-</style></head><body>
-{section}
+    body = f"""{section}
 <p><img src="heatmap.png" alt="heatmap (see heatmap.html if the PNG was skipped)"></p>
 <h2>Configuration, machine and time</h2>
-<pre>{html.escape(json.dumps(summary, indent=2, default=str))}</pre>
-</body></html>
-"""
+{pages.provenance(summary)}"""
+    return pages.page("headcoop: the claims lab", body, plotly=False)

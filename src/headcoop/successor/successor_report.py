@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
+from headcoop import pages
 from headcoop.engine.run import predict
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
@@ -90,8 +91,8 @@ def successor_checkpoint(checkpoint: str | Path, out: str | Path) -> dict[str, A
         "seconds": round(time.perf_counter() - clock, 1),
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-    figure(model, task, scores, features, steering, best).write_html(
-        out / "successor.html", include_plotlyjs="directory"
+    pages.write_figure(
+        figure(model, task, scores, features, steering, best), out / "successor.html"
     )
     return summary
 

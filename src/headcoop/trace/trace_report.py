@@ -19,6 +19,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import torch
 
+from headcoop import pages
 from headcoop.compat import Model
 from headcoop.engine.bags import bag_exact
 from headcoop.files import write_atomic
@@ -73,9 +74,7 @@ def trace_checkpoint(
     write_atomic(out / "interventions.csv", effects.to_csv(index=False))
     write_atomic(out / "terms.csv", terms.to_csv(index=False))
     write_atomic(out / "graph.json", json.dumps(graph, indent=1) + "\n")
-    graph_figure(graph, f"attention trace of {checkpoint}").write_html(
-        out / "trace.html", include_plotlyjs="directory"
-    )
+    pages.write_figure(graph_figure(graph, f"attention trace of {checkpoint}"), out / "trace.html")
     summary["machine"] = machine()
     summary["seconds"] = round(time.perf_counter() - clock, 1)
     write_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
