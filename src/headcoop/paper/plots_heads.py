@@ -172,52 +172,15 @@ def fig_head_outputs(
     )
     points, values, lines = outputs["points"], outputs["values"], outputs["separators"]
     for k, head in enumerate(chosen):
-        row, col = k // cols + 1, k % cols + 1
-        first = k == 0
-        mine = points[points["head"] == head]
-        for (split, label), frame in mine.groupby(["split", "class"]):
-            fig.add_trace(
-                go.Scatter(
-                    x=frame["x"],
-                    y=frame["y"],
-                    mode="markers",
-                    name=f"{split}, next '{label}'",
-                    legendgroup=f"{split}{label}",
-                    showlegend=first,
-                    marker={
-                        "color": CLASS_COLOURS.get(str(label), "#333"),
-                        "size": 4,
-                        "symbol": "circle" if split == "train" else "x",
-                        "opacity": 0.6,
-                    },
-                ),
-                row=row,
-                col=col,
-            )
-        vectors = values[values["head"] == head]
-        for _, v in vectors.iterrows():
-            fig.add_trace(
-                go.Scatter(
-                    x=[0, v["x"]],
-                    y=[0, v["y"]],
-                    mode="lines+markers+text",
-                    text=["", f"v('{v['token']}')"],
-                    textposition="top center",
-                    line={"color": TOKEN_COLOURS.get(str(v["token"]), "#000"), "width": 2},
-                    marker={"size": [0, 8]},
-                    name=f"value of '{v['token']}'",
-                    legendgroup=f"value{v['token']}",
-                    showlegend=first,
-                ),
-                row=row,
-                col=col,
-            )
+        cell = {"row": k // cols + 1, "col": k % cols + 1}
+        mine, vectors = points[points["head"] == head], values[values["head"] == head]
+        traces = _output_points(mine, first=k == 0) + _value_arrows(vectors, first=k == 0)
         xs = pd.concat([mine["x"], vectors["x"], pd.Series([0.0])])
         ys = pd.concat([mine["y"], vectors["y"], pd.Series([0.0])])
         line = lines[lines["head"] == head].iloc[0]
         segment = _separator_segment(line, xs.min(), xs.max(), ys.min(), ys.max())
         if segment is not None:
-            fig.add_trace(
+            traces.append(
                 go.Scatter(
                     x=segment[0],
                     y=segment[1],
@@ -225,13 +188,53 @@ def fig_head_outputs(
                     line={"color": "black", "dash": "dash"},
                     name="separator (s-acc fit)",
                     legendgroup="separator",
-                    showlegend=first,
-                ),
-                row=row,
-                col=col,
+                    showlegend=k == 0,
+                )
             )
+        for trace in traces:
+            fig.add_trace(trace, **cell)
     fig.update_layout(title=title, height=380 * rows, width=max(700, 330 * cols))
     return fig
+
+
+def _output_points(points: pd.DataFrame, first: bool) -> list[go.Scatter]:
+    """One head's outputs, one trace per split and class."""
+    return [
+        go.Scatter(
+            x=frame["x"],
+            y=frame["y"],
+            mode="markers",
+            name=f"{split}, next '{label}'",
+            legendgroup=f"{split}{label}",
+            showlegend=first,
+            marker={
+                "color": CLASS_COLOURS.get(str(label), "#333"),
+                "size": 4,
+                "symbol": "circle" if split == "train" else "x",
+                "opacity": 0.6,
+            },
+        )
+        for (split, label), frame in points.groupby(["split", "class"])
+    ]
+
+
+def _value_arrows(vectors: pd.DataFrame, first: bool) -> list[go.Scatter]:
+    """One head's value vector of each counted token, as an arrow from the origin."""
+    return [
+        go.Scatter(
+            x=[0, v["x"]],
+            y=[0, v["y"]],
+            mode="lines+markers+text",
+            text=["", f"v('{v['token']}')"],
+            textposition="top center",
+            line={"color": TOKEN_COLOURS.get(str(v["token"]), "#000"), "width": 2},
+            marker={"size": [0, 8]},
+            name=f"value of '{v['token']}'",
+            legendgroup=f"value{v['token']}",
+            showlegend=first,
+        )
+        for _, v in vectors.iterrows()
+    ]
 
 
 def _head_heatmap(

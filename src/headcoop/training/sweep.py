@@ -323,26 +323,14 @@ def train_stack(
             resumed run never misses one.
     """
     state_file = Path(state_file)
-    d_vocab = len(task.vocab)
-    models = [
-        build_model(e.model, d_vocab, e.seed, device, train_cfg.init, train_cfg.init_scale)
-        for e in experiments
-    ]
     meta = {
         "task": task.to_config(),
         "train": train_cfg.key_dict(),
         "experiments": [{**asdict(e.model), "seed": e.seed} for e in experiments],
     }
-    start, optimizer_state = 0, None
-    if state_file.exists():
-        states, stored, optimizer_state = load_stack(state_file)
-        if {k: v for k, v in stored.items() if k != "epoch"} == meta:
-            for model, state in zip(models, states, strict=True):
-                load_parameters(model, state)
-            start = stored["epoch"]
-            log.info("resuming %s at epoch %d", state_file, start)
-        else:
-            optimizer_state = None
+    models, start, optimizer_state = _resume_stack(
+        task, experiments, train_cfg, state_file, meta, device
+    )
     if start == train_cfg.epochs:
         return models
 
@@ -365,6 +353,31 @@ def train_stack(
         for run in runs:
             mark_final(run, epoch_dir(run, train_cfg.epochs))
     return models
+
+
+def _resume_stack(
+    task: Task,
+    experiments: Sequence[Experiment],
+    train_cfg: TrainConfig,
+    state_file: Path,
+    meta: dict[str, Any],
+    device: Device,
+) -> tuple[list[Model], int, dict[str, Any] | None]:
+    """The stack's models, the epoch they have reached and the optimizer state: from
+    ``state_file`` where it holds these very experiments (``meta``), else fresh at epoch 0."""
+    models = [
+        build_model(e.model, len(task.vocab), e.seed, device, train_cfg.init, train_cfg.init_scale)
+        for e in experiments
+    ]
+    if not state_file.exists():
+        return models, 0, None
+    states, stored, optimizer_state = load_stack(state_file)
+    if {k: v for k, v in stored.items() if k != "epoch"} != meta:
+        return models, 0, None
+    for model, state in zip(models, states, strict=True):
+        load_parameters(model, state)
+    log.info("resuming %s at epoch %d", state_file, stored["epoch"])
+    return models, stored["epoch"], optimizer_state
 
 
 def snapshot_file(state_file: str | Path) -> Path:

@@ -153,39 +153,50 @@ def train(
     """
     if out is not None:
         _prepare_run_dir(Path(out), resume, overwrite)
-    start_epoch, opt_state = 0, None
-    if resume and out is not None and run_checkpoints(out):
-        start_epoch, path = run_checkpoints(out)[-1]
-        model, meta = load_checkpoint(path, device)
-        _check_resumable(meta, task, model_cfg, train_cfg, path)
-        opt_state = load_optimizer_state(path)
-    else:
-        model = build_model(
-            model_cfg,
-            len(task.vocab),
-            train_cfg.seed,
-            device,
-            train_cfg.init,
-            train_cfg.init_scale,
-        )
+    model, start_epoch, opt_state = _start(task, model_cfg, train_cfg, out, resume, device)
 
     def save(end: EpochEnd) -> None:
-        if out is None or not train_cfg.saves(end.epoch):
-            return
-        meta = {
-            "task": task.to_config(),
-            "train": {**train_cfg.key_dict(), "epoch": end.epoch},
-            "metrics": end.results[0],
-        }
-        (trained,) = end.models()
-        if end.epoch == train_cfg.epochs:
-            meta["metrics"]["test"] = evaluate(trained, task, task.split("test"))
-        save_checkpoint(epoch_dir(out, end.epoch), trained, meta, end.optimizer_state())
+        if out is not None and train_cfg.saves(end.epoch):
+            _save_epoch(task, train_cfg, end, Path(out))
 
     train_models(task, [model], train_cfg, start_epoch, opt_state, save, progress)
     if out is not None:
         mark_final(out, epoch_dir(out, train_cfg.epochs))
     return model
+
+
+def _start(
+    task: Task,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    out: str | Path | None,
+    resume: bool,
+    device: Device,
+) -> tuple[Model, int, dict[str, Any] | None]:
+    """The model to train, the epoch it has reached and its optimizer state: the latest
+    checkpoint of ``out`` when resuming one, else a fresh model at epoch 0."""
+    if resume and out is not None and run_checkpoints(out):
+        epoch, path = run_checkpoints(out)[-1]
+        model, meta = load_checkpoint(path, device)
+        _check_resumable(meta, task, model_cfg, train_cfg, path)
+        return model, epoch, load_optimizer_state(path)
+    model = build_model(
+        model_cfg, len(task.vocab), train_cfg.seed, device, train_cfg.init, train_cfg.init_scale
+    )
+    return model, 0, None
+
+
+def _save_epoch(task: Task, train_cfg: TrainConfig, end: EpochEnd, out: Path) -> None:
+    """Write the checkpoint of ``end``'s epoch (with the test metrics after the last)."""
+    meta = {
+        "task": task.to_config(),
+        "train": {**train_cfg.key_dict(), "epoch": end.epoch},
+        "metrics": end.results[0],
+    }
+    (trained,) = end.models()
+    if end.epoch == train_cfg.epochs:
+        meta["metrics"]["test"] = evaluate(trained, task, task.split("test"))
+    save_checkpoint(epoch_dir(out, end.epoch), trained, meta, end.optimizer_state())
 
 
 @contextmanager
@@ -247,20 +258,7 @@ def train_models(
         disable=not progress,
     )
     for epoch in bar:
-        gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
-        total, seen = 0.0, 0
-        with _denormals_flushed():  # the steps only: callbacks see floats as they are
-            for k, (loss, size) in enumerate(step.epoch(gen)):
-                value = loss.item()
-                _check_finite(value, epoch, k + 1)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr_at((epoch - 1 + seen / step.n_examples) / cfg.epochs)
-                optimizer.zero_grad(set_to_none=True)
-                # The sum over models of each model's mean loss: each model gets its gradient.
-                (loss * len(models)).backward()
-                optimizer.step()
-                total, seen = total + value * size, seen + size
-        end = EpochEnd(epoch, total / seen, step, optimizer)
+        end = _run_epoch(step, optimizer, cfg, epoch, len(models))
         log.info("epoch %d: train loss %.4f", epoch, end.train_loss)
         if progress:
             decision = read_names(task)[task.decision]
@@ -273,6 +271,30 @@ def train_models(
         return []
     end.models()  # written back once, also when the last callback asked for them
     return end.results
+
+
+def _run_epoch(
+    step: "_StackedStep | _FullStep",
+    optimizer: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    epoch: int,
+    n_models: int,
+) -> EpochEnd:
+    """One pass over the training split, the learning rate following ``cfg``'s schedule."""
+    gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch))
+    total, seen = 0.0, 0
+    with _denormals_flushed():  # the steps only: callbacks see floats as they are
+        for k, (loss, size) in enumerate(step.epoch(gen)):
+            value = loss.item()
+            _check_finite(value, epoch, k + 1)
+            for group in optimizer.param_groups:
+                group["lr"] = cfg.lr_at((epoch - 1 + seen / step.n_examples) / cfg.epochs)
+            optimizer.zero_grad(set_to_none=True)
+            # The sum over models of each model's mean loss: each model gets its gradient.
+            (loss * n_models).backward()
+            optimizer.step()
+            total, seen = total + value * size, seen + size
+    return EpochEnd(epoch, total / seen, step, optimizer)
 
 
 def make_optimizer(params: list[torch.Tensor], cfg: TrainConfig) -> torch.optim.Optimizer:
