@@ -1,141 +1,100 @@
 """Statements of the paper's text next to what we measured, each with its criterion.
 
 The registry's claims are judged on each main model; the statements about sweeps (the Fig 2
-grid, Table 1, appendix A, Fig 10) on the sweeps. A statement that rests on l-acc is judged
-under the paper's definition (head-only logits) and again with the direct path kept; where the
-two verdicts differ, the definition decides the conclusion, and the report says so.
+grid, Table 1, appendix A, Fig 10) on the sweeps. Each becomes a `Judgement`. A statement that
+rests on l-acc is judged under the paper's definition (head-only logits) and again with the
+direct path kept; where the two verdicts differ, the definition decides the conclusion, and
+the report says so.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
 
-from headcoop.paper.claims import CLAIMS, Claim
+from headcoop.paper.claims import CLAIMS, Judgement
 
 
 def compare_with_paper(summary: dict[str, Any]) -> list[dict[str, str]]:
-    """One row per statement: paper, measured, criterion, verdict (under the paper's
-    definition) and, for statements that rest on l-acc, measured_direct and verdict_direct.
-
-    The registry's claims (`headcoop.paper.claims`) come first, each judged on every main
-    model (it agrees when it holds on most of them); then the statements about sweeps, which
-    no single model can show."""
-    rows = [_claim_row(claim, summary["claims"][claim.id]) for claim in CLAIMS]
-
-    def add(claim: str, criterion: str, judge: Callable[[], tuple[str, Any]]) -> None:
-        """``judge()`` gives (what we measured, whether it agrees or None)."""
-        measured, agrees = judge()
-        rows.append(
-            {
-                "paper": claim,
-                "measured": measured,
-                "criterion": criterion,
-                "verdict": _verdict(agrees),
-            }
-        )
-
-    _accuracy_statements(summary, add)
-    _sweep_statements(summary, add)
-    return rows
+    """One row per statement (`Judgement.row`): the registry's claims first, each judged on
+    every main model (it agrees when it holds on most of them); then the statements about
+    sweeps, which no single model can show."""
+    judgements = [claim.judged(summary["claims"][claim.id]) for claim in CLAIMS]
+    judgements += _accuracy_statements(summary) + _table1_statements(summary)
+    judgements += _minimal_and_fig10_statements(summary)
+    return [j.row() for j in judgements]
 
 
-def _claim_row(claim: Claim, judged: dict[str, list]) -> dict[str, str]:
-    """A registry claim on the main models: each model's statistic, and the verdict."""
-
-    def measured(values: list[float], holds: list[bool]) -> tuple[str, bool]:
-        shown = ", ".join(f"{v:.3g}" for v in values)
-        return f"{claim.statistic}: {shown} (holds on {sum(holds)} of {len(holds)} models)", (
-            2 * sum(holds) > len(holds)
-        )
-
-    text, agrees = measured(judged["values"], judged["holds"])
-    row = {
-        "paper": f"{claim.finding} (Sec. {claim.section}; the paper: {claim.paper})",
-        "measured": text,
-        "criterion": f"{claim.band()} on most models",
-        "verdict": _verdict(agrees),
-    }
-    if claim.rests_on_l_acc:
-        text, agrees = measured(judged["values_direct"], judged["holds_direct"])
-        row |= {"measured_direct": text, "verdict_direct": _verdict(agrees)}
-    return row
-
-
-def _verdict(agrees: Any) -> str:
-    """``agrees``: a truth value (Python or numpy), or None when not comparable."""
-    return "agrees" if agrees else "disagrees" if agrees is not None else "not comparable"
-
-
-def _accuracy_statements(summary: dict[str, Any], add: Callable) -> None:
-    grid = summary["grid_main_config_accuracy"]
-    add(
-        "d_model 32 with 16 heads almost always reaches near perfect test accuracy (Sec. 5.1)",
-        "every seed >= 0.98",
-        lambda: (
-            f"mean {grid['mean']:.4f}, worst {grid['min']:.4f} over {grid['seeds']} seeds"
-            if grid["seeds"]
-            else "the main model's shape is not in this plan's grid",
-            grid["min"] >= 0.98 if grid["seeds"] else None,
-        ),
-    )
-    cells = summary["grid_cell_mean_accuracy"]
+def _accuracy_statements(summary: dict[str, Any]) -> list[Judgement]:
+    grid, cells = summary["grid_main_config_accuracy"], summary["grid_cell_mean_accuracy"]
     smallest, largest = min(cells, key=_cell_size), max(cells, key=_cell_size)
-    add(
-        "more heads and a larger embedding make learning more robust (Fig. 2)",
-        "largest cell above smallest",
-        lambda: (
-            f"mean accuracy {cells[smallest]:.3f} at {smallest}, {cells[largest]:.3f} at {largest}",
-            cells[largest] > cells[smallest],
-        ),
+    main_shape = Judgement(
+        paper="d_model 32 with 16 heads almost always reaches near perfect test accuracy "
+        "(Sec. 5.1)",
+        measured=f"mean {grid['mean']:.4f}, worst {grid['min']:.4f} over {grid['seeds']} seeds"
+        if grid["seeds"]
+        else "the main model's shape is not in this plan's grid",
+        criterion="every seed >= 0.98",
+        agrees=grid["min"] >= 0.98 if grid["seeds"] else None,
     )
+    robust = Judgement(
+        paper="more heads and a larger embedding make learning more robust (Fig. 2)",
+        measured=f"mean accuracy {cells[smallest]:.3f} at {smallest}, "
+        f"{cells[largest]:.3f} at {largest}",
+        criterion="largest cell above smallest",
+        agrees=cells[largest] > cells[smallest],
+    )
+    return [main_shape, robust]
 
 
-def _sweep_statements(summary: dict[str, Any], add: Callable) -> None:
+def _table1_statements(summary: dict[str, Any]) -> list[Judgement]:
     t1 = pd.DataFrame(summary["table1"])
-    if not t1.empty:
-        single = t1[t1["heads per exp"] == 1].sort_values("embedding dim")
-        add(
-            "a larger embedding greatly raises the chance of perfect d_head = 1 heads (App. B)",
-            "largest d above smallest",
-            lambda: (
-                ", ".join(
-                    f"d={d}: {share:.1%}"
-                    for d, share in zip(
-                        single["embedding dim"], single["share perfect"], strict=True
-                    )
-                ),
-                single["share perfect"].iloc[-1] > single["share perfect"].iloc[0],
-            ),
+    if t1.empty:
+        return []
+    single = t1[t1["heads per exp"] == 1].sort_values("embedding dim")
+    shares = zip(single["embedding dim"], single["share perfect"], strict=True)
+    judgements = [
+        Judgement(
+            paper="a larger embedding greatly raises the chance of perfect d_head = 1 heads "
+            "(App. B)",
+            measured=", ".join(f"d={d}: {share:.1%}" for d, share in shares),
+            criterion="largest d above smallest",
+            agrees=single["share perfect"].iloc[-1] > single["share perfect"].iloc[0],
         )
-        for d in (1, 2):
-            pair = t1[t1["embedding dim"] == d].set_index("heads per exp")
-            if len(pair) == 2:
-                alone, together = pair["share >= 98%"].iloc[0], pair["share >= 98%"].iloc[-1]
-                add(
-                    f"at d = {d}, heads trained alone do much better than 64 trained together "
-                    "(App. B)",
-                    "alone above together",
-                    lambda alone=alone, together=together: (
-                        f"successful share {alone:.1%} alone vs {together:.1%} in 64-head models",
-                        alone > together,
-                    ),
+    ]
+    for d in (1, 2):
+        pair = t1[t1["embedding dim"] == d].set_index("heads per exp")
+        if len(pair) == 2:
+            alone, together = pair["share >= 98%"].iloc[0], pair["share >= 98%"].iloc[-1]
+            judgements.append(
+                Judgement(
+                    paper=f"at d = {d}, heads trained alone do much better than 64 trained "
+                    "together (App. B)",
+                    measured=f"successful share {alone:.1%} alone vs {together:.1%} in 64-head "
+                    "models",
+                    criterion="alone above together",
+                    agrees=alone > together,
                 )
+            )
+    return judgements
+
+
+def _minimal_and_fig10_statements(summary: dict[str, Any]) -> list[Judgement]:
     best = max(summary["minimal_solution"], key=lambda r: (r["n2"] == "test split", r["N"]))
-    add(
-        "the appendix-A construction solves Count01 (App. A)",
-        "accuracy >= 0.999 at the largest N",
-        lambda: (
-            f"test accuracy {best['answer_accuracy']:.4f} at N = {best['N']:g}",
-            best["answer_accuracy"] >= 0.999,
-        ),
-    )
     r = summary["pearson_r_weighted_s_acc_accuracy"]
-    add(
-        "weighted s-acc and model accuracy correlate (Fig. 10; the value is withheld)",
-        "r > 0",
-        lambda: (f"Pearson r = {r:.3f}", r > 0),
-    )
+    return [
+        Judgement(
+            paper="the appendix-A construction solves Count01 (App. A)",
+            measured=f"test accuracy {best['answer_accuracy']:.4f} at N = {best['N']:g}",
+            criterion="accuracy >= 0.999 at the largest N",
+            agrees=best["answer_accuracy"] >= 0.999,
+        ),
+        Judgement(
+            paper="weighted s-acc and model accuracy correlate (Fig. 10; the value is withheld)",
+            measured=f"Pearson r = {r:.3f}",
+            criterion="r > 0",
+            agrees=r > 0,
+        ),
+    ]
 
 
 def _cell_size(cell: str) -> tuple[int, int]:

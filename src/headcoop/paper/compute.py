@@ -28,7 +28,13 @@ from headcoop.heads.analyze import analyze
 from headcoop.heads.dynamics import random_head_s_acc, trajectory
 from headcoop.heads.interventions import intervention_curves
 from headcoop.paper import head_space
-from headcoop.paper.evidence import SNAPSHOT_EPOCH, Evidence, model_evidence
+from headcoop.paper.evidence import (
+    SNAPSHOT_EPOCH,
+    Evidence,
+    evidence_from,
+    evidence_subsets,
+    intervention_evidence,
+)
 from headcoop.paper.minimal import minimal_solution
 from headcoop.paper.plan import Plan, Table1Row
 from headcoop.tasks.base import Task
@@ -129,31 +135,36 @@ class FigureData:
         return load_checkpoint(self.main_run(seed), self.device)[0]
 
     def analysis(self, seed: int) -> dict[str, Any]:
-        """heads, pairs (and for the first seed all subsets) of a main model."""
+        """heads, pairs and sets of heads of a main model: all of them for the first seed, the
+        claims' sample (`evidence_subsets`) for the others."""
         out = self.root / "analysis" / f"seed_{seed}"
         if not (out / "summary.json").exists():
             full = seed == self.plan.main_seeds[0]
             log.info("analysing seed %d%s", seed, " (all subsets)" if full else "")
-            result = analyze(self.main_model(seed), self.task, subsets=full, progress=self.progress)
+            model = self.main_model(seed)
+            subsets = True if full else evidence_subsets(model.cfg.n_heads)
+            result = analyze(model, self.task, subsets=subsets, progress=self.progress)
             result.save(out, seed=seed)
-        found = {
-            "heads": pd.read_csv(out / "heads.csv"),
-            "pairs": pd.read_csv(out / "pairs.csv"),
+        exact = {"float_precision": "round_trip"}  # the analysis's numbers, to the last bit
+        return {
+            "heads": pd.read_csv(out / "heads.csv", **exact),
+            "pairs": pd.read_csv(out / "pairs.csv", **exact),
+            "subsets": pd.read_csv(out / "subsets.csv.gz", dtype={"heads": str}, **exact),
             "summary": json.loads((out / "summary.json").read_text()),
         }
-        if (out / "subsets.csv.gz").exists():
-            found["subsets"] = pd.read_csv(out / "subsets.csv.gz", dtype={"heads": str})
-        return found
 
     def evidence(self, seed: int) -> Evidence:
-        """What the claims read of a main model (`headcoop.paper.evidence`), with its heads'
-        s-acc at epoch `SNAPSHOT_EPOCH` (the last, if training is shorter) from the
+        """What the claims read of a main model (`headcoop.paper.evidence`), from its analysis,
+        with its heads' s-acc at epoch `SNAPSHOT_EPOCH` (the last, if training is shorter) from the
         trajectories."""
         path = self.root / "claims" / f"evidence_seed_{seed}.json"
         if path.exists():
             return Evidence.from_result(json.loads(path.read_text()))
         log.info("measuring the claims' evidence of seed %d", seed)
-        result = model_evidence(self.main_model(seed), self.task).to_json()
+        found = self.analysis(seed)
+        curves = intervention_evidence(self.main_model(seed), self.task)
+        frames = found["heads"], found["pairs"], found["subsets"], found["summary"]
+        result = evidence_from(*frames, curves).to_json()
         runs = self.trajectories()
         run = runs[runs["run"] == seed]
         epoch = int(min(SNAPSHOT_EPOCH, run["epoch"].max()))

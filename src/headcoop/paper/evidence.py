@@ -10,6 +10,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import pandas as pd
+import torch
+from jaxtyping import Bool
 
 from headcoop.compat import Model
 from headcoop.heads.analyze import analyze
@@ -99,28 +101,53 @@ def measure_evidence(task: Task, models: Sequence[Model]) -> list[dict[str, Any]
 def model_evidence(model: Model, task: Task) -> Evidence:
     """Measure one model: every head and pair, `SUBSETS_PER_SIZE` sets of heads of each size,
     and the pattern interventions on the `W01_GRID` and `W02_GRID`."""
-    masks = sampled_subsets(model.cfg.n_heads, SUBSETS_PER_SIZE)
-    result = analyze(model, task, subsets=masks)
-    subsets = result.subsets.to_pandas().drop(columns="heads").groupby("size").mean()
+    result = analyze(model, task, subsets=evidence_subsets(model.cfg.n_heads))
+    frames = result.heads_frame(), result.pairs_frame(), result.subsets.to_pandas()
+    return evidence_from(*frames, result.summary, intervention_evidence(model, task))
+
+
+def evidence_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
+    """The sets of heads whose means by size the claims read."""
+    return sampled_subsets(n_heads, SUBSETS_PER_SIZE)
+
+
+def evidence_from(
+    heads: pd.DataFrame,
+    pairs: pd.DataFrame,
+    subsets: pd.DataFrame,
+    summary: dict[str, Any],
+    interventions: pd.DataFrame,
+) -> Evidence:
+    """The evidence in an analysis of one model (`headcoop.heads.analyze`'s frames and
+    summary), whose ``subsets`` include `evidence_subsets` (the means by size read only
+    those), and its `intervention_evidence`."""
+    sampled = {
+        " ".join(map(str, torch.nonzero(m).flatten().tolist()))
+        for m in evidence_subsets(len(heads))
+    }
+    chosen = subsets[subsets["heads"].isin(sampled)].drop(columns="heads")
+    return Evidence(
+        heads=heads,
+        pairs=pairs,
+        subsets=chosen.groupby("size").mean().reset_index(),
+        interventions=interventions,
+        chance=summary["majority_share"],
+        class_shares=list(summary["class_shares"].values()),
+        accuracy=summary["accuracy"][summary["decision"]],
+    )
+
+
+def intervention_evidence(model: Model, task: Task) -> pd.DataFrame:
+    """Mean and std over heads of s-acc under the pattern interventions the claims read: the
+    first ratio on `W01_GRID`, then the second on `W02_GRID` with the first held at 1."""
     first, second = list(task.attention_ratios)[:2]
     settings = [{first: r} for r in W01_GRID] + [{first: 1.0, second: r} for r in W02_GRID]
     s_acc = attention_sweep(model, task, settings)  # [setting head]
-    names = [first] * len(W01_GRID) + [second] * len(W02_GRID)
-    curves = pd.DataFrame(
+    return pd.DataFrame(
         {
-            "sweep": names,
+            "sweep": [first] * len(W01_GRID) + [second] * len(W02_GRID),
             "ratio": W01_GRID + W02_GRID,
             "mean": s_acc.mean(1).tolist(),
             "std": s_acc.std(1).tolist(),
         }
-    )
-    summary = result.summary
-    return Evidence(
-        heads=result.heads_frame(),
-        pairs=result.pairs_frame(),
-        subsets=subsets.reset_index(),
-        interventions=curves,
-        chance=summary["majority_share"],
-        class_shares=list(summary["class_shares"].values()),
-        accuracy=summary["accuracy"][summary["decision"]],
     )
