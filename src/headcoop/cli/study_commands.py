@@ -80,6 +80,13 @@ def _add_run_flags(parser: argparse.ArgumentParser, workers_help: str) -> None:
     add_device(parser)
 
 
+def _prepare_paper_dirs(args: argparse.Namespace) -> None:
+    """Check that the output and the cache can be written, and show the stages' progress."""
+    writable_dir(args.out, "--out")
+    writable_dir(args.cache, "--cache")
+    log_progress("headcoop.paper")
+
+
 def add_figures(commands: Any) -> None:
     figures = commands.add_parser(
         "figures",
@@ -124,9 +131,7 @@ def run_figures(args: argparse.Namespace) -> None:
     from headcoop.paper.figures import make_figures
     from headcoop.paper.plan import plan_for
 
-    writable_dir(args.out, "--out")
-    writable_dir(args.cache, "--cache")
-    log_progress("headcoop.paper")
+    _prepare_paper_dirs(args)
     plan, note = plan_for(quick=args.quick, calibrated=args.calibrated)
     summary = make_figures(
         plan,
@@ -174,9 +179,7 @@ def run_claims(args: argparse.Namespace) -> None:
     from headcoop.paper.lab_report import write_lab
     from headcoop.paper.plan import Plan
 
-    writable_dir(args.out, "--out")
-    writable_dir(args.cache, "--cache")
-    log_progress("headcoop.paper")
+    _prepare_paper_dirs(args)
     plan = Plan.quick() if args.quick else Plan.paper()
     result = run_lab(
         plan, args.cache, progress=not args.quiet, device=args.device, workers=args.workers

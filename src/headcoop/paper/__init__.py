@@ -1,10 +1,16 @@
-"""The paper's figures and tables (`make figures`).
+"""The paper's study: every figure and Table 1 (`make figures`), and the claims lab
+(`make claims`), under one `Plan`.
 
-- `plan`: what is computed (`Plan.paper()`, `.quick()`, `.calibrated()`);
+- `plan`: what is computed (`Plan.paper()`, `.quick()`, `.calibrated()`; `LabGrid`);
 - `compute`: the measurements, cached as files (`FigureData`), stage by stage;
-- `plots_heads`, `plots_runs`: plotly figures of one model's heads, and of many models;
+- `plots_heads`, `plots_runs`, `head_space`, `colours`: plotly figures of one model's heads,
+  and of many models;
 - `items`: the list of the report's items, one entry per figure (what it draws, from what);
-- `summary`, `comparison`: the key numbers, and the paper's statements beside them (the
-  claims of `headcoop.paper.claims`, judged on each main model, then the sweeps');
-- `html`, `report`: ``index.html`` and `make_figures`, which writes everything.
+- `claims`: the paper's findings as data (`Claim`), and the one form of a verdict
+  (`Judgement`);
+- `evidence`: what one model's analysis gives the claims to read;
+- `summary`, `comparison`: the key numbers, and the paper's statements judged beside them;
+- `html`, `figures`: ``index.html`` and `make_figures`, which writes everything;
+- `lab`, `lab_report`: the claims lab's grid of training choices, and its output;
+- `minimal`: the hand-set model of the paper's appendix A.
 """

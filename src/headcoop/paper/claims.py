@@ -114,7 +114,7 @@ class Claim:
         def measured(values: list[float], holds: list[bool]) -> tuple[str, bool]:
             shown = ", ".join(f"{v:.3g}" for v in values)
             text = f"{self.statistic}: {shown} (holds on {sum(holds)} of {len(holds)} models)"
-            return text, 2 * sum(holds) > len(holds)
+            return text, bool(2 * sum(holds) > len(holds))
 
         text, agrees = measured(judged["values"], judged["holds"])
         direct, agrees_direct = (

@@ -34,14 +34,14 @@ def _accuracy_statements(summary: dict[str, Any]) -> list[Judgement]:
         if grid["seeds"]
         else "the main model's shape is not in this plan's grid",
         criterion="every seed >= 0.98",
-        agrees=grid["min"] >= 0.98 if grid["seeds"] else None,
+        agrees=bool(grid["min"] >= 0.98) if grid["seeds"] else None,
     )
     robust = Judgement(
         paper="more heads and a larger embedding make learning more robust (Fig. 2)",
         measured=f"mean accuracy {cells[smallest]:.3f} at {smallest}, "
         f"{cells[largest]:.3f} at {largest}",
         criterion="largest cell above smallest",
-        agrees=cells[largest] > cells[smallest],
+        agrees=bool(cells[largest] > cells[smallest]),
     )
     return [main_shape, robust]
 
@@ -58,7 +58,7 @@ def _table1_statements(summary: dict[str, Any]) -> list[Judgement]:
             "(App. B)",
             measured=", ".join(f"d={d}: {share:.1%}" for d, share in shares),
             criterion="largest d above smallest",
-            agrees=single["share perfect"].iloc[-1] > single["share perfect"].iloc[0],
+            agrees=bool(single["share perfect"].iloc[-1] > single["share perfect"].iloc[0]),
         )
     ]
     for d in (1, 2):
@@ -72,7 +72,7 @@ def _table1_statements(summary: dict[str, Any]) -> list[Judgement]:
                     measured=f"successful share {alone:.1%} alone vs {together:.1%} in 64-head "
                     "models",
                     criterion="alone above together",
-                    agrees=alone > together,
+                    agrees=bool(alone > together),
                 )
             )
     return judgements
@@ -86,13 +86,13 @@ def _minimal_and_fig10_statements(summary: dict[str, Any]) -> list[Judgement]:
             paper="the appendix-A construction solves Count01 (App. A)",
             measured=f"test accuracy {best['answer_accuracy']:.4f} at N = {best['N']:g}",
             criterion="accuracy >= 0.999 at the largest N",
-            agrees=best["answer_accuracy"] >= 0.999,
+            agrees=bool(best["answer_accuracy"] >= 0.999),
         ),
         Judgement(
             paper="weighted s-acc and model accuracy correlate (Fig. 10; the value is withheld)",
             measured=f"Pearson r = {r:.3f}",
             criterion="r > 0",
-            agrees=r > 0,
+            agrees=bool(r > 0),
         ),
     ]
 

@@ -1,8 +1,11 @@
-"""Successor heads, in one import: succession scores, periodic features and steering.
+"""Successor heads (``headcoop successor``), in one import: succession scores, periodic
+features and steering.
 
-The code lives in `headcoop.successor.scores` (scores) and `headcoop.successor.periodic`
-(features, steering); `headcoop successor` writes them to files
-(`headcoop.successor.successor_report`). For example ``succession_scores(model, task)`` gives
+- `scores`: succession scores of heads and virtual paths;
+- `periodic`: mod-k features and steering;
+- `successor_report`: ``headcoop successor``'s files and page.
+
+For example ``succession_scores(model, task)`` gives
 a DataFrame of layer, head, path, domain and score for a model trained on the ``successor``
 task.
 """

@@ -1,9 +1,10 @@
-"""Sparse attention decomposition, in one import: the SVD of each head's query-key matrix,
-the per-component score terms, sparsity, and the tracer with its interventions.
+"""Sparse attention decomposition (``headcoop trace``), in one import: the SVD of each head's
+query-key matrix, the per-component score terms, sparsity, and the tracer with its
+interventions.
 
-The code lives in `headcoop.trace.components` (terms, sparsity, sources) and
-`headcoop.trace.tracing` (the graph, interventions, Count01's ratios); `headcoop trace`
-writes them to files (`headcoop.trace.trace_report`).
+- `components`: terms, sparsity, sources;
+- `tracing`: the graph, interventions, Count01's ratios;
+- `trace_report`: ``headcoop trace``'s files and page.
 """
 
 from headcoop.trace.components import (
