@@ -93,7 +93,8 @@ def test_truncated_weights_are_reported_as_corrupt(saved):
     path, _ = saved
     weights = path / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    with pytest.raises(HeadcoopError, match=r"model\.safetensors does not match the checksum"):
+    # the header is checked against the file's size before anything is hashed or read
+    with pytest.raises(HeadcoopError, match=r"model\.safetensors is corrupt: not a safetensors"):
         load_checkpoint(path)
     config = json.loads((path / "config.json").read_text())
     del config["weights_sha256"]  # as a checkpoint written by another tool
@@ -125,8 +126,18 @@ def test_vocabulary_mismatch_is_reported(saved):
     path, _ = saved
     config = json.loads((path / "config.json").read_text())
     config["task"]["vocab"] = config["task"]["vocab"][:5]
+    del config["task_sha256"]  # as a checkpoint written by another tool
     (path / "config.json").write_text(json.dumps(config))
     with pytest.raises(HeadcoopError, match="vocabulary mismatch"):
+        load_checkpoint(path)
+
+
+def test_a_task_section_changed_after_saving_is_refused(saved):
+    path, _ = saved
+    config = json.loads((path / "config.json").read_text())
+    config["task"]["seed"] = 12345  # another test split, evaluated silently before
+    (path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(HeadcoopError, match="task section does not match its checksum"):
         load_checkpoint(path)
 
 

@@ -73,6 +73,118 @@ def exclusive(path: str | Path, wait: bool = True) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+LOCK = ".headcoop.lock"
+"""The file in an output directory that names the process writing into it."""
+
+_OWNED: set[Path] = set()
+"""The directories this process owns (ownership is re-entrant within a process)."""
+
+
+@contextlib.contextmanager
+def owned(directory: str | Path, what: str) -> Iterator[Path]:
+    """Own ``directory`` for the block: one process at a time writes into a run, an analysis
+    or a report directory, so that two runs never mix.
+
+    The lock is ``directory/.headcoop.lock``, held with ``flock`` (released by the kernel when
+    its process ends, killed or not) and naming its owner's pid. A second process is refused
+    with one line naming the owner; a lock file left by a process that is gone is taken over,
+    and a warning says so.
+
+    Raises:
+        HeadcoopError: another living process owns ``directory``.
+    """
+    import logging
+
+
+    directory = Path(directory).resolve()
+    if directory in _OWNED:
+        yield directory
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / LOCK
+    handle = _lock_file(path, what, directory)
+    with handle:
+        previous = handle.read().strip()
+        if previous and previous != str(os.getpid()):
+            logging.getLogger(__name__).warning(
+                "%s %s: taking over the lock of process %s, which is gone",
+                what,
+                directory,
+                previous,
+            )
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        _OWNED.add(directory)
+        try:
+            yield directory
+        finally:
+            _OWNED.discard(directory)
+            path.unlink(missing_ok=True)  # before the lock goes: a waiting opener re-checks
+
+
+def _lock_file(path: Path, what: str, directory: Path) -> Any:
+    """``path`` opened and locked by this process, the file still at ``path`` (a lock taken on
+    a file that its owner removed meanwhile is no lock: then try again)."""
+    from headcoop.errors import HeadcoopError
+
+    while True:
+        handle = open(path, "a+")  # noqa: SIM115 (closed by the caller's with)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "unknown"
+            handle.close()
+            raise HeadcoopError(
+                f"{what} {directory} is in use by process {owner} (lock {path}); wait for it "
+                "or choose another directory"
+            ) from None
+        if path.exists() and os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino:
+            handle.seek(0)
+            return handle
+        handle.close()
+
+
+MAX_JSON_BYTES = 16 * 2**20
+"""The largest JSON file headcoop reads (a config.json is a few kB)."""
+
+
+def read_json(path: str | Path, what: str, limit: int = MAX_JSON_BYTES) -> Any:
+    """Parse the JSON file ``path``, refusing with one line what is not a regular file of at
+    most ``limit`` bytes, not UTF-8, not JSON or nested too deeply to parse.
+
+    Raises:
+        HeadcoopError: naming ``what`` and the problem.
+    """
+    from headcoop.errors import HeadcoopError
+
+    path = Path(path)
+    try:
+        if not path.is_file():
+            raise HeadcoopError(f"{what} {path} is missing or not a regular file")
+        with open(path, "rb") as handle:
+            raw = handle.read(limit + 1)
+    except OSError as exc:
+        raise HeadcoopError(f"{what} {path} cannot be read: {exc.strerror or exc}") from None
+    if len(raw) > limit:
+        raise HeadcoopError(f"{what} {path} is larger than {limit:,} bytes")
+    return parse_json(raw, f"{what} {path}")
+
+
+def parse_json(raw: str | bytes, what: str) -> Any:
+    """``json.loads``, with every way it fails as one `HeadcoopError` naming ``what``."""
+    from headcoop.errors import HeadcoopError
+
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise HeadcoopError(f"{what} is corrupt: nested too deeply to read") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise HeadcoopError(f"{what} is corrupt: not valid JSON ({exc})") from None
+
+
 def write_atomic(path: str | Path, data: str | bytes, compress: bool = False) -> Path:
     """Write ``data`` to ``path`` atomically (see `atomic_path`).
 
@@ -123,6 +235,8 @@ def writable_dir(path: str | Path, what: str) -> Path:
     """
     from headcoop.errors import HeadcoopError
 
+    if not str(path).strip():
+        raise HeadcoopError(f"{what} is empty: name a directory")
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise HeadcoopError(f"{what} {path} is a file, not a directory")

@@ -7,8 +7,12 @@ happen inside the handlers, so ``--help`` is instant.
 """
 
 import argparse
+import errno
+import multiprocessing
+import signal
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from headcoop.cli import model_commands, study_commands
 from headcoop.cli.args import Parser
@@ -39,15 +43,43 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is: one line, the conventional exit code, workers stopped."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     keep_freed_memory()
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.run(args)
     except HeadcoopError as exc:
-        print(f"headcoop {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        return _fail(args, f"error: {exc}", 1)
+    except Terminated:
+        return _fail(args, "terminated", 128 + signal.SIGTERM)
     except KeyboardInterrupt:
-        print(f"headcoop {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _fail(args, "interrupted", 130)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" ({exc.filename})" if exc.filename else ""
+        return _fail(args, f"error: {exc.strerror.lower()}{where}", 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
+"""Faults of the disk, not of headcoop: reported in one line, like bad input."""
+
+
+def _fail(args: argparse.Namespace, message: str, code: int) -> int:
+    """Stop helper processes (sweep workers), say ``message`` in one line, return ``code``."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+    print(f"headcoop {args.command}: {message}", file=sys.stderr)
+    return code

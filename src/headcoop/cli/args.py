@@ -69,6 +69,8 @@ def task_params(pairs: list[str]) -> dict[str, Any]:
             params[key] = json.loads(value)
         except json.JSONDecodeError:
             params[key] = value
+        except RecursionError:
+            raise HeadcoopError(f"--task-param {key} is nested too deeply") from None
     return params
 
 

@@ -19,7 +19,7 @@ from headcoop.config import (
     ModelConfig,
     TrainConfig,
 )
-from headcoop.files import writable_dir
+from headcoop.files import owned, writable_dir
 
 
 def add_tasks(commands: Any) -> None:
@@ -221,9 +221,13 @@ def run_analyze(args: argparse.Namespace) -> None:
     from headcoop.heads.analyze import analyze
 
     writable_dir(args.out, "--out")
-    result = analyze(
-        args.checkpoint, subsets=not args.no_subsets, progress=not args.quiet, device=args.device
-    )
-    out = result.save(args.out, checkpoint=str(args.checkpoint))
+    with owned(args.out, "--out"):
+        result = analyze(
+            args.checkpoint,
+            subsets=not args.no_subsets,
+            progress=not args.quiet,
+            device=args.device,
+        )
+        out = result.save(args.out, checkpoint=str(args.checkpoint))
     classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
     print(f"heads: {classes}; results in {out}")

@@ -11,7 +11,7 @@ from typing import Any
 
 from headcoop.cli.args import WORKERS, add_checkpoint, add_device, log_progress
 from headcoop.config import Rule
-from headcoop.files import writable_dir
+from headcoop.files import owned, writable_dir
 
 
 def add_trace(commands: Any) -> None:
@@ -31,7 +31,7 @@ def add_trace(commands: Any) -> None:
                         help="test examples traced")  # fmt: skip
     tracer.add_argument("--share", type=Rule(float, 0, 1, low_open=True).parse, default=0.7,
                         help="keep upstream contributors until they pass this share")  # fmt: skip
-    tracer.set_defaults(run=run_trace)
+    tracer.set_defaults(run=_owning_out(run_trace))
 
 
 def run_trace(args: argparse.Namespace) -> None:
@@ -57,7 +57,7 @@ def add_successor(commands: Any) -> None:
         "OUT/steering.csv, OUT/summary.json and OUT/successor.html.",
     )
     add_checkpoint(successor)
-    successor.set_defaults(run=run_successor)
+    successor.set_defaults(run=_owning_out(run_successor))
 
 
 def run_successor(args: argparse.Namespace) -> None:
@@ -85,6 +85,17 @@ def _prepare_paper_dirs(args: argparse.Namespace) -> None:
     writable_dir(args.out, "--out")
     writable_dir(args.cache, "--cache")
     log_progress("headcoop.paper")
+
+
+def _owning_out(run: Any) -> Any:
+    """``run`` with its ``--out`` directory owned by this process while it runs."""
+
+    def owning(args: argparse.Namespace) -> None:
+        writable_dir(args.out, "--out")
+        with owned(args.out, "--out"):
+            run(args)
+
+    return owning
 
 
 def add_figures(commands: Any) -> None:
@@ -124,7 +135,7 @@ def add_figures(commands: Any) -> None:
         figures,
         "processes that train sweep stacks at once (unset: one per core on the CPU, one on a GPU)",
     )
-    figures.set_defaults(run=run_figures)
+    figures.set_defaults(run=_owning_out(run_figures))
 
 
 def run_figures(args: argparse.Namespace) -> None:
@@ -171,7 +182,7 @@ def add_claims(commands: Any) -> None:
         claims,
         "processes that train settings at once (unset: one per core on the CPU, one on a GPU)",
     )
-    claims.set_defaults(run=run_claims)
+    claims.set_defaults(run=_owning_out(run_claims))
 
 
 def run_claims(args: argparse.Namespace) -> None:

@@ -274,6 +274,7 @@ class PairCounts:
     def of(cls, bags: Batch, d_vocab: int) -> "PairCounts":
         if not bags.is_bag:
             raise HeadcoopError("the stacked engine runs on bags only")
+        bags.check(d_vocab)  # the compiled kernel trusts what it reads
         read_tokens = bags.tokens.gather(1, bags.read_pos)
         queries = read_tokens.unique()
         query_index = torch.searchsorted(queries, read_tokens)

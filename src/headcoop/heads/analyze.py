@@ -8,6 +8,8 @@ paper's head-only logits (``l_acc``) and ablation with the direct path kept (``l
 Results convert to pandas and save as CSV and JSON.
 """
 
+import gzip
+import hashlib
 import json
 import time
 from dataclasses import dataclass, field
@@ -22,7 +24,7 @@ from headcoop.device import Device
 from headcoop.engine.cache import HeadCache, collect
 from headcoop.engine.loss import accuracies
 from headcoop.errors import HeadcoopError
-from headcoop.files import write_atomic
+from headcoop.files import read_json, write_atomic
 from headcoop.metrics.attention import weight_ratio
 from headcoop.metrics.attribution import SUFFIX, LogitDecomposition, decompose, head_weights
 from headcoop.metrics.classes import (
@@ -34,7 +36,13 @@ from headcoop.metrics.classes import (
     majority_share,
 )
 from headcoop.metrics.separation import separation_accuracy
-from headcoop.metrics.subsets import all_subsets, learned_accuracy, logit_metrics, singles_and_pairs
+from headcoop.metrics.subsets import (
+    all_subsets,
+    check_masks,
+    learned_accuracy,
+    logit_metrics,
+    singles_and_pairs,
+)
 from headcoop.tasks.base import Task, candidate_ids, read_names, task_from_config
 from headcoop.training.checkpoint import load_checkpoint
 
@@ -76,16 +84,66 @@ class HeadAnalysis:
 
     def save(self, out: str | Path, **extra: Any) -> Path:
         """Write heads.csv, pairs.csv, subsets.csv.gz (if measured) and summary.json (with
-        ``extra`` entries) into the directory ``out``, each atomically."""
+        ``extra`` entries) into the directory ``out`` as one unit: the manifest goes first,
+        then each file atomically, then a manifest of their checksums, so that `read_analysis`
+        sees one whole analysis or none, and no file of an earlier analysis stays behind."""
         out = Path(out)
-        write_atomic(out / "heads.csv", self.heads_frame().to_csv(index=False))
-        write_atomic(out / "pairs.csv", self.pairs_frame().to_csv(index=False))
+        (out / MANIFEST).unlink(missing_ok=True)
+        files = {
+            "heads.csv": self.heads_frame().to_csv(index=False).encode(),
+            "pairs.csv": self.pairs_frame().to_csv(index=False).encode(),
+            "summary.json": (json.dumps({**extra, **self.summary}, indent=2) + "\n").encode(),
+        }
         if self.subsets is not None:
-            subsets_csv = self.subsets.to_pandas().to_csv(index=False)
-            write_atomic(out / "subsets.csv.gz", subsets_csv, compress=True)
-        summary = json.dumps({**extra, **self.summary}, indent=2) + "\n"
-        write_atomic(out / "summary.json", summary)
+            subsets = self.subsets.to_pandas().to_csv(index=False).encode()
+            files["subsets.csv.gz"] = gzip.compress(subsets, mtime=0)
+        for name in set(ANALYSIS_FILES) - set(files):
+            (out / name).unlink(missing_ok=True)
+        for name, data in files.items():
+            write_atomic(out / name, data)
+        sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+        write_atomic(out / MANIFEST, json.dumps(sums, indent=2) + "\n")
         return out
+
+
+ANALYSIS_FILES = ("heads.csv", "pairs.csv", "subsets.csv.gz", "summary.json")
+MANIFEST = "manifest.json"
+"""Written last by `HeadAnalysis.save`: the SHA-256 of each file of the analysis."""
+
+
+def read_analysis(out: str | Path) -> dict[str, Any]:
+    """The analysis saved in ``out``: heads, pairs, subsets (where measured) as DataFrames, and
+    the summary; only if it is whole (every file of its manifest, unchanged).
+
+    Raises:
+        HeadcoopError: ``out`` holds no analysis, or a partial or changed one.
+    """
+    import pandas as pd
+
+    out = Path(out)
+    sums = read_json(out / MANIFEST, "analysis manifest")
+    for name, digest in sums.items():
+        if name not in ANALYSIS_FILES or not (out / name).is_file():
+            raise HeadcoopError(f"{out}: the analysis lacks {name}")
+        if hashlib.sha256((out / name).read_bytes()).hexdigest() != digest:
+            raise HeadcoopError(f"{out / name} was changed or cut short after the analysis")
+    found = {
+        "heads": pd.read_csv(out / "heads.csv"),
+        "pairs": pd.read_csv(out / "pairs.csv"),
+        "summary": json.loads((out / "summary.json").read_text()),
+    }
+    if "subsets.csv.gz" in sums:
+        found["subsets"] = pd.read_csv(out / "subsets.csv.gz", dtype={"heads": str})
+    return found
+
+
+def analysis_saved(out: str | Path) -> bool:
+    """Whether ``out`` holds a whole analysis (see `read_analysis`)."""
+    try:
+        read_analysis(out)
+    except HeadcoopError:
+        return False
+    return True
 
 
 def analyze(
@@ -133,7 +191,7 @@ def analyze(
     subset_table = None
     if subsets is not False:
         clock = time.perf_counter()
-        masks = all_subsets(n_heads) if subsets is True else subsets
+        masks = all_subsets(n_heads) if subsets is True else check_masks(subsets, n_heads)
         subset_table = SetTable(masks, scorer(masks, progress=progress))
         timings["all_subsets"] = time.perf_counter() - clock
 

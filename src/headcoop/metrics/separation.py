@@ -21,7 +21,9 @@ import torch
 from jaxtyping import Bool, Float, Int
 from tqdm.auto import tqdm
 
+from headcoop.errors import HeadcoopError
 from headcoop.metrics.classes import highest
+from headcoop.metrics.subsets import check_masks
 from headcoop.metrics.svm_tree import fit_tree
 
 CHUNK_ELEMENTS = 4_000_000
@@ -65,6 +67,8 @@ def separation_accuracy(
     Runs on the device of ``train_x``, in float64 (the Newton systems are ill-conditioned
     where classes are nearly separable).
     """
+    _check_problems(train_x, train_labels, test_x, test_labels)
+    check_masks(masks, train_x.shape[1], "masks")
     train_labels, test_labels = train_labels.to(train_x.device), test_labels.to(train_x.device)
     test_features = _with_intercept(test_x.flatten(1))
 
@@ -92,6 +96,7 @@ def separation_accuracy_each(
     starts from its optimum on a subsample of the examples, so that only a few Newton steps
     run on all of them.
     """
+    _check_problems(train_x.transpose(0, 1), train_labels, test_x.transpose(0, 1), test_labels)
     size = _chunk_size(train_x.shape[1])
     sample = _subsample(train_x.shape[1], train_x.device)
     train_labels, test_labels = train_labels.to(train_x.device), test_labels.to(train_x.device)
@@ -109,6 +114,31 @@ def separation_accuracy_each(
         return (weights[:, None] @ _with_intercept(test_x[rows]).mT)[:, 0]
 
     return _one_vs_rest_accuracy(fit, scores, train_labels, test_labels, len(train_x))
+
+
+def _check_problems(
+    train_x: torch.Tensor,
+    train_labels: torch.Tensor,
+    test_x: torch.Tensor,
+    test_labels: torch.Tensor,
+) -> None:
+    """Refuse inputs the compiled solver cannot read: features as [example, ...] floats with
+    one integer label per example, the same features on both splits, finite values."""
+    for name, x, y in (("train", train_x, train_labels), ("test", test_x, test_labels)):
+        if not x.dtype.is_floating_point or y.dtype.is_floating_point or y.dtype == torch.bool:
+            raise HeadcoopError(f"s-acc needs float {name} features and integer labels")
+        if y.ndim != 1 or x.ndim < 2 or len(y) != x.shape[0]:
+            raise HeadcoopError(
+                f"s-acc: {name} features of shape {tuple(x.shape)} do not match "
+                f"{tuple(y.shape)} labels"
+            )
+        if not torch.isfinite(x).all():
+            raise HeadcoopError(f"s-acc: the {name} features hold NaN or infinite values")
+    if train_x.shape[1:] != test_x.shape[1:]:
+        raise HeadcoopError(
+            f"s-acc: train features {tuple(train_x.shape[1:])} and test features "
+            f"{tuple(test_x.shape[1:])} differ"
+        )
 
 
 def _one_vs_rest_accuracy(

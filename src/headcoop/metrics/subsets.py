@@ -8,15 +8,29 @@ path kept), without a forward pass.
 
 import itertools
 import math
-from typing import no_type_check
+from typing import Any, no_type_check
 
 import numba
 import numpy as np
 import torch
 from jaxtyping import Bool, Float, Int
 
+from headcoop.errors import HeadcoopError
 from headcoop.metrics.attribution import SUBSET_CHUNK, LogitDecomposition
 from headcoop.metrics.classes import candidate_index, highest
+
+
+def check_masks(masks: Any, n_heads: int, name: str = "subsets") -> torch.Tensor:
+    """``masks`` if they are sets of ``n_heads`` heads (a boolean tensor of shape
+    (sets, n_heads)), else one `HeadcoopError` naming ``name``: the solvers are compiled and
+    trust the width they are given."""
+    shape = tuple(masks.shape) if isinstance(masks, torch.Tensor) else None
+    if shape is None or masks.dtype != torch.bool or len(shape) != 2 or shape[1] != n_heads:
+        got = f"{masks.dtype} of shape {shape}" if shape is not None else type(masks).__name__
+        raise HeadcoopError(
+            f"{name} must be a boolean tensor of shape (sets, {n_heads}), got {got}"
+        )
+    return masks
 
 
 def all_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:

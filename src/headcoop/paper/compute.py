@@ -24,7 +24,7 @@ from headcoop.config import ModelConfig
 from headcoop.device import Device, resolve_device
 from headcoop.engine.run import evaluate
 from headcoop.files import config_key, write_atomic
-from headcoop.heads.analyze import analyze
+from headcoop.heads.analyze import analysis_saved, analyze, read_analysis
 from headcoop.heads.dynamics import random_head_s_acc, trajectory
 from headcoop.heads.interventions import intervention_curves
 from headcoop.paper import head_space
@@ -138,19 +138,14 @@ class FigureData:
         """heads, pairs and sets of heads of a main model: all of them for the first seed, the
         claims' sample (`evidence_subsets`) for the others."""
         out = self.root / "analysis" / f"seed_{seed}"
-        if not (out / "summary.json").exists():
+        if not analysis_saved(out):
             full = seed == self.plan.main_seeds[0]
             log.info("analysing seed %d%s", seed, " (all subsets)" if full else "")
             model = self.main_model(seed)
             subsets = True if full else evidence_subsets(model.cfg.n_heads)
             result = analyze(model, self.task, subsets=subsets, progress=self.progress)
             result.save(out, seed=seed)
-        return {
-            "heads": pd.read_csv(out / "heads.csv"),
-            "pairs": pd.read_csv(out / "pairs.csv"),
-            "subsets": pd.read_csv(out / "subsets.csv.gz", dtype={"heads": str}),
-            "summary": json.loads((out / "summary.json").read_text()),
-        }
+        return read_analysis(out)
 
     def evidence(self, seed: int) -> Evidence:
         """What the claims read of a main model (`headcoop.paper.evidence`), from its analysis,

@@ -75,6 +75,34 @@ class Batch:
     def is_bag(self) -> bool:
         return self.multiplicity is not None
 
+    def check(self, d_vocab: int, n_read: int | None = None) -> "Batch":
+        """This batch, if compiled code may read it: integer tokens below ``d_vocab``, scored
+        positions inside the sequences, one integer target below ``d_vocab`` per scored position
+        (``n_read`` of them, where given) and one multiplicity per position.
+
+        Raises:
+            HeadcoopError: naming the first field that is wrong (a task's bug, caught before a
+                kernel reads out of bounds).
+        """
+        n_read = self.read_pos.shape[-1] if n_read is None else n_read
+        rows, length = len(self), self.tokens.shape[-1]
+        expected = {
+            "tokens": (self.tokens, (rows, length), 0, d_vocab),
+            "read_pos": (self.read_pos, (rows, n_read), 0, length),
+            "targets": (self.targets, (rows, n_read), 0, d_vocab),
+        }
+        for name, (tensor, shape, low, high) in expected.items():
+            if tensor.dtype.is_floating_point or tensor.dtype == torch.bool:
+                raise HeadcoopError(f"batch {name} must hold integers, not {tensor.dtype}")
+            if tuple(tensor.shape) != shape:
+                raise HeadcoopError(f"batch {name} has shape {tuple(tensor.shape)}, not {shape}")
+            if tensor.numel() and (tensor.min() < low or tensor.max() >= high):
+                raise HeadcoopError(f"batch {name} holds values outside [{low}, {high})")
+        mult = self.multiplicity
+        if mult is not None and (tuple(mult.shape) != (rows, length) or (mult < 0).any()):
+            raise HeadcoopError("batch multiplicity must be one count >= 0 per position")
+        return self
+
     def to(self, device: torch.device) -> "Batch":
         """The same batch on ``device``."""
         mult = None if self.multiplicity is None else self.multiplicity.to(device)

@@ -36,7 +36,7 @@ from headcoop.compat import Model, load_parameters, new_model, parameters, to_de
 from headcoop.config import ModelConfig
 from headcoop.device import Device, resolve_device
 from headcoop.errors import HeadcoopError
-from headcoop.files import atomic_path, umask
+from headcoop.files import atomic_path, parse_json, read_json, umask
 from headcoop.model import freeze_positions
 
 CONFIG = "config.json"
@@ -47,6 +47,14 @@ CHECKSUM = "weights_sha256"
 """config.json's entry holding the SHA-256 of model.safetensors: a flipped byte in the weights
 is refused on load instead of silently changing a number (checked where present, so that
 checkpoints written by other tools load too)."""
+TASK_CHECKSUM = "task_sha256"
+"""config.json's entry holding the SHA-256 of its task section (an edited split would change
+what the model is evaluated on)."""
+OPTIMIZER_CHECKSUM = "optimizer_sha256"
+"""config.json's entry holding the SHA-256 of optimizer.safetensors, checked on resume."""
+MAX_MEMORY = "HEADCOOP_MAX_MEMORY"
+"""The environment setting that raises the memory a checkpoint may ask for (in GiB)."""
+DEFAULT_MAX_MEMORY_GIB = 4.0
 _EPOCH_DIR = re.compile(r"epoch_(\d+)$")
 
 
@@ -77,9 +85,12 @@ def save_checkpoint(
     try:
         save_file(_tensors(parameters(model)), tmp / WEIGHTS)
         config[CHECKSUM] = _sha256(tmp / WEIGHTS)
+        if "task" in config:
+            config[TASK_CHECKSUM] = _section_sha256(config["task"])
         if optimizer_state is not None:
             tensors, layout = _flatten_optimizer(optimizer_state)
             save_file(tensors, tmp / OPTIMIZER, metadata={"layout": json.dumps(layout)})
+            config[OPTIMIZER_CHECKSUM] = _sha256(tmp / OPTIMIZER)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         _seal(tmp)
         if path.exists():
@@ -132,10 +143,13 @@ def load_checkpoint(path: str | Path, device: Device = None) -> tuple[Model, dic
         raise HeadcoopError(f"{path / CONFIG}: no 'model' section")
     if not isinstance(config.get("task", {}), dict):
         raise HeadcoopError(f"{path / CONFIG}: the 'task' section is not an object")
+    _check_checksums(config, path)
+    check_memory(config["model"], f"{path / CONFIG}")
+    if not (path / WEIGHTS).is_file():
+        raise HeadcoopError(f"{path}: missing {WEIGHTS} (or it is not a regular file)")
     model = new_model(config["model"])
     _check_model_section(config["model"], model, path)
-    if not (path / WEIGHTS).is_file():
-        raise HeadcoopError(f"{path}: missing {WEIGHTS}")
+    _check_header(path / WEIGHTS, model)
     if CHECKSUM in config and config[CHECKSUM] != _sha256(path / WEIGHTS):
         raise HeadcoopError(
             f"{path / WEIGHTS} does not match the checksum in {CONFIG}: the file is corrupt or "
@@ -167,6 +181,81 @@ def load_checkpoint(path: str | Path, device: Device = None) -> tuple[Model, dic
     return to_device(model, device), config
 
 
+def _check_checksums(config: dict[str, Any], path: Path) -> None:
+    """Refuse a task section changed after saving (checked where the checksum is present)."""
+    if TASK_CHECKSUM in config and config[TASK_CHECKSUM] != _section_sha256(config.get("task")):
+        raise HeadcoopError(
+            f"{path / CONFIG}: the task section does not match its checksum: it was changed "
+            "after saving"
+        )
+
+
+def check_memory(section: dict[str, Any], what: str) -> int:
+    """The bytes a model section asks for (its parameters and one layer's attention scores
+    over a full context), refused with one line above the budget: ``HEADCOOP_MAX_MEMORY`` GiB,
+    4 by default. Checked before anything is built.
+
+    Raises:
+        HeadcoopError: a size is not a positive whole number, or the total is over budget.
+    """
+    sizes = {}
+    for key in ("d_vocab", "d_model", "n_layers", "n_heads", "d_head", "n_ctx"):
+        value = section.get(key, 1 if key == "n_heads" else None)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise HeadcoopError(f"{what}: model setting {key!r} must be a positive whole number")
+        sizes[key] = value
+    d_mlp = section.get("d_mlp") or 0
+    if isinstance(d_mlp, bool) or not isinstance(d_mlp, int) or d_mlp < 0:
+        raise HeadcoopError(f"{what}: model setting 'd_mlp' must be a whole number >= 0")
+    d_model, heads = sizes["d_model"], sizes["n_heads"] * sizes["d_head"]
+    per_layer = 4 * heads * d_model + 2 * d_model * d_mlp + sizes["n_ctx"] ** 2
+    floats = sizes["d_vocab"] * d_model * 2 + sizes["n_ctx"] * d_model
+    floats += sizes["n_layers"] * per_layer + sizes["n_heads"] * sizes["n_ctx"] ** 2
+    need = 4 * floats
+    budget = _memory_budget()
+    if need > budget:
+        raise HeadcoopError(
+            f"{what}: the model would take about {need / 2**30:.1f} GiB, over the budget of "
+            f"{budget / 2**30:.1f} GiB (raise it with {MAX_MEMORY}=GiB)"
+        )
+    return need
+
+
+def _memory_budget() -> float:
+    text = os.environ.get(MAX_MEMORY, "")
+    try:
+        gib = float(text) if text else DEFAULT_MAX_MEMORY_GIB
+    except ValueError:
+        raise HeadcoopError(f"{MAX_MEMORY} must be a number of GiB, got {text!r}") from None
+    return gib * 2**30
+
+
+def _check_header(file: Path, model: Model) -> None:
+    """Compare the weights file's header (names, shapes) and size with the model before any
+    tensor is read: a file that cannot hold these weights is refused unread."""
+    size = file.stat().st_size
+    with open(file, "rb") as handle:
+        raw = handle.read(8)
+        length = int.from_bytes(raw, "little") if len(raw) == 8 else -1
+        if not 0 < length <= min(size - 8, 2**24):
+            raise HeadcoopError(f"{file} is corrupt: not a safetensors file")
+        header = parse_json(handle.read(length), f"{file}'s header")
+    if not isinstance(header, dict):
+        raise HeadcoopError(f"{file} is corrupt: its header is not an object")
+    entries = {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
+    end = max((max(v.get("data_offsets", [0, 0])) for v in entries.values()), default=0)
+    if size != 8 + length + end:
+        raise HeadcoopError(
+            f"{file} is {size:,} bytes, but its header describes {8 + length + end:,}"
+        )
+    for name, shape in ((k, tuple(v.shape)) for k, v in parameters(model).items()):
+        if name in entries and tuple(entries[name].get("shape", ())) != shape:
+            raise HeadcoopError(
+                f"{file} does not fit config.json: parameter {name!r} has shape "
+                f"{tuple(entries[name].get('shape', ()))}, the config gives {shape}"
+            )
+
+
 def _check_model_section(stored: dict[str, Any], model: Model, path: Path) -> None:
     """Refuse a model section that TransformerLens accepts but that does not describe one of
     headcoop's models (a missing or changed setting would only fail, or mislead, later)."""
@@ -194,12 +283,8 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 
 def read_config(path: Path) -> dict[str, Any]:
-    """The parsed config.json of a checkpoint directory."""
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (ValueError, OSError) as exc:  # not JSON, not UTF-8, or unreadable
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise HeadcoopError(f"{path / CONFIG} is corrupt: {reason}") from None
+    """The parsed config.json of a checkpoint directory (a regular file of bounded size)."""
+    config = read_json(path / CONFIG, "checkpoint config")
     if not isinstance(config, dict):
         raise HeadcoopError(f"{path / CONFIG} is corrupt: expected a JSON object")
     return config
@@ -219,17 +304,23 @@ def run_checkpoints(run: str | Path) -> list[tuple[int, Path]]:
 
 
 def load_optimizer_state(path: str | Path) -> dict[str, Any]:
-    """The optimizer state dict saved beside a checkpoint's weights."""
+    """The optimizer state dict saved beside a checkpoint's weights (checked against the
+    checksum in config.json, where present)."""
     file = Path(path) / OPTIMIZER
+    if not file.is_file():
+        raise HeadcoopError(f"{Path(path)}: missing {OPTIMIZER}, cannot resume from it")
+    expected = read_config(Path(path)).get(OPTIMIZER_CHECKSUM)
+    if expected is not None and expected != _sha256(file):
+        raise HeadcoopError(f"{file} does not match its checksum in {CONFIG}: it is corrupt")
     try:
         tensors = load_file(file)
         with safetensors.safe_open(file, framework="pt") as handle:
             layout = json.loads(handle.metadata()["layout"])
-    except FileNotFoundError:
-        raise HeadcoopError(f"{Path(path)}: missing {OPTIMIZER}, cannot resume from it") from None
-    except (safetensors.SafetensorError, OSError, KeyError, json.JSONDecodeError) as exc:
-        raise HeadcoopError(f"{file} is corrupt: {exc}") from None
-    return _unflatten_optimizer(tensors, layout)
+        return _unflatten_optimizer(tensors, layout)
+    except (safetensors.SafetensorError, OSError, KeyError, TypeError, ValueError) as exc:
+        raise HeadcoopError(
+            f"{file} is corrupt: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        ) from None
 
 
 def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict]:
@@ -268,7 +359,17 @@ def _tensors(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def _sha256(file: Path) -> str:
-    return hashlib.sha256(file.read_bytes()).hexdigest()
+    """The SHA-256 of a file, read in blocks (a large file is never held whole)."""
+    digest = hashlib.sha256()
+    with open(file, "rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _section_sha256(section: Any) -> str:
+    """The SHA-256 of a config section, as canonical JSON."""
+    return hashlib.sha256(json.dumps(section, sort_keys=True).encode()).hexdigest()
 
 
 def _seal(directory: Path) -> None:

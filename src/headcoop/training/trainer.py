@@ -26,7 +26,7 @@ from headcoop.engine.loss import accuracies_each, batch_loss
 from headcoop.engine.run import choose_engine, evaluate
 from headcoop.engine.stack import PairCounts, Stack, drop_out
 from headcoop.errors import HeadcoopError
-from headcoop.files import writable_dir
+from headcoop.files import owned, writable_dir
 from headcoop.model import build_model
 from headcoop.tasks.base import Task, read_names
 from headcoop.training.checkpoint import (
@@ -147,20 +147,25 @@ def train(
         device: where to train (see `headcoop.device`); the run is reproducible per device.
 
     Raises:
-        HeadcoopError: ``out`` cannot be written or already holds a run, the settings differ
+        HeadcoopError: ``out`` cannot be written, already holds a run or is being written by
+            another process, the settings differ
             from the run being resumed, or the loss stops being finite (training diverged;
             the checkpoints of the epochs before stay).
     """
-    if out is not None:
+    if out is None:
+        model, start_epoch, opt_state = _start(task, model_cfg, train_cfg, None, False, device)
+        train_models(task, [model], train_cfg, start_epoch, opt_state, None, progress)
+        return model
+    writable_dir(out, "run directory")
+    with owned(out, "run directory"):  # two runs never write into one directory
         _prepare_run_dir(Path(out), resume, overwrite)
-    model, start_epoch, opt_state = _start(task, model_cfg, train_cfg, out, resume, device)
+        model, start_epoch, opt_state = _start(task, model_cfg, train_cfg, out, resume, device)
 
-    def save(end: EpochEnd) -> None:
-        if out is not None and train_cfg.saves(end.epoch):
-            _save_epoch(task, train_cfg, end, Path(out))
+        def save(end: EpochEnd) -> None:
+            if train_cfg.saves(end.epoch):
+                _save_epoch(task, train_cfg, end, Path(out))
 
-    train_models(task, [model], train_cfg, start_epoch, opt_state, save, progress)
-    if out is not None:
+        train_models(task, [model], train_cfg, start_epoch, opt_state, save, progress)
         mark_final(out, epoch_dir(out, train_cfg.epochs))
     return model
 
@@ -320,8 +325,9 @@ class _StackedStep:
         self.stack = Stack.of(models)
         self.params = list(self.stack.trainable().values())
         device, d_vocab = self.stack.device, len(task.vocab)
-        self.train_bags = task.bags(task.split("train")).to(device)
-        self.val_bags = task.bags(task.split("val")).to(device)
+        n_read = len(task.readouts)
+        self.train_bags = task.bags(task.split("train")).check(d_vocab, n_read).to(device)
+        self.val_bags = task.bags(task.split("val")).check(d_vocab, n_read).to(device)
         self.train_pairs = PairCounts.of(self.train_bags, d_vocab)  # once, not every step
         self.val_pairs = PairCounts.of(self.val_bags, d_vocab)
         self.n_examples = len(self.train_bags)

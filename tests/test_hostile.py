@@ -1,0 +1,234 @@
+"""Hostile inputs and faults: compiled code never sees what it cannot read, one process owns
+an output directory, half-written files are never trusted, and every refusal is one line."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from headcoop.cli import main
+from headcoop.config import ModelConfig
+from headcoop.errors import HeadcoopError
+from headcoop.files import LOCK, owned
+from headcoop.heads.analyze import analysis_saved, analyze, read_analysis
+from headcoop.model import build_model
+from headcoop.pages import PLOTLY_JS, write_plotly_js
+from headcoop.training import checkpoint
+from headcoop.training.checkpoint import load_checkpoint, save_checkpoint
+
+from .test_robustness import SMALL, one_line_error
+
+
+def run_python(code: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    """``code`` in a fresh interpreter: a native crash shows as a negative return code."""
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_functions_that_reach_compiled_code_refuse_bad_input_with_a_python_error():
+    """Wrong widths, shapes and dtypes, each fed in a fresh process: a native crash would show
+    as a negative return code; every case must end in a `HeadcoopError`."""
+    done = run_python(
+        """
+        import torch
+        from headcoop import Count01, ModelConfig, SplitSpec, TrainConfig, analyze, build_model
+        from headcoop import train
+        from headcoop.errors import HeadcoopError
+        from headcoop.metrics.separation import separation_accuracy, separation_accuracy_each
+
+        class Broken(Count01):
+            def targets(self, examples):
+                return super().targets(examples)[:, :1]  # one target for two readouts
+
+        spec = SplitSpec(60, (0, 20), (0, 20))
+        splits = {"train": spec, "val": spec, "test": spec}
+        task = Count01(splits=splits)
+        model = build_model(ModelConfig(n_heads=4), len(task.vocab), seed=0)
+        x, y = torch.randn(3, 50, 2), torch.randint(0, 2, (50,))
+        xt, masks = x.transpose(0, 1), torch.ones(2, 3, dtype=torch.bool)
+        cases = [
+            lambda: analyze(model, task, subsets=torch.ones(3, 7, dtype=torch.bool)),
+            lambda: analyze(model, task, subsets=torch.ones(3, 2, dtype=torch.bool)),
+            lambda: analyze(model, task, subsets=torch.ones(3, 4)),
+            lambda: analyze(model, task, subsets=torch.ones(4, dtype=torch.bool)),
+            lambda: train(Broken(splits=splits), ModelConfig(n_heads=2, d_model=4),
+                          TrainConfig(epochs=1)),
+            lambda: separation_accuracy_each(x, y[:40], x, y),
+            lambda: separation_accuracy_each(x, y, torch.randn(3, 50, 3), y),
+            lambda: separation_accuracy_each(x, y.float(), x, y),
+            lambda: separation_accuracy_each(x.clone().fill_(float("nan")), y, x, y),
+            lambda: separation_accuracy(xt, y, xt, y, masks[:, :2]),
+            lambda: separation_accuracy(xt, y, xt, y, masks.int()),
+        ]
+        for case in cases:
+            try:
+                case()
+                print("accepted")
+            except HeadcoopError as exc:
+                print("refused:", exc)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 11 and all(line.startswith("refused: ") for line in lines), lines
+    expected = "subsets must be a boolean tensor of shape (sets, 4), got torch.bool of shape (3, 7)"
+    assert lines[0] == f"refused: {expected}"
+    assert lines[4].startswith("refused: batch targets has shape")
+
+
+def _hold(directory: Path) -> subprocess.Popen:
+    """Another process that owns ``directory`` until it is killed."""
+    code = f"from headcoop.files import owned\nimport time\nwith owned({str(directory)!r}, 'x'):\n"
+    code += "    print('held', flush=True)\n    time.sleep(600)\n"
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    return holder
+
+
+def test_a_directory_another_process_writes_into_is_refused_in_one_line(tmp_path, capsys):
+    holder = _hold(tmp_path / "run")
+    try:
+        assert main(["train", "--out", str(tmp_path / "run"), *SMALL]) == 1
+        one_line_error(capsys, f"is in use by process {holder.pid}")
+        assert main(["analyze", str(tmp_path / "nowhere"), "--out", str(tmp_path / "run")]) == 1
+        one_line_error(capsys, f"is in use by process {holder.pid}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "run" / "epoch_0001").exists()  # nothing of the refused run
+
+
+def test_the_lock_of_a_process_that_is_gone_is_taken_over(tmp_path, caplog):
+    holder = _hold(tmp_path / "run")
+    holder.kill()  # killed: its lock file stays, naming it
+    holder.wait()
+    assert (tmp_path / "run" / LOCK).read_text().strip() == str(holder.pid)
+    with owned(tmp_path / "run", "run directory"):
+        assert (tmp_path / "run" / LOCK).read_text().strip() == str(os.getpid())
+    assert f"taking over the lock of process {holder.pid}" in caplog.text
+    assert not (tmp_path / "run" / LOCK).exists()  # released and removed
+
+
+def test_an_analysis_is_read_whole_or_not_at_all(task, tmp_path):
+    out = tmp_path / "analysis"
+    model = build_model(ModelConfig(n_heads=4), len(task.vocab), seed=0)
+    analyze(model, task, subsets=True).save(out)
+    assert "subsets" in read_analysis(out)
+    analyze(model, task, subsets=False).save(out)  # --no-subsets over an earlier analysis
+    assert not (out / "subsets.csv.gz").exists() and "subsets" not in read_analysis(out)
+    heads = (out / "heads.csv").read_bytes()
+    (out / "heads.csv").write_bytes(heads[: len(heads) // 2])  # a write cut short
+    assert not analysis_saved(out)
+    with pytest.raises(HeadcoopError, match="changed or cut short"):
+        read_analysis(out)
+
+
+def test_a_truncated_plotly_script_beside_a_page_is_written_again(tmp_path):
+    script = write_plotly_js(tmp_path)
+    whole = script.read_bytes()
+    script.write_bytes(whole[:1000])  # a full disk during an earlier run
+    write_plotly_js(tmp_path)
+    assert (tmp_path / PLOTLY_JS).read_bytes() == whole
+
+
+def test_an_empty_out_and_deeply_nested_json_are_one_line(tmp_path, capsys):
+    assert main(["train", "--out", "", *SMALL]) == 1
+    one_line_error(capsys, "--out is empty")
+    nested = "[" * 100_000 + "]" * 100_000
+    assert main(["train", "--out", str(tmp_path / "r"), "--task-param", f"x={nested}"]) == 1
+    one_line_error(capsys, "nested too deeply")
+    save_checkpoint(tmp_path / "ck", build_model(ModelConfig(n_heads=2), 8, seed=0), {})
+    (tmp_path / "ck" / "config.json").write_text(nested)
+    assert main(["eval", str(tmp_path / "ck")]) == 1
+    one_line_error(capsys, "nested too deeply")
+
+
+def test_a_corrupt_optimizer_state_is_one_line_on_resume(tmp_path, capsys):
+    out = tmp_path / "run"
+    constant = ["--lr-schedule", "constant", *SMALL]  # a constant schedule can be extended
+    assert main(["train", "--out", str(out), "--epochs", "1", *constant]) == 0
+    state = out / "epoch_0001" / "optimizer.safetensors"
+    state.write_bytes(state.read_bytes()[:-7] + b"garbage")
+    capsys.readouterr()
+    assert main(["train", "--out", str(out), "--epochs", "2", "--resume", *constant]) == 1
+    one_line_error(capsys, "optimizer.safetensors does not match its checksum")
+
+
+HOSTILE_MODEL_SECTIONS = (
+    {"d_vocab": 10**9},
+    {"n_ctx": 10**6},
+    {"n_layers": 10**6},
+    {"d_model": -3},
+)
+"""Model sections that ask for terabytes, or make no sense: each refused before building."""
+
+
+def test_hostile_checkpoints_are_refused_before_anything_large_is_allocated(tmp_path):
+    paths = []
+    for k, change in enumerate(HOSTILE_MODEL_SECTIONS):
+        path = save_checkpoint(tmp_path / f"c{k}", build_model(ModelConfig(n_heads=2), 8, 0), {})
+        config = json.loads((path / "config.json").read_text())
+        config["model"] |= change
+        (path / "config.json").write_text(json.dumps(config))
+        paths.append(path)
+    sparse = save_checkpoint(tmp_path / "sparse", build_model(ModelConfig(n_heads=2), 8, 0), {})
+    with open(sparse / "model.safetensors", "r+b") as handle:
+        handle.truncate(4 * 2**30)  # 4 GiB, nearly all a hole
+    paths.append(sparse)
+    done = run_python(
+        f"""
+        import resource, time
+        from headcoop.training.checkpoint import load_checkpoint
+        from headcoop.errors import HeadcoopError
+        for path in {[str(p) for p in paths]!r}:
+            clock = time.perf_counter()
+            try:
+                load_checkpoint(path)
+                print("loaded")
+            except HeadcoopError as exc:
+                print(f"{{time.perf_counter() - clock:.2f}} {{exc}}")
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        """
+    )
+    assert done.returncode == 0, done.stderr[-1500:]
+    *refusals, peak = done.stdout.strip().splitlines()
+    assert float(peak) < 1024  # MB, the whole process
+    assert [float(line.split()[0]) < 15 for line in refusals] == [True] * len(paths)
+    assert all("over the budget" in line for line in refusals[:3])
+    assert "must be a positive whole number" in refusals[3]
+    assert "but its header describes" in refusals[4]
+
+
+def test_sigterm_is_one_line_and_exit_143(tmp_path):
+    command = [sys.executable, "-m", "headcoop.cli", "train", "--out", str(tmp_path / "r")]
+    command += ["--epochs", "1000", *SMALL]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / "r" / "epoch_0001").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.strip().splitlines() == ["headcoop train: terminated"]
+
+
+def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "r"))
+
+    monkeypatch.setattr(checkpoint, "save_file", full)
+    assert main(["train", "--out", str(tmp_path / "r"), "--epochs", "1", *SMALL]) == 1
+    one_line_error(capsys, "no space left on device")
+    with pytest.raises(HeadcoopError):
+        load_checkpoint(tmp_path / "r")  # nothing half-written was left as a checkpoint
