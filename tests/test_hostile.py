@@ -232,3 +232,27 @@ def test_a_full_disk_is_one_line(tmp_path, capsys, monkeypatch):
     one_line_error(capsys, "no space left on device")
     with pytest.raises(HeadcoopError):
         load_checkpoint(tmp_path / "r")  # nothing half-written was left as a checkpoint
+
+
+def test_float_negative_or_malformed_counts_in_a_split_are_refused():
+    """As a user's config or --task-param gives them (in a fresh process: the suite's runtime
+    type checks would refuse them before headcoop's own checks do)."""
+    done = run_python(
+        """
+        from headcoop.errors import HeadcoopError
+        from headcoop.tasks import Count01
+        for split in [
+            {"size": 10, "n01": [0, 2.5], "n2": [0, 1]},
+            {"size": 10.7, "n01": [0, 2], "n2": [0, 1]},
+            {"size": 10, "n01": [-1, 2], "n2": [0, 1]},
+            {"size": 10, "n01": [0, 2, 3], "n2": [0, 1]},
+        ]:
+            try:
+                Count01(splits={"train": split, "val": split, "test": split})
+                print("accepted")
+            except HeadcoopError as exc:
+                print("refused:", exc)
+        """
+    )
+    lines = done.stdout.strip().splitlines()
+    assert [line.startswith("refused: split ") for line in lines] == [True] * 4, done.stderr

@@ -80,6 +80,8 @@ class Rule:
 POSITIVE_INT = Rule(int, 1)
 SEED = Rule(int, 0, 2**32 - 1)
 SPLIT_SIZE = Rule(int, 1, 10**7)
+COUNT = Rule(int, 0, 10**9)
+"""How often a token may occur in a generated example (a split's count range)."""
 MODEL_RULES = {
     "d_model": Rule(int, 1, 2**14),
     "n_heads": Rule(int, 1, 2**12),

@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 import torch
 from jaxtyping import Int
 
-from headcoop.config import SEED, SPLIT_SIZE
+from headcoop.config import COUNT, SEED, SPLIT_SIZE
 from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import SPLITS, register_task, split_generator
 from headcoop.tasks.counting import CountingLanguage
@@ -26,8 +26,11 @@ class SplitSpec:
 
     def __post_init__(self) -> None:
         SPLIT_SIZE.check("split size", self.size)
-        for name, (lo, hi) in (("n01", self.n01), ("n2", self.n2)):
-            if not 0 <= lo <= hi:
+        for name, bounds in (("n01", self.n01), ("n2", self.n2)):
+            if len(bounds) != 2:
+                raise HeadcoopError(f"split range {name} must be [low, high], got {bounds!r:.40}")
+            lo, hi = (COUNT.check(f"split range {name}", value) for value in bounds)
+            if not lo <= hi:
                 raise HeadcoopError(f"split range {name}={lo, hi} must satisfy 0 <= lo <= hi")
 
 
@@ -110,10 +113,7 @@ class Count01(CountingLanguage):
 
 def _split_from_json(name: str, raw: Any) -> SplitSpec:
     try:
-        spec = SplitSpec(int(raw["size"]), tuple(raw["n01"]), tuple(raw["n2"]))
-        _ = [int(v) for v in (*spec.n01, *spec.n2)]
-    except (KeyError, TypeError, ValueError, OverflowError):
+        size, n01, n2 = raw["size"], tuple(raw["n01"]), tuple(raw["n2"])
+    except (KeyError, TypeError):
         raise HeadcoopError(f"split {name!r} needs size, n01 and n2, got {raw!r:.80}") from None
-    if len(spec.n01) != 2 or len(spec.n2) != 2:
-        raise HeadcoopError(f"split {name!r}: n01 and n2 are ranges [low, high], got {raw!r:.80}")
-    return spec
+    return SplitSpec(size, n01, n2)
