@@ -5,6 +5,7 @@ import os
 import pytest
 
 from tests.fuzz import run_cases
+from tests.fuzz_hostile import hostile_table
 
 
 def report(outcomes) -> str:
@@ -23,3 +24,22 @@ def test_the_long_fuzz(tmp_path):
     outcomes = run_cases(tmp_path, n=n, seed=int(os.environ.get("FUZZ_SEED", "0")))
     print(f"\n{n} cases: {report(outcomes)}")
     assert sum(outcomes.values()) == n
+
+
+@pytest.mark.fuzz
+def test_hostile_inputs_by_class(tmp_path):
+    """Per class: cases, tracebacks (0), the largest peak memory of a refused input (under
+    1 GB) and the longest time to refuse one (under 15 s)."""
+    rows = hostile_table(tmp_path)
+    print("\nclass            cases  tracebacks  peak MB  longest s")
+    for row in rows:
+        print(
+            f"{row['class']:<16} {row['cases']:>5}  {row['tracebacks']:>10}  "
+            f"{row['peak_mb'] if row['peak_mb'] is not None else '-':>7}  "
+            f"{row['longest_s'] if row['longest_s'] is not None else '-':>9}"
+        )
+        for failure in row["failures"]:
+            print(f"  {failure}")
+    assert all(row["tracebacks"] == 0 for row in rows)
+    assert all(row["peak_mb"] is None or row["peak_mb"] < 1024 for row in rows)
+    assert all(row["class"] == "concurrent runs" or (row["longest_s"] or 0) < 15 for row in rows)

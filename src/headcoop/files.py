@@ -95,7 +95,6 @@ def owned(directory: str | Path, what: str) -> Iterator[Path]:
     """
     import logging
 
-
     directory = Path(directory).resolve()
     if directory in _OWNED:
         yield directory

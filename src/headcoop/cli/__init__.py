@@ -60,8 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HeadcoopError as exc:
         return _fail(args, f"error: {exc}", 1)
     except Terminated:
+        _stop_helpers()
         return _fail(args, "terminated", 128 + signal.SIGTERM)
     except KeyboardInterrupt:
+        _stop_helpers()
         return _fail(args, "interrupted", 130)
     except OSError as exc:
         if exc.errno not in DISK_ERRORS:
@@ -78,8 +80,16 @@ DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
-    """Stop helper processes (sweep workers), say ``message`` in one line, return ``code``."""
-    for child in multiprocessing.active_children():
-        child.terminate()
+    """Say ``message`` in one line; return ``code``."""
     print(f"headcoop {args.command}: {message}", file=sys.stderr)
     return code
+
+
+def _stop_helpers() -> None:
+    """Stop this process's helper processes (sweep workers) with it: a signal sent to this
+    process alone would leave them running."""
+    for child in multiprocessing.active_children():
+        child.terminate()
+    sweep = sys.modules.get("headcoop.training.sweep")
+    if sweep is not None:
+        sweep.forget_workers()

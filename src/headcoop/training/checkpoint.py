@@ -18,6 +18,7 @@ A training run directory holds ``epoch_NNNN/`` checkpoints and, once training co
 checkpoint.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -83,13 +84,13 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        save_file(_tensors(parameters(model)), tmp / WEIGHTS)
+        _save_tensors(_tensors(parameters(model)), tmp / WEIGHTS)
         config[CHECKSUM] = _sha256(tmp / WEIGHTS)
         if "task" in config:
             config[TASK_CHECKSUM] = _section_sha256(config["task"])
         if optimizer_state is not None:
             tensors, layout = _flatten_optimizer(optimizer_state)
-            save_file(tensors, tmp / OPTIMIZER, metadata={"layout": json.dumps(layout)})
+            _save_tensors(tensors, tmp / OPTIMIZER, {"layout": json.dumps(layout)})
             config[OPTIMIZER_CHECKSUM] = _sha256(tmp / OPTIMIZER)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
         _seal(tmp)
@@ -103,6 +104,20 @@ def save_checkpoint(
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _save_tensors(
+    tensors: dict[str, torch.Tensor], file: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """safetensors' ``save_file``, with a failed write raised as the ``OSError`` it is (the
+    library wraps it in its own error, which would hide a full disk)."""
+    try:
+        save_file(tensors, file, metadata=metadata)
+    except safetensors.SafetensorError as exc:
+        text = str(exc)
+        full = "StorageFull" in text or "code: 28" in text
+        code, reason = (errno.ENOSPC, "No space left on device") if full else (errno.EIO, text)
+        raise OSError(code, reason, str(file)) from None
 
 
 def mark_final(run: str | Path, checkpoint: str | Path) -> Path:
@@ -400,7 +415,7 @@ def save_stack(
     opt_tensors, layout = _flatten_optimizer(optimizer_state)
     tensors.update({f"optimizer/{k}": v for k, v in opt_tensors.items()})
     with atomic_path(path) as tmp:
-        save_file(tensors, tmp, metadata={"meta": json.dumps(meta), "layout": json.dumps(layout)})
+        _save_tensors(tensors, tmp, {"meta": json.dumps(meta), "layout": json.dumps(layout)})
     return path
 
 

@@ -246,6 +246,11 @@ def _worker_pool(workers: int) -> "ProcessPoolExecutor":
     return pool
 
 
+def forget_workers() -> None:
+    """Drop the kept worker processes (after they were stopped): the next sweep starts anew."""
+    _worker_pool.cache_clear()
+
+
 def _stack_cost(stack: Sequence[Experiment], train_cfg: TrainConfig) -> int:
     """A rough measure of a stack's training time, so that the costliest start first: epochs x
     (a step's fixed cost, about that of 400 units, plus each model's work per example, about

@@ -1,0 +1,200 @@
+"""Hostile inputs by class, for ``make fuzz``: special files, sparse files, huge settings,
+nested JSON, concurrent runs and a full disk. Each class runs in a fresh process
+(``python -m tests.fuzz_hostile CLASS DIR``), so that its peak memory is its own; every case
+must end in exit 0 or one line and exit 1, never a traceback.
+
+`hostile_table` returns, per class: cases tried, tracebacks, the largest peak memory of the
+process (MB) and the longest time to refuse one case (s).
+"""
+
+import contextlib
+import io
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from headcoop.cli import main
+
+SPLITS = json.dumps(
+    {
+        "train": {"size": 48, "n01": [0, 8], "n2": [0, 8]},
+        "val": {"size": 16, "n01": [9, 12], "n2": [0, 12]},
+        "test": {"size": 16, "n01": [13, 16], "n2": [0, 16]},
+    }
+)
+TRAIN = ["--task-param", f"splits={SPLITS}", "--d-model", "4", "--n-heads", "2", "--quiet"]
+
+
+def _call(argv: list[str]) -> tuple[int, str]:
+    err = io.StringIO()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException as exc:  # a traceback: what this fuzz exists to find
+            return -1, f"{type(exc).__name__}: {exc}"
+    return code, err.getvalue()
+
+
+def _checkpoint(root: Path) -> Path:
+    run = root / "clean"
+    if not (run / "final").exists():
+        assert _call(["train", "--out", str(run), "--epochs", "1", *TRAIN])[0] == 0
+    return (run / "final").resolve()
+
+
+def _copy(clean: Path, root: Path, name: str) -> Path:
+    import shutil
+
+    copy = root / name
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(clean, copy)
+    return copy
+
+
+def special_files(root: Path) -> Iterator[list[str]]:
+    clean = _checkpoint(root)
+    special = (
+        ("config.json", "fifo"),
+        ("model.safetensors", "/dev/zero"),
+        ("config.json", "/dev/urandom"),
+        ("model.safetensors", "dir"),
+    )
+    for name, target in special:
+        copy = _copy(clean, root, f"special_{name}_{Path(target).name}")
+        (copy / name).unlink()
+        if target == "fifo":
+            os.mkfifo(copy / name)
+        elif target == "dir":
+            (copy / name).mkdir()
+        else:
+            (copy / name).symlink_to(target)
+        yield ["eval", str(copy)]
+
+
+def sparse_files(root: Path) -> Iterator[list[str]]:
+    clean = _checkpoint(root)
+    for gib in (1, 4, 16):
+        copy = _copy(clean, root, f"sparse_{gib}")
+        with open(copy / "model.safetensors", "r+b") as handle:
+            handle.truncate(gib * 2**30)
+        yield ["eval", str(copy)]
+
+
+def huge_settings(root: Path) -> Iterator[list[str]]:
+    clean = _checkpoint(root)
+    changes = [{"d_vocab": 10**9}, {"n_ctx": 10**7}, {"n_layers": 10**7}, {"d_model": 2**40},
+               {"n_heads": 10**6, "d_head": 10**6}, {"d_mlp": 10**12}]  # fmt: skip
+    for k, change in enumerate(changes):
+        copy = _copy(clean, root, f"huge_{k}")
+        config = json.loads((copy / "config.json").read_text())
+        config["model"] |= change
+        (copy / "config.json").write_text(json.dumps(config))
+        yield ["eval", str(copy)]
+    yield ["train", "--out", str(root / "huge_train"), "--n-ctx", str(10**7), *TRAIN]
+
+
+def nested_json(root: Path) -> Iterator[list[str]]:
+    clean = _checkpoint(root)
+    for depth in (1_000, 100_000, 1_000_000):
+        nested = "[" * depth + "]" * depth
+        copy = _copy(clean, root, f"nested_{depth}")
+        (copy / "config.json").write_text(nested)
+        yield ["eval", str(copy)]
+        yield ["train", "--out", str(root / f"nested_run_{depth}"), "--task-param", f"x={nested}"]
+        yield ["train", "--out", str(root / f"nested_splits_{depth}"), "--task-param",
+               f"splits={nested}"]  # fmt: skip
+
+
+CLASSES: dict[str, Callable[[Path], Iterator[list[str]]]] = {
+    "special files": special_files,
+    "sparse files": sparse_files,
+    "huge settings": huge_settings,
+    "nested JSON": nested_json,
+}
+
+
+def run_class(name: str, root: Path) -> dict:
+    """Run one class's cases in this process; one row of the table (its times leave out the
+    one-off import of torch and TransformerLens, done first)."""
+    import headcoop.engine.run
+    import headcoop.training.trainer  # noqa: F401
+
+    tracebacks, longest, cases = [], 0.0, 0
+    for argv in CLASSES[name](root):
+        clock = time.perf_counter()
+        code, err = _call(argv)
+        longest = max(longest, time.perf_counter() - clock)
+        cases += 1
+        lines = err.strip().splitlines()
+        if code == -1 or (code != 0 and (len(lines) != 1 or "Traceback" in err)):
+            tracebacks.append(f"{argv[:2]}: {err.strip()[:300]}")
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"class": name, "cases": cases, "tracebacks": len(tracebacks), "peak_mb": round(peak),
+            "longest_s": round(longest, 2), "failures": tracebacks}  # fmt: skip
+
+
+def concurrent_runs(root: Path) -> dict:
+    """Two ``train`` processes started together on one run directory: one trains, the other
+    is refused in one line; the run holds one seed's epochs only."""
+    out = root / "concurrent"
+    command = [sys.executable, "-m", "headcoop.cli", "train", "--out", str(out), "--epochs", "4"]
+    clock = time.perf_counter()
+    runs = [
+        subprocess.Popen([*command, *TRAIN, "--seed", str(seed)], stderr=subprocess.PIPE, text=True)
+        for seed in (0, 1)
+    ]
+    results = [(p.wait(timeout=600), p.stderr.read()) for p in runs]
+    codes = sorted(code for code, _ in results)
+    refused = [err for code, err in results if code == 1]
+    seeds = {
+        json.loads((e / "config.json").read_text())["train"]["seed"] for e in out.glob("epoch_*")
+    }
+    ok = codes == [0, 1] and len(refused[0].strip().splitlines()) == 1 and len(seeds) == 1
+    return {"class": "concurrent runs", "cases": 1, "tracebacks": 0 if ok else 1, "peak_mb": None,
+            "longest_s": round(time.perf_counter() - clock, 2),
+            "failures": [] if ok else [str(results)]}  # fmt: skip
+
+
+def full_disk(root: Path) -> dict:
+    """``train`` into a 2 MB tmpfs (where this machine lets us mount one): one line, exit 1."""
+    mount = root / "tmpfs"
+    mount.mkdir(exist_ok=True)
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+                          capture_output=True)  # fmt: skip
+    if made.returncode != 0:
+        return {"class": "full disk", "cases": 0, "tracebacks": 0, "peak_mb": None,
+                "longest_s": None, "failures": ["skipped: no tmpfs could be mounted"]}  # fmt: skip
+    try:
+        command = [sys.executable, "-m", "headcoop.cli", "train", "--out", str(mount / "r")]
+        clock = time.perf_counter()
+        done = subprocess.run([*command, "--epochs", "200", *TRAIN, "--d-model", "64"],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        lines = done.stderr.strip().splitlines()
+        ok = done.returncode == 1 and len(lines) == 1 and "no space left" in lines[0]
+        return {"class": "full disk", "cases": 1, "tracebacks": 0 if ok else 1, "peak_mb": None,
+                "longest_s": round(time.perf_counter() - clock, 2),
+                "failures": [] if ok else [done.stderr[-500:]]}  # fmt: skip
+    finally:
+        subprocess.run(["umount", str(mount)], capture_output=True)
+
+
+def hostile_table(root: Path) -> list[dict]:
+    """Every class, each in a fresh process (the in-process ones) or by its own processes."""
+    rows = []
+    for name in CLASSES:
+        command = [sys.executable, "-m", "tests.fuzz_hostile", name, str(root)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
+        assert done.returncode == 0, done.stderr[-2000:]
+        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+    return [*rows, concurrent_runs(root), full_disk(root)]
+
+
+if __name__ == "__main__":
+    print(json.dumps(run_class(sys.argv[1], Path(sys.argv[2]))))
