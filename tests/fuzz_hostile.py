@@ -11,7 +11,6 @@ import contextlib
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -135,7 +134,8 @@ def run_class(name: str, root: Path) -> dict:
         lines = err.strip().splitlines()
         if code == -1 or (code != 0 and (len(lines) != 1 or "Traceback" in err)):
             tracebacks.append(f"{argv[:2]}: {err.strip()[:300]}")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    status = Path("/proc/self/status").read_text()  # VmHWM, unlike ru_maxrss, restarts at exec
+    peak = int(status.split("VmHWM:")[1].split()[0]) / 1024
     return {"class": name, "cases": cases, "tracebacks": len(tracebacks), "peak_mb": round(peak),
             "longest_s": round(longest, 2), "failures": tracebacks}  # fmt: skip
 
