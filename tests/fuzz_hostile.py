@@ -1,5 +1,5 @@
 """Hostile inputs by class, for ``make fuzz``: special files, sparse files, huge settings,
-nested JSON, concurrent runs and a full disk. Each class runs in a fresh process
+nested JSON, concurrent runs, a full disk and SIGTERM to a sweep. Each class runs in a fresh process
 (``python -m tests.fuzz_hostile CLASS DIR``), so that its peak memory is its own; every case
 must end in exit 0 or one line and exit 1, never a traceback.
 
@@ -193,8 +193,58 @@ def hostile_table(root: Path) -> list[dict]:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, done.stderr[-2000:]
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return [*rows, concurrent_runs(root), full_disk(root)]
+    return [*rows, concurrent_runs(root), full_disk(root), signals(root)]
 
 
 if __name__ == "__main__":
     print(json.dumps(run_class(sys.argv[1], Path(sys.argv[2]))))
+
+
+def _children(pid: int) -> set[int]:
+    """The processes ``pid`` started (and theirs), from /proc."""
+    found, todo = set(), [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                kids = {int(k) for k in (task / "children").read_text().split()}
+                todo += list(kids - found)
+                found |= kids
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+def _command(pid: int) -> str:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:120]
+    return "?"
+
+
+def signals(root: Path) -> dict:
+    """SIGTERM to ``headcoop figures --quick`` while its sweep workers train: one line, exit
+    143, and none of its workers left running."""
+    out, cache = root / "signal_out", root / "signal_cache"
+    command = [sys.executable, "-m", "headcoop.cli", "figures", "--quick", "--no-png", "--quiet"]
+    command += ["--out", str(out), "--cache", str(cache), "--claims", str(root / "no_lab")]
+    figures = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    clock, seen = time.perf_counter(), set()
+    while figures.poll() is None and time.perf_counter() - clock < 600:
+        seen |= _children(figures.pid)
+        if len(seen) >= 2 and (cache / "sweeps").exists():  # the sweep workers are running
+            break
+        time.sleep(0.5)
+    figures.send_signal(15)
+    code, err = figures.wait(timeout=120), figures.stderr.read()
+    deadline = time.perf_counter() + 10  # multiprocessing's helpers end once their pipe closes
+    while time.perf_counter() < deadline and _alive(seen):
+        time.sleep(0.2)
+    left = {pid: _command(pid) for pid in _alive(seen)}
+    ok = code == 143 and err.strip().splitlines()[-1:] == ["headcoop figures: terminated"]
+    ok = ok and not left and "Traceback" not in err
+    failure = f"exit {code}, left {left}: {err[-300:]}"
+    return {"class": "signals", "cases": 1, "tracebacks": 0 if ok else 1, "peak_mb": None,
+            "longest_s": round(time.perf_counter() - clock, 2),
+            "failures": [] if ok else [failure]}  # fmt: skip

@@ -42,4 +42,5 @@ def test_hostile_inputs_by_class(tmp_path):
             print(f"  {failure}")
     assert all(row["tracebacks"] == 0 for row in rows)
     assert all(row["peak_mb"] is None or row["peak_mb"] < 1024 for row in rows)
-    assert all(row["class"] == "concurrent runs" or (row["longest_s"] or 0) < 15 for row in rows)
+    refusals = [row for row in rows if row["class"] not in ("concurrent runs", "signals")]
+    assert all((row["longest_s"] or 0) < 15 for row in refusals)

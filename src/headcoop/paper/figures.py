@@ -14,7 +14,6 @@ Output directory layout::
 
 import json
 import logging
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -97,9 +96,7 @@ def _lab_section(claims: str | Path | None) -> str:
 
 
 def _copy_data(root: Path, dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
+    """Copy the measurements behind the figures into ``dest``, each file written whole."""
     for path in sorted(root.rglob("*")):
         if path.is_file() and path.suffix in (".csv", ".json", ".gz"):
-            target = dest / path.relative_to(root)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, target)
+            write_atomic(dest / path.relative_to(root), path.read_bytes())

@@ -16,8 +16,12 @@ import atexit
 import functools
 import json
 import logging
+import signal
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from multiprocessing import active_children as multiprocessing_children
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -222,8 +226,11 @@ def run_workers(
         for future in as_completed(futures):
             future.result()
             bar.update()
-    except BaseException:
+    except BaseException as exc:
         _worker_pool.cache_clear()
+        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the workers stop now
+            for process in multiprocessing_children():
+                process.terminate()
         pool.shutdown(cancel_futures=True)  # start no more stacks; running ones end
         raise
     finally:
@@ -241,9 +248,21 @@ def _worker_pool(workers: int) -> "ProcessPoolExecutor":
 
     threads = max(1, (os.cpu_count() or 1) // workers)
     context = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork
+    # Workers stopped by Ctrl-C or SIGTERM leave their queue's semaphores to multiprocessing's
+    # tracker process, which cleans them up and would say so after our one line.
+    sys.warnoptions.append(f"ignore::UserWarning:{resource_tracker.__name__}")
     pool = ProcessPoolExecutor(workers, context, _start_worker, (threads,))
-    atexit.register(pool.shutdown)
+    atexit.register(_shut_down, pool)
     return pool
+
+
+def _shut_down(pool: "ProcessPoolExecutor") -> None:
+    """Stop the kept workers at exit; a Ctrl-C during it only ends the wait."""
+    try:
+        pool.shutdown()
+    except KeyboardInterrupt:
+        for process in multiprocessing_children():
+            process.terminate()
 
 
 def forget_workers() -> None:
@@ -262,6 +281,10 @@ def _stack_cost(stack: Sequence[Experiment], train_cfg: TrainConfig) -> int:
 
 
 def _start_worker(threads: int) -> None:
+    """A worker's start: its share of the cores, malloc keeping freed memory, and Ctrl-C left
+    to the parent (which stops its workers): a terminal sends it to every process of the
+    group, and a worker would print a traceback of its own."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     keep_freed_memory()
 
