@@ -24,7 +24,8 @@ help:
 	@echo "make lint       ruff check and format check"
 	@echo "make test-tl3   the suite under transformer-lens 3 (own venv), then 4 vs 3 side by side"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
-	@echo "make fuzz       2,000 random command lines and corrupt checkpoints (FUZZ_CASES=N)"
+	@echo "make fuzz       2,000 random command lines and corrupt checkpoints (FUZZ_CASES=N), then"
+	@echo "                hostile inputs by class: peak memory and time to refuse of each"
 
 # transformer-lens 3 in a venv of its own: the whole suite, then the two versions side by side.
 VENV_TL3 := .venv-tl3
