@@ -223,28 +223,43 @@ def _command(pid: int) -> str:
     return "?"
 
 
-def signals(root: Path) -> dict:
-    """SIGTERM to ``headcoop figures --quick`` while its sweep workers train: one line, exit
-    143, and none of its workers left running."""
-    out, cache = root / "signal_out", root / "signal_cache"
+def _interrupt_figures(root: Path, name: str, signum: int, workers: int) -> tuple[int, str, dict]:
+    """Start ``headcoop figures --quick`` in a session of its own, wait until ``workers`` of
+    its helper processes run, signal it (SIGINT: the whole group, as a terminal does; SIGTERM:
+    the command alone); its exit code, stderr and any helper left running."""
+    out, cache = root / f"{name}_out", root / f"{name}_cache"
     command = [sys.executable, "-m", "headcoop.cli", "figures", "--quick", "--no-png", "--quiet"]
     command += ["--out", str(out), "--cache", str(cache), "--claims", str(root / "no_lab")]
-    figures = subprocess.Popen(command, stderr=subprocess.PIPE, text=True)
+    figures = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
     clock, seen = time.perf_counter(), set()
     while figures.poll() is None and time.perf_counter() - clock < 600:
         seen |= _children(figures.pid)
-        if len(seen) >= 2 and (cache / "sweeps").exists():  # the sweep workers are running
+        if len(seen) >= workers and (cache / "sweeps").exists():
             break
-        time.sleep(0.5)
-    figures.send_signal(15)
+        time.sleep(0.1)
+    if signum == 2:
+        os.killpg(figures.pid, signum)
+    else:
+        figures.send_signal(signum)
     code, err = figures.wait(timeout=120), figures.stderr.read()
     deadline = time.perf_counter() + 10  # multiprocessing's helpers end once their pipe closes
     while time.perf_counter() < deadline and _alive(seen):
         time.sleep(0.2)
-    left = {pid: _command(pid) for pid in _alive(seen)}
-    ok = code == 143 and err.strip().splitlines()[-1:] == ["headcoop figures: terminated"]
-    ok = ok and not left and "Traceback" not in err
-    failure = f"exit {code}, left {left}: {err[-300:]}"
-    return {"class": "signals", "cases": 1, "tracebacks": 0 if ok else 1, "peak_mb": None,
-            "longest_s": round(time.perf_counter() - clock, 2),
-            "failures": [] if ok else [failure]}  # fmt: skip
+    return code, err, {pid: _command(pid) for pid in _alive(seen)}
+
+
+def signals(root: Path) -> dict:
+    """SIGTERM to ``headcoop figures --quick`` while its sweep workers train, and Ctrl-C to
+    its whole group while they start: one line each (exit 143, 130), no traceback from any
+    process, and none of its workers left running."""
+    clock, failures = time.perf_counter(), []
+    for name, signum, workers, code, line in (
+        ("sigterm", 15, 2, 143, "headcoop figures: terminated"),
+        ("ctrl_c", 2, 1, 130, "headcoop figures: interrupted"),
+    ):
+        got, err, left = _interrupt_figures(root, name, signum, workers)
+        ok = got == code and err.strip().splitlines()[-1:] == [line]
+        if not (ok and not left and "Traceback" not in err):
+            failures.append(f"{name}: exit {got}, left {left}: {err[-300:]}")
+    return {"class": "signals", "cases": 2, "tracebacks": len(failures), "peak_mb": None,
+            "longest_s": round(time.perf_counter() - clock, 2), "failures": failures}  # fmt: skip

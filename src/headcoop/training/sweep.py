@@ -13,12 +13,14 @@ process or as submitit jobs on this machine or a Slurm cluster (`run_sweep`'s ``
 """
 
 import atexit
+import contextlib
 import functools
 import json
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import active_children as multiprocessing_children
 from multiprocessing import resource_tracker
@@ -220,7 +222,8 @@ def run_workers(
 
     pool = _worker_pool(workers)
     calls = sorted(calls, key=lambda args: -_stack_cost(args[1], args[2]))
-    futures = [pool.submit(run_stack, *args, wait=True, **options) for args in calls]
+    with _ctrl_c_ignored():  # the workers start with it ignored: their parent stops them
+        futures = [pool.submit(run_stack, *args, wait=True, **options) for args in calls]
     bar = tqdm(total=len(futures), desc="stacks", unit="stack", disable=not progress)
     try:
         for future in as_completed(futures):
@@ -280,11 +283,23 @@ def _stack_cost(stack: Sequence[Experiment], train_cfg: TrainConfig) -> int:
     return train_cfg.epochs * (400 + len(stack) * (3 + d_model + heads))
 
 
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ctrl-C ignored while worker processes start (submitting spawns them): a process started
+    with it ignored keeps it so, Python included, and a terminal sends it to every process of
+    the group; the parent alone handles it and stops its workers."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _start_worker(threads: int) -> None:
-    """A worker's start: its share of the cores, malloc keeping freed memory, and Ctrl-C left
-    to the parent (which stops its workers): a terminal sends it to every process of the
-    group, and a worker would print a traceback of its own."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """A worker's start: its share of the cores and malloc keeping freed memory."""
     torch.set_num_threads(threads)
     keep_freed_memory()
 
