@@ -5,6 +5,8 @@
 - `subsets`: l-acc and ROC AUC of many sets of heads at once;
 - `separation`, `svm_tree`: s-acc, an exact LinearSVC solver over many sets at once;
 - `single_heads`: the s-acc of single heads of many models, and each model's accuracy;
+- `interactions`: a metric on every set of heads as a cooperative game: Harsanyi dividends,
+  Shapley and Banzhaf values, pair interactions;
 - `attention`: per-token attention ratios;
 - `classes`: decision labels, chance and the head classes (one definition each).
 """

@@ -1,0 +1,86 @@
+"""Interactions of a set function, on games whose answers are known, and against the
+definitions computed the slow way (Shapley by permutations, dividends by alternating sums)."""
+
+import itertools
+import math
+
+import pytest
+import torch
+
+from headcoop.errors import HeadcoopError
+from headcoop.metrics.interactions import (
+    banzhaf_values,
+    dividends,
+    pair_interactions,
+    set_sizes,
+    shapley_values,
+    spectrum,
+    values_of,
+)
+from headcoop.metrics.subsets import all_subsets
+
+
+def game(n: int, value) -> torch.Tensor:
+    """v(S) for every set, in all_subsets order, from ``value(set of heads)``."""
+    return torch.tensor(
+        [value({i for i in range(n) if m[i]}) for m in all_subsets(n).tolist()],
+        dtype=torch.float64,
+    )
+
+
+def test_an_additive_game_has_no_dividend_beyond_single_heads():
+    weights = [0.3, -0.1, 0.5, 0.2]
+    m = dividends(game(4, lambda s: 1.0 + sum(weights[i] for i in s)))
+    sizes = set_sizes(4)
+    assert torch.allclose(m[sizes >= 2], torch.zeros(1, dtype=torch.float64))
+    assert m[0] == pytest.approx(1.0)
+    assert torch.allclose(shapley_values(m), torch.tensor(weights, dtype=torch.float64))
+    assert torch.allclose(pair_interactions(m), torch.zeros(4, 4, dtype=torch.float64))
+
+
+def test_a_pair_that_is_needed_together_holds_all_the_mass():
+    m = dividends(game(4, lambda s: float({1, 3} <= s)))
+    assert m[0b1010] == pytest.approx(1.0) and m.abs().sum() == pytest.approx(1.0)
+    assert shapley_values(m).tolist() == pytest.approx([0.0, 0.5, 0.0, 0.5])
+    assert pair_interactions(m)[1, 3] == pytest.approx(1.0)
+    assert banzhaf_values(m).tolist() == pytest.approx([0.0, 0.5, 0.0, 0.5])
+
+
+def test_a_majority_vote_of_three_heads():
+    m = dividends(game(3, lambda s: float(len(s) >= 2)))
+    assert [m[0b011], m[0b101], m[0b110], m[0b111]] == pytest.approx([1.0, 1.0, 1.0, -2.0])
+    assert shapley_values(m).tolist() == pytest.approx([1 / 3] * 3)
+    assert pair_interactions(m)[0, 1] == pytest.approx(1.0 - 2.0 / 2)  # 0: +1 - 2/2
+
+
+def _shapley_by_permutations(v: torch.Tensor, n: int) -> list[float]:
+    phi = [0.0] * n
+    for order in itertools.permutations(range(n)):
+        code = 0
+        for head in order:
+            phi[head] += float(v[code | 1 << head] - v[code])
+            code |= 1 << head
+    return [p / math.factorial(n) for p in phi]
+
+
+def test_the_fast_transforms_equal_the_definitions_on_random_games():
+    torch.manual_seed(0)
+    values = torch.rand(3, 2**5, dtype=torch.float64)  # three games at once
+    m = dividends(values)
+    assert torch.allclose(values_of(m), values)
+    masks = all_subsets(5)
+    for k in (0, 7, 19, 31):  # alternating sums over subsets
+        subsets = [j for j in range(32) if (masks[j] <= masks[k]).all()]
+        expected = sum((-1) ** int(masks[k].sum() - masks[j].sum()) * values[1, j] for j in subsets)
+        assert m[1, k] == pytest.approx(float(expected))
+    phi = shapley_values(m)
+    assert phi[2].tolist() == pytest.approx(_shapley_by_permutations(values[2], 5))
+    assert phi.sum(-1).tolist() == pytest.approx((values[:, -1] - values[:, 0]).tolist())
+    total, absolute = spectrum(m)
+    assert total.sum(-1).tolist() == pytest.approx(values[:, -1].tolist())
+    assert (absolute >= total.abs() - 1e-12).all()
+
+
+def test_a_game_must_have_one_value_per_set():
+    with pytest.raises(HeadcoopError, match="2\\^n values"):
+        dividends(torch.zeros(6))
