@@ -2,6 +2,7 @@
 definitions computed the slow way (Shapley by permutations, dividends by alternating sums)."""
 
 import itertools
+import json
 import math
 
 import pytest
@@ -84,3 +85,33 @@ def test_the_fast_transforms_equal_the_definitions_on_random_games():
 def test_a_game_must_have_one_value_per_set():
     with pytest.raises(HeadcoopError, match="2\\^n values"):
         dividends(torch.zeros(6))
+
+
+def test_analyze_writes_the_interactions_of_every_metric(tmp_path):
+    """What `headcoop analyze` writes on a Count01 checkpoint: the three files, Shapley values
+    that sum to v(all) - v(none), dividends that are the alternating sums of subsets.csv.gz."""
+    import pandas as pd
+
+    from headcoop.cli import main
+
+    from .test_robustness import SMALL
+
+    run, out = tmp_path / "run", tmp_path / "analysis"
+    assert main(["train", "--out", str(run), "--epochs", "2", *SMALL]) == 0
+    assert main(["analyze", str(run), "--out", str(out), "--quiet"]) == 0
+    subsets = pd.read_csv(out / "subsets.csv.gz", dtype={"heads": str}, keep_default_na=False)
+    dividends_ = pd.read_csv(
+        out / "interactions.csv.gz", dtype={"heads": str}, keep_default_na=False
+    )
+    shapley = pd.read_csv(out / "shapley.csv")
+    pairs = pd.read_csv(out / "pair_interactions.csv")
+    assert set(shapley["metric"]) == {"s_acc", "l_acc", "roc_auc", "l_acc_direct", "roc_auc_direct"}
+    assert len(pairs) == 5 * 1  # SMALL has two heads: one pair per metric
+    value = {h: row for h, row in zip(subsets["heads"], subsets.to_dict("records"), strict=True)}
+    for metric, phi in shapley.groupby("metric")["shapley"]:
+        assert phi.sum() == pytest.approx(value["0 1"][metric] - value[""][metric], abs=1e-6)
+        mine = dividends_[dividends_["metric"] == metric].set_index("heads")["dividend"]
+        both = value["0 1"][metric] - value["0"][metric] - value["1"][metric] + value[""][metric]
+        assert mine["0 1"] == pytest.approx(both, abs=1e-9)
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["interaction_spectrum"]) == set(shapley["metric"])

@@ -35,6 +35,7 @@ from headcoop.metrics.classes import (
     labels,
     majority_share,
 )
+from headcoop.metrics.interactions import Interactions
 from headcoop.metrics.separation import separation_accuracy
 from headcoop.metrics.subsets import (
     all_subsets,
@@ -73,6 +74,7 @@ class HeadAnalysis:
     pairs: SetTable
     subsets: SetTable | None
     summary: dict[str, Any] = field(default_factory=dict)
+    interactions: Interactions | None = None
 
     def heads_frame(self) -> Any:
         import pandas as pd
@@ -83,10 +85,12 @@ class HeadAnalysis:
         return self.pairs.to_pandas()
 
     def save(self, out: str | Path, **extra: Any) -> Path:
-        """Write heads.csv, pairs.csv, subsets.csv.gz (if measured) and summary.json (with
-        ``extra`` entries) into the directory ``out`` as one unit: the manifest goes first,
-        then each file atomically, then a manifest of their checksums, so that `read_analysis`
-        sees one whole analysis or none, and no file of an earlier analysis stays behind."""
+        """Write heads.csv, pairs.csv, subsets.csv.gz (if measured), the interactions (if every
+        set was measured: interactions.csv.gz, shapley.csv, pair_interactions.csv) and
+        summary.json (with ``extra`` entries) into the directory ``out`` as one unit: the old
+        manifest is removed first, then each file atomically, then a manifest of their
+        checksums, so that `read_analysis` sees one whole analysis or none, and no file of an
+        earlier analysis stays behind."""
         out = Path(out)
         (out / MANIFEST).unlink(missing_ok=True)
         files = {
@@ -97,6 +101,12 @@ class HeadAnalysis:
         if self.subsets is not None:
             subsets = self.subsets.to_pandas().to_csv(index=False).encode()
             files["subsets.csv.gz"] = gzip.compress(subsets, mtime=0)
+        if self.interactions is not None:
+            frames = self.interactions.frames()
+            dividends = frames["interactions"].to_csv(index=False).encode()
+            files["interactions.csv.gz"] = gzip.compress(dividends, mtime=0)
+            for name in ("shapley", "pair_interactions"):
+                files[f"{name}.csv"] = frames[name].to_csv(index=False).encode()
         for name in set(ANALYSIS_FILES) - set(files):
             (out / name).unlink(missing_ok=True)
         for name, data in files.items():
@@ -106,7 +116,15 @@ class HeadAnalysis:
         return out
 
 
-ANALYSIS_FILES = ("heads.csv", "pairs.csv", "subsets.csv.gz", "summary.json")
+ANALYSIS_FILES = (
+    "heads.csv",
+    "pairs.csv",
+    "subsets.csv.gz",
+    "summary.json",
+    "interactions.csv.gz",
+    "shapley.csv",
+    "pair_interactions.csv",
+)
 MANIFEST = "manifest.json"
 """Written last by `HeadAnalysis.save`: the SHA-256 of each file of the analysis."""
 
@@ -195,9 +213,18 @@ def analyze(
         subset_table = SetTable(masks, scorer(masks, progress=progress))
         timings["all_subsets"] = time.perf_counter() - clock
 
+    interactions = None
+    if subsets is True:  # every set measured: the metrics are whole games
+        interactions = Interactions.of({k: subset_table.columns[k] for k in GAMES})
     heads = _head_columns(model, scorer, pairs[:n_heads].columns)
     summary = _summary(model, scorer, heads, timings)
-    return HeadAnalysis(heads, pairs[n_heads:], subset_table, summary)
+    if interactions is not None:
+        summary["interaction_spectrum"] = interactions.spectrum()
+    return HeadAnalysis(heads, pairs[n_heads:], subset_table, summary, interactions)
+
+
+GAMES = ("s_acc", "l_acc", "roc_auc", "l_acc_direct", "roc_auc_direct")
+"""The metrics of all sets of heads whose interactions `analyze` reads out."""
 
 
 def _head_columns(

@@ -21,6 +21,10 @@ head i in turn, v(S) -= v(S without i) for every S containing i. Leading axes (m
 are carried along.
 """
 
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 from jaxtyping import Float
 
@@ -111,3 +115,72 @@ def spectrum(
     n = _n_heads(dividend)
     by_size = torch.nn.functional.one_hot(set_sizes(n), n + 1).double()  # [subset size]
     return dividend @ by_size, dividend.abs() @ by_size
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """The interactions of several metrics measured on every set of heads.
+
+    Attributes:
+        metrics: the metrics' names (columns of the subsets table).
+        dividend: each metric's Harsanyi dividend of every set.
+        shapley, banzhaf: each metric's Shapley and Banzhaf value of every head.
+        pairs: each metric's Shapley interaction index of every pair of heads.
+    """
+
+    metrics: tuple[str, ...]
+    dividend: Float[torch.Tensor, "metric subset"]
+    shapley: Float[torch.Tensor, "metric head"]
+    banzhaf: Float[torch.Tensor, "metric head"]
+    pairs: Float[torch.Tensor, "metric head head_"]
+
+    @classmethod
+    def of(cls, values: dict[str, Float[torch.Tensor, " subset"]]) -> "Interactions":
+        """From each metric's value on every set (in `all_subsets` order)."""
+        m = dividends(torch.stack([v.double().cpu() for v in values.values()]))
+        return cls(tuple(values), m, shapley_values(m), banzhaf_values(m), pair_interactions(m))
+
+    def spectrum(self) -> dict[str, dict[str, list[float]]]:
+        """summary.json's ``interaction_spectrum``: per metric and set size, the sum of the
+        dividends and the sum of their absolute values."""
+        total, absolute = spectrum(self.dividend)
+        return {
+            name: {"sum": total[k].tolist(), "sum_abs": absolute[k].tolist()}
+            for k, name in enumerate(self.metrics)
+        }
+
+    def frames(self) -> dict[str, Any]:
+        """interactions (metric, heads, size, dividend: one row per set and metric), shapley
+        (metric, head, shapley, banzhaf) and pair_interactions (metric, heads, interaction)."""
+        import pandas as pd
+
+        n = self.shapley.shape[-1]
+        members = _members(n).bool()
+        names = [" ".join(map(str, torch.nonzero(m).flatten().tolist())) for m in members]
+        sizes, k = set_sizes(n).tolist(), len(self.metrics)
+        pairs = list(itertools.combinations(range(n), 2))
+        return {
+            "interactions": pd.DataFrame(
+                {
+                    "metric": [name for name in self.metrics for _ in names],
+                    "heads": names * k,
+                    "size": sizes * k,
+                    "dividend": self.dividend.flatten().tolist(),
+                }
+            ),
+            "shapley": pd.DataFrame(
+                {
+                    "metric": [name for name in self.metrics for _ in range(n)],
+                    "head": list(range(n)) * k,
+                    "shapley": self.shapley.flatten().tolist(),
+                    "banzhaf": self.banzhaf.flatten().tolist(),
+                }
+            ),
+            "pair_interactions": pd.DataFrame(
+                {
+                    "metric": [name for name in self.metrics for _ in pairs],
+                    "heads": [f"{i} {j}" for i, j in pairs] * k,
+                    "interaction": [float(self.pairs[m, i, j]) for m in range(k) for i, j in pairs],
+                }
+            ),
+        }
