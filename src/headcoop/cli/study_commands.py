@@ -37,7 +37,6 @@ def add_trace(commands: Any) -> None:
 def run_trace(args: argparse.Namespace) -> None:
     from headcoop.trace.trace_report import trace_checkpoint
 
-    writable_dir(args.out, "--out")
     summary = trace_checkpoint(args.checkpoint, args.out, args.prompts, args.share)
     stats = summary["sparsity"]
     print(
@@ -63,7 +62,6 @@ def add_successor(commands: Any) -> None:
 def run_successor(args: argparse.Namespace) -> None:
     from headcoop.successor.successor_report import successor_checkpoint
 
-    writable_dir(args.out, "--out")
     summary = successor_checkpoint(args.checkpoint, args.out)
     best = summary["scores"][0]
     print(
@@ -81,8 +79,8 @@ def _add_run_flags(parser: argparse.ArgumentParser, workers_help: str) -> None:
 
 
 def _prepare_paper_dirs(args: argparse.Namespace) -> None:
-    """Check that the output and the cache can be written, and show the stages' progress."""
-    writable_dir(args.out, "--out")
+    """Check that the cache can be written (`_owning_out` checked the output), and show the
+    stages' progress."""
     writable_dir(args.cache, "--cache")
     log_progress("headcoop.paper")
 

@@ -31,8 +31,6 @@ from headcoop.engine.loss import accuracies
 from headcoop.engine.stack import MODEL_CHUNK, PairCounts, Stack, stackable
 from headcoop.tasks.base import Task
 
-ENGINES = ("stack", "bags", "full")
-
 
 def choose_engine(models: Sequence[Model], task: Task, mode: str = "auto") -> str:
     """The engine that runs ``models`` on ``task``: 'stack' where every model stacks, 'bags'

@@ -10,6 +10,7 @@ Results convert to pandas and save as CSV and JSON.
 
 import gzip
 import hashlib
+import io
 import json
 import time
 from dataclasses import dataclass, field
@@ -138,30 +139,38 @@ def read_analysis(out: str | Path) -> dict[str, Any]:
     """
     import pandas as pd
 
-    out = Path(out)
-    sums = read_json(out / MANIFEST, "analysis manifest")
-    for name, digest in sums.items():
-        if name not in ANALYSIS_FILES or not (out / name).is_file():
-            raise HeadcoopError(f"{out}: the analysis lacks {name}")
-        if hashlib.sha256((out / name).read_bytes()).hexdigest() != digest:
-            raise HeadcoopError(f"{out / name} was changed or cut short after the analysis")
+    files = _whole_files(Path(out))
     found = {
-        "heads": pd.read_csv(out / "heads.csv"),
-        "pairs": pd.read_csv(out / "pairs.csv"),
-        "summary": json.loads((out / "summary.json").read_text()),
+        "heads": pd.read_csv(io.BytesIO(files["heads.csv"])),
+        "pairs": pd.read_csv(io.BytesIO(files["pairs.csv"])),
+        "summary": json.loads(files["summary.json"]),
     }
-    if "subsets.csv.gz" in sums:
-        found["subsets"] = pd.read_csv(out / "subsets.csv.gz", dtype={"heads": str})
+    if "subsets.csv.gz" in files:
+        raw = io.BytesIO(files["subsets.csv.gz"])
+        found["subsets"] = pd.read_csv(raw, compression="gzip", dtype={"heads": str})
     return found
 
 
 def analysis_saved(out: str | Path) -> bool:
-    """Whether ``out`` holds a whole analysis (see `read_analysis`)."""
+    """Whether ``out`` holds a whole analysis (see `read_analysis`), without parsing it."""
     try:
-        read_analysis(out)
+        _whole_files(Path(out))
     except HeadcoopError:
         return False
     return True
+
+
+def _whole_files(out: Path) -> dict[str, bytes]:
+    """The files of the analysis in ``out``, each read once and checked against the manifest."""
+    sums = read_json(out / MANIFEST, "analysis manifest")
+    files = {}
+    for name, digest in sums.items():
+        if name not in ANALYSIS_FILES or not (out / name).is_file():
+            raise HeadcoopError(f"{out}: the analysis lacks {name}")
+        files[name] = (out / name).read_bytes()
+        if hashlib.sha256(files[name]).hexdigest() != digest:
+            raise HeadcoopError(f"{out / name} was changed or cut short after the analysis")
+    return files
 
 
 def analyze(

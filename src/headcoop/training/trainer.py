@@ -148,9 +148,8 @@ def train(
 
     Raises:
         HeadcoopError: ``out`` cannot be written, already holds a run or is being written by
-            another process, the settings differ
-            from the run being resumed, or the loss stops being finite (training diverged;
-            the checkpoints of the epochs before stay).
+            another process, the settings differ from the run being resumed, or the loss stops
+            being finite (training diverged; the checkpoints of the epochs before stay).
     """
     if out is None:
         model, start_epoch, opt_state = _start(task, model_cfg, train_cfg, None, False, device)
@@ -397,10 +396,10 @@ class _FullStep:
 
 
 def _prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Check that ``out`` can take this run before any work starts."""
+    """Check that ``out`` (writable, owned by this process) can take this run before any
+    work starts."""
     if resume and overwrite:
         raise HeadcoopError("resume and overwrite exclude each other")
-    writable_dir(out, "run directory")
     found = run_checkpoints(out)
     if found and not resume and not overwrite:
         raise HeadcoopError(
