@@ -16,16 +16,21 @@ from tests.hooks import paper_logits_by_hook
 
 HEAD_COLUMNS = [
     "head",
+    "layer",
+    "name",
     "s_acc",
     "l_acc",
     "roc_auc",
     "l_acc_direct",
     "roc_auc_direct",
+    "l_acc_mean",
+    "roc_auc_mean",
     "w01",
     "w02",
     "head_weight",
     "eos_l_acc",
     "eos_l_acc_direct",
+    "eos_l_acc_mean",
     "class",
 ]
 

@@ -7,7 +7,7 @@ from headcoop.engine.run import predict
 def test_bag_and_full_caches_agree(trained, task):
     counts = torch.cat([task.split("test")[:24], torch.tensor([[0, 4, 3], [5, 0, 0]])])
     bag, full = collect(trained, task, counts, "bag"), collect(trained, task, counts, "full")
-    for name in ("z", "result", "mass", "resid_pre", "logits"):
+    for name in ("z", "result", "mass", "rest", "logits"):
         assert (getattr(bag, name) - getattr(full, name)).abs().max() < 1e-4, name
 
 

@@ -105,8 +105,9 @@ def test_analyze_writes_the_interactions_of_every_metric(tmp_path):
     )
     shapley = pd.read_csv(out / "shapley.csv")
     pairs = pd.read_csv(out / "pair_interactions.csv")
-    assert set(shapley["metric"]) == {"s_acc", "l_acc", "roc_auc", "l_acc_direct", "roc_auc_direct"}
-    assert len(pairs) == 5 * 1  # SMALL has two heads: one pair per metric
+    games = {f"{m}{s}" for m in ("l_acc", "roc_auc") for s in ("", "_direct", "_mean")}
+    assert set(shapley["metric"]) == games | {"s_acc"}
+    assert len(pairs) == 7 * 1  # SMALL has two heads: one pair per metric
     value = {h: row for h, row in zip(subsets["heads"], subsets.to_dict("records"), strict=True)}
     for metric, phi in shapley.groupby("metric")["shapley"]:
         assert phi.sum() == pytest.approx(value["0 1"][metric] - value[""][metric], abs=1e-6)

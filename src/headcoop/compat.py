@@ -63,6 +63,7 @@ __all__ = [
     "Model",
     "attention_scale",
     "attention_scores",
+    "config_fields",
     "load_parameters",
     "new_model",
     "parameters",
@@ -92,6 +93,13 @@ def new_model(kwargs: dict[str, Any]) -> Model:
             raise HeadcoopError(f"bad model config: {first}") from None
 
 
+def config_fields() -> frozenset[str]:
+    """The keyword arguments the installed TransformerLens's model config takes."""
+    import dataclasses
+
+    return frozenset(f.name for f in dataclasses.fields(_Config))
+
+
 def to_device(model: Model, device: torch.device) -> Model:
     """Move ``model`` (and its config's ``device``) to ``device``, quietly."""
     return model.to(device, print_details=False)
@@ -116,7 +124,8 @@ def parameters(model: Model) -> dict[str, Tensor]:
 
 
 def load_parameters(model: Model, state: dict[str, Tensor]) -> None:
-    """Copy parameters stored under 3.x names into ``model``.
+    """Copy parameters stored under 3.x names into ``model`` (or, under 4.x, a bridge's own
+    ``state_dict`` names: ``embed.weight``, ``blocks.0.attn.q.weight``, ...).
 
     Every parameter must be present with its shape; other entries (3.x buffers such as the
     attention mask) are ignored.
@@ -124,6 +133,9 @@ def load_parameters(model: Model, state: dict[str, Tensor]) -> None:
     Raises:
         HeadcoopError: a parameter is missing, unexpected or of the wrong shape.
     """
+    if "embed.weight" in state:
+        _load_bridge_state(model, state)
+        return
     expected = {k: v.shape for k, v in parameters(model).items()}
     missing = sorted(set(expected) - set(state))
     if missing:
@@ -142,6 +154,27 @@ def load_parameters(model: Model, state: dict[str, Tensor]) -> None:
         model.load_state_dict(weights, strict=False)
     else:
         model.load_state_dict(convert_tl_checkpoint(weights, model.cfg), strict=True)
+
+
+def _load_bridge_state(model: Model, state: dict[str, Tensor]) -> None:
+    """Load a 4.x bridge's own state dict, checked name by name and shape by shape."""
+    if TL_VERSION[0] == 3:
+        raise HeadcoopError(
+            "the weights use TransformerBridge names (embed.weight, ...): load them under "
+            "transformer-lens 4, or save them under 3.x names"
+        )
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    differ = sorted(set(expected) ^ set(state))
+    if differ:
+        kind = "missing" if differ[0] in expected else "unexpected"
+        raise HeadcoopError(f"{kind} parameter {differ[0]!r}")
+    for name, shape in expected.items():
+        if state[name].shape != shape:
+            raise HeadcoopError(
+                f"parameter {name!r} has shape {tuple(state[name].shape)}, the config gives "
+                f"{tuple(shape)}"
+            )
+    model.load_state_dict(state, strict=True)
 
 
 def _is_buffer_name(name: str) -> bool:

@@ -88,6 +88,7 @@ MODEL_RULES = {
     "d_head": Rule(int, 1, 2**12),
     "n_layers": Rule(int, 1, 64),
     "n_ctx": Rule(int, 1, 2**20),
+    "d_mlp": Rule(int, 0, 2**16),
 }
 MAX_PARAMETERS = 10**8
 """headcoop's models are toys: a shape with more attention parameters is refused up front
@@ -118,6 +119,13 @@ def check_fields(config: Any, rules: dict[str, Rule], section: str) -> None:
             )
 
 
+NORMALIZATIONS = ("LN", "LNPre", "RMS", "RMSPre")
+"""TransformerLens's normalizations: LayerNorm with or without its weight and bias ('LNPre'),
+RMSNorm with or without its weight ('RMSPre')."""
+ACTIVATIONS = ("relu", "gelu", "gelu_new", "gelu_fast", "silu", "solu_ln")
+"""The MLP activations TransformerLens offers (its ``act_fn``)."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Shape of the model. The defaults are the paper's stable setup.
@@ -126,10 +134,13 @@ class ModelConfig:
         d_model: embedding dimension.
         n_heads: attention heads in each layer.
         d_head: dimension of each head's queries, keys, values and output.
-        layernorm: LayerNorm before attention and before the unembedding.
-        n_layers: attention layers. One is the paper's; more breaks bag compression.
+        layernorm: normalize before each attention layer, each MLP and the unembedding.
+        n_layers: transformer blocks. One is the paper's; more runs full sequences.
         positional: learn a positional embedding. Off (the paper's) keeps W_pos zero and frozen.
         n_ctx: longest sequence the model accepts.
+        d_mlp: width of an MLP after each attention layer; 0 (the paper's) for none.
+        act_fn: the MLP's activation (`ACTIVATIONS`).
+        normalization: which normalization ``layernorm`` applies (`NORMALIZATIONS`).
     """
 
     d_model: int = 32
@@ -139,36 +150,48 @@ class ModelConfig:
     n_layers: int = 1
     positional: bool = False
     n_ctx: int = 2048
+    d_mlp: int = 0
+    act_fn: str = "relu"
+    normalization: str = "LN"
 
     def __post_init__(self) -> None:
         check_fields(self, MODEL_RULES, "model")
-        attention = 4 * self.n_layers * self.n_heads * self.d_head * self.d_model
-        if attention > MAX_PARAMETERS:
+        for name, choices in (("act_fn", ACTIVATIONS), ("normalization", NORMALIZATIONS)):
+            if getattr(self, name) not in choices:
+                raise HeadcoopError(
+                    f"model config: {name} must be one of {choices}, got {getattr(self, name)!r}"
+                )
+        per_layer = 4 * self.n_heads * self.d_head * self.d_model + 2 * self.d_mlp * self.d_model
+        if self.n_layers * per_layer > MAX_PARAMETERS:
             raise HeadcoopError(
-                f"model config: {attention:,} attention parameters, more than the "
+                f"model config: {self.n_layers * per_layer:,} parameters, more than the "
                 f"{MAX_PARAMETERS:,} headcoop allows for toy models"
             )
-        if self.layernorm and self.d_model < 2:
+        if self.layernorm and self.normalization.startswith("LN") and self.d_model < 2:
             raise HeadcoopError("model config: layernorm needs d_model >= 2 (use --no-layernorm)")
 
     def hooked_kwargs(self, d_vocab: int) -> dict[str, Any]:
-        """Keyword arguments of the equivalent `HookedTransformerConfig` (stored in checkpoints)."""
-        return {
+        """Keyword arguments of the equivalent `HookedTransformerConfig` (stored in checkpoints;
+        an attention-only model's are those of headcoop's first checkpoints, unchanged)."""
+        kwargs = {
             "n_layers": self.n_layers,
             "d_model": self.d_model,
             "n_heads": self.n_heads,
             "d_head": self.d_head,
             "n_ctx": self.n_ctx,
             "d_vocab": d_vocab,
-            "attn_only": True,
-            "normalization_type": "LN" if self.layernorm else None,
+            "attn_only": self.d_mlp == 0,
+            "normalization_type": self.normalization if self.layernorm else None,
             "positional_embedding_type": "standard",
             "default_prepend_bos": False,
         }
+        if self.d_mlp:
+            kwargs |= {"d_mlp": self.d_mlp, "act_fn": self.act_fn}
+        return kwargs
 
     @classmethod
     def of(cls, model: Any) -> "ModelConfig":
-        """The config a `HookedTransformer` was built with, read off the model itself."""
+        """The config a TransformerLens model was built with, read off the model itself."""
         cfg = model.cfg
         return cls(
             d_model=cfg.d_model,
@@ -178,6 +201,9 @@ class ModelConfig:
             n_layers=cfg.n_layers,
             positional=bool(model.pos_embed.W_pos.requires_grad or model.pos_embed.W_pos.any()),
             n_ctx=cfg.n_ctx,
+            d_mlp=0 if cfg.attn_only else cfg.d_mlp,
+            act_fn=cfg.act_fn if not cfg.attn_only and cfg.act_fn in ACTIVATIONS else "relu",
+            normalization=cfg.normalization_type or "LN",
         )
 
 

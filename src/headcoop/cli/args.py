@@ -44,10 +44,44 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def add_checkpoint(parser: argparse.ArgumentParser, out: bool = True) -> None:
-    """The positional checkpoint (or run directory), and ``--out`` for the result files."""
-    parser.add_argument("checkpoint", help="checkpoint directory, or a run directory")
+    """The positional checkpoint (or run directory), ``--out`` for the result files, and the
+    task flags (for a checkpoint that names no task, or to measure it on another)."""
+    parser.add_argument(
+        "checkpoint", help="checkpoint directory (headcoop's or plain TransformerLens), or a run"
+    )
     if out:
         parser.add_argument("--out", required=True, help="directory for the result files")
+    add_task_flags(parser, default=None)
+
+
+def add_task_flags(parser: argparse.ArgumentParser, default: str | None) -> None:
+    """``--task`` (a registered name, FILE.py:CLASS or MODULE:CLASS) and ``--task-param``."""
+    parser.add_argument(
+        "--task",
+        default=default,
+        help="the task: a name from `headcoop tasks`, or your own class as "
+        "path/to/file.py:ClassName or module:ClassName"
+        + ("" if default else " (default: the one the checkpoint names)"),
+    )
+    parser.add_argument(
+        "--task-param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a parameter of the task, e.g. seed=3 (the data seed); repeatable; "
+        "VALUE is read as JSON where it parses, else as text",
+    )
+
+
+def chosen_task(args: argparse.Namespace) -> Any:
+    """The task that ``--task`` and ``--task-param`` name, or None where no --task was given."""
+    if args.task is None:
+        if args.task_param:
+            raise HeadcoopError("--task-param needs --task")
+        return None
+    from headcoop.tasks import load_task
+
+    return load_task(args.task, **task_params(args.task_param))
 
 
 def add_numeric_train_flags(parser: argparse.ArgumentParser) -> None:

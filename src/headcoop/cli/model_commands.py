@@ -9,7 +9,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from headcoop.cli.args import add_checkpoint, add_device, add_numeric_train_flags, task_params
+from headcoop.cli.args import (
+    add_checkpoint,
+    add_device,
+    add_numeric_train_flags,
+    add_task_flags,
+    chosen_task,
+)
 from headcoop.config import (
     INIT_SCHEMES,
     LR_SCHEDULES,
@@ -53,15 +59,7 @@ def add_train(commands: Any) -> None:
         "`headcoop tasks`). Checkpoints go to OUT/epoch_NNNN; OUT/final links the last one.",
     )
     train.add_argument("--out", required=True, help="run directory for checkpoints")
-    train.add_argument("--task", default="count01", help="the task's name (headcoop tasks)")
-    train.add_argument(
-        "--task-param",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a parameter of the task, e.g. seed=3 (the data seed); repeatable; "
-        "VALUE is read as JSON where it parses, else as text",
-    )
+    add_task_flags(train, default="count01")
     train.add_argument(
         "--seed",
         type=SEED.parse,
@@ -112,12 +110,11 @@ def _add_choice_flags(train: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> None:
     from headcoop.device import resolve_device
-    from headcoop.tasks import make_task
     from headcoop.training.checkpoint import FINAL, resolve_checkpoint
     from headcoop.training.trainer import train
 
     writable_dir(args.out, "--out")
-    task = make_task(args.task, **task_params(args.task_param))
+    task = chosen_task(args)
     device = resolve_device(args.device)
     train(
         task,
@@ -131,7 +128,7 @@ def run_train(args: argparse.Namespace) -> None:
     )
     final = resolve_checkpoint(args.out)
     print(f"final checkpoint: {final} (also {args.out}/{FINAL})")
-    report_accuracy(final, "test", full=False, as_json=False, device=device)
+    report_accuracy(final, "test", full=False, as_json=False, device=device, task=task)
 
 
 def _model_config(args: argparse.Namespace) -> ModelConfig:
@@ -179,17 +176,21 @@ def add_eval(commands: Any) -> None:
 
 
 def run_eval(args: argparse.Namespace) -> None:
-    report_accuracy(args.checkpoint, args.split, args.full, args.json, args.device)
+    report_accuracy(
+        args.checkpoint, args.split, args.full, args.json, args.device, chosen_task(args)
+    )
 
 
-def report_accuracy(path: str | Path, split: str, full: bool, as_json: bool, device: Any) -> None:
-    """Print the checkpoint's accuracy of each readout on ``split`` (or its metrics as JSON)."""
+def report_accuracy(
+    path: str | Path, split: str, full: bool, as_json: bool, device: Any, task: Any = None
+) -> None:
+    """Print the checkpoint's accuracy of each readout on ``split`` (or its metrics as JSON),
+    on ``task`` (by default the checkpoint's)."""
     from headcoop.engine.run import choose_engine, evaluate
-    from headcoop.tasks import read_names, task_from_config
-    from headcoop.training.checkpoint import load_checkpoint
+    from headcoop.tasks import read_names
+    from headcoop.training.checkpoint import load_with_task
 
-    model, config = load_checkpoint(path, device)
-    task = task_from_config(config.get("task", {}))
+    model, task, _ = load_with_task(path, task, device)
     mode = "full" if full else "auto"
     metrics = evaluate(model, task, task.split(split), mode)
     engine = "full sequences" if choose_engine([model], task, mode) == "full" else "bag engine"
@@ -224,6 +225,7 @@ def run_analyze(args: argparse.Namespace) -> None:
     with owned(args.out, "--out"):
         result = analyze(
             args.checkpoint,
+            chosen_task(args),
             subsets=not args.no_subsets,
             progress=not args.quiet,
             device=args.device,

@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from headcoop.cli.args import WORKERS, add_checkpoint, add_device, log_progress
+from headcoop.cli.args import WORKERS, add_checkpoint, add_device, chosen_task, log_progress
 from headcoop.config import Rule
 from headcoop.files import owned, writable_dir
 
@@ -37,7 +37,9 @@ def add_trace(commands: Any) -> None:
 def run_trace(args: argparse.Namespace) -> None:
     from headcoop.trace.trace_report import trace_checkpoint
 
-    summary = trace_checkpoint(args.checkpoint, args.out, args.prompts, args.share)
+    summary = trace_checkpoint(
+        args.checkpoint, args.out, args.prompts, args.share, chosen_task(args)
+    )
     stats = summary["sparsity"]
     print(
         f"{stats['scores']} scores, {stats['mean']:.2f} components each on average; "
@@ -62,7 +64,7 @@ def add_successor(commands: Any) -> None:
 def run_successor(args: argparse.Namespace) -> None:
     from headcoop.successor.successor_report import successor_checkpoint
 
-    summary = successor_checkpoint(args.checkpoint, args.out)
+    summary = successor_checkpoint(args.checkpoint, args.out, chosen_task(args))
     best = summary["scores"][0]
     print(
         f"{len(summary['successor_heads'])} successor head(s); best {best['path']} "

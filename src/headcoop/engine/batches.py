@@ -89,12 +89,14 @@ def check_lengths(model: Model, task: Task, examples: torch.Tensor) -> None:
 
 
 def inference_batches(
-    model: Model, task: Task, examples: torch.Tensor, mode: str, batch_size: int
+    model: Model, task: Task, examples: torch.Tensor, mode: str, batch_size: int, copies: int = 1
 ) -> Iterator[tuple[Int[torch.Tensor, " batch"], Batch]]:
     """Batches for a pass over ``examples``: bags in order where exact, else full sequences
-    shortest first (so that each batch pads little), with the indices of each batch."""
+    shortest first (so that each batch pads little), with the indices of each batch. Where
+    each batch will run as ``copies`` copies side by side, full-sequence batches shrink to
+    keep the attention budget."""
     bags = use_bags(model, task, mode)
     if not bags:
         check_lengths(model, task, examples)
     order = torch.arange(len(examples)) if bags else task.lengths(examples).argsort()
-    return iter_batches(task, examples, order, batch_size, bags, model.cfg.n_heads)
+    return iter_batches(task, examples, order, batch_size, bags, model.cfg.n_heads * copies)

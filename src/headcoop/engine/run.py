@@ -29,7 +29,18 @@ from headcoop.engine.batches import inference_batches, read_logits
 from headcoop.engine.cache import collect
 from headcoop.engine.loss import accuracies
 from headcoop.engine.stack import MODEL_CHUNK, PairCounts, Stack, stackable
+from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Task
+
+
+def check_fits(model: Model, task: Task) -> None:
+    """Refuse, in one line, a model whose vocabulary or context cannot run ``task``: its
+    embedding must have one row per token of the task's vocabulary."""
+    if model.cfg.d_vocab != len(task.vocab):
+        raise HeadcoopError(
+            f"the model has {model.cfg.d_vocab} tokens, task {task.name!r} has "
+            f"{len(task.vocab)}: it was not trained on this task"
+        )
 
 
 def choose_engine(models: Sequence[Model], task: Task, mode: str = "auto") -> str:

@@ -22,12 +22,15 @@ from jaxtyping import Bool, Float
 
 from headcoop.compat import Model
 from headcoop.device import Device
+from headcoop.engine.bags import bag_exact
 from headcoop.engine.cache import HeadCache, collect
 from headcoop.engine.loss import accuracies
+from headcoop.engine.run import check_fits
 from headcoop.errors import HeadcoopError
 from headcoop.files import read_json, write_atomic
-from headcoop.metrics.attention import weight_ratio
-from headcoop.metrics.attribution import SUFFIX, LogitDecomposition, decompose, head_weights
+from headcoop.heads.subset_plan import S_ACC_BUDGET, SubsetPlan, plan_subsets
+from headcoop.metrics.attention import measured_ratio, weight_ratio
+from headcoop.metrics.attribution import ALL_SUFFIXES, SetLogits, head_weights
 from headcoop.metrics.classes import (
     CHANCE_MARGIN,
     HEAD_CLASSES,
@@ -40,13 +43,13 @@ from headcoop.metrics.interactions import Interactions
 from headcoop.metrics.separation import separation_accuracy
 from headcoop.metrics.subsets import (
     all_subsets,
-    check_masks,
     learned_accuracy,
     logit_metrics,
     singles_and_pairs,
 )
-from headcoop.tasks.base import Task, candidate_ids, read_names, task_from_config
-from headcoop.training.checkpoint import load_checkpoint
+from headcoop.model import check_supported
+from headcoop.tasks.base import Task, candidate_ids, read_names
+from headcoop.training.checkpoint import load_with_task
 
 
 @dataclass(frozen=True)
@@ -179,25 +182,35 @@ def analyze(
     subsets: bool | Bool[torch.Tensor, "subset head_index"] = True,
     progress: bool = False,
     device: Device = None,
+    s_acc_budget: float | None = S_ACC_BUDGET,
 ) -> HeadAnalysis:
-    """Measure every head of a one-layer model on ``task``'s train and test splits.
+    """Measure every head of a TransformerLens model of any depth on ``task``'s train and
+    test splits.
+
+    Heads are numbered layer-major (``layer * n_heads + head``, named ``L1H2``). A model of
+    one attention layer without an MLP is measured from its caches alone; deeper models and
+    MLPs run forward passes for the ablations (`headcoop.engine.ablation`).
 
     Args:
-        model: a model, or the path of a checkpoint (whose task is used if ``task`` is None).
-        task: the task; required for a model object.
-        subsets: also measure all 2^n_heads sets of heads (True; the slow part), or the sets
-            that these masks give (for example `headcoop.metrics.subsets.sampled_subsets`).
+        model: a model (``HookedTransformer`` or ``TransformerBridge``), or the path of a
+            checkpoint (whose task is used if ``task`` is None).
+        task: the task; required for a model object, or a checkpoint that names none.
+        subsets: also measure every set of heads (True; sampled sets above 16 heads, see
+            `headcoop.heads.subset_plan`), or the sets that these masks give (for example
+            `headcoop.metrics.subsets.sampled_subsets`), or none (False).
         progress: show progress bars.
         device: where a checkpoint is loaded and measured (see `headcoop.device`); a model
             object is measured where it is.
+        s_acc_budget: seconds the s-acc of all sets may take by its estimate; above, s-acc
+            is measured on single heads and pairs only (None: no limit).
 
     >>> from headcoop import Count01, ModelConfig, SplitSpec, build_model
     >>> spec = SplitSpec(200, (0, 20), (0, 20))
     >>> task = Count01(splits={"train": spec, "val": spec, "test": spec})
     >>> model = build_model(ModelConfig(n_heads=3), len(task.vocab), seed=0)
     >>> result = analyze(model, task)
-    >>> list(result.heads_frame().columns)[:4]
-    ['head', 's_acc', 'l_acc', 'roc_auc']
+    >>> list(result.heads_frame().columns)[:6]
+    ['head', 'layer', 'name', 's_acc', 'l_acc', 'roc_auc']
     >>> len(result.subsets.masks)
     8
     """
@@ -206,52 +219,79 @@ def analyze(
     clock = time.perf_counter()
     train = collect(model, task, task.split("train"), progress=progress)
     test = collect(model, task, task.split("test"), progress=progress)
-    scorer = SetScorer(task, train, test, decompose(model, test))
+    logits = SetLogits.of(model, task, train, test, task.split("test"))
+    scorer = SetScorer(task, train, test, logits)
     timings["cache"] = time.perf_counter() - clock
 
-    n_heads = model.cfg.n_heads
+    n_heads = model.cfg.n_layers * model.cfg.n_heads
     clock = time.perf_counter()
     pair_masks = singles_and_pairs(n_heads)
     pairs = SetTable(pair_masks, scorer(pair_masks, every_readout=True))
     timings["singles_and_pairs"] = time.perf_counter() - clock
+    plan = plan_subsets(subsets, n_heads, scorer.s_acc_seconds_per_set, s_acc_budget)
 
-    subset_table = None
-    if subsets is not False:
-        clock = time.perf_counter()
-        masks = all_subsets(n_heads) if subsets is True else check_masks(subsets, n_heads)
-        subset_table = SetTable(masks, scorer(masks, progress=progress))
-        timings["all_subsets"] = time.perf_counter() - clock
-
-    interactions = None
-    if subsets is True:  # every set measured: the metrics are whole games
-        interactions = Interactions.of({k: subset_table.columns[k] for k in GAMES})
+    subset_table, interactions = _measure_subsets(plan, scorer, progress, timings)
     heads = _head_columns(model, scorer, pairs[:n_heads].columns)
-    summary = _summary(model, scorer, heads, timings)
+    summary = _summary(model, scorer, heads, timings) | {"subsets": plan.about}
     if interactions is not None:
         summary["interaction_spectrum"] = interactions.spectrum()
     return HeadAnalysis(heads, pairs[n_heads:], subset_table, summary, interactions)
 
 
-GAMES = ("s_acc", "l_acc", "roc_auc", "l_acc_direct", "roc_auc_direct")
+def _measure_subsets(
+    plan: SubsetPlan, scorer: "SetScorer", progress: bool, timings: dict[str, float]
+) -> tuple[SetTable | None, Interactions | None]:
+    """The sets of the plan measured, and where they are every set (so that each metric is
+    a whole game), its interactions."""
+    if plan.masks is None:
+        return None, None
+    clock = time.perf_counter()
+    table = SetTable(plan.masks, scorer(plan.masks, progress=progress, s_acc=plan.s_acc))
+    timings["all_subsets"] = time.perf_counter() - clock
+    if not plan.every_set:
+        return table, None
+    return table, Interactions.of({k: table.columns[k] for k in GAMES if k in table.columns})
+
+
+ESTIMATE_HEADS = 7
+"""`SetScorer.s_acc_seconds_per_set` times all sets of this many heads (128 sets)."""
+GAMES = (*(f"{m}{s}" for s in ALL_SUFFIXES.values() for m in ("l_acc", "roc_auc")), "s_acc")
 """The metrics of all sets of heads whose interactions `analyze` reads out."""
 
 
 def _head_columns(
     model: Model, scorer: "SetScorer", singles: dict[str, torch.Tensor]
 ) -> dict[str, list]:
-    """heads.csv's columns: each single head's metrics, attention ratios, weight and class."""
-    task, n_heads = scorer.task, model.cfg.n_heads
-    heads: dict[str, list] = {"head": list(range(n_heads))}
+    """heads.csv's columns: each single head's name, metrics, attention ratios, weight and
+    class, heads numbered layer-major."""
+    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
+    heads: dict[str, list] = {"head": list(range(n_layers * n_heads))}
+    heads["layer"] = [h // n_heads for h in heads["head"]]
+    heads["name"] = [f"L{h // n_heads}H{h % n_heads}" for h in heads["head"]]
     heads |= {k: singles[k].tolist() for k in ("s_acc", "l_acc", "roc_auc")}
-    heads |= {k: singles[k].tolist() for k in ("l_acc_direct", "roc_auc_direct")}
-    for name, (query, numerator, denominator) in task.attention_ratios.items():
-        ids = [task.vocab.index(t) for t in (query, numerator, denominator)]
-        heads[name] = weight_ratio(model, *ids).tolist()
+    for suffix in list(ALL_SUFFIXES.values())[1:]:
+        heads |= {k + suffix: singles[k + suffix].tolist() for k in ("l_acc", "roc_auc")}
+    heads |= _ratio_columns(model, scorer)
     heads["head_weight"] = head_weights(model, scorer.candidates).tolist()
     for name in scorer.other_readout_columns():
         heads[name] = singles[name].tolist()
     heads["class"] = [head_class(s, scorer.chance) for s in heads["s_acc"]]
     return heads
+
+
+def _ratio_columns(model: Model, scorer: "SetScorer") -> dict[str, list]:
+    """The task's attention ratios per head: read off the weights where they are the same in
+    every input (one position-free layer, the paper's w01), else their mean over the test
+    inputs with the spread beside it (``{name}_spread``)."""
+    task, columns = scorer.task, {}
+    for name, (query, numerator, denominator) in task.attention_ratios.items():
+        ids = [task.vocab.index(t) for t in (query, numerator, denominator)]
+        if bag_exact(model):
+            columns[name] = weight_ratio(model, *ids).tolist()
+            continue
+        mean, spread = measured_ratio(scorer.test, scorer.decision, *ids)
+        columns[name], columns[f"{name}_spread"] = mean.tolist(), spread.tolist()
+    return columns
 
 
 def _summary(
@@ -269,7 +309,8 @@ def _summary(
         "class_shares": scorer.class_shares(),
         "thresholds": {"successful": SUCCESSFUL, "failed_below": scorer.chance + CHANCE_MARGIN},
         "definitions": DEFINITIONS,
-        "direct_path": scorer.direct_path(model.cfg.n_heads),
+        "direct_path": scorer.direct_path(model.cfg.n_layers * model.cfg.n_heads),
+        "ablations_by_forward_passes": scorer.logits.by_forward_passes,
         "n_train": len(scorer.train),
         "n_test": len(test),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
@@ -277,29 +318,27 @@ def _summary(
 
 
 DEFINITIONS = {
-    "l_acc, roc_auc": "the paper's head-only logits: head terms plus constant biases, "
-    "no direct path, final LayerNorm scale frozen",
-    "*_direct": "heads outside the set ablated in the running model: direct path kept, "
-    "LayerNorm scale recomputed",
+    "l_acc, roc_auc": "the paper's head-only logits: each head's direct contribution plus "
+    "constant biases, no embeddings or MLPs, final normalization's scale frozen",
+    "*_direct": "heads outside the set zeroed (hook_z) in the running model: every other "
+    "path kept, normalization recomputed",
+    "*_mean": "heads outside the set replaced by their mean output over the training split "
+    "in the running model",
 }
-"""What the two definitions of a set's logits mean, as summary.json states them."""
+"""What the three definitions of a set's logits mean, as summary.json states them."""
 
 
 class SetScorer:
     """The set metrics of one model on a task, from its train and test caches.
 
-    Calling it with masks gives every metric (``decomposition`` is then needed); `s_acc` alone
-    needs only the caches.
+    Calling it with masks gives every metric (``logits`` is then needed); `s_acc` alone needs
+    only the caches.
     """
 
     def __init__(
-        self,
-        task: Task,
-        train: HeadCache,
-        test: HeadCache,
-        decomposition: LogitDecomposition | None,
+        self, task: Task, train: HeadCache, test: HeadCache, logits: SetLogits | None
     ) -> None:
-        self.task, self.train, self.test, self.decomposition = task, train, test, decomposition
+        self.task, self.train, self.test, self.logits = task, train, test, logits
         self.decision = task.decision
         self.candidates = candidate_ids(task, self.decision)
         self.train_labels = labels(task, train.targets)
@@ -307,28 +346,33 @@ class SetScorer:
         self.chance = majority_share(self.test_labels)
 
     def __call__(
-        self, masks: torch.Tensor, every_readout: bool = False, progress: bool = False
+        self,
+        masks: torch.Tensor,
+        every_readout: bool = False,
+        progress: bool = False,
+        s_acc: bool = True,
     ) -> dict[str, torch.Tensor]:
-        """l-acc and ROC AUC (both definitions) and s-acc at the decision of each set; with
-        ``every_readout``, also the l-acc of each other readout."""
-        columns: dict[str, torch.Tensor] = {"s_acc": self.s_acc(masks, progress)}
+        """l-acc and ROC AUC (every definition) and (if ``s_acc``) s-acc at the decision of
+        each set; with ``every_readout``, also the l-acc of each other readout."""
+        columns: dict[str, torch.Tensor] = {}
+        if s_acc:
+            columns["s_acc"] = self.s_acc(masks, progress)
         targets = self.test.targets[:, self.decision]
-        for definition, suffix in SUFFIX.items():
+        for definition, suffix in ALL_SUFFIXES.items():
             l_acc, auc = logit_metrics(
-                self.decomposition, masks, targets, self.decision, self.candidates, definition
+                self.logits, masks, targets, self.decision, self.candidates, definition
             )
             columns[f"l_acc{suffix}"], columns[f"roc_auc{suffix}"] = l_acc, auc
-        if every_readout:
-            for read, readout in self._other_readouts():
-                for definition, suffix in SUFFIX.items():
-                    columns[f"{readout.name}_l_acc{suffix}"] = learned_accuracy(
-                        self.decomposition,
-                        masks,
-                        self.test.targets[:, read],
-                        read,
-                        candidate_ids(self.task, read),
-                        definition,
-                    )
+        for read, readout in self._other_readouts() if every_readout else []:
+            for definition, suffix in ALL_SUFFIXES.items():
+                columns[f"{readout.name}_l_acc{suffix}"] = learned_accuracy(
+                    self.logits,
+                    masks,
+                    self.test.targets[:, read],
+                    read,
+                    candidate_ids(self.task, read),
+                    definition,
+                )
         return columns
 
     def s_acc(self, masks: torch.Tensor, progress: bool = False) -> torch.Tensor:
@@ -341,6 +385,17 @@ class SetScorer:
             progress=progress,
         )
 
+    def s_acc_seconds_per_set(self, n_heads: int) -> float:
+        """The time s-acc takes per set over all sets, measured on all sets of the first
+        `ESTIMATE_HEADS` heads (the solver reuses each set's parent, so isolated sets would
+        cost more than their share; measured, this errs long by a factor of 1.5 to 3)."""
+        k = min(n_heads, ESTIMATE_HEADS)
+        masks = torch.zeros(2**k, n_heads, dtype=torch.bool)
+        masks[:, :k] = all_subsets(k)
+        clock = time.perf_counter()
+        self.s_acc(masks)
+        return (time.perf_counter() - clock) / len(masks)
+
     def class_shares(self) -> dict[str, float]:
         """The share of each candidate among the test split's targets at the decision."""
         counts = self.test_labels.bincount(minlength=len(self.candidates))
@@ -349,7 +404,8 @@ class SetScorer:
 
     def other_readout_columns(self) -> list[str]:
         """The per-readout l-acc columns that ``every_readout`` adds, in order."""
-        return [f"{r.name}_l_acc{s}" for _, r in self._other_readouts() for s in SUFFIX.values()]
+        readouts = self._other_readouts()
+        return [f"{r.name}_l_acc{s}" for _, r in readouts for s in ALL_SUFFIXES.values()]
 
     def direct_path(self, n_heads: int) -> dict[str, Any]:
         """The size of the embedding's direct path: its share of the decision's choice, and
@@ -358,7 +414,7 @@ class SetScorer:
         alone = {
             readout.name: float(
                 learned_accuracy(
-                    self.decomposition,
+                    self.logits,
                     nothing,
                     self.test.targets[:, read],
                     read,
@@ -368,7 +424,7 @@ class SetScorer:
             )
             for read, readout in enumerate(self.task.readouts)
         }
-        share = self.decomposition.direct_share(self.decision, self.candidates)
+        share = self.logits.paper.direct_share(self.decision, self.candidates)
         return {"decision_share": share, "accuracy_alone": alone}
 
     def _other_readouts(self) -> list:
@@ -379,6 +435,8 @@ def _resolve(model: Model | str | Path, task: Task | None, device: Device) -> tu
     if isinstance(model, Model):
         if task is None:
             raise HeadcoopError("analyze needs a task for a model object")
+        check_supported(model)
+        check_fits(model, task)
         return model, task
-    model, config = load_checkpoint(model, device)
-    return model, task if task is not None else task_from_config(config.get("task", {}))
+    model, task, _ = load_with_task(model, task, device)
+    return model, task

@@ -23,8 +23,8 @@ from headcoop.errors import HeadcoopError
 from headcoop.metrics.attribution import head_weights
 from headcoop.metrics.single_heads import S_ACC_SPLITS, measure_models, single_head_s_acc
 from headcoop.model import build_model
-from headcoop.tasks.base import Task, candidate_ids, task_from_config
-from headcoop.training.checkpoint import load_checkpoint, run_checkpoints
+from headcoop.tasks.base import Task, candidate_ids
+from headcoop.training.checkpoint import load_with_task, run_checkpoints
 
 
 @dataclass(frozen=True)
@@ -82,9 +82,9 @@ def trajectory(
     if not found:
         raise HeadcoopError(f"no epoch checkpoints in {run}")
     paths = tqdm([path for _, path in found], desc="checkpoints", disable=not progress)
-    loaded = [load_checkpoint(path, device) for path in paths]
-    models = [model for model, _ in loaded]
-    task = task if task is not None else task_from_config(loaded[0][1].get("task", {}))
+    loaded = [load_with_task(path, task, device) for path in paths]
+    models = [model for model, _, _ in loaded]
+    task = loaded[0][1]
     candidates = candidate_ids(task, task.decision)
     weights = torch.stack([head_weights(model, candidates) for model in models]).cpu()
     measured = measure_models(task, models)

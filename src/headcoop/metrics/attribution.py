@@ -1,28 +1,32 @@
-"""Per-head logit attribution, and the logits of any set of heads under two definitions.
+"""Per-head logit attribution, and the logits of any set of heads under three definitions.
 
-In a one-layer attention-only model the residual stream at a scored position is
+At a scored position the residual stream entering the final normalization is
 
-    resid = e + b_O + sum_i r_i,    r_i = O_i W_O[i]
+    resid = rest + sum_l b_O[l] + sum_i r_i,    r_i = O_i W_O[i]
 
-with e the token's embedding (``resid_pre``), and the logits are ``LN(resid) W_U + b_U``.
-Without a final LayerNorm they are affine in the head outputs, z_t = e W_U[:, t] +
-sum_i O_i . w_{i,t} + b_t, with w_{i,t} = (W_O[i] W_U)[:, t] and b_t = b_O W_U[:, t] + b_U[t].
-With one, TransformerLens's LayerNorm centres ``resid``, divides by its scale
-sqrt(mean(resid_centred^2) + eps) and applies the weight w_ln and bias b_ln; everything but the
-scale is linear, so the same holds with w_{i,t} = (W_O[i] P diag(w_ln) W_U)[:, t] (P the
-centring projection), every term divided by the scale, and b_ln W_U added to the constant.
+over every head i of every layer (numbered layer-major), with ``rest`` the embeddings and, in
+deeper models, the MLPs' outputs (in a one-layer attention-only model, the token's embedding e).
+The logits are ``norm(resid) W_U + b_U``. Every normalization TransformerLens offers
+(`final_norm`) is linear but for its scale: LayerNorm centres (the projection P), RMSNorm does
+not; both divide by sqrt(mean(x^2) + eps) and may apply a weight w and bias b. So each head's
+term is z_{t,i} = O_i . w_{i,t} / scale with w_{i,t} = (W_O[i] P diag(w) W_U)[:, t], the same
+for the other parts, and b W_U + b_U is constant.
 
-The logits of a set of heads H, two ways (`DEFINITIONS`):
+The logits of a set of heads H (`DEFINITIONS`; column suffixes in `SUFFIX`):
 
 - ``"paper"`` (the paper's §5.1, z_{t,H} = sum_{i in H} z_{t,i} + b_t): the head terms of H
-  plus the constant terms (b_U and the attention bias b_O). The embedding's direct path e
-  through the skip connection is left out. With a final LayerNorm every term is divided by the
-  full model's scale, frozen, as TransformerLens's ``apply_ln_to_stack`` does.
-- ``"direct"``: the heads outside H ablated (their outputs zeroed) in the running model: the
-  direct path is kept and the LayerNorm scale is that of the ablated residual, recomputed
-  exactly from Gram matrices of the centred head contributions, with no further forward pass.
-
-Metrics under the second definition carry the suffix ``_direct`` (`SUFFIX`).
+  plus the constant terms (b_U, the attention biases b_O, the normalization's bias). The
+  embeddings and MLPs (``rest``) are left out. Every term is divided by the full model's scale,
+  frozen, as TransformerLens's ``apply_ln_to_stack`` does. For one attention-only layer, the
+  paper's own definition; for deeper models its generalisation to every layer's direct
+  contribution.
+- ``"direct"``: the heads outside H ablated (their outputs zeroed, ``hook_z``) in the running
+  model, every other path kept. Where heads reach the logits linearly but for the scale (one
+  attention layer, no MLP: `linear_heads`) `decompose` gives it exactly from Gram matrices of
+  the head contributions, with no further forward pass; elsewhere
+  `headcoop.engine.ablation.Ablation` runs the model with the masks as a batch axis.
+- ``"mean"``: as ``"direct"``, but each head outside H outputs its mean over the training split
+  instead of zero (mean ablation).
 
 TransformerLens's own per-head attribution, ``ActivationCache.logit_attrs`` of
 ``stack_head_results``, reads each head through W_U alone, as if the final LayerNorm's weight
@@ -37,23 +41,58 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from headcoop.compat import Model
+from headcoop.engine.ablation import Ablation, ablation_means
 from headcoop.engine.cache import HeadCache
+from headcoop.tasks.base import Task
 
 SUBSET_CHUNK = 1024
 """Subsets evaluated together by `LogitDecomposition.set_logits` (bounds memory)."""
 
-DEFINITIONS = ("paper", "direct")
+DEFINITIONS = ("paper", "direct", "mean")
 SUFFIX = {"paper": "", "direct": "_direct"}
-"""Column suffix of a set metric under each definition: ``l_acc`` and ``l_acc_direct``."""
+"""Column suffix of a set metric under the paper study's two definitions: ``l_acc`` and
+``l_acc_direct``."""
+ALL_SUFFIXES = {**SUFFIX, "mean": "_mean"}
+"""Column suffixes of every definition: ``analyze`` writes all three."""
 
 
 def head_unembed(model: Model) -> Float[torch.Tensor, "head_index d_head d_vocab"]:
-    """w_{i,t}: how head i's output O_i moves logit t (before a final LayerNorm's scale)."""
-    W_O, W_U = model.W_O[0], model.W_U  # [head d_head d_model], [d_model d_vocab]
-    if _has_final_ln(model):
+    """w_{i,t}: how head i's output O_i moves logit t (before a final normalization's scale),
+    for every head of every layer, layer-major."""
+    norm = final_norm(model)
+    W_O, W_U = model.W_O.flatten(0, 1), model.W_U  # [head d_head d_model], [d_model d_vocab]
+    if norm.centre:
         W_O = W_O - W_O.mean(-1, keepdim=True)  # centring, applied to each contribution
-        W_U = model.ln_final.w[:, None] * W_U
+    if norm.weight is not None:
+        W_U = norm.weight[:, None] * W_U
     return torch.einsum("hem,mv->hev", W_O, W_U).detach()
+
+
+@dataclass(frozen=True)
+class FinalNorm:
+    """The final normalization as algebra: whether it centres, its weight and bias (None where
+    it has none), its epsilon; ``kind`` None for a model without one."""
+
+    kind: str | None
+    centre: bool
+    weight: Float[torch.Tensor, " d_model"] | None
+    bias: Float[torch.Tensor, " d_model"] | None
+    eps: float
+
+
+def final_norm(model: Model) -> FinalNorm:
+    """TransformerLens's final normalization of ``model``: LayerNorm ('LN', or 'LNPre' without
+    weight and bias) centres and divides by sqrt(mean(x^2) + eps); RMSNorm ('RMS', 'RMSPre')
+    only divides."""
+    kind = model.cfg.normalization_type
+    with_weight = kind in ("LN", "RMS")
+    return FinalNorm(
+        kind,
+        kind in ("LN", "LNPre"),
+        model.ln_final.w.detach() if with_weight else None,
+        model.ln_final.b.detach() if kind == "LN" else None,
+        float(model.cfg.eps),
+    )
 
 
 def head_weights(
@@ -89,6 +128,8 @@ class LogitDecomposition:
             with the rest (embedding and b_O), and of the rest with itself (None without a
             final LayerNorm); they give the exact scale for any set of heads.
         eps: the LayerNorm's epsilon.
+        linear: whether the heads reach the logits linearly but for the scale
+            (`linear_heads`): only then is the 'direct' definition exact here.
     """
 
     heads: Float[torch.Tensor, "example read head_index d_vocab"]
@@ -100,6 +141,7 @@ class LogitDecomposition:
     cross: Float[torch.Tensor, "example read head_index"] | None
     rest_sq: Float[torch.Tensor, "example read"] | None
     eps: float
+    linear: bool = True
 
     @property
     def head_logits(self) -> Float[torch.Tensor, "example read head_index d_vocab"]:
@@ -125,8 +167,10 @@ class LogitDecomposition:
     ) -> Float[torch.Tensor, "subset example token"]:
         """The logits of ``tokens`` at scored position ``read`` given by each set of heads,
         under ``definition`` ('paper' or 'direct'; see the module docstring)."""
-        if definition not in DEFINITIONS:
-            raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+        if definition not in SUFFIX:
+            raise ValueError(f"definition must be one of {tuple(SUFFIX)}, got {definition!r}")
+        if definition == "direct" and not self.linear:
+            raise ValueError("'direct' needs forward passes for this model: use SetLogits")
         masks, tokens = masks.to(self.heads.device), tokens.to(self.heads.device)
         heads = self.heads[:, read][..., tokens].permute(2, 1, 0)  # [token head example]
         constant = self.attn_bias[tokens][:, None, None]  # [token 1 1]
@@ -165,32 +209,94 @@ class LogitDecomposition:
         return (self.rest_sq[:, read] + linear + quad + self.eps).sqrt()
 
 
-def decompose(model: Model, cache: HeadCache) -> LogitDecomposition:
-    """Split the cached logits into their parts; see the module docstring for the algebra."""
-    b_O, W_U = model.b_O[0].detach(), model.W_U.detach()
-    heads = torch.einsum("erhk,hkv->erhv", cache.z, head_unembed(model))
-    if not _has_final_ln(model):
-        ones = cache.resid_pre.new_ones(cache.resid_pre.shape[:2])
-        direct, attn_bias = cache.resid_pre @ W_U, b_O @ W_U
-        return LogitDecomposition(
-            heads, direct, attn_bias, model.b_U.detach(), ones, None, None, None, 0.0
-        )
-    w, b = model.ln_final.w.detach(), model.ln_final.b.detach()
-    e = cache.resid_pre - cache.resid_pre.mean(-1, keepdim=True)
-    b_O = b_O - b_O.mean()
-    c = e + b_O  # the residual without heads, centred  [example read d_model]
-    r = cache.result - cache.result.mean(-1, keepdim=True)  # [example read head d_model]
+def decompose(
+    model: Model,
+    cache: HeadCache,
+    baseline: Float[torch.Tensor, "read head_index d_model"] | None = None,
+) -> LogitDecomposition:
+    """Split the cached logits into their parts; see the module docstring for the algebra.
+
+    ``baseline`` is what a head outside a set contributes under the 'direct' definition:
+    nothing (None: zero ablation), or e.g. its mean contribution (mean ablation). The 'direct'
+    definition is exact here only where the heads' contributions reach the logits linearly
+    but for the final normalization (`linear_heads`); elsewhere `headcoop.engine.ablation`
+    computes it."""
+    norm = final_norm(model)
+    W_U, b_U = model.W_U.detach(), model.b_U.detach()
+    b_O = model.b_O.detach().sum(0)  # every layer's attention bias  [d_model]
+    result = cache.result
+    rest = cache.rest  # embeddings (and MLPs)  [example read d_model]
+    if baseline is not None:
+        rest, result = rest + baseline.sum(1), result - baseline
+    if norm.centre:
+        rest, b_O = rest - rest.mean(-1, keepdim=True), b_O - b_O.mean()
+        result = result - result.mean(-1, keepdim=True)
+    w = norm.weight if norm.weight is not None else 1.0
+    heads = torch.einsum("erhm,mv->erhv", result * w, W_U)
+    bias = b_U if norm.bias is None else norm.bias @ W_U + b_U
+    if norm.kind is None:
+        ones = rest.new_ones(rest.shape[:2])
+        parts = (rest @ W_U, b_O @ W_U, bias, ones, None, None, None, 0.0)
+        return LogitDecomposition(heads, *parts, linear_heads(model))
+    c = rest + b_O  # the residual without heads  [example read d_model]
     d_model = c.shape[-1]
-    gram = torch.einsum("erhm,ergm->erhg", r, r) / d_model
-    cross = torch.einsum("erm,erhm->erh", c, r) / d_model
+    gram = torch.einsum("erhm,ergm->erhg", result, result) / d_model
+    cross = torch.einsum("erm,erhm->erh", c, result) / d_model
     rest_sq = c.pow(2).mean(-1)
-    eps = float(model.cfg.eps)
-    scale = (rest_sq + 2 * cross.sum(-1) + gram.sum((-1, -2)) + eps).sqrt()
-    bias = b @ W_U + model.b_U.detach()
-    return LogitDecomposition(
-        heads, (e * w) @ W_U, (b_O * w) @ W_U, bias, scale, gram, cross, rest_sq, eps
-    )
+    scale = (rest_sq + 2 * cross.sum(-1) + gram.sum((-1, -2)) + norm.eps).sqrt()
+    parts = ((rest * w) @ W_U, (b_O * w) @ W_U, bias, scale, gram, cross, rest_sq, norm.eps)
+    return LogitDecomposition(heads, *parts, linear_heads(model))
 
 
-def _has_final_ln(model: Model) -> bool:
-    return model.cfg.normalization_type is not None
+def linear_heads(model: Model) -> bool:
+    """Whether every head reaches the logits linearly but for the final normalization (one
+    attention layer and no MLP): then `decompose` gives the 'direct' definition exactly."""
+    return model.cfg.n_layers == 1 and bool(model.cfg.attn_only)
+
+
+@dataclass(frozen=True)
+class SetLogits:
+    """The logits of any set of heads of one model on one split, under every definition
+    (`DEFINITIONS`): the paper's from its decomposition, the two ablations exactly, by algebra
+    where `linear_heads` allows it and by forward passes (`Ablation`) elsewhere.
+
+    Attributes:
+        paper: the decomposition of the split's logits.
+        ablated: for 'direct' and 'mean', what gives the logits of the ablated model.
+        by_forward_passes: whether the ablations run the model.
+    """
+
+    paper: LogitDecomposition
+    ablated: dict[str, LogitDecomposition | Ablation]
+    by_forward_passes: bool
+
+    @classmethod
+    def of(
+        cls, model: Model, task: Task, train: HeadCache, test: HeadCache, examples: torch.Tensor
+    ) -> "SetLogits":
+        """Set logits on ``examples`` (whose cache is ``test``); mean ablation's means are taken
+        over ``train``."""
+        means = ablation_means(train)
+        paper = decompose(model, test)
+        if linear_heads(model):
+            baseline = torch.einsum("khd,hdm->khm", means[:-1], model.W_O.flatten(0, 1).detach())
+            return cls(paper, {"direct": paper, "mean": decompose(model, test, baseline)}, False)
+        ablated = {
+            "direct": Ablation(model, task, examples),
+            "mean": Ablation(model, task, examples, means),
+        }
+        return cls(paper, ablated, True)
+
+    def set_logits(
+        self,
+        masks: Bool[torch.Tensor, "subset head_index"],
+        read: int,
+        tokens: Int[torch.Tensor, " token"],
+        definition: str = "paper",
+    ) -> Float[torch.Tensor, "subset example token"]:
+        """The logits of ``tokens`` at ``read`` given by each set under ``definition``."""
+        if definition not in DEFINITIONS:
+            raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
+        if definition == "paper":
+            return self.paper.set_logits(masks, read, tokens, "paper")
+        return self.ablated[definition].set_logits(masks, read, tokens, "direct")

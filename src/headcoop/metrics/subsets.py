@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from headcoop.errors import HeadcoopError
-from headcoop.metrics.attribution import SUBSET_CHUNK, LogitDecomposition
+from headcoop.metrics.attribution import SUBSET_CHUNK, LogitDecomposition, SetLogits
 from headcoop.metrics.classes import candidate_index, highest
 
 
@@ -83,7 +83,7 @@ def singles_and_pairs(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
 
 
 def learned_accuracy(
-    decomposition: LogitDecomposition,
+    decomposition: LogitDecomposition | SetLogits,
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,
@@ -97,7 +97,7 @@ def learned_accuracy(
 
 
 def roc_auc(
-    decomposition: LogitDecomposition,
+    decomposition: LogitDecomposition | SetLogits,
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,
@@ -112,7 +112,7 @@ def roc_auc(
 
 
 def logit_metrics(
-    decomposition: LogitDecomposition,
+    decomposition: LogitDecomposition | SetLogits,
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,

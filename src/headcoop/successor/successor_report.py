@@ -37,16 +37,17 @@ from headcoop.successor.scores import (
     succession_scores,
     successor_heads,
 )
-from headcoop.tasks.base import task_from_config
-from headcoop.training.checkpoint import load_checkpoint
+from headcoop.tasks.base import Task
+from headcoop.training.checkpoint import load_with_task
 
 
-def successor_checkpoint(checkpoint: str | Path, out: str | Path) -> dict[str, Any]:
-    """Measure the checkpoint's heads as successor heads; write the files of the module
-    docstring into ``out``; return the summary."""
+def successor_checkpoint(
+    checkpoint: str | Path, out: str | Path, task: Task | None = None
+) -> dict[str, Any]:
+    """Measure the checkpoint's heads as successor heads (on ``task``, by default the
+    checkpoint's); write the files of the module docstring into ``out``; return the summary."""
     clock = time.perf_counter()
-    model, config = load_checkpoint(checkpoint)
-    task = task_from_config(config.get("task", {}))
+    model, task, _ = load_with_task(checkpoint, task)
     if not hasattr(task, "domains"):
         raise HeadcoopError(f"task {task.name!r} has no ordered domains to score succession on")
     out = Path(out)

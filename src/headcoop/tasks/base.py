@@ -16,6 +16,7 @@ Nothing outside ``tasks/`` (and the paper's own figures) names a task's tokens: 
 read them from the protocol.
 """
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
@@ -226,6 +227,8 @@ def make_task(name: str, **params: Any) -> Task:
     >>> make_task("count01").vocab[:4]
     ('[BOS]', '0', '1', '2')
     """
+    import headcoop.tasks  # noqa: F401  (registers headcoop's own tasks)
+
     if name not in _TASKS:
         raise HeadcoopError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
     try:
@@ -236,27 +239,109 @@ def make_task(name: str, **params: Any) -> Task:
     return check_task(task)
 
 
-def task_from_config(config: Any) -> Task:
-    """Rebuild a task from `Task.to_config` output.
+def load_task(spec: str, **params: Any) -> Task:
+    """A task by its registered name, or a user's own task class named as
+    ``path/to/file.py:ClassName`` or ``package.module:ClassName``, built with ``params``.
 
-    The rebuilt task must describe itself exactly as stored: a vocabulary that changed, or a
-    parameter that is missing (it would silently take its default) is refused.
+    >>> load_task("headcoop.tasks.count01:Count01").name
+    'count01'
+    """
+    if ":" not in spec:
+        return make_task(spec, **params)
+    where, _, class_name = spec.rpartition(":")
+    module = _import_file(where) if where.endswith(".py") else _import_module(where)
+    cls = getattr(module, class_name, None)
+    if not isinstance(cls, type):
+        raise HeadcoopError(f"task {spec!r}: {where} has no class {class_name!r}")
+    try:
+        task = cls(**params)
+    except TypeError as exc:
+        raise HeadcoopError(f"bad parameters for task {spec!r}: {exc}") from None
+    return check_task(task)
+
+
+def _import_module(name: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        raise HeadcoopError(f"cannot import task module {name!r}: {exc}") from None
+
+
+def _import_file(path: str) -> Any:
+    """Import a Python file as a module of its own (its ``register_task`` calls register)."""
+    import importlib.util
+    from pathlib import Path
+
+    file = Path(path)
+    if not file.is_file():
+        raise HeadcoopError(f"no task file {path}: it does not exist")
+    spec = importlib.util.spec_from_file_location(f"headcoop_user_task_{file.stem}", file)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # a user's file may fail in any way; say where, in one line
+        raise HeadcoopError(f"task file {path} failed to import: {exc!r:.160}") from None
+    return module
+
+
+def task_from_config(config: Any) -> Task:
+    """Rebuild a task from `Task.to_config` output, or from any section that names the task:
+    parameters it leaves out take the task's defaults (one warning line names them).
+
+    A stored vocabulary must be the rebuilt task's: a model reads tokens by their ids.
     """
     if not isinstance(config, dict) or not isinstance(config.get("name"), str):
-        raise HeadcoopError(f"task config needs a 'name', got {config!r:.80}")
+        raise HeadcoopError(
+            "the checkpoint names no task: give one (--task NAME, or analyze(model, task))"
+            if config in ({}, None)
+            else f"task config needs a 'name', got {config!r:.80}"
+        )
     params = dict(config)
     name, vocab = params.pop("name"), params.pop("vocab", None)
     task = make_task(name, **params)
-    rebuilt = task.to_config()
     if vocab is not None and list(vocab) != list(task.vocab):
         raise HeadcoopError(
             f"vocabulary mismatch for task {name!r}: "
             f"stored {list(vocab)}, the task has {list(task.vocab)}"
         )
-    missing = sorted(k for k in rebuilt if k not in config and k != "vocab")
+    missing = sorted(k for k in task.to_config() if k not in config and k != "vocab")
     if missing:
-        raise HeadcoopError(f"task config of {name!r} lacks {', '.join(missing)}")
+        logging.getLogger(__name__).warning(
+            "task %r: %s not stored, the task's defaults used", name, ", ".join(missing)
+        )
     return task
+
+
+def order_keys(
+    examples: Int[torch.Tensor, "example field"], width: int, seed: int = 0
+) -> Float[torch.Tensor, "example slot"]:
+    """Keys in [0, 1) for ``width`` slots of each example, a hash of the example itself, the
+    slot and ``seed``: argsorting them shuffles an example's tokens the same way in whatever
+    batch, row or company it comes (a shuffle drawn per batch would not).
+
+    >>> rows = torch.tensor([[3, 1], [0, 2], [3, 1]])
+    >>> keys = order_keys(rows, 4)
+    >>> bool((keys[0] == keys[2]).all()), bool((keys[0] == keys[1]).all())
+    (True, False)
+    """
+    state = torch.full((len(examples),), seed, dtype=torch.int64)
+    for column in examples.long().T:  # a few fields: a loop over columns, not examples
+        state = _mix(state ^ column)
+    slots = _mix(state[:, None] + torch.arange(width) * _GOLDEN)
+    return ((slots >> 11) & (2**52 - 1)).double().div(2**52).float()
+
+
+_GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer
+
+
+def _mix(x: Int[torch.Tensor, "*shape"]) -> Int[torch.Tensor, "*shape"]:
+    """SplitMix64's finaliser on int64 (products wrap; shifts masked to act unsigned)."""
+    x = x + _GOLDEN
+    x = (x ^ ((x >> 30) & (2**34 - 1))) * -4658895280553007687  # 0xBF58476D1CE4E5B9
+    x = (x ^ ((x >> 27) & (2**37 - 1))) * -7723592293110705685  # 0x94D049BB133111EB
+    return x ^ ((x >> 31) & (2**33 - 1))
 
 
 def split_generator(seed: int, split: str) -> torch.Generator:

@@ -15,7 +15,7 @@ import torch
 from jaxtyping import Int
 
 from headcoop.errors import HeadcoopError
-from headcoop.tasks.base import Batch, Readout
+from headcoop.tasks.base import Batch, Readout, order_keys
 
 BOS, EOS, EQUALS = "[BOS]", "[EOS]", "="
 QUOTE_WINDOW = 20
@@ -86,15 +86,16 @@ class CountingLanguage:
     def sequences(self, examples: Int[torch.Tensor, "example counted"], seed: int = 0) -> Batch:
         """Full sequences ``[BOS] <shuffled counted tokens> = a``, right-padded with [EOS].
 
-        The order of the counted tokens is drawn from ``seed``; it does not change the model's
-        outputs (no positional information), only which positions hold which token.
+        Each example's order of the counted tokens is a function of the example and ``seed``
+        (`order_keys`), the same in every batch; without positional information it does not
+        change a one-layer model's outputs, only which positions hold which token.
         """
         n = examples.shape[0]
         body_len = examples.sum(dim=1)
         width = int(body_len.max()) if n else 0
         slot = torch.arange(width)
         # A random permutation of each row's valid slots: sort random keys, invalid slots last.
-        keys = torch.rand(n, width, generator=torch.Generator().manual_seed(seed))
+        keys = order_keys(examples, width, seed)
         keys = keys.masked_fill(slot >= body_len[:, None], 2.0)
         order = keys.argsort(dim=1)
         bounds = examples.cumsum(dim=1)  # slot index < n1 -> t1, < n1+n2 -> t2, ...

@@ -19,7 +19,7 @@ from jaxtyping import Int
 
 from headcoop.config import SEED, SPLIT_SIZE, Rule
 from headcoop.errors import HeadcoopError
-from headcoop.tasks.base import Batch, Readout, register_task, split_generator
+from headcoop.tasks.base import Batch, Readout, order_keys, register_task, split_generator
 from headcoop.tasks.counting import quote
 
 DOMAINS: dict[str, tuple[tuple[str, ...], bool]] = {
@@ -127,12 +127,13 @@ class Successor:
 
     def sequences(self, examples: Int[torch.Tensor, "example fields"], seed: int = 0) -> Batch:
         """``[BOS] <item and fillers, shuffled> =``, right-padded with [BOS]."""
-        gen = torch.Generator().manual_seed(seed)
         first_filler = self.vocab.index("_0")
+        width = int(examples[:, 1:].sum(1).max()) + 1 if len(examples) else 0
+        keys = order_keys(examples, width, seed)  # the same order in every batch
         rows = []
-        for row in examples.tolist():
+        for row, key in zip(examples.tolist(), keys, strict=True):
             body = [row[0]] + [first_filler + k for k, c in enumerate(row[1:]) for _ in range(c)]
-            order = torch.randperm(len(body), generator=gen).tolist()
+            order = key[: len(body)].argsort().tolist()
             rows.append([0, *(body[k] for k in order), self.vocab.index("=")])
         width = max(len(r) for r in rows)
         tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows])

@@ -24,7 +24,7 @@ from headcoop.compat import Model
 from headcoop.engine.bags import bag_exact
 from headcoop.files import write_atomic
 from headcoop.runinfo import machine
-from headcoop.tasks.base import Task, task_from_config
+from headcoop.tasks.base import Task
 from headcoop.trace.components import qk_svd, sparsity
 from headcoop.trace.tracing import (
     SHARE,
@@ -34,7 +34,7 @@ from headcoop.trace.tracing import (
     token_inputs,
     trace,
 )
-from headcoop.training.checkpoint import load_checkpoint
+from headcoop.training.checkpoint import load_with_task
 
 INTERVENTION_COLUMNS = (
     "source", "target", "side", "removed", "firings", "mean_contribution", "score_change",
@@ -43,15 +43,18 @@ INTERVENTION_COLUMNS = (
 
 
 def trace_checkpoint(
-    checkpoint: str | Path, out: str | Path, prompts: int = 64, share: float = SHARE
+    checkpoint: str | Path,
+    out: str | Path,
+    prompts: int = 64,
+    share: float = SHARE,
+    task: Task | None = None,
 ) -> dict[str, Any]:
     """Decompose and trace the checkpoint's attention on ``prompts`` test examples; write the
     files of the module docstring into ``out``; return the summary."""
     clock = time.perf_counter()
-    model, config = load_checkpoint(checkpoint)
-    task = task_from_config(config.get("task", {}))
+    model, task, _ = load_with_task(checkpoint, task)
     out = Path(out)
-    summary: dict[str, Any] = {"checkpoint": str(checkpoint), "task": config["task"]["name"]}
+    summary: dict[str, Any] = {"checkpoint": str(checkpoint), "task": task.name}
     if bag_exact(model):  # position-free, one layer: scores depend on the two tokens alone
         terms = token_pair_terms(model, task)
         summary["sparsity"] = _sparsity_stats(terms, ["head", "query", "key"])

@@ -7,8 +7,13 @@ A checkpoint is a directory:
   ``HookedTransformer`` takes them with ``load_state_dict(..., strict=False)`` (the attention
   mask buffers are not stored);
 - ``config.json``: ``{"model": <HookedTransformerConfig kwargs>, "task": {"name", "vocab", ...},
-  "train": {...}, "metrics": {...}, "weights_sha256": ...}``;
+  "train": {...}, "metrics": {...}, "weights_sha256": ...}``; a model section may leave out
+  any field (TransformerLens's default applies), and every section but ``model`` is optional;
 - ``optimizer.safetensors`` (optional): optimizer state, for resuming a training run.
+
+`load_checkpoint` also reads a plain TransformerLens checkpoint: a config.json holding
+HookedTransformerConfig fields at its top level, and the weights as model.safetensors or a torch
+file (`TORCH_WEIGHTS`, read with ``weights_only=True``), under 3.x names or a 4.x bridge's own.
 
 Directories are written under a temporary name and renamed into place, so a killed run never
 leaves a half-written checkpoint. Nothing is unpickled on load.
@@ -33,15 +38,26 @@ import safetensors
 import torch
 from safetensors.torch import load_file, save_file
 
-from headcoop.compat import Model, load_parameters, new_model, parameters, to_device
+from headcoop.compat import (
+    Model,
+    config_fields,
+    load_parameters,
+    new_model,
+    parameters,
+    to_device,
+)
 from headcoop.config import ModelConfig
 from headcoop.device import Device, resolve_device
+from headcoop.engine.run import check_fits
 from headcoop.errors import HeadcoopError
 from headcoop.files import atomic_path, parse_json, read_json, umask
-from headcoop.model import freeze_positions
+from headcoop.model import check_supported, freeze_positions
+from headcoop.tasks.base import Task, task_from_config
 
 CONFIG = "config.json"
 WEIGHTS = "model.safetensors"
+TORCH_WEIGHTS = ("model.pt", "model.pth", "pytorch_model.bin", "model.bin")
+"""Where a plain TransformerLens checkpoint may keep its weights instead (a torch state dict)."""
 OPTIMIZER = "optimizer.safetensors"
 FINAL = "final"
 CHECKSUM = "weights_sha256"
@@ -145,46 +161,119 @@ def load_checkpoint(path: str | Path, device: Device = None) -> tuple[Model, dic
     config.json).
 
     ``path`` is a checkpoint directory, or a training run directory (its final checkpoint).
-    Works for any checkpoint in this format, whoever wrote it.
+    Works for any checkpoint in this format, whoever wrote it, and for a plain TransformerLens
+    checkpoint (see the module docstring).
 
     Raises:
-        HeadcoopError: the directory, config or weights are missing or corrupt, or the weights
-            do not fit the config.
+        HeadcoopError: the directory, config or weights are missing or corrupt, the weights do
+            not fit the config, or the config asks for what headcoop cannot run.
     """
     device = resolve_device(device)
     path = resolve_checkpoint(path)
     config = read_config(path)
-    if not isinstance(config.get("model"), dict):
-        raise HeadcoopError(f"{path / CONFIG}: no 'model' section")
+    section = model_section(config, path / CONFIG)
     if not isinstance(config.get("task", {}), dict):
         raise HeadcoopError(f"{path / CONFIG}: the 'task' section is not an object")
     _check_checksums(config, path)
-    check_memory(config["model"], f"{path / CONFIG}")
-    if not (path / WEIGHTS).is_file():
-        raise HeadcoopError(f"{path}: missing {WEIGHTS} (or it is not a regular file)")
-    model = new_model(config["model"])
-    _check_model_section(config["model"], model, path)
-    _check_header(path / WEIGHTS, model)
-    if CHECKSUM in config and config[CHECKSUM] != _sha256(path / WEIGHTS):
-        raise HeadcoopError(
-            f"{path / WEIGHTS} does not match the checksum in {CONFIG}: the file is corrupt or "
-            "was changed after saving"
-        )
+    check_memory(section, f"{path / CONFIG}")
+    file = _weights_file(path)
+    model = new_model(section)
     try:
-        state = load_file(path / WEIGHTS)
-    except (safetensors.SafetensorError, OSError) as exc:
-        raise HeadcoopError(f"{path / WEIGHTS} is corrupt: {exc}") from None
-    weights = parameters(model)  # buffers such as the attention mask hold -inf
-    broken = [n for n, t in state.items() if n in weights and not torch.isfinite(t).all()]
-    if broken:
-        raise HeadcoopError(f"{path / WEIGHTS}: tensor {broken[0]!r} holds NaN or infinite values")
+        check_supported(model)
+    except HeadcoopError as exc:
+        raise HeadcoopError(f"{path / CONFIG}: {exc}") from None
+    state = _read_weights(file, model, config)
     try:
         load_parameters(model, state)
     except HeadcoopError as exc:
-        raise HeadcoopError(f"{path / WEIGHTS} does not fit config.json: {exc}") from None
+        raise HeadcoopError(f"{file} does not fit config.json: {exc}") from None
     if not model.pos_embed.W_pos.any():
         freeze_positions(model)
-    task = config.get("task", {})
+    _check_vocab(config.get("task", {}), model, path)
+    model.eval()
+    return to_device(model, device), config
+
+
+def load_with_task(
+    path: str | Path, task: Task | None = None, device: Device = None
+) -> tuple[Model, Task, dict[str, Any]]:
+    """`load_checkpoint`, and the task to measure it on: ``task`` if given (a checkpoint that
+    names none, or another task with the same vocabulary), else the checkpoint's own."""
+    model, config = load_checkpoint(path, device)
+    task = task if task is not None else task_from_config(config.get("task", {}))
+    check_fits(model, task)
+    return model, task, config
+
+
+def model_section(config: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The model's config keyword arguments: headcoop's ``model`` section, or the
+    HookedTransformerConfig fields at the top level of a plain TransformerLens config.json
+    (other top-level entries are ignored; ``dtype`` too: headcoop computes in float32)."""
+    if "model" in config:
+        if not isinstance(config["model"], dict):
+            raise HeadcoopError(f"{where}: the 'model' section is not an object")
+        return config["model"]
+    if "d_model" not in config:
+        raise HeadcoopError(
+            f"{where}: no 'model' section, nor TransformerLens config fields at the top level"
+        )
+    known = config_fields() - {"device", "dtype"}
+    return {k: v for k, v in config.items() if k in known}
+
+
+def _weights_file(path: Path) -> Path:
+    """The checkpoint's weights: model.safetensors, else the first of `TORCH_WEIGHTS`."""
+    for name in (WEIGHTS, *TORCH_WEIGHTS):
+        if (path / name).is_file():
+            return path / name
+    raise HeadcoopError(f"{path}: missing {WEIGHTS} (or it is not a regular file)")
+
+
+def _read_weights(file: Path, model: Model, config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """The tensors of a weights file, checked before use: a safetensors header against the
+    model, the checksum where config.json has one, every parameter finite."""
+    if file.name == WEIGHTS:
+        _check_header(file, model)
+    if CHECKSUM in config and config[CHECKSUM] != _sha256(file):
+        raise HeadcoopError(
+            f"{file} does not match the checksum in {CONFIG}: the file is corrupt or "
+            "was changed after saving"
+        )
+    state = _load_safetensors(file) if file.name == WEIGHTS else _load_torch(file, model)
+    broken = [n for n, t in state.items() if _is_parameter(n) and not torch.isfinite(t).all()]
+    if broken:
+        raise HeadcoopError(f"{file}: tensor {broken[0]!r} holds NaN or infinite values")
+    return state
+
+
+def _is_parameter(name: str) -> bool:
+    """Buffers such as 3.x's attention mask hold -inf by design."""
+    return not name.endswith((".attn.mask", ".attn.IGNORE"))
+
+
+def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(file)
+    except (safetensors.SafetensorError, OSError) as exc:
+        raise HeadcoopError(f"{file} is corrupt: {exc}") from None
+
+
+def _load_torch(file: Path, model: Model) -> dict[str, torch.Tensor]:
+    """A torch state dict, read with ``weights_only=True`` (nothing is unpickled but tensors),
+    after its size is checked against the model's."""
+    need = 4 * sum(p.numel() for p in model.state_dict().values())
+    if file.stat().st_size > 2 * need + 2**20:
+        raise HeadcoopError(f"{file} is {file.stat().st_size:,} bytes, too large for its config")
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file it cannot read
+        raise HeadcoopError(f"{file} is not a torch state dict: {str(exc)[:120]}") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise HeadcoopError(f"{file} is not a state dict of tensors")
+    return {k: v.float() for k, v in state.items()}
+
+
+def _check_vocab(task: dict[str, Any], model: Model, path: Path) -> None:
     if "vocab" in task and (
         not isinstance(task["vocab"], list) or len(task["vocab"]) != model.cfg.d_vocab
     ):
@@ -192,8 +281,6 @@ def load_checkpoint(path: str | Path, device: Device = None) -> tuple[Model, dic
             f"vocabulary mismatch in {path}: the task's vocab {task['vocab']!r:.60} does not "
             f"have the model's {model.cfg.d_vocab} tokens"
         )
-    model.eval()
-    return to_device(model, device), config
 
 
 def _check_checksums(config: dict[str, Any], path: Path) -> None:
@@ -219,7 +306,9 @@ def check_memory(section: dict[str, Any], what: str) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise HeadcoopError(f"{what}: model setting {key!r} must be a positive whole number")
         sizes[key] = value
-    d_mlp = section.get("d_mlp") or 0
+    d_mlp = section.get("d_mlp")
+    if d_mlp is None:  # TransformerLens's default: four times d_model, unless attention only
+        d_mlp = 0 if section.get("attn_only") else 4 * sizes["d_model"]
     if isinstance(d_mlp, bool) or not isinstance(d_mlp, int) or d_mlp < 0:
         raise HeadcoopError(f"{what}: model setting 'd_mlp' must be a whole number >= 0")
     d_model, heads = sizes["d_model"], sizes["n_heads"] * sizes["d_head"]
@@ -268,18 +357,6 @@ def _check_header(file: Path, model: Model) -> None:
             raise HeadcoopError(
                 f"{file} does not fit config.json: parameter {name!r} has shape "
                 f"{tuple(entries[name].get('shape', ()))}, the config gives {shape}"
-            )
-
-
-def _check_model_section(stored: dict[str, Any], model: Model, path: Path) -> None:
-    """Refuse a model section that TransformerLens accepts but that does not describe one of
-    headcoop's models (a missing or changed setting would only fail, or mislead, later)."""
-    expected = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
-    for key, value in expected.items():
-        if stored.get(key, "(missing)") != value:
-            raise HeadcoopError(
-                f"{path / CONFIG}: model setting {key!r} is {stored.get(key, '(missing)')!r:.40}, "
-                f"but the model it builds has {value!r}"
             )
 
 
@@ -358,13 +435,14 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict) -> dict
 
 
 def _hooked_kwargs(model: Model) -> dict[str, Any]:
-    """The config keyword arguments that rebuild ``model``, read off ``model.cfg``."""
+    """The config keyword arguments that rebuild ``model``: headcoop's own section for its
+    models (unchanged since the first checkpoints), with every field where ``model.cfg``
+    differs from it (a model built by other code, e.g. with ``default_prepend_bos``)."""
+    check_supported(model)
     kwargs = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
-    differ = [k for k, v in kwargs.items() if getattr(model.cfg, k) != v]
-    if differ:
-        raise HeadcoopError(
-            f"cannot save this model: its config differs from headcoop's in {differ}"
-        )
+    kwargs |= {k: getattr(model.cfg, k) for k in kwargs if getattr(model.cfg, k) != kwargs[k]}
+    if model.cfg.eps != 1e-5:
+        kwargs["eps"] = model.cfg.eps
     return kwargs
 
 
