@@ -207,6 +207,10 @@ class ModelConfig:
         )
 
 
+S_ACC_BUDGET = 300.0
+"""Seconds the s-acc of all sets of heads may take by its estimate (``analyze``'s
+``s_acc_budget``, ``--s-acc-budget``); see `headcoop.heads.subset_plan`."""
+
 LR_SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 INIT_SCHEMES = ("transformer_lens", "pytorch")

@@ -17,12 +17,16 @@ from headcoop.cli.args import (
     chosen_task,
 )
 from headcoop.config import (
+    ACTIVATIONS,
     INIT_SCHEMES,
     LR_SCHEDULES,
+    NORMALIZATIONS,
     OPTIMIZERS,
+    S_ACC_BUDGET,
     SEED,
     SGD_MOMENTUM,
     ModelConfig,
+    Rule,
     TrainConfig,
 )
 from headcoop.files import owned, writable_dir
@@ -84,6 +88,16 @@ def _add_choice_flags(train: argparse.ArgumentParser) -> None:
     """The training choices that are switches or names, not numbers."""
     train.add_argument("--no-layernorm", action="store_true", help="train without LayerNorm")
     train.add_argument(
+        "--normalization",
+        default=ModelConfig.normalization,
+        choices=NORMALIZATIONS,
+        help="which normalization (unless --no-layernorm): LayerNorm or RMSNorm, with or "
+        "without weights",
+    )
+    train.add_argument(
+        "--act-fn", default=ModelConfig.act_fn, choices=ACTIVATIONS, help="the MLP's activation"
+    )
+    train.add_argument(
         "--positional",
         action="store_true",
         help="learn a positional embedding (off, the paper's, keeps W_pos zero and frozen)",
@@ -140,6 +154,9 @@ def _model_config(args: argparse.Namespace) -> ModelConfig:
         n_layers=args.n_layers,
         positional=args.positional,
         n_ctx=args.n_ctx,
+        d_mlp=args.d_mlp,
+        act_fn=args.act_fn,
+        normalization=args.normalization,
     )
 
 
@@ -213,6 +230,13 @@ def add_analyze(commands: Any) -> None:
     )
     add_checkpoint(analyze)
     analyze.add_argument("--no-subsets", action="store_true", help="skip the all-subsets pass")
+    analyze.add_argument(
+        "--s-acc-budget",
+        type=Rule(float, 0).parse,
+        default=S_ACC_BUDGET,
+        help="seconds s-acc over all sets may take by its estimate; above, it is measured on "
+        "single heads and pairs only (many classes make it slow)",
+    )
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     add_device(analyze)
     analyze.set_defaults(run=run_analyze)
@@ -227,6 +251,7 @@ def run_analyze(args: argparse.Namespace) -> None:
             args.checkpoint,
             chosen_task(args),
             subsets=not args.no_subsets,
+            s_acc_budget=args.s_acc_budget,
             progress=not args.quiet,
             device=args.device,
         )

@@ -92,22 +92,21 @@ class Ablation:
         the residual, then the model's own last MLP, final normalization and unembedding."""
         model, layer = self.model, self.model.cfg.n_layers - 1
         W_O, b_O = model.W_O[layer], model.b_O[layer]
-        result = torch.einsum("pehd,hdm->pehm", z, W_O)  # [prefix example head d_model]
-        keep = last.float().to(resid.device)
-        replaced = torch.zeros_like(result[0, 0])
+        replaced = torch.zeros_like(W_O[:, 0])  # what an ablated head adds  [head d_model]
         if self.means is not None:
             replaced = torch.einsum("hd,hdm->hm", self.means[read, self.n_prefix :], W_O)
-        n_examples = resid.shape[1]
-        width = max(model.cfg.d_model * model.cfg.n_heads, model.cfg.d_mlp or 0)
-        block = max(1, TAIL_FLOATS // (n_examples * width))
-        out = []
-        for rows in torch.arange(len(which)).split(block):
-            mid = resid[which[rows]] + b_O + replaced.sum(0)  # [set example d_model]
-            mid = mid + torch.einsum("sh,sehm->sem", keep[rows], result[which[rows]] - replaced)
-            out.append(
-                self._unembed(mid.flatten(0, 1)[:, None], tokens).unflatten(0, mid.shape[:2])
-            )
-        return torch.cat(out)
+        base = resid + b_O + replaced.sum(0)  # every head of the last layer ablated
+        delta = torch.einsum("pehd,hdm->pehm", z, W_O) - replaced  # what keeping one adds
+        keep = last.float().to(resid.device)
+        width = max(model.cfg.d_model, model.cfg.d_mlp or 0)
+        block = max(1, TAIL_FLOATS // (resid.shape[1] * width))
+        out = resid.new_empty(len(which), resid.shape[1], len(tokens))
+        for prefix in which.unique():  # the sets of one prefix share its run
+            for rows in torch.nonzero(which == prefix).flatten().split(block):
+                mid = base[prefix] + torch.einsum("sh,ehm->sem", keep[rows], delta[prefix])
+                logits = self._unembed(mid.flatten(0, 1)[:, None], tokens)
+                out[rows] = logits.unflatten(0, mid.shape[:2])
+        return out
 
     def _unembed(
         self, mid: Float[torch.Tensor, "row 1 d_model"], tokens: Int[torch.Tensor, " token"]

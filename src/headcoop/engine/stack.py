@@ -54,8 +54,9 @@ examples take about 100 MB)."""
 
 
 def stackable(model: Model) -> bool:
-    """Whether the stacked engine covers ``model``: bag-exact, and attention only."""
-    return bag_exact(model) and model.cfg.attn_only
+    """Whether the stacked engine covers ``model``: bag-exact, attention only, and normalized
+    by LayerNorm or not at all."""
+    return bag_exact(model) and model.cfg.attn_only and model.cfg.normalization_type in ("LN", None)
 
 
 @dataclass

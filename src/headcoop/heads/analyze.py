@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from headcoop.compat import Model
+from headcoop.config import S_ACC_BUDGET
 from headcoop.device import Device
 from headcoop.engine.bags import bag_exact
 from headcoop.engine.cache import HeadCache, collect
@@ -28,7 +29,7 @@ from headcoop.engine.loss import accuracies
 from headcoop.engine.run import check_fits
 from headcoop.errors import HeadcoopError
 from headcoop.files import read_json, write_atomic
-from headcoop.heads.subset_plan import S_ACC_BUDGET, SubsetPlan, plan_subsets
+from headcoop.heads.subset_plan import SubsetPlan, plan_subsets
 from headcoop.metrics.attention import measured_ratio, weight_ratio
 from headcoop.metrics.attribution import ALL_SUFFIXES, SetLogits, head_weights
 from headcoop.metrics.classes import (

@@ -17,14 +17,13 @@ from typing import Any
 import torch
 from jaxtyping import Bool
 
+from headcoop.config import S_ACC_BUDGET
 from headcoop.metrics.subsets import all_subsets, check_masks, sampled_subsets
 
 MAX_ALL_SUBSETS = 16
 """The most heads whose every set is measured (65,536 sets); above, sets are sampled."""
 SAMPLED_PER_SIZE = 200
 """Sets per size drawn where there are too many heads for all sets."""
-S_ACC_BUDGET = 300.0
-"""Seconds the s-acc of all sets may take by its estimate (``--s-acc-budget``)."""
 
 log = logging.getLogger(__name__)
 

@@ -316,10 +316,11 @@ def task_from_config(config: Any) -> Task:
 
 def order_keys(
     examples: Int[torch.Tensor, "example field"], width: int, seed: int = 0
-) -> Float[torch.Tensor, "example slot"]:
-    """Keys in [0, 1) for ``width`` slots of each example, a hash of the example itself, the
-    slot and ``seed``: argsorting them shuffles an example's tokens the same way in whatever
-    batch, row or company it comes (a shuffle drawn per batch would not).
+) -> Int[torch.Tensor, "example slot"]:
+    """Keys in [0, 2^52) for ``width`` slots of each example, a hash of the example itself,
+    the slot and ``seed``: a stable argsort of them shuffles an example's tokens the same way
+    in whatever batch, row or company it comes (a shuffle drawn per batch would not). Integer
+    keys: rounded to floats, two slots of a long example would tie now and then.
 
     >>> rows = torch.tensor([[3, 1], [0, 2], [3, 1]])
     >>> keys = order_keys(rows, 4)
@@ -330,7 +331,7 @@ def order_keys(
     for column in examples.long().T:  # a few fields: a loop over columns, not examples
         state = _mix(state ^ column)
     slots = _mix(state[:, None] + torch.arange(width) * _GOLDEN)
-    return ((slots >> 11) & (2**52 - 1)).double().div(2**52).float()
+    return (slots >> 11) & (2**52 - 1)
 
 
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed 64-bit integer

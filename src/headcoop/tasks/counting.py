@@ -96,8 +96,8 @@ class CountingLanguage:
         slot = torch.arange(width)
         # A random permutation of each row's valid slots: sort random keys, invalid slots last.
         keys = order_keys(examples, width, seed)
-        keys = keys.masked_fill(slot >= body_len[:, None], 2.0)
-        order = keys.argsort(dim=1)
+        keys = keys.masked_fill(slot >= body_len[:, None], 2**52)  # invalid slots last
+        order = keys.argsort(dim=1, stable=True)
         bounds = examples.cumsum(dim=1)  # slot index < n1 -> t1, < n1+n2 -> t2, ...
         token_type = (order[:, :, None] >= bounds[:, None, :-1]).sum(dim=2)
         eos = self._id(EOS)

@@ -133,7 +133,7 @@ class Successor:
         rows = []
         for row, key in zip(examples.tolist(), keys, strict=True):
             body = [row[0]] + [first_filler + k for k, c in enumerate(row[1:]) for _ in range(c)]
-            order = key[: len(body)].argsort().tolist()
+            order = key[: len(body)].argsort(stable=True).tolist()
             rows.append([0, *(body[k] for k in order), self.vocab.index("=")])
         width = max(len(r) for r in rows)
         tokens = torch.tensor([r + [0] * (width - len(r)) for r in rows])

@@ -21,6 +21,7 @@ from transformer_lens.hook_points import HookPoint
 from headcoop.compat import Model, parameters
 from headcoop.config import SGD_MOMENTUM, ModelConfig, TrainConfig
 from headcoop.device import Device, device_of
+from headcoop.engine.bags import use_bags
 from headcoop.engine.batches import Hook, check_lengths, iter_batches, read_logits
 from headcoop.engine.loss import accuracies_each, batch_loss
 from headcoop.engine.run import choose_engine, evaluate
@@ -78,7 +79,7 @@ class EpochEnd:
         self,
         epoch: int,
         train_loss: float,
-        step: "_StackedStep | _FullStep",
+        step: "_StackedStep | _ForwardStep",
         optimizer: torch.optim.Optimizer,
     ) -> None:
         self.epoch, self.train_loss = epoch, train_loss
@@ -239,7 +240,8 @@ def train_models(
     Where the stacked engine covers them (`headcoop.engine.run.choose_engine`), the models run
     as one stack (`headcoop.engine.stack`) and read the examples in one order, drawn from the
     epoch's generator: each model ends where it ends when trained alone under ``cfg``.
-    Otherwise a single model runs on full sequences through its HookedTransformer forward.
+    Otherwise a single model runs through its TransformerLens forward: on bags where they are
+    exact (an MLP after one position-free attention layer), on full sequences elsewhere.
     ``cfg.seed`` seeds the example order and the dropout masks (the initial weights are the
     models' own). ``mode='full'`` forces full sequences, for comparison: without dropout the
     weights match the bag path's up to float rounding.
@@ -247,7 +249,7 @@ def train_models(
     stacked = choose_engine(models, task, mode) == "stack"
     if not stacked and len(models) != 1:
         raise HeadcoopError("only models the stacked engine covers can be trained side by side")
-    step = _StackedStep(task, models, cfg) if stacked else _FullStep(task, models[0], cfg)
+    step = _StackedStep(task, models, cfg) if stacked else _ForwardStep(task, models[0], cfg, mode)
     optimizer = make_optimizer(step.params, cfg)
     if optimizer_state is not None:
         optimizer.load_state_dict(optimizer_state)
@@ -278,7 +280,7 @@ def train_models(
 
 
 def _run_epoch(
-    step: "_StackedStep | _FullStep",
+    step: "_StackedStep | _ForwardStep",
     optimizer: torch.optim.Optimizer,
     cfg: TrainConfig,
     epoch: int,
@@ -354,15 +356,18 @@ class _StackedStep:
         self.stack.write_back(self.models)
 
 
-class _FullStep:
-    """Training steps of one model on full sequences, through its HookedTransformer forward."""
+class _ForwardStep:
+    """Training steps of one model through its TransformerLens forward, on bags where they
+    are exact (``mode`` 'auto'), else on full sequences."""
 
-    def __init__(self, task: Task, model: Model, cfg: TrainConfig) -> None:
+    def __init__(self, task: Task, model: Model, cfg: TrainConfig, mode: str = "auto") -> None:
         self.task, self.model, self.cfg = task, model, cfg
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.device = device_of(model)
         self.examples, self.val_examples = task.split("train"), task.split("val")
-        check_lengths(model, task, self.examples)
+        self.bags = use_bags(model, task, mode)
+        if not self.bags:
+            check_lengths(model, task, self.examples)
         self.n_examples = len(self.examples)
 
     def epoch(self, gen: torch.Generator) -> Iterator[tuple[torch.Tensor, int]]:
@@ -374,7 +379,7 @@ class _FullStep:
             self.examples,
             order,
             self.cfg.batch_size,
-            bags=False,
+            bags=self.bags,
             n_heads=self.model.cfg.n_heads,
         ):
             batch = batch.to(self.device)
@@ -382,7 +387,8 @@ class _FullStep:
         self.model.eval()
 
     def validate(self) -> list[dict[str, float]]:
-        return [evaluate(self.model, self.task, self.val_examples, mode="full")]
+        mode = "auto" if self.bags else "full"
+        return [evaluate(self.model, self.task, self.val_examples, mode=mode)]
 
     @property
     def models(self) -> list[Model]:
