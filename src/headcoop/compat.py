@@ -95,9 +95,10 @@ def new_model(kwargs: dict[str, Any]) -> Model:
 
 def config_fields() -> frozenset[str]:
     """The keyword arguments the installed TransformerLens's model config takes."""
-    import dataclasses
+    import inspect
 
-    return frozenset(f.name for f in dataclasses.fields(_Config))
+    names = inspect.signature(_Config.__init__).parameters
+    return frozenset(names) - {"self", "args", "kwargs"}
 
 
 def to_device(model: Model, device: torch.device) -> Model:
