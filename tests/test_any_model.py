@@ -229,7 +229,7 @@ def test_a_plain_transformer_lens_checkpoint_analyses_from_the_command_line(tmp_
     args += ["--task-param", "size=200", "--s-acc-budget", "0"]
     assert main(["analyze", str(tmp_path / "ck"), "--out", str(out), "--quiet", *args]) == 0
     heads, pairs = pd.read_csv(out / "heads.csv"), pd.read_csv(out / "pairs.csv")
-    assert len(heads) == 8 and len(pairs) == 28
+    assert len(heads) == 8 and len(pairs) == 28 and (out / "report.html").is_file()
     assert {"layer", "name", "l_acc", "l_acc_direct", "l_acc_mean", "s_acc"} <= set(heads)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["subsets"]["s_acc"] is False  # the budget of 0 s says so, in summary.json

@@ -223,10 +223,12 @@ def add_analyze(commands: Any) -> None:
         "analyze",
         help="measure every head of a checkpoint",
         description="Per-head and per-pair l-acc, ROC AUC and s-acc at the task's decision "
-        "(l-acc and ROC AUC under the paper's head-only logits and, as *_direct, with the "
-        "direct path kept), l-acc of the other readouts, attention ratios and head weights, "
-        "and the decision metrics of every subset of heads. Writes OUT/heads.csv, "
-        "OUT/pairs.csv, OUT/subsets.csv.gz and OUT/summary.json.",
+        "(l-acc and ROC AUC under the paper's head-only logits, as *_direct with the other "
+        "heads zeroed in the running model, as *_mean with them at their mean), l-acc of "
+        "the other readouts, attention ratios and head weights, "
+        "and the decision metrics of every subset of heads, for a model of any depth. "
+        "Writes OUT/heads.csv, OUT/pairs.csv, OUT/subsets.csv.gz, the interactions, "
+        "OUT/summary.json and OUT/report.html.",
     )
     add_checkpoint(analyze)
     analyze.add_argument("--no-subsets", action="store_true", help="skip the all-subsets pass")
@@ -238,12 +240,16 @@ def add_analyze(commands: Any) -> None:
         "single heads and pairs only (many classes make it slow)",
     )
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
+    analyze.add_argument(
+        "--png", action="store_true", help="also PNGs of report.html's figures (needs Chromium)"
+    )
     add_device(analyze)
     analyze.set_defaults(run=run_analyze)
 
 
 def run_analyze(args: argparse.Namespace) -> None:
-    from headcoop.heads.analyze import analyze
+    from headcoop.heads.analyze import analyze, read_analysis
+    from headcoop.heads.report import write_report
 
     writable_dir(args.out, "--out")
     with owned(args.out, "--out"):
@@ -256,5 +262,6 @@ def run_analyze(args: argparse.Namespace) -> None:
             device=args.device,
         )
         out = result.save(args.out, checkpoint=str(args.checkpoint))
+        write_report(read_analysis(out), out, png=args.png)
     classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
     print(f"heads: {classes}; results in {out}")

@@ -310,6 +310,7 @@ def _summary(
         "class_shares": scorer.class_shares(),
         "thresholds": {"successful": SUCCESSFUL, "failed_below": scorer.chance + CHANCE_MARGIN},
         "definitions": DEFINITIONS,
+        "attention_ratios": list(task.attention_ratios),
         "direct_path": scorer.direct_path(model.cfg.n_layers * model.cfg.n_heads),
         "ablations_by_forward_passes": scorer.logits.by_forward_passes,
         "n_train": len(scorer.train),

@@ -1,0 +1,101 @@
+"""report.html for one analysed model, of any task and depth: its key numbers, single heads
+under every definition (as the paper's Fig 3), pairs (Fig 3's matrix), sets by size (Fig 4) and
+the attention ratios (Fig 5), drawn from the saved analysis alone."""
+
+import html
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from headcoop import pages
+from headcoop.files import write_atomic
+
+SINGLE_METRICS = ("s_acc", "l_acc", "l_acc_direct", "l_acc_mean")
+
+
+def write_report(found: dict[str, Any], out: str | Path, png: bool = False) -> Path:
+    """Write ``out/report.html`` from an analysis as `headcoop.heads.analyze.read_analysis`
+    gives it (with PNGs of its figures beside it if ``png``); returns the page's path."""
+    out = Path(out)
+    heads, pairs, summary = found["heads"], found["pairs"], found["summary"]
+    figures = {"single_heads": _single_heads(heads), "pairs": _pairs(heads, pairs)}
+    if "subsets" in found:
+        figures["sets_by_size"] = _sets_by_size(found["subsets"])
+    if summary.get("attention_ratios"):
+        figures["attention_ratios"] = _ratios(heads, summary["attention_ratios"])
+    paths = [out / f"{name}.png" for name in figures]
+    note = pages.write_pngs(list(figures.values()), paths) if png else ""
+    sections = "".join(
+        f"<section><h2>{html.escape(name.replace('_', ' '))}</h2>"
+        f"{pages.figure_div(figure, name)}</section>"
+        for name, figure in figures.items()
+    )
+    body = f"""<h1>Heads of {html.escape(str(summary.get("checkpoint", "a model")))}</h1>
+<p>Task {html.escape(summary["task"])}, decision {html.escape(summary["decision"])}; test
+accuracy {html.escape(_accuracy(summary))}; heads by class: {html.escape(str(summary["classes"]))}.
+{html.escape(note)}</p>{sections}
+<section><h2>heads</h2>{pages.table(heads.to_dict(orient="records"))}</section>
+<section><h2>what produced this page</h2>{pages.provenance(summary)}</section>"""
+    pages.write_plotly_js(out)
+    write_atomic(out / "report.html", pages.page("headcoop: heads", body))
+    return out / "report.html"
+
+
+def _accuracy(summary: dict[str, Any]) -> str:
+    return ", ".join(f"{k} {v:.3f}" for k, v in summary["accuracy"].items())
+
+
+def _single_heads(heads: pd.DataFrame) -> Any:
+    import plotly.graph_objects as go
+
+    figure = go.Figure(
+        [go.Bar(name=m, x=heads["name"], y=heads[m]) for m in SINGLE_METRICS if m in heads]
+    )
+    return figure.update_layout(
+        title="single heads: s-acc and l-acc under each definition",
+        yaxis_title="accuracy",
+        barmode="group",
+        height=420,
+    )
+
+
+def _pairs(heads: pd.DataFrame, pairs: pd.DataFrame) -> Any:
+    """Every pair's l-acc as a matrix over heads (the diagonal: the single heads)."""
+    import plotly.graph_objects as go
+
+    names = list(heads["name"])
+    matrix = [[float("nan")] * len(names) for _ in names]
+    for i, value in enumerate(heads["l_acc"]):
+        matrix[i][i] = value
+    for text, value in zip(pairs["heads"], pairs["l_acc"], strict=True):
+        i, j = map(int, str(text).split())
+        matrix[i][j] = matrix[j][i] = value
+    figure = go.Figure(go.Heatmap(z=matrix, x=names, y=names, zmin=0, zmax=1))
+    return figure.update_layout(title="l-acc of each pair of heads", height=520, width=620)
+
+
+def _sets_by_size(subsets: pd.DataFrame) -> Any:
+    import plotly.graph_objects as go
+
+    metrics = [m for m in ("l_acc", "l_acc_direct", "s_acc") if m in subsets]
+    figure = go.Figure(
+        [go.Box(name=m, x=subsets["size"], y=subsets[m], boxpoints=False) for m in metrics]
+    )
+    return figure.update_layout(
+        title="every set of heads, by size", xaxis_title="heads in the set", boxmode="group"
+    )
+
+
+def _ratios(heads: pd.DataFrame, ratios: list[str]) -> Any:
+    import plotly.graph_objects as go
+
+    bars = []
+    for r in ratios:
+        spread = heads.get(f"{r}_spread")
+        error = None if spread is None else {"type": "data", "array": spread}
+        bars.append(go.Bar(name=r, x=heads["name"], y=heads[r], error_y=error))
+    figure = go.Figure(bars)
+    return figure.update_layout(
+        title="attention ratios at the decision", yaxis_type="log", barmode="group"
+    )
