@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused lint clean
+.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused bench-analyze lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -123,7 +123,7 @@ successor: $(STAMP)
 	  $(VENV)/bin/headcoop successor $$dir --out $$dir/analysis || exit 1; \
 	done
 
-bench: bench-train bench-subsets bench-sweep bench-fused
+bench: bench-train bench-subsets bench-sweep bench-fused bench-analyze
 
 bench-train: $(STAMP)
 	$(PY) scripts/bench_train.py
@@ -136,6 +136,9 @@ bench-fused: $(STAMP)
 
 bench-subsets: train
 	$(PY) scripts/bench_subsets.py $(RUNS)/paper
+
+bench-analyze: train
+	$(PY) scripts/bench_analyze.py $(RUNS)/paper
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts examples

@@ -296,3 +296,14 @@ def test_an_mlp_model_trained_by_headcoop_analyses(tmp_path, short_task):
     assert main(["analyze", str(run), "--out", str(tmp_path / "a"), "--quiet"]) == 0
     heads = pd.read_csv(tmp_path / "a" / "heads.csv")
     assert len(heads) == 3 and heads["l_acc_mean"].between(0, 1).all()
+
+
+def test_trace_with_no_firing_head_is_an_empty_result_and_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    shape = ["--n-layers", "2", "--positional", "--n-ctx", "17", "--d-model", "16"]
+    shape += ["--n-heads", "2", "--d-head", "4", "--epochs", "1"]
+    assert main(["train", "--task", "induction", "--task-param", "size=100", *shape,
+                 "--out", str(run), "--quiet"]) == 0  # fmt: skip
+    assert main(["trace", str(run), "--out", str(tmp_path / "t"), "--prompts", "4"]) == 0
+    assert "no head fires" in capsys.readouterr().out
+    assert (tmp_path / "t" / "summary.json").is_file()

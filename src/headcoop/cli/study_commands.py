@@ -41,6 +41,9 @@ def run_trace(args: argparse.Namespace) -> None:
         args.checkpoint, args.out, args.prompts, args.share, chosen_task(args)
     )
     stats = summary["sparsity"]
+    if not stats["scores"]:
+        print(f"no scores traced (no head fires on these prompts); results in {args.out}")
+        return
     print(
         f"{stats['scores']} scores, {stats['mean']:.2f} components each on average; "
         f"results in {args.out}"

@@ -11,6 +11,7 @@
 """
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,10 @@ def firing_terms(found: Trace) -> pd.DataFrame:
         for index, record in enumerate(found.firings)
         for k, (term, sigma) in enumerate(zip(record["terms"], record["sigma"], strict=True))
     ]  # fmt: skip
-    return pd.DataFrame(rows)
+    if not rows:
+        logging.getLogger(__name__).warning("no head fires on these prompts: nothing to trace")
+    columns = [*position, "firing", "component", "sigma", "term", "selected"]
+    return pd.DataFrame(rows, columns=columns)
 
 
 def ratio_summary(ratios: pd.DataFrame, model: Model, task: Task) -> dict[str, Any]:

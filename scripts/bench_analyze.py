@@ -1,0 +1,93 @@
+"""Speed of `headcoop analyze` beyond one attention-only layer, side by side in one run.
+
+1. All 256 sets of a two-layer induction model (2 x 4 heads) on 4,000 test sequences of 17
+   tokens, `_direct` and `_mean`: the ablation engine (one forward pass per distinct set of
+   layer-0 heads, the last layer per set at the scored positions) against the plain approach,
+   one hooked forward of the whole test split per set and definition, timed on 16 sets and
+   scaled to 256.
+2. The paper's model (16 heads, 65,536 sets): `analyze` with its defaults.
+3. A one-layer 16-head induction model (24 classes): `analyze` with its defaults, and what
+   its s-acc budget chose.
+
+Run on idle cores: `make bench-analyze` (the paper's model from `make train`).
+"""
+
+import sys
+import time
+
+import torch
+
+from headcoop import analyze, build_model, load_checkpoint
+from headcoop.config import ModelConfig
+from headcoop.engine.ablation import Ablation, ablation_means
+from headcoop.engine.batches import inference_batches, read_logits
+from headcoop.engine.cache import collect
+from headcoop.metrics.subsets import all_subsets
+from headcoop.tasks import Count01, Induction
+from headcoop.tasks.base import candidate_ids
+
+TWO_LAYERS = ModelConfig(
+    d_model=32, n_heads=4, d_head=8, n_layers=2, positional=True, layernorm=False, n_ctx=17
+)
+
+
+def engine_seconds(model, task, masks) -> float:
+    """Every set's decision logits, zero and mean ablation, by the ablation engine."""
+    test, train = task.split("test"), collect(model, task, task.split("train"))
+    clock = time.perf_counter()
+    for means in (None, ablation_means(train)):
+        Ablation(model, task, test, means).set_logits(masks, task.decision, _candidates(task))
+    return time.perf_counter() - clock
+
+
+def plain_seconds(model, task, masks) -> float:
+    """The same by one hooked forward of the whole test split per set (zero ablation; the
+    mean's passes cost the same, so the time is doubled)."""
+    clock = time.perf_counter()
+    for mask in masks:
+        hooks = [
+            (f"blocks.{layer}.attn.hook_z", _zero(mask[layer * 4 : layer * 4 + 4]))
+            for layer in range(2)
+        ]
+        for _, batch in inference_batches(model, task, task.split("test"), "full", 512):
+            read_logits(model, batch, hooks)
+    return 2 * (time.perf_counter() - clock)
+
+
+def _zero(keep: torch.Tensor):
+    return lambda z, hook: z * keep.float()[None, None, :, None]
+
+
+def _candidates(task):
+    return candidate_ids(task, task.decision)
+
+
+@torch.no_grad()
+def main(paper_run: str) -> None:
+    torch.manual_seed(0)
+    task = Induction()
+    model = build_model(TWO_LAYERS, len(task.vocab), seed=0)
+    masks = all_subsets(8)
+    engine = engine_seconds(model, task, masks)
+    plain = plain_seconds(model, task, masks[:: len(masks) // 16]) * len(masks) / 16
+    print(f"two-layer induction, 256 sets x 4,000 sequences, _direct and _mean: "
+          f"engine {engine:.1f} s, plain per-set passes {plain:.0f} s (16 sets timed, "
+          f"scaled): {plain / engine:.0f}x")  # fmt: skip
+    paper, _ = load_checkpoint(paper_run)
+    clock = time.perf_counter()
+    result = analyze(paper, Count01())
+    print(f"paper's model, 65,536 sets, defaults: {time.perf_counter() - clock:.1f} s "
+          f"(stages {result.summary['seconds']})")  # fmt: skip
+    wide = build_model(ModelConfig(n_heads=16, positional=True, n_ctx=17), len(task.vocab), 0)
+    clock = time.perf_counter()
+    result = analyze(wide, task)
+    plan = result.summary["subsets"]
+    estimate, budget = plan["s_acc_estimate_seconds"], plan["s_acc_budget_seconds"]
+    print(f"one-layer induction, 16 heads, 24 classes, defaults: "
+          f"{time.perf_counter() - clock:.1f} s; s-acc over all sets "
+          f"{'measured' if plan['s_acc'] else 'skipped'} (estimated {estimate:.0f} s, "
+          f"budget {budget:.0f} s)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/paper")
