@@ -226,13 +226,13 @@ def test_a_plain_transformer_lens_checkpoint_analyses_from_the_command_line(tmp_
     assert torch.allclose(model(tokens), plain(tokens), atol=1e-5)
     out = tmp_path / "out"
     args = ["--task", "induction", *("--task-param", "tokens=10", "--task-param", "half=5")]
-    args += ["--task-param", "size=200", "--s-acc-budget", "0"]
+    args += ["--task-param", "size=200", "--subsets-budget", "0"]
     assert main(["analyze", str(tmp_path / "ck"), "--out", str(out), "--quiet", *args]) == 0
     heads, pairs = pd.read_csv(out / "heads.csv"), pd.read_csv(out / "pairs.csv")
     assert len(heads) == 8 and len(pairs) == 28 and (out / "report.html").is_file()
     assert {"layer", "name", "l_acc", "l_acc_direct", "l_acc_mean", "s_acc"} <= set(heads)
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["subsets"]["s_acc"] is False  # the budget of 0 s says so, in summary.json
+    assert summary["subsets"]["measured"] == "sampled"  # a budget of 0 s: said in the summary
 
 
 def test_a_checkpoint_naming_no_task_asks_for_one(tmp_path, capsys):

@@ -29,10 +29,17 @@ from headcoop.trace import (  # the public entry point the method is used by
 from headcoop.training.trainer import train
 
 
-def random_model(layernorm: bool, dtype: torch.dtype = torch.float32, seed: int = 0):
-    """A two-layer model with positions and every bias and LayerNorm weight random."""
+def random_model(
+    layernorm: bool,
+    dtype: torch.dtype = torch.float32,
+    seed: int = 0,
+    normalization: str = "LN",
+    d_mlp: int = 0,
+):
+    """A two-layer model with positions and every bias and normalization weight random."""
     cfg = ModelConfig(d_model=16, n_heads=3, d_head=4, n_layers=2, positional=True,
-                      layernorm=layernorm, n_ctx=32)  # fmt: skip
+                      layernorm=layernorm, n_ctx=32, normalization=normalization,
+                      d_mlp=d_mlp)  # fmt: skip
     model = build_model(cfg, d_vocab=11, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     state = {
@@ -64,15 +71,32 @@ def test_terms_add_up_to_the_attention_scores(layernorm, dtype, tolerance):
             assert (scores - expected)[:, causal].abs().max() < tolerance * expected.abs().max()
 
 
-@pytest.mark.parametrize("layernorm", [False, True])
-def test_sources_add_up_to_the_head_input(layernorm):
-    model = random_model(layernorm, torch.float64)
+@pytest.mark.parametrize(
+    ("layernorm", "normalization", "d_mlp"),
+    [(False, "LN", 0), (True, "LN", 0), (True, "RMS", 8), (True, "LNPre", 8)],
+)
+def test_sources_add_up_to_the_head_input(layernorm, normalization, d_mlp):
+    model = random_model(layernorm, torch.float64, normalization=normalization, d_mlp=d_mlp)
     tokens = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(3))
     _, cache = model.run_with_cache(tokens)
     sources = residual_sources(model, cache, 1)
-    assert {"embed", "pos_embed", "L0H0", "L0H1", "L0H2", "b_O0", "bias"} == set(sources)
+    expected = {"embed", "pos_embed", "L0H0", "L0H1", "L0H2", "b_O0", "bias"}
+    assert set(sources) == expected | ({"MLP0"} if d_mlp else set())
     total = sum(sources.values())
     assert (total - head_input(model, cache, 1)).abs().max() < 1e-10
+
+
+@pytest.mark.parametrize("normalization", ["RMS", "LNPre"])
+def test_terms_add_up_under_every_normalization(normalization):
+    model = random_model(True, torch.float64, normalization=normalization, d_mlp=8)
+    tokens = torch.randint(0, 11, (2, 12), generator=torch.Generator().manual_seed(4))
+    _, cache = model.run_with_cache(tokens)
+    x = head_input(model, cache, 1)
+    svd = qk_svd(model, 1, 0)
+    expected = attention_scores(model, cache, 1)[:, 0] * svd.attn_scale
+    causal = torch.ones(12, 12, dtype=torch.bool).tril()
+    error = (all_pair_terms(svd, x).sum(-1) - expected)[:, causal].abs().max()
+    assert error < 1e-8 * expected.abs().max()
 
 
 def test_sparsity_counts_the_components_that_reach_the_total():

@@ -207,9 +207,9 @@ class ModelConfig:
         )
 
 
-S_ACC_BUDGET = 300.0
-"""Seconds the s-acc of all sets of heads may take by its estimate (``analyze``'s
-``s_acc_budget``, ``--s-acc-budget``); see `headcoop.heads.subset_plan`."""
+SUBSETS_BUDGET = 300.0
+"""Seconds the pass over all sets of heads may take by its estimate (``analyze``'s
+``subsets_budget``, ``--subsets-budget``); see `headcoop.heads.subset_plan`."""
 
 LR_SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adamw", "adam", "sgd")

@@ -22,9 +22,9 @@ from headcoop.config import (
     LR_SCHEDULES,
     NORMALIZATIONS,
     OPTIMIZERS,
-    S_ACC_BUDGET,
     SEED,
     SGD_MOMENTUM,
+    SUBSETS_BUDGET,
     ModelConfig,
     Rule,
     TrainConfig,
@@ -233,11 +233,11 @@ def add_analyze(commands: Any) -> None:
     add_checkpoint(analyze)
     analyze.add_argument("--no-subsets", action="store_true", help="skip the all-subsets pass")
     analyze.add_argument(
-        "--s-acc-budget",
+        "--subsets-budget",
         type=Rule(float, 0).parse,
-        default=S_ACC_BUDGET,
-        help="seconds s-acc over all sets may take by its estimate; above, it is measured on "
-        "single heads and pairs only (many classes make it slow)",
+        default=SUBSETS_BUDGET,
+        help="seconds the pass over all sets may take by its estimate (many classes make it "
+        "slow); above, sets are sampled, or s-acc is measured on single heads and pairs only",
     )
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.add_argument(
@@ -257,7 +257,7 @@ def run_analyze(args: argparse.Namespace) -> None:
             args.checkpoint,
             chosen_task(args),
             subsets=not args.no_subsets,
-            s_acc_budget=args.s_acc_budget,
+            subsets_budget=args.subsets_budget,
             progress=not args.quiet,
             device=args.device,
         )

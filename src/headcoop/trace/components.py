@@ -57,12 +57,12 @@ def augmented_qk(
 ) -> tuple[Float[torch.Tensor, "d_in d_head"], Float[torch.Tensor, "d_in d_head"]]:
     """The query and key maps over [x; 1]: [W_Q; b_Q] and [W_K; b_K], with the layer's
     LayerNorm weight and bias folded in (x is then the normalised residual)."""
-    attn = model.blocks[layer].attn
+    attn, norm = model.blocks[layer].attn, model.cfg.normalization_type
     maps = []
     for W, b in ((attn.W_Q[head], attn.b_Q[head]), (attn.W_K[head], attn.b_K[head])):
-        if model.cfg.normalization_type is not None:
+        if norm in ("LN", "RMS"):  # a normalization with a weight (and, for LN, a bias)
             ln = model.blocks[layer].ln1
-            W, b = ln.w[:, None] * W, ln.b @ W + b
+            W, b = ln.w[:, None] * W, (ln.b @ W + b if norm == "LN" else b)
         maps.append(torch.cat([W, b[None]]).detach())
     return maps[0], maps[1]
 
@@ -164,18 +164,24 @@ def residual_sources(
 ) -> dict[str, Float[torch.Tensor, "batch pos d_in"]]:
     """The parts of layer ``layer``'s head input [x; 1] by source: the token and positional
     embeddings, each earlier head's output (``L{l}H{h}``), each earlier attention bias
-    (``b_O{l}``), and ``bias``, the constant 1. They add up to `head_input` exactly (in an
-    attention-only model; with LayerNorm each part is centred and divided by the layer's own
-    scale, which is what normalising the sum does)."""
+    (``b_O{l}``), each earlier MLP's output (``MLP{l}``), and ``bias``, the constant 1. They add
+    up to `head_input` exactly: under a normalization each part is centred (LayerNorm) and
+    divided by the layer's own scale, which is what normalising the sum does."""
     parts = {"embed": cache["hook_embed"], "pos_embed": cache["hook_pos_embed"]}
     for lower in range(layer):
         z = cache[f"blocks.{lower}.attn.hook_z"]  # [batch pos head d_head]
         for h in range(model.cfg.n_heads):
             parts[f"L{lower}H{h}"] = z[:, :, h] @ model.W_O[lower, h]
         parts[f"b_O{lower}"] = model.b_O[lower].expand_as(parts["embed"])
-    if model.cfg.normalization_type is not None:
+        if not model.cfg.attn_only:
+            parts[f"MLP{lower}"] = cache[f"blocks.{lower}.hook_mlp_out"]
+    norm = model.cfg.normalization_type
+    if norm is not None:
         scale = cache[f"blocks.{layer}.ln1.hook_scale"]  # [batch pos 1]
-        parts = {k: (v - v.mean(-1, keepdim=True)) / scale for k, v in parts.items()}
+        centre = norm in ("LN", "LNPre")
+        parts = {
+            k: (v - v.mean(-1, keepdim=True) if centre else v) / scale for k, v in parts.items()
+        }
     sources = {
         k: torch.cat([v.detach(), torch.zeros_like(v[..., :1])], -1) for k, v in parts.items()
     }
