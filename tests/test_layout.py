@@ -18,7 +18,7 @@ LAYERS = (
     ("metrics",),
     ("training",),
     ("heads",),
-    ("paper", "trace", "successor"),
+    ("paper", "trace", "successor", "cooperation"),
     ("cli",),
 )
 """The folders in the order of the data flow; a folder imports only from folders before it

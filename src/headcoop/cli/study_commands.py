@@ -1,5 +1,6 @@
 """The commands of the studies: ``trace`` (sparse attention decomposition), ``successor``
-(successor heads), ``figures`` and ``claims`` (the paper).
+(successor heads), ``figures`` and ``claims`` (the paper), ``cooperation`` (interactions of
+heads across tasks).
 
 Each command is an ``add_*`` function that declares its flags beside the ``run_*`` handler it
 sets; heavy imports happen inside the handlers, so that ``--help`` stays instant.
@@ -202,4 +203,40 @@ def run_claims(args: argparse.Namespace) -> None:
     print(
         f"claims lab: {Path(args.out) / 'claims.html'} ({sum(result.seconds.values()):.0f} s; "
         f"selected setting: {summary['selected']['setting']}). {summary['png']}"
+    )
+
+
+def add_cooperation(commands: Any) -> None:
+    cooperation = commands.add_parser(
+        "cooperation",
+        help="do heads compete or cooperate? interactions of heads across every task",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Train (or reuse) models of every registered task in its usual shape over "
+        "several seeds, analyse them, and read the interactions of their heads: writes "
+        "OUT/cooperation.csv (per task, seed and metric: the share of |dividends| at each set "
+        "size, the mean pair interaction, the cooperation index and the verdict), "
+        "OUT/summary.json and OUT/cooperation.html. Models and analyses are cached under OUT: "
+        "a rerun only reads, an interrupted one resumes.",
+    )
+    cooperation.add_argument("--out", default="runs/cooperation", help="the study's directory")
+    cooperation.add_argument("--seeds", type=Rule(int, 1, 100).parse, default=3,
+                             help="models per task")  # fmt: skip
+    cooperation.add_argument("--tasks", nargs="+", default=None, metavar="TASK",
+                             help="the tasks (default: every one with a usual shape)")  # fmt: skip
+    cooperation.add_argument(
+        "--quick", action="store_true", help="small splits, two epochs: checks the pipeline"
+    )
+    cooperation.set_defaults(run=_owning_out(run_cooperation))
+
+
+def run_cooperation(args: argparse.Namespace) -> None:
+    from headcoop.cooperation.study import SHAPES, cooperation_study
+
+    log_progress("headcoop.cooperation")
+    tasks = tuple(args.tasks or SHAPES)
+    table = cooperation_study(args.out, args.seeds, tasks, fast=args.quick)
+    counts = table.groupby("verdict").size().to_dict() if len(table) else {}
+    print(
+        f"cooperation: {Path(args.out) / 'cooperation.html'} ({len(tasks)} tasks x "
+        f"{args.seeds} seeds; verdicts over metrics and seeds: {counts})"
     )

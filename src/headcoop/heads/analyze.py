@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from headcoop.compat import Model
-from headcoop.config import S_ACC_BUDGET
+from headcoop.config import SUBSETS_BUDGET
 from headcoop.device import Device
 from headcoop.engine.bags import bag_exact
 from headcoop.engine.cache import HeadCache, collect
@@ -40,7 +40,7 @@ from headcoop.metrics.classes import (
     labels,
     majority_share,
 )
-from headcoop.metrics.interactions import Interactions
+from headcoop.metrics.interactions import Interactions, estimated_interactions
 from headcoop.metrics.separation import separation_accuracy
 from headcoop.metrics.subsets import (
     all_subsets,
@@ -91,7 +91,8 @@ class HeadAnalysis:
 
     def save(self, out: str | Path, **extra: Any) -> Path:
         """Write heads.csv, pairs.csv, subsets.csv.gz (if measured), the interactions (if every
-        set was measured: interactions.csv.gz, shapley.csv, pair_interactions.csv) and
+        set was measured: interactions.csv.gz, shapley.csv, pair_interactions.csv; if sets were
+        sampled, the estimated shapley.csv and pair_interactions.csv) and
         summary.json (with ``extra`` entries) into the directory ``out`` as one unit: the old
         manifest is removed first, then each file atomically, then a manifest of their
         checksums, so that `read_analysis` sees one whole analysis or none, and no file of an
@@ -108,10 +109,11 @@ class HeadAnalysis:
             files["subsets.csv.gz"] = gzip.compress(subsets, mtime=0)
         if self.interactions is not None:
             frames = self.interactions.frames()
-            dividends = frames["interactions"].to_csv(index=False).encode()
-            files["interactions.csv.gz"] = gzip.compress(dividends, mtime=0)
-            for name in ("shapley", "pair_interactions"):
-                files[f"{name}.csv"] = frames[name].to_csv(index=False).encode()
+            if "interactions" in frames:
+                dividends = frames.pop("interactions").to_csv(index=False).encode()
+                files["interactions.csv.gz"] = gzip.compress(dividends, mtime=0)
+            for name, frame in frames.items():
+                files[f"{name}.csv"] = frame.to_csv(index=False).encode()
         for name in set(ANALYSIS_FILES) - set(files):
             (out / name).unlink(missing_ok=True)
         for name, data in files.items():
@@ -135,8 +137,9 @@ MANIFEST = "manifest.json"
 
 
 def read_analysis(out: str | Path) -> dict[str, Any]:
-    """The analysis saved in ``out``: heads, pairs, subsets (where measured) as DataFrames, and
-    the summary; only if it is whole (every file of its manifest, unchanged).
+    """The analysis saved in ``out``: heads, pairs, subsets, shapley and pair_interactions
+    (where measured) as DataFrames, and the summary; only if it is whole (every file of its
+    manifest, unchanged).
 
     Raises:
         HeadcoopError: ``out`` holds no analysis, or a partial or changed one.
@@ -152,6 +155,9 @@ def read_analysis(out: str | Path) -> dict[str, Any]:
     if "subsets.csv.gz" in files:
         raw = io.BytesIO(files["subsets.csv.gz"])
         found["subsets"] = pd.read_csv(raw, compression="gzip", dtype={"heads": str})
+    for name in ("shapley", "pair_interactions"):
+        if f"{name}.csv" in files:
+            found[name] = pd.read_csv(io.BytesIO(files[f"{name}.csv"]), dtype={"heads": str})
     return found
 
 
@@ -183,7 +189,7 @@ def analyze(
     subsets: bool | Bool[torch.Tensor, "subset head_index"] = True,
     progress: bool = False,
     device: Device = None,
-    s_acc_budget: float | None = S_ACC_BUDGET,
+    subsets_budget: float | None = SUBSETS_BUDGET,
 ) -> HeadAnalysis:
     """Measure every head of a TransformerLens model of any depth on ``task``'s train and
     test splits.
@@ -196,14 +202,14 @@ def analyze(
         model: a model (``HookedTransformer`` or ``TransformerBridge``), or the path of a
             checkpoint (whose task is used if ``task`` is None).
         task: the task; required for a model object, or a checkpoint that names none.
-        subsets: also measure every set of heads (True; sampled sets above 16 heads, see
-            `headcoop.heads.subset_plan`), or the sets that these masks give (for example
-            `headcoop.metrics.subsets.sampled_subsets`), or none (False).
+        subsets: also measure every set of heads (True; as `headcoop.heads.subset_plan`
+            says), or the sets these masks give (`headcoop.metrics.subsets.sampled_subsets`,
+            say), or none (False).
         progress: show progress bars.
         device: where a checkpoint is loaded and measured (see `headcoop.device`); a model
             object is measured where it is.
-        s_acc_budget: seconds the s-acc of all sets may take by its estimate; above, s-acc
-            is measured on single heads and pairs only (None: no limit).
+        subsets_budget: seconds the pass over all sets may take by its estimate; above,
+            `headcoop.heads.subset_plan` measures less (None: no limit).
 
     >>> from headcoop import Count01, ModelConfig, SplitSpec, build_model
     >>> spec = SplitSpec(200, (0, 20), (0, 20))
@@ -229,35 +235,53 @@ def analyze(
     pair_masks = singles_and_pairs(n_heads)
     pairs = SetTable(pair_masks, scorer(pair_masks, every_readout=True))
     timings["singles_and_pairs"] = time.perf_counter() - clock
-    plan = plan_subsets(subsets, n_heads, scorer.s_acc_seconds_per_set, s_acc_budget)
+    plan = plan_subsets(subsets, n_heads, scorer.seconds_per_set, subsets_budget)
 
     subset_table, interactions = _measure_subsets(plan, scorer, progress, timings)
     heads = _head_columns(model, scorer, pairs[:n_heads].columns)
     summary = _summary(model, scorer, heads, timings) | {"subsets": plan.about}
     if interactions is not None:
-        summary["interaction_spectrum"] = interactions.spectrum()
+        summary |= interactions.summary()
     return HeadAnalysis(heads, pairs[n_heads:], subset_table, summary, interactions)
 
 
 def _measure_subsets(
     plan: SubsetPlan, scorer: "SetScorer", progress: bool, timings: dict[str, float]
 ) -> tuple[SetTable | None, Interactions | None]:
-    """The sets of the plan measured, and where they are every set (so that each metric is
-    a whole game), its interactions."""
+    """The sets of the plan measured, and the interactions of each metric: exact where they
+    are every set (each metric is then a whole game, the other readouts' l-acc among them),
+    estimated from `ESTIMATE_SETS` more sets
+    where they were sampled (l-acc and ROC AUC only)."""
     if plan.masks is None:
         return None, None
     clock = time.perf_counter()
-    table = SetTable(plan.masks, scorer(plan.masks, progress=progress, s_acc=plan.s_acc))
+    columns = scorer(plan.masks, progress=progress, s_acc=plan.s_acc)
+    if plan.every_set:
+        columns |= scorer.readout_l_acc(plan.masks, ("paper",))
+    table = SetTable(plan.masks, columns)
     timings["all_subsets"] = time.perf_counter() - clock
-    if not plan.every_set:
+    if plan.every_set:
+        games = [k for k in columns if k in GAMES or k.endswith("_l_acc")]
+        return table, Interactions.of({k: columns[k] for k in games})
+    if plan.about["measured"] != "sampled":
         return table, None
-    return table, Interactions.of({k: table.columns[k] for k in GAMES if k in table.columns})
+    clock = time.perf_counter()
+    interactions = estimated_interactions(
+        lambda masks: {k: v for k, v in scorer(masks, s_acc=False).items() if k in GAMES},
+        plan.masks.shape[-1],
+        ESTIMATE_SETS,
+    )
+    timings["interaction_estimate"] = time.perf_counter() - clock
+    return table, interactions
 
 
+ESTIMATE_SETS = 2000
+"""Sets measured to estimate Shapley values and pair interactions where sets were sampled."""
 ESTIMATE_HEADS = 7
 """`SetScorer.s_acc_seconds_per_set` times all sets of this many heads (128 sets)."""
 GAMES = (*(f"{m}{s}" for s in ALL_SUFFIXES.values() for m in ("l_acc", "roc_auc")), "s_acc")
-"""The metrics of all sets of heads whose interactions `analyze` reads out."""
+"""The metrics at the decision whose interactions `analyze` reads out, on all sets; the l-acc
+of each other readout (paper's definition; Count01's ``eos_l_acc``) joins them."""
 
 
 def _head_columns(
@@ -365,9 +389,19 @@ class SetScorer:
                 self.logits, masks, targets, self.decision, self.candidates, definition
             )
             columns[f"l_acc{suffix}"], columns[f"roc_auc{suffix}"] = l_acc, auc
-        for read, readout in self._other_readouts() if every_readout else []:
-            for definition, suffix in ALL_SUFFIXES.items():
-                columns[f"{readout.name}_l_acc{suffix}"] = learned_accuracy(
+        if every_readout:
+            columns |= self.readout_l_acc(masks, tuple(ALL_SUFFIXES))
+        return columns
+
+    def readout_l_acc(
+        self, masks: torch.Tensor, definitions: tuple[str, ...]
+    ) -> dict[str, torch.Tensor]:
+        """The l-acc of each set at every readout but the decision (Count01's [EOS]: the
+        paper's syntax), under each of ``definitions``."""
+        columns = {}
+        for read, readout in self._other_readouts():
+            for definition in definitions:
+                columns[f"{readout.name}_l_acc{ALL_SUFFIXES[definition]}"] = learned_accuracy(
                     self.logits,
                     masks,
                     self.test.targets[:, read],
@@ -387,16 +421,19 @@ class SetScorer:
             progress=progress,
         )
 
-    def s_acc_seconds_per_set(self, n_heads: int) -> float:
-        """The time s-acc takes per set over all sets, measured on all sets of the first
-        `ESTIMATE_HEADS` heads (the solver reuses each set's parent, so isolated sets would
-        cost more than their share; measured, this errs long by a factor of 1.5 to 3)."""
+    def seconds_per_set(self, n_heads: int) -> tuple[float, float]:
+        """The time s-acc and the logit metrics take per set over all sets, measured on all
+        sets of the first `ESTIMATE_HEADS` heads (the s-acc solver reuses each set's parent,
+        so isolated sets would cost more than their share; measured, this errs long by a
+        factor of 1.5 to 3)."""
         k = min(n_heads, ESTIMATE_HEADS)
         masks = torch.zeros(2**k, n_heads, dtype=torch.bool)
         masks[:, :k] = all_subsets(k)
         clock = time.perf_counter()
         self.s_acc(masks)
-        return (time.perf_counter() - clock) / len(masks)
+        middle = time.perf_counter()
+        self(masks, s_acc=False)
+        return (middle - clock) / len(masks), (time.perf_counter() - middle) / len(masks)
 
     def class_shares(self) -> dict[str, float]:
         """The share of each candidate among the test split's targets at the decision."""

@@ -1,6 +1,7 @@
 """report.html for one analysed model, of any task and depth: its key numbers, single heads
 under every definition (as the paper's Fig 3), pairs (Fig 3's matrix), sets by size (Fig 4) and
-the attention ratios (Fig 5), drawn from the saved analysis alone."""
+the attention ratios (Fig 5), and the interactions of heads (spectrum, pairs, Shapley values,
+the verdict of each metric), drawn from the saved analysis alone."""
 
 import html
 from pathlib import Path
@@ -10,8 +11,12 @@ import pandas as pd
 
 from headcoop import pages
 from headcoop.files import write_atomic
+from headcoop.heads import interaction_plots
+from headcoop.metrics.interactions import FLAT_GAIN, VERDICT_CUT, verdicts
 
 SINGLE_METRICS = ("s_acc", "l_acc", "l_acc_direct", "l_acc_mean")
+GAME_METRICS = ("l_acc", "roc_auc", "s_acc")
+"""The games whose pair interactions the report draws (every game is in the files)."""
 
 
 def write_report(found: dict[str, Any], out: str | Path, png: bool = False) -> Path:
@@ -24,6 +29,7 @@ def write_report(found: dict[str, Any], out: str | Path, png: bool = False) -> P
         figures["sets_by_size"] = _sets_by_size(found["subsets"])
     if summary.get("attention_ratios"):
         figures["attention_ratios"] = _ratios(heads, summary["attention_ratios"])
+    figures |= _interactions(found)
     paths = [out / f"{name}.png" for name in figures]
     note = pages.write_pngs(list(figures.values()), paths) if png else ""
     sections = "".join(
@@ -35,6 +41,7 @@ def write_report(found: dict[str, Any], out: str | Path, png: bool = False) -> P
 <p>Task {html.escape(summary["task"])}, decision {html.escape(summary["decision"])}; test
 accuracy {html.escape(_accuracy(summary))}; heads by class: {html.escape(str(summary["classes"]))}.
 {html.escape(note)}</p>{sections}
+{_verdicts(found)}
 <section><h2>heads</h2>{pages.table(heads.to_dict(orient="records"))}</section>
 <section><h2>what produced this page</h2>{pages.provenance(summary)}</section>"""
     pages.write_plotly_js(out)
@@ -99,3 +106,39 @@ def _ratios(heads: pd.DataFrame, ratios: list[str]) -> Any:
     return figure.update_layout(
         title="attention ratios at the decision", yaxis_type="log", barmode="group"
     )
+
+
+def _interactions(found: dict[str, Any]) -> dict[str, Any]:
+    """The spectrum (where every set was measured), the pair matrix and the Shapley values."""
+    if "shapley" not in found:
+        return {}
+    heads, shapley = found["heads"], found["shapley"]
+    games = [m for m in GAME_METRICS if m in set(shapley["metric"])]
+    figures = {}
+    if "interaction_spectrum" in found["summary"]:
+        spectrum = found["summary"]["interaction_spectrum"]
+        figure = interaction_plots.spectrum_figure(spectrum, list(spectrum))
+        figures["interaction_spectrum"] = figure
+    pairs = found["pair_interactions"]
+    figures["pair_interactions"] = interaction_plots.pair_matrix_figure(heads, pairs, games)
+    figures["shapley_values"] = interaction_plots.shapley_figure(heads, shapley, games)
+    return figures
+
+
+def _verdicts(found: dict[str, Any]) -> str:
+    if "shapley" not in found:
+        return ""
+    table = verdicts(found["shapley"], found["pair_interactions"]).round(4)
+    estimate = found["summary"].get("interaction_estimate")
+    how = (
+        f"Estimated from {estimate['sets']} sets by {estimate['estimator']}; largest error "
+        f"(half the gap of two independent halves): {estimate['error']}."
+        if estimate
+        else "Exact, from every set of heads."
+    )
+    return f"""<section><h2>do the heads compete or cooperate?</h2><p>The cooperation index
+is the mean pair interaction in units of |v(all) - v(none)| / (n - 1): -1 for a pure ensemble
+(any one head does the work), 0 for additive heads, +1 when only all heads together do it;
+none where the metric moves less than {FLAT_GAIN} from no heads to all.
+Verdict: substitutes at or below -{VERDICT_CUT:.2f}, complements at or above {VERDICT_CUT:.2f},
+mixed between. {html.escape(how)}</p>{pages.table(table.to_dict(orient="records"))}</section>"""

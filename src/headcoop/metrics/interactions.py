@@ -19,14 +19,20 @@ a pseudo-ensemble). From the dividends, exactly:
 The fast Möbius transform is n passes over the 2^n values, each a vectorised subtraction: for
 head i in turn, v(S) -= v(S without i) for every S containing i. Leading axes (metrics, models)
 are carried along.
+
+Above the all-sets limit the dividends are out of reach; the Shapley values and pair indices
+are then estimated from sampled sets by shapiq's KernelSHAPIQ (`estimated_interactions`),
+which is also the reference the exact transforms are tested against.
 """
 
 import itertools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float
 
 from headcoop.errors import HeadcoopError
 
@@ -123,16 +129,19 @@ class Interactions:
 
     Attributes:
         metrics: the metrics' names (columns of the subsets table).
-        dividend: each metric's Harsanyi dividend of every set.
-        shapley, banzhaf: each metric's Shapley and Banzhaf value of every head.
+        dividend: each metric's Harsanyi dividend of every set (None where estimated).
+        shapley, banzhaf: each metric's Shapley and Banzhaf value of every head (Banzhaf
+            values NaN where estimated).
         pairs: each metric's Shapley interaction index of every pair of heads.
+        about: how they were estimated, with the estimate's error (empty where exact).
     """
 
     metrics: tuple[str, ...]
-    dividend: Float[torch.Tensor, "metric subset"]
+    dividend: Float[torch.Tensor, "metric subset"] | None
     shapley: Float[torch.Tensor, "metric head"]
     banzhaf: Float[torch.Tensor, "metric head"]
     pairs: Float[torch.Tensor, "metric head head_"]
+    about: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def of(cls, values: dict[str, Float[torch.Tensor, " subset"]]) -> "Interactions":
@@ -140,34 +149,29 @@ class Interactions:
         m = dividends(torch.stack([v.double().cpu() for v in values.values()]))
         return cls(tuple(values), m, shapley_values(m), banzhaf_values(m), pair_interactions(m))
 
-    def spectrum(self) -> dict[str, dict[str, list[float]]]:
-        """summary.json's ``interaction_spectrum``: per metric and set size, the sum of the
-        dividends and the sum of their absolute values."""
+    def summary(self) -> dict[str, Any]:
+        """summary.json's ``interaction_spectrum`` (per metric and set size, the sum of the
+        dividends and the sum of their absolute values) where exact, else its
+        ``interaction_estimate`` (how the estimate was made and its error)."""
+        if self.dividend is None:
+            return {"interaction_estimate": self.about}
         total, absolute = spectrum(self.dividend)
-        return {
+        by_metric = {
             name: {"sum": total[k].tolist(), "sum_abs": absolute[k].tolist()}
             for k, name in enumerate(self.metrics)
         }
+        return {"interaction_spectrum": by_metric}
 
     def frames(self) -> dict[str, Any]:
-        """interactions (metric, heads, size, dividend: one row per set and metric), shapley
-        (metric, head, shapley, banzhaf) and pair_interactions (metric, heads, interaction)."""
+        """interactions (metric, heads, size, dividend: one row per set and metric; only where
+        exact), shapley (metric, head, shapley, banzhaf) and pair_interactions (metric, heads,
+        interaction)."""
         import pandas as pd
 
-        n = self.shapley.shape[-1]
-        members = _members(n).bool()
-        names = [" ".join(map(str, torch.nonzero(m).flatten().tolist())) for m in members]
-        sizes, k = set_sizes(n).tolist(), len(self.metrics)
+        n, k = self.shapley.shape[-1], len(self.metrics)
         pairs = list(itertools.combinations(range(n), 2))
-        return {
-            "interactions": pd.DataFrame(
-                {
-                    "metric": [name for name in self.metrics for _ in names],
-                    "heads": names * k,
-                    "size": sizes * k,
-                    "dividend": self.dividend.flatten().tolist(),
-                }
-            ),
+        frames = {} if self.dividend is None else {"interactions": self._dividend_frame()}
+        return frames | {
             "shapley": pd.DataFrame(
                 {
                     "metric": [name for name in self.metrics for _ in range(n)],
@@ -184,3 +188,148 @@ class Interactions:
                 }
             ),
         }
+
+    def _dividend_frame(self) -> Any:
+        import pandas as pd
+
+        n, k = self.shapley.shape[-1], len(self.metrics)
+        names = [" ".join(map(str, torch.nonzero(m).flatten().tolist())) for m in _members(n)]
+        return pd.DataFrame(
+            {
+                "metric": [name for name in self.metrics for _ in names],
+                "heads": names * k,
+                "size": set_sizes(n).tolist() * k,
+                "dividend": self.dividend.flatten().tolist(),
+            }
+        )
+
+
+ESTIMATOR = "shapiq.KernelSHAPIQ (index SII, order 2)"
+"""What estimates Shapley values and pair interactions where not every set is measured."""
+
+Measure = Callable[[Bool[torch.Tensor, "subset head"]], dict[str, Float[torch.Tensor, " subset"]]]
+"""Every metric of each set of heads given as masks (one batched call for many sets)."""
+
+
+def estimated_interactions(
+    measure: Measure, n_heads: int, budget: int, seed: int = 0
+) -> Interactions:
+    """Shapley values and pair interactions of every metric that ``measure`` returns, estimated
+    from about ``budget`` sets: two independent KernelSHAPIQ estimates of half the budget each
+    (the sets both ask for are measured once, in one batch per half), averaged; half their
+    difference, at its largest over heads and over pairs, is stated as the error."""
+    half = min(budget // 2, 2**n_heads)
+    halves = [_kernel_shapiq(measure, n_heads, half, seed + k) for k in (0, 1)]
+    metrics = tuple(halves[0][0])
+    shapley = [torch.stack([h[0][m] for m in metrics]) for h in halves]
+    pairs = [torch.stack([h[1][m] for m in metrics]) for h in halves]
+    gaps = {
+        "shapley": ((shapley[0] - shapley[1]).abs() / 2).amax(-1),
+        "pairs": ((pairs[0] - pairs[1]).abs() / 2).flatten(1).amax(-1),
+    }
+    error = {k: dict(zip(metrics, gap.tolist(), strict=True)) for k, gap in gaps.items()}
+    about = {"estimator": ESTIMATOR, "sets": 2 * half, "seed": seed, "error": error}
+    mean_shapley = (shapley[0] + shapley[1]) / 2
+    return Interactions(
+        metrics,
+        None,
+        mean_shapley,
+        torch.full_like(mean_shapley, float("nan")),
+        (pairs[0] + pairs[1]) / 2,
+        about,
+    )
+
+
+def _kernel_shapiq(
+    measure: Measure, n_heads: int, budget: int, seed: int
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """One KernelSHAPIQ estimate of every metric: the sets it samples are measured in one call,
+    then each metric is read off that table (the sampler depends on the seed alone)."""
+    import shapiq
+
+    values: dict[bytes, dict[str, float]] = {}
+
+    def game(metric: str) -> Callable[[np.ndarray], np.ndarray]:
+        def value(coalitions: np.ndarray) -> np.ndarray:
+            new = [c for c in coalitions if c.tobytes() not in values]
+            if new:
+                measured = measure(torch.from_numpy(np.stack(new)).bool())
+                for k, c in enumerate(new):
+                    values[c.tobytes()] = {m: float(v[k]) for m, v in measured.items()}
+            return np.array([values[c.tobytes()][metric] for c in coalitions])
+
+        return value
+
+    first = measure(torch.zeros(1, n_heads, dtype=torch.bool))
+    shapley, pairs = {}, {}
+    for metric in first:
+        approximator = shapiq.KernelSHAPIQ(n_heads, max_order=2, index="SII", random_state=seed)
+        found = approximator.approximate(budget, game(metric))
+        shapley[metric] = torch.tensor([found[(i,)] for i in range(n_heads)], dtype=torch.float64)
+        pairs[metric] = torch.zeros(n_heads, n_heads, dtype=torch.float64)
+        for i, j in itertools.combinations(range(n_heads), 2):
+            pairs[metric][i, j] = pairs[metric][j, i] = found[(i, j)]
+    return shapley, pairs
+
+
+VERDICT_CUT = 1 / 3
+"""`verdict`'s threshold on the cooperation index."""
+FLAT_GAIN = 0.02
+"""A metric that moves less than this from no heads to all heads has no cooperation index:
+dividing by a gain within a few examples' worth of accuracy would only amplify noise."""
+
+
+def cooperation_index(
+    pairs: Float[torch.Tensor, "*game head head_"], gain: Float[torch.Tensor, "*game"]
+) -> Float[torch.Tensor, "*game"]:
+    """The mean Shapley interaction of a pair of heads, in units of |gain| / (n - 1), where
+    the gain is v(all) - v(none).
+
+    On it the reference games sit at fixed points whatever their size: -1 for a pure ensemble
+    (any one head does all the work: v(S) = v(all) for every non-empty S), 0 for an additive
+    game (each head adds its own share), +1 when only all heads together do the work. Its sign
+    is the sign of the mean interaction. NaN where the metric does not move (|gain| below
+    `FLAT_GAIN`).
+
+    >>> n = 4  # a pure ensemble of four identical heads
+    >>> v = torch.tensor([0.0] + [1.0] * (2**n - 1))
+    >>> cooperation_index(pair_interactions(dividends(v)), v[-1] - v[0]).item()
+    -1.0
+    """
+    n = pairs.shape[-1]
+    upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
+    mean = pairs[..., upper].mean(-1)
+    gain = torch.as_tensor(gain, dtype=mean.dtype)
+    return torch.where(gain.abs() >= FLAT_GAIN, mean * (n - 1) / gain.abs(), torch.nan)
+
+
+def verdict(index: float) -> str:
+    """'substitutes' (index <= -1/3: the heads make each other redundant, a pseudo-ensemble),
+    'complements' (index >= 1/3: they do together what they do not alone), 'mixed' between,
+    'flat' where the metric does not move."""
+    if index != index:  # NaN
+        return "flat"
+    if index <= -VERDICT_CUT:
+        return "substitutes"
+    return "complements" if index >= VERDICT_CUT else "mixed"
+
+
+def verdicts(shapley: Any, pairs: Any) -> Any:
+    """Per metric of saved shapley.csv and pair_interactions.csv frames: the gain v(all) -
+    v(none) (the sum of the Shapley values, by efficiency), the mean pair interaction, the
+    `cooperation_index` and its `verdict`."""
+    import pandas as pd
+
+    rows = []
+    for metric, group in pairs.groupby("metric", sort=False):
+        n = int((shapley["metric"] == metric).sum())
+        gain = float(shapley.loc[shapley["metric"] == metric, "shapley"].sum())
+        matrix = torch.zeros(n, n, dtype=torch.float64)
+        for heads, value in zip(group["heads"], group["interaction"], strict=True):
+            i, j = map(int, str(heads).split())
+            matrix[i, j] = matrix[j, i] = value
+        index = cooperation_index(matrix, torch.tensor(gain, dtype=torch.float64)).item()
+        mean = float(group["interaction"].mean())
+        rows.append([metric, gain, mean, index, verdict(index)])
+    columns = ["metric", "gain", "mean_pair_interaction", "cooperation_index", "verdict"]
+    return pd.DataFrame(rows, columns=columns)

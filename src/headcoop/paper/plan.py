@@ -15,6 +15,7 @@ from typing import Any
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
 from headcoop.files import config_key
+from headcoop.tasks.count01 import QUICK_SPLITS
 
 SELECTED = "selected.json"
 """The file in a lab's output directory that names the setting it selected."""
@@ -40,14 +41,6 @@ PAPER_TABLE1 = (
     Table1Row(1, 650, 1),
     Table1Row(1, 20, 64),
 )
-
-
-QUICK_SPLITS = {
-    "train": {"size": 600, "n01": (0, 100), "n2": (0, 100)},
-    "val": {"size": 200, "n01": (101, 150), "n2": (0, 150)},
-    "test": {"size": 300, "n01": (151, 200), "n2": (0, 200)},
-}
-"""Count01 splits of the quick plans: the paper's count ranges, few examples."""
 
 
 @dataclass(frozen=True)

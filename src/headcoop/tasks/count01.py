@@ -42,6 +42,14 @@ def _paper_splits() -> dict[str, SplitSpec]:
     }
 
 
+QUICK_SPLITS = {
+    "train": {"size": 600, "n01": (0, 100), "n2": (0, 100)},
+    "val": {"size": 200, "n01": (101, 150), "n2": (0, 150)},
+    "test": {"size": 300, "n01": (151, 200), "n2": (0, 200)},
+}
+"""The paper's count ranges with few examples: the splits of every ``--quick`` pipeline check."""
+
+
 def answer(n0: torch.Tensor, n1: torch.Tensor) -> torch.Tensor:
     """The answer token id: '4' if there are more 1s than 0s, else '5' (ties give '5')."""
     return torch.where(n1 > n0, FOUR, FIVE)
