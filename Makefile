@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused bench-analyze lint clean
+.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor cooperation figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer explore lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -18,9 +18,12 @@ help:
 	@echo "make test       run the test suite (<10 min on 2 cores)"
 	@echo "make train      train and evaluate the paper's model (d_model 32, 16 heads) in $(RUNS)/paper"
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
+	@echo "make explore    that model's head explorer: $(RUNS)/paper/explore/explorer.html"
 	@echo "make bench      speed: full sequences vs bags, stacked sweeps, CPU kernel, all-subsets"
 	@echo "make trace      attention decomposition: 3 induction models and a Count01 model, traced"
 	@echo "make successor  successor heads: 5 one-layer models and a two-layer one, scored and steered"
+	@echo "make cooperation do heads compete or cooperate? every task's models x 3 seeds, their"
+	@echo "                interactions in $(RUNS)/cooperation (QUICK=1: small splits, two epochs)"
 	@echo "make lint       ruff check and format check"
 	@echo "make test-tl3   the suite under transformer-lens 3 (own venv), then 4 vs 3 side by side"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
@@ -50,17 +53,19 @@ test-tl3: $(STAMP) $(STAMP_TL3) chromium
 	$(VENV_TL3)/bin/python -m pytest -q -p no:cacheprovider
 	$(PY) scripts/check_tl_versions.py --other $(VENV_TL3)/bin/python
 
-# PNG export (kaleido) and the report's browser test need a Chromium. Install Debian's when it
-# is missing and we are root; otherwise say so: PNGs are then skipped and the test is skipped.
+# PNG export (kaleido) and the browser tests need a Chromium, and the explorer's test its
+# driver. Install Debian's when either is missing and we are root; otherwise say so: PNGs are
+# then skipped and so are the tests.
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { \
+	@{ command -v chromium && command -v chromedriver; } >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing Debian's chromium (for PNGs and the report's browser test)"; \
-	    { apt-get install -y -qq chromium >/dev/null 2>&1 || \
-	      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq chromium >/dev/null 2>&1; }; } || \
-	    echo "chromium could not be installed: PNGs and the browser test will be skipped"; \
+	    echo "installing Debian's chromium and chromium-driver (PNGs, browser tests)"; \
+	    { apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1 || \
+	      { apt-get update -qq >/dev/null 2>&1 && \
+	        apt-get install -y -qq chromium chromium-driver >/dev/null 2>&1; }; } || \
+	    echo "chromium could not be installed: PNGs and the browser tests will be skipped"; \
 	  else \
-	    echo "no chromium, and no root to install it: PNGs and the browser test will be skipped"; \
+	    echo "no chromium, and no root to install it: PNGs and the browser tests will be skipped"; \
 	  fi; }
 
 test: $(STAMP) chromium
@@ -98,6 +103,9 @@ train: $(STAMP)
 analyze: train
 	$(VENV)/bin/headcoop analyze $(RUNS)/paper --out $(RUNS)/paper/analysis
 
+explore: train
+	$(VENV)/bin/headcoop explore $(RUNS)/paper --out $(RUNS)/paper/explore
+
 # Sparse attention decomposition: two-layer induction models (3 seeds) and the paper's Count01
 # model, trained once (reruns only trace) and traced into $(RUNS)/trace/*/trace.
 INDUCTION := --task induction --n-layers 2 --positional --no-layernorm --n-ctx 17 --d-model 32 \
@@ -123,7 +131,12 @@ successor: $(STAMP)
 	  $(VENV)/bin/headcoop successor $$dir --out $$dir/analysis || exit 1; \
 	done
 
-bench: bench-train bench-subsets bench-sweep bench-fused bench-analyze
+# Interactions of heads across tasks: every task's usual shape x 3 seeds, trained once (reruns
+# only read), analysed, into $(RUNS)/cooperation/cooperation.csv and cooperation.html.
+cooperation: $(STAMP)
+	$(VENV)/bin/headcoop cooperation --out $(RUNS)/cooperation$(if $(QUICK),-quick --quick)
+
+bench: bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer
 
 bench-train: $(STAMP)
 	$(PY) scripts/bench_train.py
@@ -139,6 +152,9 @@ bench-subsets: train
 
 bench-analyze: train
 	$(PY) scripts/bench_analyze.py $(RUNS)/paper
+
+bench-explorer: train chromium
+	$(PY) scripts/bench_explorer.py $(RUNS)/paper --out $(RUNS)/paper/explore
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests scripts examples

@@ -17,7 +17,7 @@ from headcoop.paper.figures import make_figures
 from headcoop.paper.items import ITEMS as REPORT_ITEMS
 from headcoop.paper.plan import Plan
 
-ITEMS = [f"fig{n:02d}" for n in range(1, 16)] + ["table1", "appendix_a"]
+ITEMS = [f"fig{n:02d}" for n in range(1, 16)] + ["table1", "cooperation", "appendix_a"]
 CHROMIUM = shutil.which("chromium")
 
 
@@ -53,6 +53,11 @@ def test_every_item_is_written_with_its_data(report):
     assert ("skipped" in summary["png"]) == (CHROMIUM is None)
     assert set(summary["seconds"]["stages"]) >= {"Table 1", "Fig 2 grid", "trajectories"}
     assert summary["machine"]["cores"] >= 1 and summary["machine"]["torch"]
+    index = (out / "index.html").read_text()
+    for seed in plan.main_seeds:  # each main model's explorer, linked from the report
+        page = out / "explore" / f"seed_{seed}" / "explorer.html"
+        assert f'href="explore/seed_{seed}/explorer.html"' in index
+        assert page.read_text().count('"name":"L0H') >= plan.model.n_heads
 
 
 def test_the_report_lists_every_item_once_from_the_registry():
@@ -76,6 +81,13 @@ def test_the_comparison_judges_the_registrys_claims_on_every_main_model(report):
     judged["holds"], judged["holds_direct"] = [False] * n_models, [True] * n_models
     eos = row("eos.pairs", compare_with_paper(summary))
     assert (eos["verdict"], eos["verdict_direct"]) == ("disagrees", "agrees")
+    (semantics,) = [r for r in summary["paper_comparison"] if r["paper"].startswith("on the sem")]
+    (syntax,) = [r for r in summary["paper_comparison"] if r["paper"].startswith("only the syn")]
+    verdicts = {m: row["verdict"] for m, row in summary["cooperation"].items()}
+    ensemble = all(verdicts[m] == "substitutes" for m in ("s_acc", "l_acc", "roc_auc"))
+    assert semantics["verdict"] == ("agrees" if ensemble else "disagrees")
+    together = verdicts["eos_l_acc"] == "complements"
+    assert syntax["verdict"] == ("agrees" if together else "disagrees")
     html = (report / "out" / "index.html").read_text()
     assert "with the direct path kept" in html and "direct path (embedding" in html
     assert "make claims" in html  # no lab in this cache: the report says how to run it

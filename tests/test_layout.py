@@ -18,6 +18,7 @@ LAYERS = (
     ("metrics",),
     ("training",),
     ("heads",),
+    ("explore",),
     ("paper", "trace", "successor", "cooperation"),
     ("cli",),
 )

@@ -1,11 +1,12 @@
 """headcoop: how attention heads share work, in small transformers.
 
 The data flow follows the subpackages: tasks -> engine (the one door `engine.run`, over bags,
-stacks and full sequences) -> metrics (attribution, subsets, separation, attention, classes)
--> training (trainer, checkpoints, sweeps) -> heads (the per-model head analyses every study
-uses) -> the studies, one folder each: paper (figures, Table 1, the claims lab), trace (sparse
-attention decomposition), successor (successor heads) -> cli. The public names below are
-imported lazily, so that ``import headcoop`` (and ``headcoop --help``) stays fast:
+stacks and full sequences) -> metrics (attribution, subsets, separation, attention, classes,
+interactions) -> training (trainer, checkpoints, sweeps) -> heads (the per-model head analyses
+every study uses) -> explore (one interactive page per model) -> the studies, one folder each:
+paper (figures, Table 1, the claims lab), trace (sparse attention decomposition), successor
+(successor heads), cooperation (interactions of heads across tasks) -> cli. The public names
+below are imported lazily, so that ``import headcoop`` (and ``headcoop --help``) stays fast:
 transformer_lens takes seconds to import.
 
 >>> import headcoop
@@ -66,6 +67,9 @@ _EXPORTS = {
     "weight_ratio": "headcoop.metrics.attention",
     "HeadAnalysis": "headcoop.heads.analyze",
     "analyze": "headcoop.heads.analyze",
+    "read_analysis": "headcoop.heads.analyze",
+    "Interactions": "headcoop.metrics.interactions",
+    "explore": "headcoop.explore.build",
     "attention_sweep": "headcoop.heads.interventions",
     "intervention_curves": "headcoop.heads.interventions",
     "trajectory": "headcoop.heads.dynamics",

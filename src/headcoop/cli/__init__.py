@@ -2,8 +2,8 @@
 
 One ``add_*`` function per command declares its flags beside its ``run_*`` handler: the
 commands on one model in `model_commands` (tasks, train, eval, analyze), the studies' in
-`study_commands` (trace, successor, figures, claims, cooperation). Heavy imports (torch,
-transformer_lens) happen inside the handlers, so ``--help`` is instant.
+`study_commands` (trace, successor, figures, claims, cooperation, explore). Heavy imports
+(torch, transformer_lens) happen inside the handlers, so ``--help`` is instant.
 """
 
 import argparse
@@ -29,6 +29,7 @@ COMMANDS = (
     study_commands.add_figures,
     study_commands.add_claims,
     study_commands.add_cooperation,
+    study_commands.add_explore,
 )
 """Every command, in the order ``headcoop --help`` lists them."""
 

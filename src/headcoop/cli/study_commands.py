@@ -240,3 +240,46 @@ def run_cooperation(args: argparse.Namespace) -> None:
         f"cooperation: {Path(args.out) / 'cooperation.html'} ({len(tasks)} tasks x "
         f"{args.seeds} seeds; verdicts over metrics and seeds: {counts})"
     )
+
+
+def add_explore(commands: Any) -> None:
+    explorer = commands.add_parser(
+        "explore",
+        help="one interactive page per model: every head's numbers, circuits and partners",
+        description="Write OUT/explorer.html, a self-contained page (no network) for any "
+        "checkpoint `analyze` reads: a grid of heads (sortable), and for the head clicked (or "
+        "named in the address, #L0H3) its numbers as in heads.csv, QK and OV circuits, "
+        "margins, outputs with the value vectors, strongest partners by pair interaction and, "
+        "where they exist, its pattern-intervention curve, its course over the saved epochs "
+        "and its succession scores. The analysis it shows is saved beside it (reused when it "
+        "is of the same weights).",
+    )
+    add_checkpoint(explorer)
+    add_device(explorer)
+    explorer.add_argument("--serve", action="store_true",
+                          help="then serve the page on 127.0.0.1 until Ctrl-C")  # fmt: skip
+    explorer.add_argument("--port", type=Rule(int, 0, 65535).parse, default=0,
+                          help="the port for --serve (0: any free one)")  # fmt: skip
+    explorer.set_defaults(run=_owning_out(run_explore))
+
+
+def run_explore(args: argparse.Namespace) -> None:
+    from headcoop.explore.build import explore
+
+    log_progress("headcoop.explore")
+    page = explore(args.checkpoint, args.out, chosen_task(args), args.device)
+    size = page.stat().st_size / 1e6
+    print(f"explorer: {page} ({size:.2f} MB)")
+    if args.serve:
+        _serve(page, args.port)
+
+
+def _serve(page: Path, port: int) -> None:
+    """Serve ``page``'s directory on 127.0.0.1 and print the page's address, until Ctrl-C."""
+    import functools
+    import http.server
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(page.parent))
+    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
+        print(f"serving http://127.0.0.1:{server.server_address[1]}/{page.name} (Ctrl-C stops)")
+        server.serve_forever()

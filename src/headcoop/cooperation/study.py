@@ -60,7 +60,7 @@ SHAPES = {
 """Count01: the paper's model; induction and successor: the models of ``make trace`` and
 ``make successor``; Plurality as Count01; Histogram with 8 heads (full sequences)."""
 
-ANALYSIS_BUDGET = 60.0
+ANALYSIS_BUDGET = 120.0
 """Seconds the pass over all sets of one model may take by its estimate (`analyze`'s budget):
 where s-acc over all sets would take longer, its game is left out for that model."""
 

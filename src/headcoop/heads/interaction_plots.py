@@ -3,10 +3,14 @@ dividends by set size, the pair-interaction matrix and the Shapley values agains
 head weight. Every report of one model (`headcoop.heads.report`) and the paper study's
 "Do heads compete or cooperate?" item draw them with these functions."""
 
+from typing import Any
+
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
+
+from headcoop.metrics.interactions import VERDICT_CUT, verdicts
 
 COLOURS = qualitative.Plotly + qualitative.D3
 """One colour per metric, the same in every panel of a figure."""
@@ -16,22 +20,29 @@ def spectrum_figure(spectrum: dict[str, dict[str, list[float]]], metrics: list[s
     """Per set size (1 up), the sum of the dividends (signed) and the share of their absolute
     mass, one line per metric: mass at size 1 means additive heads; negative mass at sizes 2+
     means substitutes, positive mass complements."""
-    figure = make_subplots(
-        rows=1,
-        cols=2,
-        subplot_titles=("sum of dividends by set size", "share of |dividends| by set size"),
-    )
+    figure = make_subplots(rows=1, cols=2, subplot_titles=SPECTRUM_TITLES)
+    add_spectrum(figure, spectrum, metrics, row=1)
+    return figure.update_layout(title="Harsanyi dividends by set size", height=420)
+
+
+SPECTRUM_TITLES = ("sum of dividends by set size", "share of |dividends| by set size")
+
+
+def add_spectrum(
+    figure: go.Figure, spectrum: dict[str, dict[str, list[float]]], metrics: list[str], row: int
+) -> None:
+    """The two panels of `spectrum_figure`, in columns 1 and 2 of ``row``."""
     for metric, colour in zip(metrics, COLOURS, strict=False):
         total, absolute = spectrum[metric]["sum"][1:], spectrum[metric]["sum_abs"][1:]
         sizes = list(range(1, len(total) + 1))
         mass = sum(absolute) or 1.0
         style = {"name": metric, "legendgroup": metric, "mode": "lines+markers"}
         style["line_color"] = colour
-        figure.add_trace(go.Scatter(x=sizes, y=total, **style), row=1, col=1)
+        figure.add_trace(go.Scatter(x=sizes, y=total, **style), row=row, col=1)
         shares = [a / mass for a in absolute]
-        figure.add_trace(go.Scatter(x=sizes, y=shares, showlegend=False, **style), row=1, col=2)
-    figure.update_xaxes(title_text="set size", dtick=1)
-    return figure.update_layout(title="Harsanyi dividends by set size", height=420)
+        figure.add_trace(go.Scatter(x=sizes, y=shares, showlegend=False, **style), row=row, col=2)
+    for col in (1, 2):
+        figure.update_xaxes(title_text="set size", dtick=2, row=row, col=col)
 
 
 def pair_matrix_figure(
@@ -39,11 +50,20 @@ def pair_matrix_figure(
 ) -> go.Figure:
     """The Shapley interaction index of every pair of heads, one matrix per metric (red:
     complements, blue: substitutes; each matrix on its own symmetric scale)."""
-    names = heads["name"].tolist() if "name" in heads else heads["head"].astype(str).tolist()
     figure = make_subplots(rows=1, cols=len(metrics), subplot_titles=metrics)
+    add_pair_matrices(figure, heads, pairs, metrics, row=1)
+    height = 360 if len(heads) <= 8 else 460
+    return figure.update_layout(title=title or "pair interactions (Shapley index)", height=height)
+
+
+def add_pair_matrices(
+    figure: go.Figure, heads: pd.DataFrame, pairs: pd.DataFrame, metrics: list[str], row: int
+) -> None:
+    """One matrix per metric in columns 1, 2, ... of ``row``."""
+    names = heads["name"].tolist() if "name" in heads else heads["head"].astype(str).tolist()
     for k, metric in enumerate(metrics):
         matrix = _pair_matrix(pairs[pairs["metric"] == metric], len(names))
-        scale = max(abs(v) for row in matrix for v in row) or 1.0
+        scale = max(abs(v) for line in matrix for v in line) or 1.0
         figure.add_trace(
             go.Heatmap(
                 z=matrix,
@@ -52,15 +72,13 @@ def pair_matrix_figure(
                 zmin=-scale,
                 zmax=scale,
                 colorscale="RdBu_r",
-                showscale=k == len(metrics) - 1,
+                showscale=False,
                 hovertemplate="%{y} + %{x}: %{z:.4f}<extra>" + metric + "</extra>",
             ),
-            row=1,
+            row=row,
             col=k + 1,
         )
-    figure.update_yaxes(autorange="reversed")
-    height = 360 if len(names) <= 8 else 460
-    return figure.update_layout(title=title or "pair interactions (Shapley index)", height=height)
+        figure.update_yaxes(autorange="reversed", row=row, col=k + 1)
 
 
 def _pair_matrix(pairs: pd.DataFrame, n: int) -> list[list[float]]:
@@ -88,3 +106,31 @@ def shapley_figure(heads: pd.DataFrame, shapley: pd.DataFrame, metrics: list[str
     figure.update_xaxes(title_text="head weight", row=1, col=2)
     figure.update_yaxes(title_text="Shapley value", row=1, col=1)
     return figure.update_layout(title="Shapley values of single heads", height=420)
+
+
+def cooperation_figure(found: dict[str, Any], metrics: list[str], title: str) -> go.Figure:
+    """Of three ``metrics`` of one analysis: the spectrum and each metric's cooperation index
+    (top), the pair matrices (bottom)."""
+    figure = make_subplots(
+        rows=2,
+        cols=3,
+        subplot_titles=(*SPECTRUM_TITLES, "cooperation index", *metrics),
+        vertical_spacing=0.14,
+    )
+    add_spectrum(figure, found["summary"]["interaction_spectrum"], metrics, row=1)
+    found_verdicts = verdicts(found["shapley"], found["pair_interactions"]).set_index("metric")
+    index = found_verdicts.loc[metrics, "cooperation_index"]
+    bars = go.Bar(
+        x=metrics,
+        y=index,
+        marker_color=COLOURS[: len(metrics)],
+        text=found_verdicts.loc[metrics, "verdict"],
+        textposition="outside",
+        showlegend=False,
+    )
+    figure.add_trace(bars, row=1, col=3)
+    for cut in (-VERDICT_CUT, VERDICT_CUT):
+        figure.add_hline(y=cut, line_dash="dot", row=1, col=3)
+    figure.update_yaxes(range=[-1.2, 1.2], row=1, col=3)
+    add_pair_matrices(figure, found["heads"], found["pair_interactions"], metrics, row=2)
+    return figure.update_layout(title=title, height=820)

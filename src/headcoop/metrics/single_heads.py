@@ -53,7 +53,7 @@ def measure_models(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
     decision = read_names(task)[task.decision]
     out, head = [], 0
     for model, result in zip(models, metrics, strict=True):
-        n = model.cfg.n_heads
+        n = model.cfg.n_layers * model.cfg.n_heads  # every layer's heads, layer-major
         out.append(
             {
                 "test_accuracy": result[decision],

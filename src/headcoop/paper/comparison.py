@@ -20,7 +20,7 @@ def compare_with_paper(summary: dict[str, Any]) -> list[dict[str, str]]:
     sweeps, which no single model can show."""
     judgements = [claim.judged(summary["claims"][claim.id]) for claim in CLAIMS]
     judgements += _accuracy_statements(summary) + _table1_statements(summary)
-    judgements += _minimal_and_fig10_statements(summary)
+    judgements += _minimal_and_fig10_statements(summary) + _cooperation_statements(summary)
     return [j.row() for j in judgements]
 
 
@@ -93,6 +93,44 @@ def _minimal_and_fig10_statements(summary: dict[str, Any]) -> list[Judgement]:
             measured=f"Pearson r = {r:.3f}",
             criterion="r > 0",
             agrees=bool(r > 0),
+        ),
+    ]
+
+
+def _cooperation_statements(summary: dict[str, Any]) -> list[Judgement]:
+    """The paper's answer against the interactions of the first main model's heads
+    (`headcoop.metrics.interactions`): substitutes on the semantics ('4' or '5' at '='),
+    complements on the syntax (the [EOS] after it)."""
+    found = summary.get("cooperation")
+    if not found:
+        return []
+
+    def said(metric: str) -> str:
+        index = found[metric]["cooperation_index"]  # None where the metric is flat
+        return f"{metric} {'-' if index is None else f'{index:+.2f}'} ({found[metric]['verdict']})"
+
+    semantics = [m for m in ("s_acc", "l_acc", "roc_auc") if m in found]
+    direct = [m for m in ("l_acc_direct", "roc_auc_direct") if m in found]
+    return [
+        Judgement(
+            paper="on the semantics of counting the heads act as a pseudo-ensemble (Abstract, "
+            "Sec. 6.1)",
+            measured="cooperation index: " + ", ".join(map(said, semantics)),
+            criterion="substitutes (index <= -1/3) on every metric at '='",
+            agrees=all(found[m]["verdict"] == "substitutes" for m in semantics),
+            measured_direct=", ".join(map(said, direct)) or None,
+            agrees_direct=all(found[m]["verdict"] == "substitutes" for m in direct)
+            if direct
+            else None,
+        ),
+        Judgement(
+            paper="only the syntax (ending with [EOS]) brings in cooperation among the heads "
+            "(Sec. 3)",
+            measured="cooperation index: " + said("eos_l_acc")
+            if "eos_l_acc" in found
+            else "not measured",
+            criterion="complements (index >= 1/3) on the [EOS] l-acc",
+            agrees=found["eos_l_acc"]["verdict"] == "complements" if "eos_l_acc" in found else None,
         ),
     ]
 

@@ -10,6 +10,7 @@ Output directory layout::
       table1.csv            Table 1
       data/*.csv            the measurements behind the figures
       summary.json          the key numbers
+      explore/seed_*/       each main model's head explorer (explorer.html, no network)
 """
 
 import json
@@ -22,6 +23,7 @@ import pandas as pd
 
 from headcoop import pages
 from headcoop.device import Device
+from headcoop.explore.build import explore
 from headcoop.files import write_atomic
 from headcoop.paper.comparison import compare_with_paper
 from headcoop.paper.compute import FigureData, measure_all
@@ -79,7 +81,8 @@ def make_figures(
         "total": round(time.perf_counter() - clock, 1),
     }
     write_atomic(out / "summary.json", json.dumps(summary, indent=2, default=float) + "\n")
-    page = index_html(items, summary, plan, png_note, _lab_section(claims), note)
+    sections = _lab_section(claims) + _explorers(data, out)
+    page = index_html(items, summary, plan, png_note, sections, note)
     write_atomic(out / "index.html", page)
     return summary
 
@@ -92,6 +95,26 @@ def _lab_section(claims: str | Path | None) -> str:
     return (
         "<section id='claims-lab'><h2>The claims lab</h2><p>Not run yet: <code>make claims"
         "</code> finds which training choices make each finding hold.</p></section>"
+    )
+
+
+def _explorers(data: FigureData, out: Path) -> str:
+    """The head explorer of each main model (made once into the cache, then copied into
+    ``out/explore``), and the report's section that links them."""
+    links = []
+    for seed in data.plan.main_seeds:
+        cached = data.root / "explore" / f"seed_{seed}" / "explorer.html"
+        if not cached.exists():
+            log.info("writing the head explorer of seed %d", seed)
+            model, analysis = data.main_model(seed), data.analysis(seed)
+            explore(model, cached.parent, data.task, analysis=analysis)
+        page = out / "explore" / f"seed_{seed}" / "explorer.html"
+        write_atomic(page, cached.read_bytes())
+        links.append(f'<li><a href="{page.relative_to(out)}">seed {seed}</a></li>')
+    return (
+        "<section id='explorers'><h2>Head explorers</h2><p>One interactive page per main "
+        "model: click a head for its numbers, circuits, outputs and partners.</p>"
+        f"<ul>{''.join(links)}</ul></section>"
     )
 
 

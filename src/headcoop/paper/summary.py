@@ -14,6 +14,7 @@ import torch
 from headcoop.heads.dynamics import weighted_s_acc_correlation
 from headcoop.metrics.attribution import SUFFIX
 from headcoop.metrics.classes import CHANCE_MARGIN, HEAD_CLASSES, SUCCESSFUL, class_shares
+from headcoop.metrics.interactions import verdicts
 from headcoop.paper import plots_heads, plots_runs
 from headcoop.paper.claims import BIAS_TOLERANCE, CLAIMS
 from headcoop.paper.compute import FigureData
@@ -68,6 +69,9 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
     if "subsets" in first:
         by_size = first["subsets"].groupby("size")[["s_acc", "roc_auc", "l_acc"]].mean()
         summary["subset_means_by_size"] = json.loads(by_size.to_json(orient="index"))
+    if "shapley" in first:
+        found = verdicts(first["shapley"], first["pair_interactions"])
+        summary["cooperation"] = json.loads(found.set_index("metric").to_json(orient="index"))
     return summary
 
 

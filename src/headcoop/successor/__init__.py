@@ -10,6 +10,13 @@ a DataFrame of layer, head, path, domain and score for a model trained on the ``
 task.
 """
 
+from headcoop.heads.succession import (
+    SUCCESSOR_THRESHOLD,
+    effective_ov,
+    head_inputs,
+    succession_scores,
+    successor_heads,
+)
 from headcoop.successor.periodic import (
     ablation_importance,
     dictionary_features,
@@ -19,13 +26,6 @@ from headcoop.successor.periodic import (
     residue_shares,
     steer,
     svd_features,
-)
-from headcoop.successor.scores import (
-    SUCCESSOR_THRESHOLD,
-    effective_ov,
-    head_inputs,
-    succession_scores,
-    successor_heads,
 )
 
 __all__ = [

@@ -28,7 +28,7 @@ import torch
 from jaxtyping import Float
 
 from headcoop.compat import Model
-from headcoop.successor.scores import domain_scores, effective_ov, head_inputs
+from headcoop.heads.succession import domain_scores, effective_ov, head_inputs
 
 MODULI = (2, 5, 7, 10, 12)
 

@@ -22,6 +22,13 @@ from headcoop import pages
 from headcoop.engine.run import predict
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
+from headcoop.heads.succession import (
+    SUCCESSOR_THRESHOLD,
+    effective_ov,
+    head_inputs,
+    succession_scores,
+    successor_heads,
+)
 from headcoop.runinfo import machine
 from headcoop.successor.periodic import (
     ablation_importance,
@@ -29,13 +36,6 @@ from headcoop.successor.periodic import (
     find_features,
     residue_means,
     steer,
-)
-from headcoop.successor.scores import (
-    SUCCESSOR_THRESHOLD,
-    effective_ov,
-    head_inputs,
-    succession_scores,
-    successor_heads,
 )
 from headcoop.tasks.base import Task
 from headcoop.training.checkpoint import load_with_task
