@@ -114,7 +114,8 @@ class Ablation:
         """The model's own computation after the last attention layer, at one position."""
         block = self.model.blocks[self.model.cfg.n_layers - 1]
         post = mid if self.model.cfg.attn_only else mid + block.mlp(block.ln2(mid))
-        final = self.model.ln_final(post)[:, 0]
+        norm = getattr(self.model, "ln_final", None)  # TransformerLens 3 has none without one
+        final = (post if norm is None else norm(post))[:, 0]
         return final @ self.model.W_U[:, tokens] + self.model.b_U[tokens]
 
     def _run_prefixes(self, prefixes: Bool[torch.Tensor, "prefix head"]) -> None:
