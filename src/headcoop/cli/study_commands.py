@@ -182,6 +182,23 @@ def add_claims(commands: Any) -> None:
     claims.add_argument(
         "--quick", action="store_true", help="small splits, three factors: checks the pipeline"
     )
+    claims.add_argument(
+        "--search",
+        type=Rule(int, 1, 100_000).parse,
+        default=None,
+        metavar="N",
+        help="instead of the grid, an Optuna search over every factor until the study in OUT "
+        "holds N search trials (a rerun with a larger N adds to it; a killed one resumes): "
+        "writes trials.csv, pareto.csv, importance.csv, selected.json and search.html",
+    )
+    claims.add_argument("--batch", type=Rule(int, 1, 1024).parse, default=4,
+                        help="trials asked and trained at once by --search")  # fmt: skip
+    claims.add_argument(
+        "--executor",
+        choices=("local", "slurm"),
+        default=None,
+        help="train each setting as a submitit job, on this machine or a Slurm cluster",
+    )
     _add_run_flags(
         claims,
         "processes that train settings at once (unset: one per core on the CPU, one on a GPU)",
@@ -196,6 +213,9 @@ def run_claims(args: argparse.Namespace) -> None:
 
     _prepare_paper_dirs(args)
     plan = Plan.quick() if args.quick else Plan.paper()
+    if args.search is not None:
+        _run_search(args, plan)
+        return
     result = run_lab(
         plan, args.cache, progress=not args.quiet, device=args.device, workers=args.workers
     )
@@ -283,3 +303,23 @@ def _serve(page: Path, port: int) -> None:
     with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
         print(f"serving http://127.0.0.1:{server.server_address[1]}/{page.name} (Ctrl-C stops)")
         server.serve_forever()
+
+
+def _run_search(args: argparse.Namespace, plan: Any) -> None:
+    import os
+    import time
+
+    from headcoop.paper.search import SearchRun, search
+    from headcoop.paper.search_report import write_search
+
+    clock = time.perf_counter()
+    workers = args.workers or (os.cpu_count() or 1)
+    run = SearchRun(args.batch, workers, args.executor, args.device, not args.quiet)
+    study = search(plan, args.cache, args.out, args.search, run)
+    summary = write_search(study, plan, args.out, time.perf_counter() - clock)
+    chosen = summary["selected"]
+    print(
+        f"claims search: {Path(args.out) / 'search.html'} ({summary['trials']} trials, "
+        f"{summary['seconds']:.0f} s; selected trial {chosen['trial']}: {chosen['held']:.2f} "
+        f"calibration claims per seed at {chosen['cost']:.1f} models)"
+    )

@@ -31,6 +31,7 @@ from headcoop.paper.html import index_html
 from headcoop.paper.items import render
 from headcoop.paper.lab_report import SECTION
 from headcoop.paper.plan import Plan
+from headcoop.paper.search_report import SEARCH_SECTION
 from headcoop.paper.summary import key_numbers
 from headcoop.runinfo import machine
 
@@ -91,7 +92,8 @@ def _lab_section(claims: str | Path | None) -> str:
     """The claims lab's section of the report, from its output directory, if it ran."""
     lab = Path(claims) / SECTION if claims is not None else None
     if lab is not None and lab.exists():
-        return lab.read_text()
+        search = lab.parent / SEARCH_SECTION
+        return lab.read_text() + (search.read_text() if search.exists() else "")
     return (
         "<section id='claims-lab'><h2>The claims lab</h2><p>Not run yet: <code>make claims"
         "</code> finds which training choices make each finding hold.</p></section>"

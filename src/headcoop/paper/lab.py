@@ -26,7 +26,13 @@ from headcoop.paper.claims import CLAIMS, Claim
 from headcoop.paper.evidence import SNAPSHOT_EPOCH, Evidence, measure_evidence
 from headcoop.paper.plan import Plan
 from headcoop.tasks.base import Task
-from headcoop.training.sweep import Experiment, pending_stacks, run_sweep, run_workers
+from headcoop.training.sweep import (
+    Experiment,
+    pending_stacks,
+    run_jobs,
+    run_sweep,
+    run_workers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -148,11 +154,9 @@ def run_lab(
 
     def judge(settings: Sequence[Setting], stage: str) -> pd.DataFrame:
         clock = time.perf_counter()
-        _train_in_workers(plan, settings, task, sweep_dir, workers, progress, device)
+        found = train_settings(plan, settings, task, sweep_dir, workers, progress, device)
         rows = []
-        for k, s in enumerate(settings):
-            log.info("setting %d of %d: %s", k + 1, len(settings), s.name)
-            evidence = _train_setting(plan, s, task, sweep_dir, progress, device)
+        for s, evidence in zip(settings, found, strict=True):
             for seed, one in zip(plan.lab.seeds, evidence, strict=True):
                 rows += claim_rows(s.name, seed, one)
         seconds[stage] = round(time.perf_counter() - clock, 1)
@@ -169,7 +173,7 @@ def run_lab(
     return LabResult(plan, settings, kinds, claims, seconds, str(device), workers)
 
 
-def _train_in_workers(
+def train_settings(
     plan: Plan,
     settings: Sequence[Setting],
     task: Task,
@@ -177,18 +181,34 @@ def _train_in_workers(
     workers: int,
     progress: bool,
     device: Device,
-) -> None:
-    """Train and measure the settings without results, ``workers`` at once (with one worker,
-    `_train_setting` trains each in turn)."""
+    executor: str | None = None,
+) -> list[list[Evidence]]:
+    """Each setting's evidence, seed by seed. The settings without results train first:
+    ``workers`` at once, or each as a submitit job under ``executor`` ('local', 'slurm');
+    with one worker, in turn in this process."""
     calls = []
     for s in settings:
         model, train = s.configs(plan)
-        stack = [Experiment(model, seed) for seed in plan.lab.seeds]
-        if pending_stacks(task, [stack], train, sweep_dir):
+        if pending_setting(plan, s, task, sweep_dir):
+            stack = [Experiment(model, seed) for seed in plan.lab.seeds]
             calls.append((task, stack, train, sweep_dir))
-    if workers > 1 and len(calls) > 1:
-        options = {"device": device, "measure": measure_evidence, "snapshots": (SNAPSHOT_EPOCH,)}
+    options = {"device": device, "measure": measure_evidence, "snapshots": (SNAPSHOT_EPOCH,)}
+    if executor is not None and calls:
+        run_jobs(executor, calls, options, sweep_dir)
+    elif workers > 1 and len(calls) > 1:
         run_workers(min(workers, len(calls)), calls, options, progress)
+    found = []
+    for k, s in enumerate(settings):
+        log.info("setting %d of %d: %s", k + 1, len(settings), s.name)
+        found.append(_train_setting(plan, s, task, sweep_dir, progress, device))
+    return found
+
+
+def pending_setting(plan: Plan, s: Setting, task: Task, sweep_dir: Path) -> bool:
+    """Whether some seed of the setting has no result in ``sweep_dir`` yet."""
+    model, train = s.configs(plan)
+    stack = [Experiment(model, seed) for seed in plan.lab.seeds]
+    return bool(pending_stacks(task, [stack], train, sweep_dir))
 
 
 def _train_setting(
