@@ -154,7 +154,9 @@ def test_the_quick_lab_writes_every_output_and_reruns_from_its_cache(tmp_path, m
     args = ["claims", "--quick", "--out", str(out), "--cache", str(cache), "--quiet", "--no-png"]
     assert main(args) == 0
     claims = pd.read_csv(out / "claims.csv")
-    assert list(claims.columns) == ["setting", "seed", "claim", "statistic", "paper", "holds"]
+    assert list(claims.columns) == [
+        *("setting", "seed", "claim", "statistic", "paper", "holds", "holds_liblinear")
+    ]
     settings = pd.read_csv(out / "settings.csv")
     plan = Plan.quick()
     assert len(claims) == len(settings) * len(plan.lab.seeds) * len(CLAIMS)

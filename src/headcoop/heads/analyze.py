@@ -41,7 +41,7 @@ from headcoop.metrics.classes import (
     majority_share,
 )
 from headcoop.metrics.interactions import Interactions, estimated_interactions
-from headcoop.metrics.separation import separation_accuracy
+from headcoop.metrics.separation import liblinear_s_acc, separation_accuracy
 from headcoop.metrics.subsets import (
     all_subsets,
     learned_accuracy,
@@ -233,7 +233,7 @@ def analyze(
     n_heads = model.cfg.n_layers * model.cfg.n_heads
     clock = time.perf_counter()
     pair_masks = singles_and_pairs(n_heads)
-    pairs = SetTable(pair_masks, scorer(pair_masks, every_readout=True))
+    pairs = SetTable(pair_masks, scorer(pair_masks, every_readout=True, liblinear=True))
     timings["singles_and_pairs"] = time.perf_counter() - clock
     plan = plan_subsets(subsets, n_heads, scorer.seconds_per_set, subsets_budget)
 
@@ -296,6 +296,7 @@ def _head_columns(
     heads |= {k: singles[k].tolist() for k in ("s_acc", "l_acc", "roc_auc")}
     for suffix in list(ALL_SUFFIXES.values())[1:]:
         heads |= {k + suffix: singles[k + suffix].tolist() for k in ("l_acc", "roc_auc")}
+    heads["s_acc_liblinear"] = singles["s_acc_liblinear"].tolist()
     heads |= _ratio_columns(model, scorer)
     heads["head_weight"] = head_weights(model, scorer.candidates).tolist()
     for name in scorer.other_readout_columns():
@@ -377,12 +378,19 @@ class SetScorer:
         every_readout: bool = False,
         progress: bool = False,
         s_acc: bool = True,
+        liblinear: bool = False,
     ) -> dict[str, torch.Tensor]:
         """l-acc and ROC AUC (every definition) and (if ``s_acc``) s-acc at the decision of
-        each set; with ``every_readout``, also the l-acc of each other readout."""
+        each set; with ``every_readout``, also the l-acc of each other readout; with
+        ``liblinear``, also s-acc as scikit-learn's LinearSVC with its defaults gives it
+        (``s_acc_liblinear``, one fit per set: for single heads and pairs)."""
         columns: dict[str, torch.Tensor] = {}
         if s_acc:
             columns["s_acc"] = self.s_acc(masks, progress)
+        if liblinear:
+            z = self.train.z[:, self.decision], self.test.z[:, self.decision]
+            labels_ = self.train_labels, self.test_labels
+            columns["s_acc_liblinear"] = liblinear_s_acc(z[0], labels_[0], z[1], labels_[1], masks)
         targets = self.test.targets[:, self.decision]
         for definition, suffix in ALL_SUFFIXES.items():
             l_acc, auc = logit_metrics(

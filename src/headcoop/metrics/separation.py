@@ -81,6 +81,61 @@ def separation_accuracy(
     return _one_vs_rest_accuracy(fit, scores, train_labels, test_labels, len(masks))
 
 
+def liblinear_s_acc(
+    train_x: Float[torch.Tensor, "example head_index d_head"],
+    train_labels: Int[torch.Tensor, " example"],
+    test_x: Float[torch.Tensor, "test_example head_index d_head"],
+    test_labels: Int[torch.Tensor, " test_example"],
+    masks: Bool[torch.Tensor, "subset head_index"],
+    C: float = 1000.0,
+) -> Float[torch.Tensor, " subset"]:
+    """s-acc as scikit-learn's ``LinearSVC(C=C)`` with its other defaults gives it, the fit
+    the paper most likely ran: the same problem as `separation_accuracy`, but liblinear's
+    solver stops at its iteration limit or tolerance, often short of the optimum on these
+    problems (its convergence warnings are silenced: stopping early is the variant). One fit
+    per set, so meant for single heads and pairs, not for all sets.
+    """
+    check_masks(masks, train_x.shape[1], "masks")
+    train, test = train_x.double().cpu(), test_x.double().cpu()
+    problems = [(train[:, m].flatten(1), test[:, m].flatten(1)) for m in masks.cpu()]
+    return _liblinear(problems, train_labels, test_labels, C)
+
+
+def liblinear_s_acc_each(
+    train_x: Float[torch.Tensor, "problem example d_head"],
+    train_labels: Int[torch.Tensor, " example"],
+    test_x: Float[torch.Tensor, "problem test_example d_head"],
+    test_labels: Int[torch.Tensor, " test_example"],
+    C: float = 1000.0,
+) -> Float[torch.Tensor, " problem"]:
+    """`liblinear_s_acc` of many heads that do not share features (heads of different
+    models, as `separation_accuracy_each`)."""
+    problems = list(zip(train_x.double().cpu(), test_x.double().cpu(), strict=True))
+    return _liblinear(problems, train_labels, test_labels, C)
+
+
+def _liblinear(
+    problems: list[tuple[torch.Tensor, torch.Tensor]],
+    train_labels: torch.Tensor,
+    test_labels: torch.Tensor,
+    C: float,
+) -> Float[torch.Tensor, " problem"]:
+    """Test accuracy of ``LinearSVC(C=C)`` fitted on each (train, test) feature pair."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.svm import LinearSVC
+
+    y, y_test = train_labels.cpu().numpy(), test_labels.cpu().numpy()
+    scores = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for train, test in problems:
+            fitted = LinearSVC(C=C).fit(train.numpy(), y)
+            scores.append(fitted.score(test.numpy(), y_test))
+    return torch.tensor(scores, dtype=torch.float32)
+
+
 def separation_accuracy_each(
     train_x: Float[torch.Tensor, "problem example d_head"],
     train_labels: Int[torch.Tensor, " example"],

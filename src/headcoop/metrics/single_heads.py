@@ -16,7 +16,7 @@ from headcoop.compat import Model
 from headcoop.engine.loss import accuracies_each
 from headcoop.engine.run import run
 from headcoop.metrics.classes import labels
-from headcoop.metrics.separation import separation_accuracy_each
+from headcoop.metrics.separation import liblinear_s_acc_each, separation_accuracy_each
 from headcoop.tasks.base import Task, read_names
 
 S_ACC_SPLITS = ("train", "test")
@@ -38,17 +38,23 @@ def single_head_s_acc(
     return separation_accuracy_each(train_z, train_y, test_z, test_y, progress=progress)
 
 
-def measure_models(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
+def measure_models(
+    task: Task, models: Sequence[Model], liblinear: bool = False
+) -> list[dict[str, Any]]:
     """Test metrics of each model and the s-acc of each of its heads (one batched solve for
     all heads of all models).
 
     Returns one dict per model: ``test_accuracy`` (of the decision readout), ``test_metrics``
-    (every readout's accuracy and the loss) and ``s_acc`` (a list, one value per head).
+    (every readout's accuracy and the loss), ``s_acc`` (a list, one value per head) and, with
+    ``liblinear``, ``s_acc_liblinear`` (LinearSVC with scikit-learn's defaults, per head).
     """
     fit, score = S_ACC_SPLITS
     train = run(models, task, task.split(fit), logits=False)
     test = run(models, task, task.split(score))
     s_acc = single_head_s_acc(task, train.heads(), train.targets, test.heads(), test.targets)
+    if liblinear:
+        train_y, test_y = labels(task, train.targets), labels(task, test.targets)
+        s_acc_liblinear = liblinear_s_acc_each(train.heads(), train_y, test.heads(), test_y)
     metrics = accuracies_each(task, torch.stack(test.logits), test.targets)
     decision = read_names(task)[task.decision]
     out, head = [], 0
@@ -61,5 +67,12 @@ def measure_models(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
                 "s_acc": s_acc[head : head + n].tolist(),
             }
         )
+        if liblinear:
+            out[-1]["s_acc_liblinear"] = s_acc_liblinear[head : head + n].tolist()
         head += n
     return out
+
+
+def measure_models_liblinear(task: Task, models: Sequence[Model]) -> list[dict[str, Any]]:
+    """`measure_models` with each head's s-acc under LinearSVC's defaults too (Table 1)."""
+    return measure_models(task, models, liblinear=True)

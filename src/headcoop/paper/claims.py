@@ -49,6 +49,8 @@ class Judgement:
     agrees: bool | None
     measured_direct: str | None = None
     agrees_direct: bool | None = None
+    measured_liblinear: str | None = None
+    agrees_liblinear: bool | None = None
 
     def row(self) -> dict[str, str]:
         """paper, measured, criterion, verdict and, where judged, measured_direct and
@@ -62,6 +64,9 @@ class Judgement:
         if self.measured_direct is not None:
             row |= {"measured_direct": self.measured_direct}
             row |= {"verdict_direct": verdict(self.agrees_direct)}
+        if self.measured_liblinear is not None:
+            row |= {"measured_liblinear": self.measured_liblinear}
+            row |= {"verdict_liblinear": verdict(self.agrees_liblinear)}
         return row
 
 
@@ -87,6 +92,8 @@ class Claim:
             direct path kept (`Evidence.under`).
         measure: the statistic of one model's evidence (NaN where it is undefined, e.g. a
             median over no successful heads; NaN never holds).
+        rests_on_s_acc: the statistic reads the s-acc of single heads or pairs, so it is also
+            reported with LinearSVC's defaults (`Evidence.under` 'liblinear').
     """
 
     id: str
@@ -100,6 +107,7 @@ class Claim:
     calibration: bool
     rests_on_l_acc: bool
     measure: Callable[[Evidence], float]
+    rests_on_s_acc: bool = False
 
     def value(self, evidence: Evidence, definition: str = "paper") -> float:
         return float(self.measure(evidence.under(definition)))
@@ -122,6 +130,11 @@ class Claim:
             if self.rests_on_l_acc
             else (None, None)
         )
+        liblinear, agrees_liblinear = (
+            measured(judged["values_liblinear"], judged["holds_liblinear"])
+            if self.rests_on_s_acc
+            else (None, None)
+        )
         return Judgement(
             paper=f"{self.finding} (Sec. {self.section}; the paper: {self.paper})",
             measured=text,
@@ -129,6 +142,8 @@ class Claim:
             agrees=agrees,
             measured_direct=direct,
             agrees_direct=agrees_direct,
+            measured_liblinear=liblinear,
+            agrees_liblinear=agrees_liblinear,
         )
 
     def band(self) -> str:
@@ -222,6 +237,7 @@ CLAIMS: tuple[Claim, ...] = (
         calibration=True,
         rests_on_l_acc=False,
         measure=lambda e: _shares(e).get("successful", 0.0),
+        rests_on_s_acc=True,
     ),
     Claim(
         id="classes.failed",
@@ -235,6 +251,7 @@ CLAIMS: tuple[Claim, ...] = (
         calibration=True,
         rests_on_l_acc=False,
         measure=lambda e: _shares(e).get("failed", 0.0),
+        rests_on_s_acc=True,
     ),
     Claim(
         id="classes.mixed",
@@ -248,6 +265,7 @@ CLAIMS: tuple[Claim, ...] = (
         calibration=True,
         rests_on_l_acc=False,
         measure=lambda e: _shares(e).get("mixed", 0.0),
+        rests_on_s_acc=True,
     ),
     Claim(
         id="l_acc.single_heads",
@@ -340,6 +358,7 @@ CLAIMS: tuple[Claim, ...] = (
         calibration=True,
         rests_on_l_acc=False,
         measure=lambda e: _median_successful(e, "w01"),
+        rests_on_s_acc=True,
     ),
     Claim(
         id="attention.w02",
@@ -353,6 +372,7 @@ CLAIMS: tuple[Claim, ...] = (
         calibration=True,
         rests_on_l_acc=False,
         measure=lambda e: _median_successful(e, "w02"),
+        rests_on_s_acc=True,
     ),
     Claim(
         id="interventions.w01_plateau",
@@ -483,6 +503,7 @@ CLAIMS: tuple[Claim, ...] = (
         calibration=False,
         rests_on_l_acc=False,
         measure=_pairs_below_stronger,
+        rests_on_s_acc=True,
     ),
 )
 """Every claim, calibration claims first."""

@@ -29,6 +29,7 @@ from headcoop.files import config_key, write_atomic
 from headcoop.heads.analyze import analyze, read_analysis
 from headcoop.heads.dynamics import random_head_s_acc, trajectory
 from headcoop.heads.interventions import intervention_curves
+from headcoop.metrics.single_heads import measure_models_liblinear
 from headcoop.paper import head_space
 from headcoop.paper.evidence import (
     SNAPSHOT_EPOCH,
@@ -242,10 +243,16 @@ class FigureData:
         )
 
     def table1(self) -> pd.DataFrame:
-        """Table 1: s-acc of every head of the d_head = 1 models without LayerNorm."""
-        return self._csv(
-            "table1_models.csv", lambda: _sweep_frame(self._sweep(table1_stacks(self.plan)))
-        )
+        """Table 1: s-acc of every head of the d_head = 1 models without LayerNorm, exact and
+        as LinearSVC's defaults give it (``s_acc_liblinear``; its own sweep directory, since
+        one directory holds the results of one measure)."""
+
+        def make() -> pd.DataFrame:
+            stacks = table1_stacks(self.plan)
+            where = self.root / "table1_sweeps"
+            return _sweep_frame(self._sweep(stacks, measure_models_liblinear, where))
+
+        return self._csv("table1_models.csv", make)
 
     # --- appendix A ------------------------------------------------------------------------
 
@@ -277,15 +284,18 @@ class FigureData:
 
     # --- helpers ---------------------------------------------------------------------------
 
-    def _sweep(self, stacks: list[list[Experiment]]) -> list[dict[str, Any]]:
+    def _sweep(
+        self, stacks: list[list[Experiment]], measure: Any = None, where: Path | None = None
+    ) -> list[dict[str, Any]]:
         return run_sweep(
             self.task,
             stacks,
             self.plan.train,
-            self.sweep_dir,
+            where or self.sweep_dir,
             self.progress,
             device=self.device,
             executor=self.executor,
+            measure=measure,
             workers=self.workers,
         )
 
@@ -312,6 +322,8 @@ def _sweep_frame(results: list[dict[str, Any]]) -> pd.DataFrame:
             rows.append(
                 {**shape, "test_accuracy": model["test_accuracy"], "head": head, "s_acc": s_acc}
             )
+            if "s_acc_liblinear" in model:
+                rows[-1]["s_acc_liblinear"] = model["s_acc_liblinear"][head]
     return pd.DataFrame(rows)
 
 

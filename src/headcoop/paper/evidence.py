@@ -17,6 +17,7 @@ from headcoop.compat import Model
 from headcoop.heads.analyze import analyze
 from headcoop.heads.interventions import attention_sweep
 from headcoop.metrics.attribution import SUFFIX
+from headcoop.metrics.classes import head_class
 from headcoop.metrics.subsets import sampled_subsets
 from headcoop.tasks.base import Task
 
@@ -63,7 +64,11 @@ class Evidence:
 
     def under(self, definition: str) -> "Evidence":
         """The same evidence, with every l-acc and ROC AUC column read under ``definition``
-        ('paper': the paper's head-only logits; 'direct': the direct path kept)."""
+        ('paper': the paper's head-only logits; 'direct': the direct path kept), or with the
+        s-acc of single heads and pairs (and so the classes) as LinearSVC's defaults give it
+        ('liblinear'; NaN in evidence measured before that column existed)."""
+        if definition == "liblinear":
+            return self._liblinear()
         suffix = SUFFIX[definition]
         if not suffix:
             return self
@@ -76,6 +81,14 @@ class Evidence:
         return replace(
             self, heads=swap(self.heads), pairs=swap(self.pairs), subsets=swap(self.subsets)
         )
+
+    def _liblinear(self) -> "Evidence":
+        def swap(frame: pd.DataFrame) -> pd.DataFrame:
+            return frame.assign(s_acc=frame.get("s_acc_liblinear", float("nan")))
+
+        heads = swap(self.heads)
+        heads["class"] = [head_class(s, self.chance) for s in heads["s_acc"]]
+        return replace(self, heads=heads, pairs=swap(self.pairs))
 
     def to_json(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _FRAMES}

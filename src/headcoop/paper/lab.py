@@ -230,7 +230,8 @@ def _train_setting(
 
 
 def claim_rows(setting_name: str, seed: int, evidence: Evidence) -> list[dict[str, Any]]:
-    """One row per claim: ``setting, seed, claim, statistic, paper, holds``."""
+    """One row per claim: ``setting, seed, claim, statistic, paper, holds`` and, for claims on
+    single heads' or pairs' s-acc, ``holds_liblinear`` (under LinearSVC's defaults)."""
     rows = []
     for claim in CLAIMS:
         value = claim.value(evidence)
@@ -244,6 +245,8 @@ def claim_rows(setting_name: str, seed: int, evidence: Evidence) -> list[dict[st
                 "holds": claim.holds(value),
             }
         )
+        if claim.rests_on_s_acc:
+            rows[-1]["holds_liblinear"] = claim.holds(claim.value(evidence, "liblinear"))
     return rows
 
 

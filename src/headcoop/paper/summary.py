@@ -77,16 +77,18 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
 
 def judge_claims(evidence: list[Evidence]) -> dict[str, dict[str, list]]:
     """Every claim of the registry on each model: its statistic and whether it holds, under
-    the paper's definitions and, for claims that rest on l-acc, with the direct path kept."""
+    the paper's definitions and, for claims that rest on l-acc, with the direct path kept, and
+    for claims that rest on single heads' or pairs' s-acc, under LinearSVC's defaults."""
     judged = {}
     for claim in CLAIMS:
         values = [claim.value(e) for e in evidence]
         judged[claim.id] = {"values": values, "holds": [claim.holds(v) for v in values]}
-        if claim.rests_on_l_acc:
-            direct = [claim.value(e, "direct") for e in evidence]
+        variants = {"direct": claim.rests_on_l_acc, "liblinear": claim.rests_on_s_acc}
+        for variant in [v for v, applies in variants.items() if applies]:
+            found = [claim.value(e, variant) for e in evidence]
             judged[claim.id] |= {
-                "values_direct": direct,
-                "holds_direct": [claim.holds(v) for v in direct],
+                f"values_{variant}": found,
+                f"holds_{variant}": [claim.holds(v) for v in found],
             }
     return judged
 
