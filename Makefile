@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor cooperation figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer explore lint clean
+.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor cooperation figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer bench-search explore lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -136,7 +136,7 @@ successor: $(STAMP)
 cooperation: $(STAMP)
 	$(VENV)/bin/headcoop cooperation --out $(RUNS)/cooperation$(if $(QUICK),-quick --quick)
 
-bench: bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer
+bench: bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer bench-search
 
 bench-train: $(STAMP)
 	$(PY) scripts/bench_train.py
@@ -152,6 +152,9 @@ bench-subsets: train
 
 bench-analyze: train
 	$(PY) scripts/bench_analyze.py $(RUNS)/paper
+
+bench-search: $(STAMP)
+	$(PY) scripts/bench_search.py
 
 bench-explorer: train chromium
 	$(PY) scripts/bench_explorer.py $(RUNS)/paper --out $(RUNS)/paper/explore
