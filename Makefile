@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 TORCH := torch==2.13.0
 RUNS ?= runs
 
-.PHONY: help setup chromium test test-tl3 test-slow fuzz trace successor cooperation figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer bench-search explore lint clean
+.PHONY: help setup chromium test test-tl3 test-slurm test-slow fuzz trace successor cooperation figures claims train analyze bench bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer bench-search explore lint clean
 
 help:
 	@echo "make figures    every figure and Table 1 of the paper, and figures/index.html"
@@ -26,6 +26,8 @@ help:
 	@echo "                interactions in $(RUNS)/cooperation (QUICK=1: small splits, two epochs)"
 	@echo "make lint       ruff check and format check"
 	@echo "make test-tl3   the suite under transformer-lens 3 (own venv), then 4 vs 3 side by side"
+	@echo "make test-slurm a one-node Slurm cluster here (as root), then figures and a claims"
+	@echo "                search through it, byte for byte against in-process runs, and a scancel"
 	@echo "make test-slow  the slow tests (end-to-end training to full accuracy)"
 	@echo "make fuzz       2,000 random command lines and corrupt checkpoints (FUZZ_CASES=N), then"
 	@echo "                hostile inputs by class: peak memory and time to refuse of each"
@@ -70,6 +72,12 @@ chromium:
 
 test: $(STAMP) chromium
 	$(PY) -m pytest -q
+
+# A real one-node Slurm cluster on this machine (scripts/slurm_cluster.sh installs and starts
+# Debian's slurm-wlm and munge as root, or says why it cannot and the target is skipped), then
+# scripts/check_slurm.py: Slurm runs against in-process runs, byte for byte, and a scancel.
+test-slurm: $(STAMP)
+	$(PY) scripts/check_slurm.py
 
 figures: $(STAMP) chromium
 ifdef QUICK

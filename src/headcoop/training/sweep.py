@@ -20,6 +20,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import active_children as multiprocessing_children
@@ -305,12 +306,53 @@ def _start_worker(threads: int) -> None:
 
 
 def _wait(jobs: list) -> None:
-    for job in jobs:
-        try:
-            job.result()
-        except Exception as exc:  # submitit raises its own errors, or the job's
-            tail = " ".join(str(exc).strip().splitlines()[-3:])
-            raise HeadcoopError(f"sweep job {job.job_id} failed: {tail}") from None
+    """Wait for every job; a job that failed, or left the Slurm queue without a result
+    (cancelled or killed), is one error, and the jobs still queued or running are cancelled.
+    Every finished result stays: a rerun resumes."""
+    try:
+        for job in jobs:
+            _wait_one(job)
+    except HeadcoopError:
+        for job in jobs:
+            if not job.done():
+                job.cancel(check=False)
+        raise
+
+
+def _wait_one(job: Any) -> None:
+    while not job.done():
+        if _left_the_queue(job):
+            raise HeadcoopError(
+                f"sweep job {job.job_id} ended without a result (cancelled or killed?): "
+                "run again to resume"
+            )
+        time.sleep(JOB_POLL_SECONDS)
+    try:
+        job.result()
+    except Exception as exc:  # submitit raises its own errors, or the job's
+        tail = " ".join(str(exc).strip().splitlines()[-3:])
+        raise HeadcoopError(f"sweep job {job.job_id} failed: {tail}") from None
+
+
+JOB_POLL_SECONDS = 2.0
+"""How often `_wait` looks at a job that is not done."""
+
+
+def _left_the_queue(job: Any) -> bool:
+    """Whether a Slurm job is out of the queue with no result written. submitit learns a job's
+    end from ``sacct``, which a cluster without accounting lacks: there a cancelled job would
+    be waited for forever."""
+    import subprocess
+
+    if type(job).__name__ != "SlurmJob":
+        return False
+    listed = subprocess.run(
+        ["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True
+    )
+    if listed.stdout.strip():
+        return False
+    time.sleep(JOB_POLL_SECONDS)  # a result written as the job left the queue
+    return not job.done(force_check=True) and not job.paths.result_pickle.exists()
 
 
 def load_results(out: str | Path) -> dict[str, Any]:
