@@ -146,3 +146,24 @@ def _assert_nothing_left_the_page(driver) -> None:
     assert urls and all(u.startswith(("file://", "data:")) for u in urls), urls
     errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
+
+
+def test_serve_prints_the_address_and_serves_the_page(explored):
+    """--serve: one line with the address on 127.0.0.1, and the page behind it."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    run, out = explored
+    command = [sys.executable, "-m", "headcoop.cli", "explore", str(run), "--out", str(out)]
+    server = subprocess.Popen(
+        [*command, "--serve"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        lines = [server.stdout.readline() for _ in range(2)]
+        (address,) = re.findall(r"http://127\.0\.0\.1:\d+/explorer\.html", lines[-1])
+        with urllib.request.urlopen(address, timeout=10) as response:
+            assert response.status == 200 and b'id="explorer-data"' in response.read()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

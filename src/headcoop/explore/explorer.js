@@ -238,7 +238,7 @@ function numbersTable(h) {
 function partners(h) {
   const box = el("div", { class: "partners" });
   for (const [metric, rows] of Object.entries(DATA.pairs)) {
-    if (!["s_acc", "l_acc", "roc_auc"].includes(metric)) continue;
+    if (!["s_acc", "l_acc", "l_acc_direct", "roc_auc"].includes(metric)) continue;
     const mine = rows.filter(([i, j]) => i === h || j === h)
       .sort((p, q) => Math.abs(q[2]) - Math.abs(p[2])).slice(0, 5);
     const list = el("ol");

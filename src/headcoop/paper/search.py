@@ -72,7 +72,7 @@ PAPER_SPACE = Space(
         "dropout": (0.0, 0.3, False),
         "init_scale": (0.25, 4.0, True),
     },
-    integers={"epochs": (20, 200), "batch_size": (16, 256)},
+    integers={"epochs": (20, 200), "batch_size": (32, 256)},
     choices={
         "optimizer": ("adamw", "adam", "sgd"),
         "layernorm": (True, False),
@@ -80,7 +80,8 @@ PAPER_SPACE = Space(
         "init": ("transformer_lens", "pytorch"),
     },
 )
-"""Every factor of the grid, continuous where it is continuous."""
+"""Every factor of the grid, continuous where it is continuous, over the grid's ranges
+(batches of 32 to 256 examples: smaller ones cost many more steps than the objective counts)."""
 QUICK_SPACE = Space(
     floats={"lr": (1e-3, 1e-2, True), "weight_decay": (1e-2, 1.0, True)},
     integers={"epochs": (2, 4)},
