@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 import headcoop.paper.compute as compute
-from headcoop.paper import plots_heads, plots_runs
+from headcoop.heads import plots as plots_heads
+from headcoop.paper import plots_runs
 from headcoop.paper.claims import BY_ID
 from headcoop.paper.comparison import compare_with_paper
 from headcoop.paper.figures import make_figures

@@ -4,5 +4,7 @@
 - `interventions`: s-acc under fixed attention ratios (the paper's Figures 8 and 9);
 - `dynamics`: heads over training and at initialisation;
 - `succession`: succession scores of each head's OV circuit (successor heads), from weights;
-- `report` and `interaction_plots`: report.html of one analysis, and the interaction figures.
+- `plots`, `interaction_plots`, `colours`: the figures of one model's heads (the paper's Figs
+  1 and 3-7, the interactions), shared by `report` (report.html of any analysis) and the
+  paper's figures.
 """

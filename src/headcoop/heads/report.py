@@ -1,7 +1,8 @@
 """report.html for one analysed model, of any task and depth: its key numbers, single heads
-under every definition (as the paper's Fig 3), pairs (Fig 3's matrix), sets by size (Fig 4) and
-the attention ratios (Fig 5), and the interactions of heads (spectrum, pairs, Shapley values,
-the verdict of each metric), drawn from the saved analysis alone."""
+under every definition, heads and pairs (the paper's Fig 3), sets by size (Fig 4) and the
+attention ratios (Fig 5, where the task has two), and the interactions of heads (spectrum,
+pairs, Shapley values, the verdict of each metric), drawn from the saved analysis alone by
+the figure functions `make figures` uses (`headcoop.heads.plots`, `interaction_plots`)."""
 
 import html
 from pathlib import Path
@@ -11,7 +12,7 @@ import pandas as pd
 
 from headcoop import pages
 from headcoop.files import write_atomic
-from headcoop.heads import interaction_plots
+from headcoop.heads import interaction_plots, plots
 from headcoop.metrics.interactions import FLAT_GAIN, VERDICT_CUT, verdicts
 
 SINGLE_METRICS = ("s_acc", "l_acc", "l_acc_direct", "l_acc_mean")
@@ -24,9 +25,9 @@ def write_report(found: dict[str, Any], out: str | Path, png: bool = False) -> P
     gives it (with PNGs of its figures beside it if ``png``); returns the page's path."""
     out = Path(out)
     heads, pairs, summary = found["heads"], found["pairs"], found["summary"]
-    figures = {"single_heads": _single_heads(heads), "pairs": _pairs(heads, pairs)}
+    figures = {"single_heads": _single_heads(heads), "pairs": plots.fig03_pairs(heads, pairs)}
     if "subsets" in found:
-        figures["sets_by_size"] = _sets_by_size(found["subsets"])
+        figures["sets_by_size"] = plots.fig04_subsets(found["subsets"])
     if summary.get("attention_ratios"):
         figures["attention_ratios"] = _ratios(heads, summary["attention_ratios"])
     figures |= _interactions(found)
@@ -67,36 +68,13 @@ def _single_heads(heads: pd.DataFrame) -> Any:
     )
 
 
-def _pairs(heads: pd.DataFrame, pairs: pd.DataFrame) -> Any:
-    """Every pair's l-acc as a matrix over heads (the diagonal: the single heads)."""
-    import plotly.graph_objects as go
-
-    names = list(heads["name"])
-    matrix = [[float("nan")] * len(names) for _ in names]
-    for i, value in enumerate(heads["l_acc"]):
-        matrix[i][i] = value
-    for text, value in zip(pairs["heads"], pairs["l_acc"], strict=True):
-        i, j = map(int, str(text).split())
-        matrix[i][j] = matrix[j][i] = value
-    figure = go.Figure(go.Heatmap(z=matrix, x=names, y=names, zmin=0, zmax=1))
-    return figure.update_layout(title="l-acc of each pair of heads", height=520, width=620)
-
-
-def _sets_by_size(subsets: pd.DataFrame) -> Any:
-    import plotly.graph_objects as go
-
-    metrics = [m for m in ("l_acc", "l_acc_direct", "s_acc") if m in subsets]
-    figure = go.Figure(
-        [go.Box(name=m, x=subsets["size"], y=subsets[m], boxpoints=False) for m in metrics]
-    )
-    return figure.update_layout(
-        title="every set of heads, by size", xaxis_title="heads in the set", boxmode="group"
-    )
-
-
 def _ratios(heads: pd.DataFrame, ratios: list[str]) -> Any:
+    """The paper's Fig 5 where the task has two ratios and each head has one value of each;
+    bars with their spread over the test inputs otherwise."""
     import plotly.graph_objects as go
 
+    if len(ratios) >= 2 and f"{ratios[0]}_spread" not in heads:
+        return plots.fig05_ratios(heads, "Fig 5", (ratios[0], ratios[1]))
     bars = []
     for r in ratios:
         spread = heads.get(f"{r}_spread")

@@ -13,8 +13,8 @@ from typing import Any
 import plotly.graph_objects as go
 
 from headcoop.heads import interaction_plots
+from headcoop.heads import plots as heads_plots
 from headcoop.heads.dynamics import weighted_s_acc_correlation
-from headcoop.paper import plots_heads as heads_plots
 from headcoop.paper import plots_runs as runs_plots
 from headcoop.paper.compute import FigureData
 from headcoop.paper.plan import Plan

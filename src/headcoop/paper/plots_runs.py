@@ -10,8 +10,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from headcoop.heads.colours import seed_colour
 from headcoop.metrics.classes import SUCCESSFUL
-from headcoop.paper.colours import seed_colour
 
 
 def fig02_grid(grid: pd.DataFrame) -> go.Figure:

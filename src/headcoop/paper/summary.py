@@ -11,11 +11,12 @@ from typing import Any
 import pandas as pd
 import torch
 
+from headcoop.heads import plots as plots_heads
 from headcoop.heads.dynamics import weighted_s_acc_correlation
 from headcoop.metrics.attribution import SUFFIX
 from headcoop.metrics.classes import CHANCE_MARGIN, HEAD_CLASSES, SUCCESSFUL, class_shares
 from headcoop.metrics.interactions import verdicts
-from headcoop.paper import plots_heads, plots_runs
+from headcoop.paper import plots_runs
 from headcoop.paper.claims import BIAS_TOLERANCE, CLAIMS
 from headcoop.paper.compute import FigureData
 from headcoop.paper.evidence import Evidence

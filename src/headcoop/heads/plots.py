@@ -11,7 +11,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from headcoop.paper.colours import CLASS_COLOURS, TOKEN_COLOURS, seed_colour
+from headcoop.heads.colours import CLASS_COLOURS, TOKEN_COLOURS, seed_colour
 
 
 def fig01_logits(logits: pd.DataFrame) -> go.Figure:
@@ -108,9 +108,11 @@ def fig_pair_replicas(analyses: dict[int, dict], panel: str, title: str) -> go.F
 
 
 def fig04_subsets(subsets: pd.DataFrame) -> go.Figure:
-    """s-acc, ROC AUC and l-acc of every subset of heads, by subset size (box statistics)."""
-    metrics = (("s_acc", "s-acc"), ("roc_auc", "ROC AUC"), ("l_acc", "l-acc"))
-    fig = make_subplots(rows=1, cols=3, subplot_titles=[m[1] for m in metrics])
+    """s-acc, ROC AUC and l-acc of every subset of heads, by subset size (box statistics;
+    the metrics measured on the sets, where s-acc was left to single heads and pairs)."""
+    names = (("s_acc", "s-acc"), ("roc_auc", "ROC AUC"), ("l_acc", "l-acc"))
+    metrics = [(column, label) for column, label in names if column in subsets]
+    fig = make_subplots(rows=1, cols=len(metrics), subplot_titles=[m[1] for m in metrics])
     grouped = subsets.groupby("size")
     for col, (column, label) in enumerate(metrics, start=1):
         q = grouped[column].quantile([0.0, 0.25, 0.5, 0.75, 1.0]).unstack()
@@ -136,13 +138,22 @@ def fig04_subsets(subsets: pd.DataFrame) -> go.Figure:
     return fig
 
 
-def fig05_ratios(heads: pd.DataFrame, title: str = "Fig 5") -> go.Figure:
-    """Heads in the (w01, w02) plane, log axes, coloured by s-acc."""
-    fig = go.Figure(_ratio_scatter(heads, showscale=True))
-    fig.update_xaxes(type="log", title_text="w01 (weight of '0' / weight of '1' at '=')")
-    fig.update_yaxes(type="log", title_text="w02 (weight of '0' / weight of '2' at '=')")
+def fig05_ratios(
+    heads: pd.DataFrame, title: str = "Fig 5", ratios: tuple[str, str] = ("w01", "w02")
+) -> go.Figure:
+    """Heads in the plane of two attention ratios (Count01: w01, w02), log axes, coloured by
+    s-acc."""
+    fig = go.Figure(_ratio_scatter(heads, showscale=True, ratios=ratios))
+    fig.update_xaxes(type="log", title_text=RATIO_LABELS.get(ratios[0], ratios[0]))
+    fig.update_yaxes(type="log", title_text=RATIO_LABELS.get(ratios[1], ratios[1]))
     fig.update_layout(title=f"{title}: attention ratios of heads, coloured by s-acc")
     return fig
+
+
+RATIO_LABELS = {
+    "w01": "w01 (weight of '0' / weight of '1' at '=')",
+    "w02": "w02 (weight of '0' / weight of '2' at '=')",
+}
 
 
 def fig_ratio_replicas(analyses: dict[int, dict], title: str) -> go.Figure:
@@ -257,12 +268,15 @@ def _head_heatmap(
     )
 
 
-def _ratio_scatter(heads: pd.DataFrame, showscale: bool) -> go.Scatter:
+def _ratio_scatter(
+    heads: pd.DataFrame, showscale: bool, ratios: tuple[str, str] = ("w01", "w02")
+) -> go.Scatter:
+    names = heads["name"] if "name" in heads else heads["head"].astype(str)
     return go.Scatter(
-        x=heads["w01"],
-        y=heads["w02"],
+        x=heads[ratios[0]],
+        y=heads[ratios[1]],
         mode="markers+text",
-        text=[str(h) for h in heads["head"]],
+        text=list(names),
         textposition="top center",
         marker={
             "color": heads["s_acc"],
@@ -273,7 +287,8 @@ def _ratio_scatter(heads: pd.DataFrame, showscale: bool) -> go.Scatter:
             "showscale": showscale,
             "colorbar": {"title": "s-acc"},
         },
-        hovertemplate="head %{text}: w01 %{x:.3g}, w02 %{y:.3g}<extra></extra>",
+        hovertemplate="head %{text}: "
+        + f"{ratios[0]} %{{x:.3g}}, {ratios[1]} %{{y:.3g}}<extra></extra>",
         showlegend=False,
     )
 
