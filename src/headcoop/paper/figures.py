@@ -89,15 +89,17 @@ def make_figures(
 
 
 def _lab_section(claims: str | Path | None) -> str:
-    """The claims lab's section of the report, from its output directory, if it ran."""
-    lab = Path(claims) / SECTION if claims is not None else None
-    if lab is not None and lab.exists():
-        search = lab.parent / SEARCH_SECTION
-        return lab.read_text() + (search.read_text() if search.exists() else "")
-    return (
-        "<section id='claims-lab'><h2>The claims lab</h2><p>Not run yet: <code>make claims"
-        "</code> finds which training choices make each finding hold.</p></section>"
+    """The claims lab's sections of the report (the grid's and the search's), from its output
+    directory, where they ran."""
+    where = Path(claims) if claims is not None else None
+    lab, search = (where / SECTION, where / SEARCH_SECTION) if where else (None, None)
+    grid = (
+        lab.read_text()
+        if lab is not None and lab.exists()
+        else "<section id='claims-lab'><h2>The claims lab</h2><p>Not run yet: <code>make "
+        "claims</code> finds which training choices make each finding hold.</p></section>"
     )
+    return grid + (search.read_text() if search is not None and search.exists() else "")
 
 
 def _explorers(data: FigureData, out: Path) -> str:
