@@ -32,6 +32,7 @@ HEAD_COLUMNS = [
     "eos_l_acc_direct",
     "eos_l_acc_mean",
     "class",
+    "s_acc_liblinear",
 ]
 
 

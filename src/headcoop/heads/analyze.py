@@ -296,12 +296,12 @@ def _head_columns(
     heads |= {k: singles[k].tolist() for k in ("s_acc", "l_acc", "roc_auc")}
     for suffix in list(ALL_SUFFIXES.values())[1:]:
         heads |= {k + suffix: singles[k + suffix].tolist() for k in ("l_acc", "roc_auc")}
-    heads["s_acc_liblinear"] = singles["s_acc_liblinear"].tolist()
     heads |= _ratio_columns(model, scorer)
     heads["head_weight"] = head_weights(model, scorer.candidates).tolist()
     for name in scorer.other_readout_columns():
         heads[name] = singles[name].tolist()
     heads["class"] = [head_class(s, scorer.chance) for s in heads["s_acc"]]
+    heads["s_acc_liblinear"] = singles["s_acc_liblinear"].tolist()  # last, as in pairs.csv
     return heads
 
 
@@ -387,10 +387,6 @@ class SetScorer:
         columns: dict[str, torch.Tensor] = {}
         if s_acc:
             columns["s_acc"] = self.s_acc(masks, progress)
-        if liblinear:
-            z = self.train.z[:, self.decision], self.test.z[:, self.decision]
-            labels_ = self.train_labels, self.test_labels
-            columns["s_acc_liblinear"] = liblinear_s_acc(z[0], labels_[0], z[1], labels_[1], masks)
         targets = self.test.targets[:, self.decision]
         for definition, suffix in ALL_SUFFIXES.items():
             l_acc, auc = logit_metrics(
@@ -399,6 +395,10 @@ class SetScorer:
             columns[f"l_acc{suffix}"], columns[f"roc_auc{suffix}"] = l_acc, auc
         if every_readout:
             columns |= self.readout_l_acc(masks, tuple(ALL_SUFFIXES))
+        if liblinear:  # last, so that the earlier columns of pairs.csv keep their places
+            z = self.train.z[:, self.decision], self.test.z[:, self.decision]
+            labels_ = self.train_labels, self.test_labels
+            columns["s_acc_liblinear"] = liblinear_s_acc(z[0], labels_[0], z[1], labels_[1], masks)
         return columns
 
     def readout_l_acc(
