@@ -66,13 +66,13 @@ def test_a_head_s_margin_is_its_head_only_logit_difference(explored):
     """The margins of a two-class task: the head-only logit of the true candidate minus the
     other, from the direct path through W_O and the unembedding at the frozen final scale."""
     from headcoop.engine.cache import collect
-    from headcoop.explore.head_data import sample_examples
+    from headcoop.explore.head_data import sample
     from headcoop.metrics.attribution import decompose
     from headcoop.training.checkpoint import load_with_task
 
     run, out = explored
     model, task, _ = load_with_task(run)
-    cache = collect(model, task, sample_examples(task, "test"))
+    cache = collect(model, task, sample(task.split("test")))
     parts = decompose(model, cache)
     ids = torch.tensor([task.vocab.index(t) for t in task.readouts[task.decision].candidates])
     singles = torch.eye(model.cfg.n_layers * model.cfg.n_heads, dtype=torch.bool)

@@ -144,12 +144,7 @@ def load_parameters(model: Model, state: dict[str, Tensor]) -> None:
     extra = sorted(k for k in state if k not in expected and not _is_buffer_name(k))
     if extra:
         raise HeadcoopError(f"unexpected parameter {extra[0]!r}")
-    for name, shape in expected.items():
-        if state[name].shape != shape:
-            raise HeadcoopError(
-                f"parameter {name!r} has shape {tuple(state[name].shape)}, the config gives "
-                f"{tuple(shape)}"
-            )
+    _check_shapes(expected, state)
     weights = {k: state[k] for k in expected}
     if TL_VERSION[0] == 3:
         model.load_state_dict(weights, strict=False)
@@ -169,13 +164,18 @@ def _load_bridge_state(model: Model, state: dict[str, Tensor]) -> None:
     if differ:
         kind = "missing" if differ[0] in expected else "unexpected"
         raise HeadcoopError(f"{kind} parameter {differ[0]!r}")
+    _check_shapes(expected, state)
+    model.load_state_dict(state, strict=True)
+
+
+def _check_shapes(expected: dict[str, torch.Size], state: dict[str, Tensor]) -> None:
+    """Refuse the first parameter whose shape is not the one the config gives."""
     for name, shape in expected.items():
         if state[name].shape != shape:
             raise HeadcoopError(
                 f"parameter {name!r} has shape {tuple(state[name].shape)}, the config gives "
                 f"{tuple(shape)}"
             )
-    model.load_state_dict(state, strict=True)
 
 
 def _is_buffer_name(name: str) -> bool:

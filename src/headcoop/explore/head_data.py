@@ -95,22 +95,21 @@ def margins(model: Model, task: Task, cache: HeadCache) -> list[list[float]]:
     return (true_logit - others.amax(-1)).tolist()
 
 
-def sample_examples(task: Task, split: str, n: int = SAMPLES) -> torch.Tensor:
-    """``n`` examples of ``split``, the same every time."""
-    examples = task.split(split)
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(0))
+def sample(examples: torch.Tensor, n: int = SAMPLES, seed: int = 0) -> torch.Tensor:
+    """``n`` examples drawn without replacement, the same ones for the same seed."""
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))
     return examples[order[:n]]
 
 
 @torch.no_grad()
-def output_space(model: Model, task: Task, cache: HeadCache, train: HeadCache) -> list[dict]:
+def output_space(model: Model, task: Task, cache: HeadCache) -> list[dict]:
     """Per head: its outputs at the decision on the sampled examples and every token's value
     vector, in two coordinates (the first and last of the head's output for d_head <= 2, as
     the paper's Figs 6-7; else the top two principal axes of its outputs), and, for two
     classes and d_head <= 2, the separator fitted for s-acc (w_x x + w_y y + b = 0)."""
     z = cache.z[:, task.decision]  # [example head d_head]
     d_head, n = model.cfg.d_head, _n(model)
-    separators = _separators(task, train, n) if d_head <= 2 else None
+    separators = head_separators(model, task) if d_head <= 2 else None
     spaces = []
     for h in range(n):
         layer, head = divmod(h, model.cfg.n_heads)
@@ -135,12 +134,15 @@ def _basis(z: Float[torch.Tensor, "example d_head"]) -> Float[torch.Tensor, "d_h
     return vh[:2].T
 
 
-def _separators(task: Task, train: HeadCache, n: int) -> torch.Tensor | None:
-    """Each single head's s-acc separator on the train split (two-class tasks only)."""
+def head_separators(model: Model, task: Task) -> Float[torch.Tensor, "head_index feature"] | None:
+    """Each single head's s-acc separator, fitted on the train split (w over every head's
+    features, zero but on its own, then the intercept); None unless the task has two
+    classes."""
     if len(task.readouts[task.decision].candidates) != 2:
         return None
+    train = collect(model, task, task.split("train"))
     positive = labels(task, train.targets) == 1  # the second class, as in s-acc
-    masks = torch.eye(n, dtype=torch.bool)
+    masks = torch.eye(_n(model), dtype=torch.bool)
     return fit_separators(train.z[:, task.decision], positive, masks)
 
 
@@ -201,8 +203,7 @@ def explorer_data(
     """Everything the page draws, JSON-ready: the analysis ``found`` (as
     `headcoop.heads.analyze.read_analysis` gives it) beside each head's circuits and samples."""
     candidates = candidate_ids(task, task.decision)
-    cache = collect(model, task, sample_examples(task, "test"))
-    train = collect(model, task, task.split("train"))
+    cache = collect(model, task, sample(task.split("test")))
     names = head_names(model)
     heads = []
     for h, name in enumerate(names):
@@ -210,7 +211,7 @@ def explorer_data(
         heads.append({"name": name, "qk": qk_circuit(model, layer, head)})
         heads[-1]["ov"] = ov_circuit(model, layer, head, candidates)
     for head, margin, space in zip(
-        heads, margins(model, task, cache), output_space(model, task, cache, train), strict=True
+        heads, margins(model, task, cache), output_space(model, task, cache), strict=True
     ):
         head |= {"margins": margin, **space}
     return {

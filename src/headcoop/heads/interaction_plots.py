@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from headcoop.metrics.interactions import VERDICT_CUT, verdicts
+from headcoop.metrics.interactions import VERDICT_CUT, pair_matrix, verdicts
 
 COLOURS = qualitative.Plotly + qualitative.D3
 """One colour per metric, the same in every panel of a figure."""
@@ -62,7 +62,7 @@ def add_pair_matrices(
     """One matrix per metric in columns 1, 2, ... of ``row``."""
     names = heads["name"].tolist() if "name" in heads else heads["head"].astype(str).tolist()
     for k, metric in enumerate(metrics):
-        matrix = _pair_matrix(pairs[pairs["metric"] == metric], len(names))
+        matrix = pair_matrix(pairs[pairs["metric"] == metric], len(names)).tolist()
         scale = max(abs(v) for line in matrix for v in line) or 1.0
         figure.add_trace(
             go.Heatmap(
@@ -79,14 +79,6 @@ def add_pair_matrices(
             col=k + 1,
         )
         figure.update_yaxes(autorange="reversed", row=row, col=k + 1)
-
-
-def _pair_matrix(pairs: pd.DataFrame, n: int) -> list[list[float]]:
-    matrix = [[0.0] * n for _ in range(n)]
-    for heads, value in zip(pairs["heads"], pairs["interaction"], strict=True):
-        i, j = map(int, str(heads).split())
-        matrix[i][j] = matrix[j][i] = float(value)
-    return matrix
 
 
 def shapley_figure(heads: pd.DataFrame, shapley: pd.DataFrame, metrics: list[str]) -> go.Figure:

@@ -314,6 +314,16 @@ def verdict(index: float) -> str:
     return "complements" if index >= VERDICT_CUT else "mixed"
 
 
+def pair_matrix(pairs: Any, n_heads: int) -> Float[torch.Tensor, "head head_"]:
+    """One metric's rows of a saved pair_interactions.csv frame as the symmetric matrix of
+    `pair_interactions` (zero diagonal)."""
+    matrix = torch.zeros(n_heads, n_heads, dtype=torch.float64)
+    for heads, value in zip(pairs["heads"], pairs["interaction"], strict=True):
+        i, j = map(int, str(heads).split())
+        matrix[i, j] = matrix[j, i] = value
+    return matrix
+
+
 def verdicts(shapley: Any, pairs: Any) -> Any:
     """Per metric of saved shapley.csv and pair_interactions.csv frames: the gain v(all) -
     v(none) (the sum of the Shapley values, by efficiency), the mean pair interaction, the
@@ -324,10 +334,7 @@ def verdicts(shapley: Any, pairs: Any) -> Any:
     for metric, group in pairs.groupby("metric", sort=False):
         n = int((shapley["metric"] == metric).sum())
         gain = float(shapley.loc[shapley["metric"] == metric, "shapley"].sum())
-        matrix = torch.zeros(n, n, dtype=torch.float64)
-        for heads, value in zip(group["heads"], group["interaction"], strict=True):
-            i, j = map(int, str(heads).split())
-            matrix[i, j] = matrix[j, i] = value
+        matrix = pair_matrix(group, n)
         index = cooperation_index(matrix, torch.tensor(gain, dtype=torch.float64)).item()
         mean = float(group["interaction"].mean())
         rows.append([metric, gain, mean, index, verdict(index)])

@@ -10,17 +10,9 @@ import torch
 
 from headcoop.compat import Model
 from headcoop.engine.cache import collect
+from headcoop.explore.head_data import head_separators, sample, token_inputs
 from headcoop.metrics.attribution import decompose
-from headcoop.metrics.classes import labels
-from headcoop.metrics.separation import fit_separators
 from headcoop.tasks.base import Task
-
-
-def sample(examples: torch.Tensor, n: int, seed: int = 0) -> torch.Tensor:
-    """``n`` examples drawn without replacement, the same ones for the same seed."""
-    return examples[
-        torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed))[:n]
-    ]
 
 
 def single_head_logits(model: Model, task: Task, n: int) -> pd.DataFrame:
@@ -70,7 +62,7 @@ def head_output_points(model: Model, task: Task, n: int) -> pd.DataFrame:
 def value_vectors(model: Model, task: Task, tokens: tuple[str, ...]) -> pd.DataFrame:
     """Each head's value vector of each of ``tokens`` (first and last coordinate)."""
     ids = torch.tensor([task.vocab.index(t) for t in tokens])
-    x = model.blocks[0].ln1(model.embed.W_E[ids][None])[0]  # [token d_model]
+    x = token_inputs(model, 0)[ids]  # [token d_model]
     attn = model.blocks[0].attn
     v = torch.einsum("td,hde->hte", x, attn.W_V) + attn.b_V[:, None]  # [head token d_head]
     rows = [
@@ -84,11 +76,8 @@ def value_vectors(model: Model, task: Task, tokens: tuple[str, ...]) -> pd.DataF
 def separators(model: Model, task: Task) -> pd.DataFrame:
     """Each single head's fitted separator w . O + b = 0 (the s-acc fit on the train split;
     two-class tasks)."""
-    train = collect(model, task, task.split("train"))
     n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
-    masks = torch.eye(n_heads, dtype=torch.bool)
-    positive = labels(task, train.targets) == 1  # the second class, as in s-acc
-    weights = fit_separators(train.z[:, task.decision], positive, masks)
+    weights = head_separators(model, task)
     rows = []
     for h in range(n_heads):
         w = weights[h, h * d_head : (h + 1) * d_head]

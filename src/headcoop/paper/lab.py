@@ -57,6 +57,12 @@ class Setting:
         model = replace(plan.model, layernorm=values.pop("layernorm"))
         return model, replace(plan.lab_train(), **values)
 
+    def stack(self, plan: Plan) -> tuple[list[Experiment], TrainConfig]:
+        """This setting's models, one per seed of the lab (trained as one stack), and their
+        training settings."""
+        model, train = self.configs(plan)
+        return [Experiment(model, seed) for seed in plan.lab.seeds], train
+
 
 def setting(changes: dict[str, Any]) -> Setting:
     """The setting with these changes from the default, named by them ('default' if none)."""
@@ -188,9 +194,8 @@ def train_settings(
     with one worker, in turn in this process."""
     calls = []
     for s in settings:
-        model, train = s.configs(plan)
-        if pending_setting(plan, s, task, sweep_dir):
-            stack = [Experiment(model, seed) for seed in plan.lab.seeds]
+        stack, train = s.stack(plan)
+        if pending_stacks(task, [stack], train, sweep_dir):
             calls.append((task, stack, train, sweep_dir))
     options = {"device": device, "measure": measure_evidence, "snapshots": (SNAPSHOT_EPOCH,)}
     if executor is not None and calls:
@@ -206,16 +211,14 @@ def train_settings(
 
 def pending_setting(plan: Plan, s: Setting, task: Task, sweep_dir: Path) -> bool:
     """Whether some seed of the setting has no result in ``sweep_dir`` yet."""
-    model, train = s.configs(plan)
-    stack = [Experiment(model, seed) for seed in plan.lab.seeds]
+    stack, train = s.stack(plan)
     return bool(pending_stacks(task, [stack], train, sweep_dir))
 
 
 def _train_setting(
     plan: Plan, s: Setting, task: Task, sweep_dir: Path, progress: bool, device: Device
 ) -> list[Evidence]:
-    model, train = s.configs(plan)
-    stack = [Experiment(model, seed) for seed in plan.lab.seeds]
+    stack, train = s.stack(plan)
     results = run_sweep(
         task,
         [stack],

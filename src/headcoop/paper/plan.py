@@ -15,7 +15,6 @@ from typing import Any
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.errors import HeadcoopError
 from headcoop.files import config_key
-from headcoop.tasks.count01 import QUICK_SPLITS
 
 SELECTED = "selected.json"
 """The file in a lab's output directory that names the setting it selected."""
@@ -126,6 +125,8 @@ class Plan:
     @classmethod
     def quick(cls) -> "Plan":
         """The same pipeline on small splits, few epochs and small sweeps."""
+        from headcoop.tasks.count01 import QUICK_SPLITS  # here: this module stays free of torch
+
         return cls(
             task={"splits": QUICK_SPLITS},
             model=ModelConfig(n_heads=8),
