@@ -167,3 +167,19 @@ def test_serve_prints_the_address_and_serves_the_page(explored):
     finally:
         server.terminate()
         server.wait(timeout=10)
+
+
+def test_a_plain_transformer_lens_checkpoint_explores(tmp_path):
+    """A two-layer checkpoint written by plain TransformerLens code (top-level config fields,
+    safetensors) and naming no task: explored with --task, one head entry per head."""
+    from .test_any_model import INDUCTION, TWO_LAYERS, _write_plain
+
+    _write_plain(tmp_path / "ck", TWO_LAYERS, "model.safetensors")
+    params = [f"--task-param={k}={v}" for k, v in (("tokens", 10), ("half", 5), ("size", 200))]
+    out = tmp_path / "explore"
+    assert main(["explore", str(tmp_path / "ck"), "--out", str(out), "--task", "induction",
+                 *params]) == 0  # fmt: skip
+    data, heads = page_data(out / "explorer.html"), pd.read_csv(out / "heads.csv")
+    names = [f"L{layer}H{h}" for layer in range(2) for h in range(4)]
+    assert [h["name"] for h in data["heads"]] == names == heads["name"].tolist()
+    assert data["vocab"] == list(INDUCTION.vocab)
