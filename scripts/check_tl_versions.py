@@ -35,7 +35,7 @@ from headcoop.config import ModelConfig
 from headcoop.model import build_model
 from headcoop.tasks import task_from_config
 from headcoop.engine.run import predict
-from headcoop.training.checkpoint import load_checkpoint
+from headcoop.loading.checkpoint import load_checkpoint
 
 FULL = __FULL__
 

@@ -10,7 +10,7 @@ from headcoop.engine.run import predict
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Count01
-from headcoop.training.checkpoint import load_checkpoint, save_checkpoint
+from headcoop.loading.checkpoint import load_checkpoint, save_checkpoint
 
 META = {"task": Count01().to_config(), "train": {"seed": 0, "epoch": 3}, "metrics": {"x": 1}}
 

@@ -199,7 +199,7 @@ def test_the_tracer_finds_the_previous_token_head_behind_the_induction_heads(ind
 
 def test_trace_writes_its_files(induction_model, tmp_path, capsys):
     task, model = induction_model
-    from headcoop.training.checkpoint import save_checkpoint
+    from headcoop.loading.checkpoint import save_checkpoint
 
     save_checkpoint(tmp_path / "ckpt", model, {"task": task.to_config(), "train": {}})
     out = tmp_path / "trace"

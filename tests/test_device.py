@@ -15,7 +15,7 @@ from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Count01, SplitSpec
-from headcoop.training.checkpoint import load_checkpoint, save_checkpoint
+from headcoop.loading.checkpoint import load_checkpoint, save_checkpoint
 
 CUDA = torch.cuda.is_available()
 SPEC = SplitSpec(300, (0, 12), (0, 12))

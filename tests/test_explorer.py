@@ -44,7 +44,7 @@ def page_data(page) -> dict:
 
 
 def test_the_page_holds_every_head_with_the_numbers_of_heads_csv(explored):
-    from headcoop.training.checkpoint import load_with_task
+    from headcoop.loading.checkpoint import load_with_task
 
     run, out = explored
     data, heads = page_data(out / "explorer.html"), pd.read_csv(out / "heads.csv")
@@ -68,7 +68,7 @@ def test_a_head_s_margin_is_its_head_only_logit_difference(explored):
     from headcoop.engine.cache import collect
     from headcoop.explore.head_data import sample
     from headcoop.metrics.attribution import decompose
-    from headcoop.training.checkpoint import load_with_task
+    from headcoop.loading.checkpoint import load_with_task
 
     run, out = explored
     model, task, _ = load_with_task(run)

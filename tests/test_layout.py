@@ -14,6 +14,7 @@ PACKAGE = Path(headcoop.__file__).parent
 
 LAYERS = (
     ("tasks",),
+    ("loading",),
     ("engine",),
     ("metrics",),
     ("training",),

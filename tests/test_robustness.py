@@ -15,7 +15,7 @@ from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.paper.plots_runs import table_figure
 from headcoop.tasks import Count01
-from headcoop.training.checkpoint import load_checkpoint, run_checkpoints
+from headcoop.loading.checkpoint import load_checkpoint, run_checkpoints
 
 TINY = json.dumps(
     {

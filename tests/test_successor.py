@@ -147,7 +147,7 @@ def test_residue_shares():
 
 def test_the_successor_command_writes_its_files(tmp_path, capsys):
     from headcoop.cli import main
-    from headcoop.training.checkpoint import save_checkpoint
+    from headcoop.loading.checkpoint import save_checkpoint
 
     model, _ = planted_model()
     save_checkpoint(tmp_path / "ckpt", model, {"task": TASK.to_config(), "train": {}})

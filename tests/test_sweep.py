@@ -17,7 +17,7 @@ from headcoop.errors import HeadcoopError
 from headcoop.heads.analyze import SetScorer
 from headcoop.metrics.single_heads import measure_models
 from headcoop.model import build_model
-from headcoop.training.checkpoint import load_stack, save_stack
+from headcoop.loading.checkpoint import load_stack, save_stack
 from headcoop.training.sweep import Experiment, load_results, run_sweep, train_stack
 
 EXPERIMENTS = [

@@ -3,14 +3,14 @@ from dataclasses import replace
 import pytest
 import torch
 
-import headcoop.training.checkpoint as checkpoint_module
+import headcoop.loading.checkpoint as checkpoint_module
 from headcoop.compat import parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
 from headcoop.model import build_model
 from headcoop.tasks import Count01, SplitSpec
-from headcoop.training.checkpoint import load_checkpoint, run_checkpoints
+from headcoop.loading.checkpoint import load_checkpoint, run_checkpoints
 from headcoop.training.trainer import _denormals_flushed, train, train_models
 
 SMALL = ModelConfig(d_model=8, n_heads=4, d_head=2)

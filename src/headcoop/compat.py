@@ -63,7 +63,7 @@ __all__ = [
     "Model",
     "attention_scale",
     "attention_scores",
-    "config_fields",
+    "bridge_shapes",
     "load_parameters",
     "new_model",
     "parameters",
@@ -73,10 +73,42 @@ __all__ = [
 
 
 def new_model(kwargs: dict[str, Any]) -> Model:
-    """A model on the CPU from `HookedTransformerConfig` keyword arguments (a stored
-    ``device`` entry is ignored: where a model runs is the user's choice, not the checkpoint's).
-    Its weights are TransformerLens's initialisation; `headcoop.model.build_model` draws its
-    own."""
+    """A model on the CPU from checked `HookedTransformerConfig` keyword arguments (see
+    `headcoop.loading.fields`), computing what a 3.x ``HookedTransformer`` of that config
+    computes. Its weights are TransformerLens's initialisation; `headcoop.model.build_model`
+    draws its own.
+
+    Under 4.x the native bridge takes the same arguments, but its attention scale differs:
+    3.x divides by 1 where ``use_attn_scale`` is off and by any positive ``attn_scale``, the
+    bridge by sqrt(d_head) in the first case and refuses 1.0 in the second; the scale 3.x would
+    use is set on the built model.
+    """
+    scale = _tl3_scale(kwargs)
+    if TL_VERSION[0] == 4:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("use_attn_scale", "attn_scale")}
+    model = _build(kwargs)
+    if TL_VERSION[0] == 4 and scale is not None:
+        for block in model.blocks:
+            block.attn.original_component.scale = scale
+    return model
+
+
+def _tl3_scale(kwargs: dict[str, Any]) -> float | None:
+    """The attention scale a 3.x model of this config uses, where not sqrt(d_head)."""
+    if not kwargs.get("use_attn_scale", True):
+        return 1.0
+    scale = kwargs.get("attn_scale", -1.0)
+    return float(scale) if scale > 0 else None
+
+
+def new_bridge(kwargs: dict[str, Any]) -> Model:
+    """A 4.x native bridge exactly as ``TransformerBridge.boot_native`` builds it from these
+    arguments (for weights saved by a plain 4.x model, whose config means what the bridge
+    makes of it)."""
+    return _build(kwargs)
+
+
+def _build(kwargs: dict[str, Any]) -> Model:
     # transformer-lens 3.x warns that HookedTransformer goes away in 4.0; headcoop uses it
     # there deliberately, so that one warning is noise for our users.
     with warnings.catch_warnings():
@@ -93,12 +125,12 @@ def new_model(kwargs: dict[str, Any]) -> Model:
             raise HeadcoopError(f"bad model config: {first}") from None
 
 
-def config_fields() -> frozenset[str]:
-    """The keyword arguments the installed TransformerLens's model config takes."""
-    import inspect
-
-    names = inspect.signature(_Config.__init__).parameters
-    return frozenset(names) - {"self", "args", "kwargs"}
+def bridge_shapes(kwargs: dict[str, Any]) -> dict[str, tuple[int, ...]]:
+    """The names and shapes of a 4.x bridge's own state dict for this config, built on
+    torch's meta device (nothing is allocated)."""
+    with torch.device("meta"):
+        model = new_bridge(kwargs)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def to_device(model: Model, device: torch.device) -> Model:
@@ -146,10 +178,29 @@ def load_parameters(model: Model, state: dict[str, Tensor]) -> None:
         raise HeadcoopError(f"unexpected parameter {extra[0]!r}")
     _check_shapes(expected, state)
     weights = {k: state[k] for k in expected}
+    if TL_VERSION[0] == 4 and _rotates_halves(model.cfg):
+        weights = _halves_to_pairs(weights, model.cfg)
     if TL_VERSION[0] == 3:
         model.load_state_dict(weights, strict=False)
     else:
         model.load_state_dict(convert_tl_checkpoint(weights, model.cfg), strict=True)
+
+
+def _rotates_halves(cfg: Any) -> bool:
+    """Whether 3.x rotates query and key dimensions i and i + rotary_dim/2 together (its
+    default), where the 4.x bridge always rotates neighbours 2i and 2i + 1."""
+    return cfg.positional_embedding_type == "rotary" and not cfg.rotary_adjacent_pairs
+
+
+def _halves_to_pairs(weights: dict[str, Tensor], cfg: Any) -> dict[str, Tensor]:
+    """3.x rotary weights re-ordered for the bridge: query and key dimension i goes to 2i and
+    i + rotary_dim/2 to 2i + 1, which rotates the same pairs by the same angles (scores are
+    sums over dimensions, so the order is free)."""
+    half = (cfg.rotary_dim or cfg.d_head) // 2
+    order = torch.arange(2 * half).view(2, half).T.reshape(-1)
+    order = torch.cat([order, torch.arange(2 * half, cfg.d_head)])
+    query_key = (".attn.W_Q", ".attn.W_K", ".attn.b_Q", ".attn.b_K")
+    return {k: v[..., order] if k.endswith(query_key) else v for k, v in weights.items()}
 
 
 def _load_bridge_state(model: Model, state: dict[str, Tensor]) -> None:
@@ -180,7 +231,7 @@ def _check_shapes(expected: dict[str, torch.Size], state: dict[str, Tensor]) -> 
 
 def _is_buffer_name(name: str) -> bool:
     """3.x state dicts also hold each attention layer's mask and IGNORE value."""
-    return name.endswith((".attn.mask", ".attn.IGNORE"))
+    return name.endswith((".attn.mask", ".attn.IGNORE", ".rotary_sin", ".rotary_cos"))
 
 
 def attention_scale(model: Model, layer: int = 0) -> float:

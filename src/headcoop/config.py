@@ -199,7 +199,8 @@ class ModelConfig:
             d_head=cfg.d_head,
             layernorm=cfg.normalization_type is not None,
             n_layers=cfg.n_layers,
-            positional=bool(model.pos_embed.W_pos.requires_grad or model.pos_embed.W_pos.any()),
+            positional=cfg.positional_embedding_type != "standard"
+            or bool(model.pos_embed.W_pos.requires_grad or model.pos_embed.W_pos.any()),
             n_ctx=cfg.n_ctx,
             d_mlp=0 if cfg.attn_only else cfg.d_mlp,
             act_fn=cfg.act_fn if not cfg.attn_only and cfg.act_fn in ACTIVATIONS else "relu",

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from headcoop.compat import Model, load_parameters, new_model, parameters, to_device
-from headcoop.config import INIT_SCHEMES, NORMALIZATIONS, ModelConfig
+from headcoop.config import INIT_SCHEMES, ModelConfig
 from headcoop.device import Device, resolve_device
 from headcoop.errors import HeadcoopError
 
@@ -118,40 +118,10 @@ def freeze_positions(model: Model) -> None:
     model.pos_embed.W_pos.requires_grad_(False)
 
 
-_UNSUPPORTED = (
-    ("attention_dir", "causal", "bidirectional attention"),
-    ("positional_embedding_type", "standard", "positional embeddings other than 'standard'"),
-    ("parallel_attn_mlp", False, "attention and MLP in parallel"),
-    ("final_rms", False, "a final RMSNorm under LayerNorm blocks"),
-    ("use_normalization_before_and_after", False, "normalization after each sublayer too"),
-    ("post_embedding_ln", False, "a LayerNorm after the embedding"),
-)
-"""Config settings that change what a model computes in ways headcoop's analyzers do not
-follow: (field, the value headcoop runs, what another value means)."""
-
-
-def check_supported(model: Model) -> Model:
-    """``model`` itself if headcoop can run and analyse it, else one line naming the setting.
-
-    Any depth, MLP, normalization and learned positions are fine; what is refused would make an
-    analyzer's number silently wrong (`_UNSUPPORTED`, a separate output vocabulary).
-
-    Raises:
-        HeadcoopError: the model's config has a setting headcoop cannot follow.
-    """
-    cfg = model.cfg
-    for field, value, meaning in _UNSUPPORTED:
-        found = getattr(cfg, field, value)
-        if found != value:
-            raise HeadcoopError(f"headcoop cannot run {meaning} ({field}={found!r})")
-    if cfg.normalization_type not in (None, *NORMALIZATIONS):
-        raise HeadcoopError(
-            f"headcoop cannot run normalization_type={cfg.normalization_type!r}: it runs "
-            f"{', '.join(NORMALIZATIONS)} or none"
-        )
-    if getattr(cfg, "d_vocab_out", -1) not in (-1, cfg.d_vocab):
-        raise HeadcoopError(
-            f"headcoop cannot run a separate output vocabulary (d_vocab_out={cfg.d_vocab_out}, "
-            f"d_vocab={cfg.d_vocab})"
-        )
-    return model
+def has_positions(model: Model) -> bool:
+    """Whether ``model`` sees positions: rotary attention, or a learned positional embedding
+    that is trainable or not all zero."""
+    if model.cfg.positional_embedding_type != "standard":
+        return True
+    W_pos = model.pos_embed.W_pos
+    return bool(W_pos.requires_grad or W_pos.any())

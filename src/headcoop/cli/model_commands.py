@@ -124,7 +124,7 @@ def _add_choice_flags(train: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> None:
     from headcoop.device import resolve_device
-    from headcoop.training.checkpoint import FINAL, resolve_checkpoint
+    from headcoop.loading.checkpoint import FINAL, resolve_checkpoint
     from headcoop.training.trainer import train
 
     writable_dir(args.out, "--out")
@@ -205,7 +205,7 @@ def report_accuracy(
     on ``task`` (by default the checkpoint's)."""
     from headcoop.engine.run import choose_engine, evaluate
     from headcoop.tasks import read_names
-    from headcoop.training.checkpoint import load_with_task
+    from headcoop.loading.checkpoint import load_with_task
 
     model, task, _ = load_with_task(path, task, device)
     mode = "full" if full else "auto"

@@ -33,16 +33,6 @@ from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Task
 
 
-def check_fits(model: Model, task: Task) -> None:
-    """Refuse, in one line, a model whose vocabulary or context cannot run ``task``: its
-    embedding must have one row per token of the task's vocabulary."""
-    if model.cfg.d_vocab != len(task.vocab):
-        raise HeadcoopError(
-            f"the model has {model.cfg.d_vocab} tokens, task {task.name!r} has "
-            f"{len(task.vocab)}: it was not trained on this task"
-        )
-
-
 def choose_engine(models: Sequence[Model], task: Task, mode: str = "auto") -> str:
     """The engine that runs ``models`` on ``task``: 'stack' where every model stacks, 'bags'
     where bag compression is exact, 'full' otherwise or when ``mode`` is 'full'.

@@ -35,7 +35,7 @@ def explore(
         The page's path.
     """
     from headcoop.heads.analyze import read_analysis
-    from headcoop.training.checkpoint import CHECKSUM, load_with_task
+    from headcoop.loading.checkpoint import CHECKSUM, load_with_task
 
     clock = time.perf_counter()
     run = None

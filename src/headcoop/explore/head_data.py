@@ -168,7 +168,7 @@ def dynamics(run: Any, task: Task, at_most: int = 12) -> dict[str, Any] | None:
     """Each head's s-acc and head weight at up to ``at_most`` saved epochs (evenly spaced, the
     last included), where ``run`` is a training run directory with epoch checkpoints."""
     from headcoop.heads.dynamics import trajectory
-    from headcoop.training.checkpoint import run_checkpoints
+    from headcoop.loading.checkpoint import run_checkpoints
 
     epochs = [e for e, _ in run_checkpoints(run)] if run is not None else []
     if len(epochs) < 2:  # a checkpoint, a model in memory or a run that saved one epoch

@@ -26,7 +26,6 @@ from headcoop.device import Device
 from headcoop.engine.bags import bag_exact
 from headcoop.engine.cache import HeadCache, collect
 from headcoop.engine.loss import accuracies
-from headcoop.engine.run import check_fits
 from headcoop.errors import HeadcoopError
 from headcoop.files import read_json, write_atomic
 from headcoop.heads.subset_plan import SubsetPlan, plan_subsets
@@ -48,9 +47,9 @@ from headcoop.metrics.subsets import (
     logit_metrics,
     singles_and_pairs,
 )
-from headcoop.model import check_supported
+from headcoop.loading.fields import check_model_config
 from headcoop.tasks.base import Task, candidate_ids, read_names
-from headcoop.training.checkpoint import load_with_task
+from headcoop.loading.checkpoint import check_fits, load_with_task
 
 
 @dataclass(frozen=True)
@@ -482,7 +481,7 @@ def _resolve(model: Model | str | Path, task: Task | None, device: Device) -> tu
     if isinstance(model, Model):
         if task is None:
             raise HeadcoopError("analyze needs a task for a model object")
-        check_supported(model)
+        check_model_config(model.cfg)
         check_fits(model, task)
         return model, task
     model, task, _ = load_with_task(model, task, device)

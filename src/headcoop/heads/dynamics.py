@@ -24,7 +24,7 @@ from headcoop.metrics.attribution import head_weights
 from headcoop.metrics.single_heads import S_ACC_SPLITS, measure_models, single_head_s_acc
 from headcoop.model import build_model
 from headcoop.tasks.base import Task, candidate_ids
-from headcoop.training.checkpoint import load_with_task, run_checkpoints
+from headcoop.loading.checkpoint import load_with_task, run_checkpoints
 
 
 @dataclass(frozen=True)

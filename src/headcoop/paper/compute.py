@@ -41,7 +41,7 @@ from headcoop.paper.evidence import (
 from headcoop.paper.minimal import minimal_solution
 from headcoop.paper.plan import Plan, Table1Row
 from headcoop.tasks.base import Task
-from headcoop.training.checkpoint import load_checkpoint
+from headcoop.loading.checkpoint import load_checkpoint
 from headcoop.training.sweep import EXAMPLE_ORDER, Experiment, run_sweep, train_stack
 
 log = logging.getLogger(__name__)

@@ -38,7 +38,7 @@ from headcoop.successor.periodic import (
     steer,
 )
 from headcoop.tasks.base import Task
-from headcoop.training.checkpoint import load_with_task
+from headcoop.loading.checkpoint import load_with_task
 
 
 def successor_checkpoint(

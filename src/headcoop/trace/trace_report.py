@@ -35,7 +35,7 @@ from headcoop.trace.tracing import (
     token_inputs,
     trace,
 )
-from headcoop.training.checkpoint import load_with_task
+from headcoop.loading.checkpoint import load_with_task
 
 INTERVENTION_COLUMNS = (
     "source", "target", "side", "removed", "firings", "mean_contribution", "score_change",

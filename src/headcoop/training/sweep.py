@@ -42,7 +42,7 @@ from headcoop.memory import keep_freed_memory
 from headcoop.metrics.single_heads import measure_models
 from headcoop.model import build_model
 from headcoop.tasks.base import Task
-from headcoop.training.checkpoint import (
+from headcoop.loading.checkpoint import (
     epoch_dir,
     load_stack,
     mark_final,

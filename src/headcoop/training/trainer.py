@@ -30,7 +30,7 @@ from headcoop.errors import HeadcoopError
 from headcoop.files import owned, writable_dir
 from headcoop.model import build_model
 from headcoop.tasks.base import Task, read_names
-from headcoop.training.checkpoint import (
+from headcoop.loading.checkpoint import (
     clear_run,
     epoch_dir,
     load_checkpoint,

@@ -39,19 +39,31 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from headcoop.compat import (
+    TL_VERSION,
     Model,
-    config_fields,
+    attention_scale,
+    bridge_shapes,
     load_parameters,
+    new_bridge,
     new_model,
     parameters,
     to_device,
 )
-from headcoop.config import ModelConfig
 from headcoop.device import Device, resolve_device
-from headcoop.engine.run import check_fits
 from headcoop.errors import HeadcoopError
-from headcoop.files import atomic_path, parse_json, read_json, umask
-from headcoop.model import check_supported, freeze_positions
+from headcoop.files import atomic_path, read_json, umask
+from headcoop.loading.fields import check_model_config, model_kwargs
+from headcoop.loading.weights import (
+    compare,
+    expected_shapes,
+    iter_shapes,
+    parameter_count,
+    read_header,
+    read_safetensors,
+    read_torch,
+    with_defaults,
+)
+from headcoop.model import freeze_positions
 from headcoop.tasks.base import Task, task_from_config
 
 CONFIG = "config.json"
@@ -162,7 +174,9 @@ def load_checkpoint(path: str | Path, device: Device = None) -> tuple[Model, dic
 
     ``path`` is a checkpoint directory, or a training run directory (its final checkpoint).
     Works for any checkpoint in this format, whoever wrote it, and for a plain TransformerLens
-    checkpoint (see the module docstring).
+    checkpoint (see the module docstring). Everything is checked before anything is built or
+    read: every config field by `headcoop.loading.fields`, the memory it asks for, then the
+    weights file's names and shapes against the config (`headcoop.loading.weights`).
 
     Raises:
         HeadcoopError: the directory, config or weights are missing or corrupt, the weights do
@@ -171,23 +185,19 @@ def load_checkpoint(path: str | Path, device: Device = None) -> tuple[Model, dic
     device = resolve_device(device)
     path = resolve_checkpoint(path)
     config = read_config(path)
-    section = model_section(config, path / CONFIG)
+    kwargs = model_section(config, path / CONFIG)
     if not isinstance(config.get("task", {}), dict):
         raise HeadcoopError(f"{path / CONFIG}: the 'task' section is not an object")
     _check_checksums(config, path)
-    check_memory(section, f"{path / CONFIG}")
+    check_memory(kwargs, f"{path / CONFIG}")
     file = _weights_file(path)
-    model = new_model(section)
-    try:
-        check_supported(model)
-    except HeadcoopError as exc:
-        raise HeadcoopError(f"{path / CONFIG}: {exc}") from None
-    state = _read_weights(file, model, config)
+    state, bridge = _read_weights(file, kwargs, config)
+    model = new_bridge(kwargs) if bridge else new_model(kwargs)
     try:
         load_parameters(model, state)
     except HeadcoopError as exc:
         raise HeadcoopError(f"{file} does not fit config.json: {exc}") from None
-    if not model.pos_embed.W_pos.any():
+    if model.cfg.positional_embedding_type == "standard" and not model.pos_embed.W_pos.any():
         freeze_positions(model)
     _check_vocab(config.get("task", {}), model, path)
     model.eval()
@@ -205,20 +215,36 @@ def load_with_task(
     return model, task, config
 
 
+def check_fits(model: Model, task: Task) -> None:
+    """Refuse, in one line, a model whose vocabulary cannot run ``task``: its embedding must
+    have one row per token of the task's vocabulary (a task of the model's own token ids,
+    such as `headcoop.tasks.PromptTask`, needs only every id it names to exist)."""
+    if getattr(task, "open_vocab", False) and len(task.vocab) <= model.cfg.d_vocab:
+        return
+    if model.cfg.d_vocab != len(task.vocab):
+        raise HeadcoopError(
+            f"the model has {model.cfg.d_vocab} tokens, task {task.name!r} has "
+            f"{len(task.vocab)}: it was not trained on this task"
+        )
+
+
 def model_section(config: dict[str, Any], where: Path) -> dict[str, Any]:
-    """The model's config keyword arguments: headcoop's ``model`` section, or the
-    HookedTransformerConfig fields at the top level of a plain TransformerLens config.json
-    (other top-level entries are ignored; ``dtype`` too: headcoop computes in float32)."""
+    """The model's config keyword arguments, every field checked (`model_kwargs`):
+    headcoop's ``model`` section, or the HookedTransformerConfig fields at the top level of a
+    plain TransformerLens config.json (other top-level entries are ignored)."""
     if "model" in config:
         if not isinstance(config["model"], dict):
             raise HeadcoopError(f"{where}: the 'model' section is not an object")
-        return config["model"]
+        return model_kwargs(config["model"], str(where))
     if "d_model" not in config:
         raise HeadcoopError(
             f"{where}: no 'model' section, nor TransformerLens config fields at the top level"
         )
-    known = config_fields() - {"device", "dtype"}
-    return {k: v for k, v in config.items() if k in known}
+    plain = {k: v for k, v in config.items() if k not in _HEADCOOP_ENTRIES}
+    return model_kwargs(plain, str(where), top_level=True)
+
+
+_HEADCOOP_ENTRIES = frozenset({"task", "train", "metrics", CHECKSUM, TASK_CHECKSUM, OPTIMIZER_CHECKSUM})
 
 
 def _weights_file(path: Path) -> Path:
@@ -229,48 +255,64 @@ def _weights_file(path: Path) -> Path:
     raise HeadcoopError(f"{path}: missing {WEIGHTS} (or it is not a regular file)")
 
 
-def _read_weights(file: Path, model: Model, config: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of a weights file, checked before use: a safetensors header against the
-    model, the checksum where config.json has one, every parameter finite."""
-    if file.name == WEIGHTS:
-        _check_header(file, model)
+def _read_weights(
+    file: Path, kwargs: dict[str, Any], config: dict[str, Any]
+) -> tuple[dict[str, torch.Tensor], bool]:
+    """The parameters of a weights file, compared with what the config implies before any
+    tensor is read (a torch file: before any is materialised), and whether they are under a
+    4.x bridge's own names."""
+    if file.name != WEIGHTS:
+        _check_weights_sum(config, file)
+        return _read_torch(file, kwargs)
+    header = read_header(file)
+    bridge = _bridge_names(header, file)
+    found = {k: shape for k, (_, shape, _) in header.items()}
+    if bridge:
+        _check_layers(found, kwargs["n_layers"], file)  # before a model is built to compare
+    expected = bridge_shapes(kwargs).items() if bridge else iter_shapes(kwargs)
+    names = compare(found, expected, file)
+    _check_weights_sum(config, file)
+    return read_safetensors(file, names), bridge
+
+
+def _check_layers(names: Any, n_layers: int, file: Path) -> None:
+    """The weights hold blocks 0 to n_layers - 1, no more, no fewer."""
+    layers = {n.split(".")[1] for n in names if n.startswith("blocks.")}
+    if layers != {str(k) for k in range(min(n_layers, len(layers) + 1))} or len(layers) != n_layers:
+        raise HeadcoopError(
+            f"{file} does not fit config.json: it holds {len(layers)} blocks, the config "
+            f"gives {n_layers}"
+        )
+
+
+def _check_weights_sum(config: dict[str, Any], file: Path) -> None:
     if CHECKSUM in config and config[CHECKSUM] != _sha256(file):
         raise HeadcoopError(
             f"{file} does not match the checksum in {CONFIG}: the file is corrupt or "
             "was changed after saving"
         )
-    state = _load_safetensors(file) if file.name == WEIGHTS else _load_torch(file, model)
-    broken = [n for n, t in state.items() if _is_parameter(n) and not torch.isfinite(t).all()]
-    if broken:
-        raise HeadcoopError(f"{file}: tensor {broken[0]!r} holds NaN or infinite values")
-    return state
 
 
-def _is_parameter(name: str) -> bool:
-    """Buffers such as 3.x's attention mask hold -inf by design."""
-    return not name.endswith((".attn.mask", ".attn.IGNORE"))
-
-
-def _load_safetensors(file: Path) -> dict[str, torch.Tensor]:
+def _read_torch(file: Path, kwargs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
+    """A torch state dict; whether its names are a bridge's is known once its keys are."""
     try:
-        return load_file(file)
-    except (safetensors.SafetensorError, OSError) as exc:
-        raise HeadcoopError(f"{file} is corrupt: {exc}") from None
+        return read_torch(file, expected_shapes(kwargs)), False
+    except HeadcoopError:
+        if TL_VERSION[0] == 3:
+            raise
+    return read_torch(file, bridge_shapes(kwargs)), True
 
 
-def _load_torch(file: Path, model: Model) -> dict[str, torch.Tensor]:
-    """A torch state dict, read with ``weights_only=True`` (nothing is unpickled but tensors),
-    after its size is checked against the model's."""
-    need = 4 * sum(p.numel() for p in model.state_dict().values())
-    if file.stat().st_size > 2 * need + 2**20:
-        raise HeadcoopError(f"{file} is {file.stat().st_size:,} bytes, too large for its config")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types for a file it cannot read
-        raise HeadcoopError(f"{file} is not a torch state dict: {str(exc)[:120]}") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise HeadcoopError(f"{file} is not a state dict of tensors")
-    return {k: v.float() for k, v in state.items()}
+def _bridge_names(names: Any, file: Path) -> bool:
+    """Whether weights are stored under a 4.x bridge's names (``embed.weight``, ...), which
+    only transformer-lens 4 builds."""
+    bridge = "embed.weight" in names
+    if bridge and TL_VERSION[0] == 3:
+        raise HeadcoopError(
+            f"{file}: the weights use TransformerBridge names (embed.weight, ...): load them "
+            "under transformer-lens 4, or save them under 3.x names"
+        )
+    return bridge
 
 
 def _check_vocab(task: dict[str, Any], model: Model, path: Path) -> None:
@@ -292,31 +334,18 @@ def _check_checksums(config: dict[str, Any], path: Path) -> None:
         )
 
 
-def check_memory(section: dict[str, Any], what: str) -> int:
-    """The bytes a model section asks for (its parameters and one layer's attention scores
-    over a full context), refused with one line above the budget: ``HEADCOOP_MAX_MEMORY`` GiB,
-    4 by default. Checked before anything is built.
+def check_memory(kwargs: dict[str, Any], what: str) -> int:
+    """The bytes a checked model section asks for (its parameters, as `parameter_count`
+    counts them, and one layer's attention scores over a full context), refused with one line
+    above the budget (`memory_budget`). Checked before anything is built.
 
     Raises:
-        HeadcoopError: a size is not a positive whole number, or the total is over budget.
+        HeadcoopError: the total is over budget.
     """
-    sizes = {}
-    for key in ("d_vocab", "d_model", "n_layers", "n_heads", "d_head", "n_ctx"):
-        value = section.get(key, 1 if key == "n_heads" else None)
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise HeadcoopError(f"{what}: model setting {key!r} must be a positive whole number")
-        sizes[key] = value
-    d_mlp = section.get("d_mlp")
-    if d_mlp is None:  # TransformerLens's default: four times d_model, unless attention only
-        d_mlp = 0 if section.get("attn_only") else 4 * sizes["d_model"]
-    if isinstance(d_mlp, bool) or not isinstance(d_mlp, int) or d_mlp < 0:
-        raise HeadcoopError(f"{what}: model setting 'd_mlp' must be a whole number >= 0")
-    d_model, heads = sizes["d_model"], sizes["n_heads"] * sizes["d_head"]
-    per_layer = 4 * heads * d_model + 2 * d_model * d_mlp + sizes["n_ctx"] ** 2
-    floats = sizes["d_vocab"] * d_model * 2 + sizes["n_ctx"] * d_model
-    floats += sizes["n_layers"] * per_layer + sizes["n_heads"] * sizes["n_ctx"] ** 2
-    need = 4 * floats
-    budget = _memory_budget()
+    full = with_defaults(kwargs)
+    scores = (full["n_heads"] + 1) * full["n_ctx"] ** 2
+    need = 4 * (parameter_count(kwargs) + scores)
+    budget = memory_budget()
     if need > budget:
         raise HeadcoopError(
             f"{what}: the model would take about {need / 2**30:.1f} GiB, over the budget of "
@@ -325,39 +354,17 @@ def check_memory(section: dict[str, Any], what: str) -> int:
     return need
 
 
-def _memory_budget() -> float:
+def memory_budget() -> float:
+    """Bytes a model (or an allocation that grows with user input) may ask for:
+    ``HEADCOOP_MAX_MEMORY`` GiB, 4 by default."""
     text = os.environ.get(MAX_MEMORY, "")
     try:
         gib = float(text) if text else DEFAULT_MAX_MEMORY_GIB
     except ValueError:
-        raise HeadcoopError(f"{MAX_MEMORY} must be a number of GiB, got {text!r}") from None
+        gib = float("nan")
+    if not 0 < gib < 2**20:
+        raise HeadcoopError(f"{MAX_MEMORY} must be a positive number of GiB, got {text!r:.40}")
     return gib * 2**30
-
-
-def _check_header(file: Path, model: Model) -> None:
-    """Compare the weights file's header (names, shapes) and size with the model before any
-    tensor is read: a file that cannot hold these weights is refused unread."""
-    size = file.stat().st_size
-    with open(file, "rb") as handle:
-        raw = handle.read(8)
-        length = int.from_bytes(raw, "little") if len(raw) == 8 else -1
-        if not 0 < length <= min(size - 8, 2**24):
-            raise HeadcoopError(f"{file} is corrupt: not a safetensors file")
-        header = parse_json(handle.read(length), f"{file}'s header")
-    if not isinstance(header, dict):
-        raise HeadcoopError(f"{file} is corrupt: its header is not an object")
-    entries = {k: v for k, v in header.items() if k != "__metadata__" and isinstance(v, dict)}
-    end = max((max(v.get("data_offsets", [0, 0])) for v in entries.values()), default=0)
-    if size != 8 + length + end:
-        raise HeadcoopError(
-            f"{file} is {size:,} bytes, but its header describes {8 + length + end:,}"
-        )
-    for name, shape in ((k, tuple(v.shape)) for k, v in parameters(model).items()):
-        if name in entries and tuple(entries[name].get("shape", ())) != shape:
-            raise HeadcoopError(
-                f"{file} does not fit config.json: parameter {name!r} has shape "
-                f"{tuple(entries[name].get('shape', ()))}, the config gives {shape}"
-            )
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -435,15 +442,34 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], layout: dict) -> dict
 
 
 def _hooked_kwargs(model: Model) -> dict[str, Any]:
-    """The config keyword arguments that rebuild ``model``: headcoop's own section for its
-    models (unchanged since the first checkpoints), with every field where ``model.cfg``
-    differs from it (a model built by other code, e.g. with ``default_prepend_bos``)."""
-    check_supported(model)
-    kwargs = ModelConfig.of(model).hooked_kwargs(model.cfg.d_vocab)
-    kwargs |= {k: getattr(model.cfg, k) for k in kwargs if getattr(model.cfg, k) != kwargs[k]}
-    if model.cfg.eps != 1e-5:
-        kwargs["eps"] = model.cfg.eps
+    """The config keyword arguments that rebuild ``model``, as 3.x reads them: headcoop's
+    own section for its models (unchanged since the first checkpoints), and every other field
+    of `BUILT` where the model differs from TransformerLens's default."""
+    cfg = model.cfg
+    check_model_config(cfg)
+    kwargs = {k: getattr(cfg, k) for k in _SECTION}
+    kwargs["default_prepend_bos"] = False
+    if not cfg.attn_only:
+        kwargs |= {"d_mlp": cfg.d_mlp, "act_fn": cfg.act_fn}
+    kwargs |= {k: getattr(cfg, k) for k, v in _DEFAULTS.items() if getattr(cfg, k, v) != v}
+    if cfg.positional_embedding_type == "rotary":
+        kwargs["rotary_dim"] = cfg.rotary_dim or cfg.d_head
+        kwargs["rotary_adjacent_pairs"] = bool(TL_VERSION[0] == 4 or cfg.rotary_adjacent_pairs)
+    scale = attention_scale(model)
+    if abs(scale - cfg.d_head**0.5) > 1e-12:
+        kwargs["attn_scale"] = scale
     return kwargs
+
+
+_SECTION = (
+    *("n_layers", "d_model", "n_heads", "d_head", "n_ctx", "d_vocab", "attn_only"),
+    *("normalization_type", "positional_embedding_type"),
+)
+"""The fields of every model section headcoop writes, in the order it always wrote them."""
+
+_DEFAULTS = {"eps": 1e-5, "final_rms": False, "rotary_base": 10000}
+"""Further fields written where a model differs from TransformerLens's default (the
+attention scale and the rotary layout are written from what the model computes)."""
 
 
 def _tensors(named: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
