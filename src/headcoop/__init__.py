@@ -32,6 +32,7 @@ _EXPORTS = {
     "Histogram": "headcoop.tasks",
     "Induction": "headcoop.tasks",
     "Plurality": "headcoop.tasks",
+    "PromptTask": "headcoop.tasks",
     "Successor": "headcoop.tasks",
     "Readout": "headcoop.tasks",
     "SplitSpec": "headcoop.tasks",

@@ -44,15 +44,31 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_checkpoint(parser: argparse.ArgumentParser, out: bool = True) -> None:
-    """The positional checkpoint (or run directory), ``--out`` for the result files, and the
-    task flags (for a checkpoint that names no task, or to measure it on another)."""
+def add_checkpoint(
+    parser: argparse.ArgumentParser, out: bool = True, prompts: bool = True
+) -> None:
+    """The positional checkpoint (or run directory), ``--out`` for the result files, the
+    task flags (for a checkpoint that names no task, or to measure it on another) and, where
+    ``prompts``, ``--prompts``/``--candidates`` (a researcher's own prompts as the task)."""
     parser.add_argument(
         "checkpoint", help="checkpoint directory (headcoop's or plain TransformerLens), or a run"
     )
     if out:
         parser.add_argument("--out", required=True, help="directory for the result files")
     add_task_flags(parser, default=None)
+    if not prompts:
+        return
+    parser.add_argument(
+        "--prompts",
+        metavar="FILE.jsonl",
+        help='your own prompts instead of a task: one {"tokens": [ids], "target": id} a line '
+        '(optional "position", "split": train or test)',
+    )
+    parser.add_argument(
+        "--candidates",
+        metavar="ID,ID,...",
+        help="with --prompts: the token ids the prediction chooses among (default: the targets)",
+    )
 
 
 def add_task_flags(parser: argparse.ArgumentParser, default: str | None) -> None:
@@ -75,7 +91,12 @@ def add_task_flags(parser: argparse.ArgumentParser, default: str | None) -> None
 
 
 def chosen_task(args: argparse.Namespace) -> Any:
-    """The task that ``--task`` and ``--task-param`` name, or None where no --task was given."""
+    """The task that ``--task`` and ``--task-param`` (or ``--prompts``) name, or None where
+    none was given."""
+    if getattr(args, "prompts", None) is not None:
+        return _prompt_task(args)
+    if getattr(args, "candidates", None) is not None:
+        raise HeadcoopError("--candidates needs --prompts")
     if args.task is None:
         if args.task_param:
             raise HeadcoopError("--task-param needs --task")
@@ -83,6 +104,21 @@ def chosen_task(args: argparse.Namespace) -> Any:
     from headcoop.tasks import load_task
 
     return load_task(args.task, **task_params(args.task_param))
+
+
+def _prompt_task(args: argparse.Namespace) -> Any:
+    """`headcoop.tasks.PromptTask` from ``--prompts`` and ``--candidates``."""
+    if args.task is not None or args.task_param:
+        raise HeadcoopError("give --prompts or --task, not both")
+    from headcoop.tasks import PromptTask
+
+    candidates = None
+    if args.candidates is not None:
+        try:
+            candidates = [int(part) for part in args.candidates.split(",")]
+        except ValueError:
+            raise HeadcoopError(f"--candidates needs token ids as ID,ID,..., got {args.candidates!r:.60}") from None
+    return PromptTask.from_jsonl(args.prompts, candidates=candidates)
 
 
 def add_numeric_train_flags(parser: argparse.ArgumentParser) -> None:

@@ -27,7 +27,7 @@ def add_trace(commands: Any) -> None:
         "OUT/terms.csv, OUT/graph.json, OUT/interventions.csv or OUT/ratios.csv, "
         "OUT/summary.json and OUT/trace.html.",
     )
-    add_checkpoint(tracer)
+    add_checkpoint(tracer, prompts=False)
     tracer.add_argument("--prompts", type=Rule(int, 1, 4096).parse, default=64,
                         help="test examples traced")  # fmt: skip
     tracer.add_argument("--share", type=Rule(float, 0, 1, low_open=True).parse, default=0.7,
@@ -61,7 +61,7 @@ def add_successor(commands: Any) -> None:
         "arithmetic against random directions. Writes OUT/succession.csv, OUT/features.csv, "
         "OUT/steering.csv, OUT/summary.json and OUT/successor.html.",
     )
-    add_checkpoint(successor)
+    add_checkpoint(successor, prompts=False)
     successor.set_defaults(run=_owning_out(run_successor))
 
 

@@ -218,8 +218,13 @@ def load_with_task(
 def check_fits(model: Model, task: Task) -> None:
     """Refuse, in one line, a model whose vocabulary cannot run ``task``: its embedding must
     have one row per token of the task's vocabulary (a task of the model's own token ids,
-    such as `headcoop.tasks.PromptTask`, needs only every id it names to exist)."""
+    such as `headcoop.tasks.PromptTask`, needs only every id it names to exist and its
+    longest prompt to fit the context)."""
     if getattr(task, "open_vocab", False) and len(task.vocab) <= model.cfg.d_vocab:
+        if task.longest() > model.cfg.n_ctx:
+            raise HeadcoopError(
+                f"a prompt has {task.longest()} tokens, the model's context {model.cfg.n_ctx}"
+            )
         return
     if model.cfg.d_vocab != len(task.vocab):
         raise HeadcoopError(

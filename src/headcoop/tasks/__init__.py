@@ -20,6 +20,7 @@ from headcoop.tasks.count01 import Count01, SplitSpec
 from headcoop.tasks.histogram import Histogram
 from headcoop.tasks.induction import Induction
 from headcoop.tasks.plurality import Plurality
+from headcoop.tasks.prompts import PromptTask
 from headcoop.tasks.successor import Successor
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "Histogram",
     "Induction",
     "Plurality",
+    "PromptTask",
     "Readout",
     "SplitSpec",
     "Successor",
