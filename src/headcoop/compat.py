@@ -153,7 +153,19 @@ def parameters(model: Model) -> dict[str, Tensor]:
         return dict(model.named_parameters())
     # The bridge lists an MLP's weights for attention-only models too; they compute nothing.
     mlp = ".mlp." if model.cfg.attn_only else None
-    return {k: v for k, v in model.tl_named_parameters() if mlp is None or mlp not in k}
+    named = {k: v for k, v in model.tl_named_parameters() if mlp is None or mlp not in k}
+    return named | _solu_norms(model)
+
+
+def _solu_norms(model: Model) -> dict[str, Tensor]:
+    """The LayerNorm inside each 'solu_ln' MLP, which the bridge's 3.x view leaves out."""
+    if model.cfg.attn_only or model.cfg.act_fn != "solu_ln":
+        return {}
+    found = {}
+    for layer, block in enumerate(model.blocks):
+        norm = block.mlp.original_component.ln
+        found |= {f"blocks.{layer}.mlp.ln.w": norm.weight, f"blocks.{layer}.mlp.ln.b": norm.bias}
+    return found
 
 
 def load_parameters(model: Model, state: dict[str, Tensor]) -> None:

@@ -93,10 +93,11 @@ def add_task_flags(parser: argparse.ArgumentParser, default: str | None) -> None
 def chosen_task(args: argparse.Namespace) -> Any:
     """The task that ``--task`` and ``--task-param`` (or ``--prompts``) name, or None where
     none was given."""
-    if getattr(args, "prompts", None) is not None:
-        return _prompt_task(args)
-    if getattr(args, "candidates", None) is not None:
-        raise HeadcoopError("--candidates needs --prompts")
+    if hasattr(args, "candidates"):  # the command takes --prompts FILE.jsonl
+        if args.prompts is not None:
+            return _prompt_task(args)
+        if args.candidates is not None:
+            raise HeadcoopError("--candidates needs --prompts")
     if args.task is None:
         if args.task_param:
             raise HeadcoopError("--task-param needs --task")

@@ -55,8 +55,9 @@ examples take about 100 MB)."""
 
 def stackable(model: Model) -> bool:
     """Whether the stacked engine covers ``model``: bag-exact, attention only, and normalized
-    by LayerNorm or not at all."""
-    return bag_exact(model) and model.cfg.attn_only and model.cfg.normalization_type in ("LN", None)
+    by LayerNorm (the final one too) or not at all."""
+    cfg = model.cfg
+    return bag_exact(model) and cfg.attn_only and cfg.normalization_type in ("LN", None) and not cfg.final_rms
 
 
 @dataclass

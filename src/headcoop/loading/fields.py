@@ -105,7 +105,7 @@ BUILT: dict[str, Check] = {
     "final_rms": _BOOL,
     "d_vocab_out": Check(
         lambda v, s: v in (-1, s.get("d_vocab")) and not isinstance(v, bool),
-        "-1 or d_vocab (headcoop reads logits over the input vocabulary)",
+        "-1 or d_vocab: headcoop cannot run a separate output vocabulary",
     ),
     "initializer_range": _number(0.0, allow=(-1, -1.0)),
 }
@@ -117,7 +117,8 @@ IGNORED = frozenset(
         *("model_name", "tokenizer_name", "original_architecture", "architecture"),
         *("default_prepend_bos", "tokenizer_prepends_bos", "tokenizer_appends_eos"),
         *("default_padding_side", "trust_remote_code", "decoder_start_token_id"),
-        *("device", "n_devices", "dtype", "load_in_4bit", "attn_implementation"),
+        *("device", "n_devices", "dtype", "load_in_4bit", "quantization_method"),
+        "attn_implementation",
         *("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in", "use_attn_in"),
         *("use_hook_tokens", "seed", "init_mode", "init_weights", "n_params"),
         *("from_checkpoint", "checkpoint_index", "checkpoint_label_type", "checkpoint_value"),
@@ -227,6 +228,15 @@ def check_refused(name: str, value: Any, where: str) -> None:
     if isinstance(default, float) and isinstance(value, int) and value == default:
         return
     raise HeadcoopError(f"{where}: headcoop cannot run {meaning} ({name}={value!r:.60})")
+
+
+def final_normalization(cfg: Any) -> str | None:
+    """The final normalization's kind: the blocks' (``normalization_type``), made an RMSNorm
+    by ``final_rms`` ('LN' becomes 'RMS', 'LNPre' 'RMSPre')."""
+    kind = cfg.normalization_type
+    if getattr(cfg, "final_rms", False) and kind in ("LN", "LNPre"):
+        return {"LN": "RMS", "LNPre": "RMSPre"}[kind]
+    return kind
 
 
 def check_model_config(cfg: Any, where: str = "the model") -> None:

@@ -18,6 +18,7 @@ A refused file costs a header read (or an archive listing), never the tensors.
 
 import math
 import zipfile
+from types import SimpleNamespace
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -27,12 +28,15 @@ import torch
 
 from headcoop.errors import HeadcoopError
 from headcoop.files import parse_json
+from headcoop.loading.fields import final_normalization
 
 MAX_HEADER = 2**24
 """The longest safetensors header read (16 MiB: a header of millions of tensors is refused)."""
 
 FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
 """The safetensors dtypes a parameter may be stored in, with their sizes in bytes."""
+BUFFER_DTYPES = {**FLOAT_DTYPES, "BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "I32": 4, "I64": 8}
+"""What a buffer (`BUFFER_SUFFIXES`: 3.x's attention mask, say) may be stored in."""
 
 BUFFER_SUFFIXES = (".attn.mask", ".attn.IGNORE", ".rotary_sin", ".rotary_cos")
 """Entries of a 3.x state dict that are buffers, not parameters (rebuilt from the config)."""
@@ -89,10 +93,7 @@ def iter_shapes(kwargs: dict[str, Any]) -> Iterator[tuple[str, tuple[int, ...]]]
         yield "pos_embed.W_pos", (c["n_ctx"], d)
     for layer in range(c["n_layers"]):
         yield from _block(f"blocks.{layer}", c).items()
-    norm = c["normalization_type"]
-    final = "RMS" if c["final_rms"] and norm == "LN" else norm
-    final = "RMSPre" if c["final_rms"] and norm == "LNPre" else final
-    yield from _norm("ln_final", final, d).items()
+    yield from _norm("ln_final", final_normalization(SimpleNamespace(**c)), d).items()
     yield from {"unembed.W_U": (d, v), "unembed.b_U": (v,)}.items()
 
 
@@ -152,14 +153,15 @@ def _header_entry(name: str, entry: Any, file: Path) -> tuple[str, tuple[int, ..
     if not isinstance(entry, dict):
         raise HeadcoopError(f"{bad} is not described by an object")
     dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-    if dtype not in FLOAT_DTYPES:
+    sizes = BUFFER_DTYPES if name.endswith(BUFFER_SUFFIXES) else FLOAT_DTYPES
+    if not isinstance(dtype, str) or dtype not in sizes:
         raise HeadcoopError(f"{bad} has dtype {dtype!r:.20}, not a floating-point type")
     if not isinstance(shape, list) or not all(_whole(n) for n in shape) or len(shape) > 8:
         raise HeadcoopError(f"{bad} has shape {shape!r:.60}, not a list of whole numbers")
     if not (isinstance(offsets, list) and len(offsets) == 2 and all(_whole(n) for n in offsets)):
         raise HeadcoopError(f"{bad} has offsets {offsets!r:.60}, not two whole numbers")
     start, end = offsets
-    if end - start != math.prod(shape) * FLOAT_DTYPES[dtype]:
+    if end - start != math.prod(shape) * sizes[dtype]:
         raise HeadcoopError(f"{bad} has offsets {offsets} that do not span its shape {shape}")
     return dtype, tuple(shape), (start, end)
 
@@ -180,7 +182,7 @@ def _check_layout(entries: dict, data_size: int, file: Path) -> None:
         raise HeadcoopError(
             f"{file} holds {data_size:,} bytes of data, but its header describes {position:,}"
         )
-    dtypes = {dtype for dtype, _, _ in entries.values()}
+    dtypes = {d for name, (d, _, _) in entries.items() if not name.endswith(BUFFER_SUFFIXES)}
     if len(dtypes) > 1:
         raise HeadcoopError(f"{file} mixes dtypes {sorted(dtypes)}: a tensor was relabelled")
 

@@ -43,6 +43,7 @@ from jaxtyping import Bool, Float, Int
 from headcoop.compat import Model
 from headcoop.engine.ablation import Ablation, ablation_means
 from headcoop.engine.cache import HeadCache
+from headcoop.loading.fields import final_normalization
 from headcoop.tasks.base import Task
 
 SUBSET_CHUNK = 1024
@@ -84,7 +85,7 @@ def final_norm(model: Model) -> FinalNorm:
     """TransformerLens's final normalization of ``model``: LayerNorm ('LN', or 'LNPre' without
     weight and bias) centres and divides by sqrt(mean(x^2) + eps); RMSNorm ('RMS', 'RMSPre')
     only divides."""
-    kind = model.cfg.normalization_type
+    kind = final_normalization(model.cfg)
     with_weight = kind in ("LN", "RMS")
     return FinalNorm(
         kind,
