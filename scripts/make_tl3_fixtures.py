@@ -13,13 +13,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from headcoop.compat import TL_VERSION  # noqa: E402
-from tests.test_fields import BASE, FIELD_CASES, FIXTURES, TOKENS, write_plain  # noqa: E402
+from tests.test_fields import BASE, FIELD_CASES, FIXTURES, TOKENS, write_plain
+
+from headcoop.compat import TL_VERSION
 
 
 def main() -> None:
     if TL_VERSION[0] != 3:
-        sys.exit("run this under transformer-lens 3: .venv-tl3/bin/python scripts/make_tl3_fixtures.py")
+        sys.exit(
+            "run this under transformer-lens 3: .venv-tl3/bin/python scripts/make_tl3_fixtures.py"
+        )
     shutil.rmtree(FIXTURES, ignore_errors=True)
     for k, (case, change) in enumerate(FIELD_CASES.items()):
         directory = FIXTURES / case.replace(" ", "_").replace(",", "")

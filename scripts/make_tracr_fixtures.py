@@ -58,7 +58,8 @@ def convert(model, label: str) -> tuple[dict, dict[str, np.ndarray], dict, list]
     n_in, n_out = len(inputs), len(outputs)
     config = {
         "n_layers": c.num_layers, "d_model": d_model, "n_heads": c.num_heads,
-        "d_head": c.key_size, "d_mlp": c.mlp_hidden_size, "n_ctx": p["pos_embed"]["embeddings"].shape[0],
+        "d_head": c.key_size, "d_mlp": c.mlp_hidden_size,
+        "n_ctx": p["pos_embed"]["embeddings"].shape[0],
         "d_vocab": n_in + n_out, "act_fn": "relu", "normalization_type": None,
         "attn_only": False, "positional_embedding_type": "standard", "attention_dir": "causal",
         "model_name": f"tracr {label}",
@@ -68,7 +69,11 @@ def convert(model, label: str) -> tuple[dict, dict[str, np.ndarray], dict, list]
     W_U = np.zeros((d_model, n_in + n_out), np.float32)
     for value, index in outputs.items():
         W_U[model.residual_labels.index(f"{label}:{value}"), n_in + index] = 1.0
-    weights = {"embed.W_E": W_E, "pos_embed.W_pos": p["pos_embed"]["embeddings"], "unembed.W_U": W_U}
+    weights = {
+        "embed.W_E": W_E,
+        "pos_embed.W_pos": p["pos_embed"]["embeddings"],
+        "unembed.W_U": W_U,
+    }
     weights["unembed.b_U"] = np.zeros(n_in + n_out, np.float32)
     for layer in range(c.num_layers):
         weights |= _layer(p, layer, c.num_heads, c.key_size, d_model)
@@ -79,8 +84,14 @@ def convert(model, label: str) -> tuple[dict, dict[str, np.ndarray], dict, list]
 def _layer(p: dict, layer: int, heads: int, key: int, d_model: int) -> dict[str, np.ndarray]:
     at, to = f"transformer/layer_{layer}", f"blocks.{layer}"
     split = lambda w: np.asarray(w).reshape(d_model, heads, key).transpose(1, 0, 2)  # noqa: E731
-    weights = {f"{to}.attn.W_{x}": split(p[f"{at}/attn/{n}"]["w"]) for x, n in zip("QKV", ("query", "key", "value"))}
-    weights |= {f"{to}.attn.b_{x}": np.asarray(p[f"{at}/attn/{n}"]["b"]).reshape(heads, key) for x, n in zip("QKV", ("query", "key", "value"))}
+    weights = {
+        f"{to}.attn.W_{x}": split(p[f"{at}/attn/{n}"]["w"])
+        for x, n in zip("QKV", ("query", "key", "value"), strict=True)
+    }
+    weights |= {
+        f"{to}.attn.b_{x}": np.asarray(p[f"{at}/attn/{n}"]["b"]).reshape(heads, key)
+        for x, n in zip("QKV", ("query", "key", "value"), strict=True)
+    }
     weights[f"{to}.attn.W_O"] = np.asarray(p[f"{at}/attn/linear"]["w"]).reshape(heads, key, d_model)
     weights[f"{to}.attn.b_O"] = np.asarray(p[f"{at}/attn/linear"]["b"])
     weights[f"{to}.mlp.W_in"] = np.asarray(p[f"{at}/mlp/linear_1"]["w"])
@@ -105,11 +116,19 @@ def main() -> None:
         for prompt in prompts:
             decoded = model.apply([BOS, *prompt]).decoded[-1]
             target = len(inputs) + model.output_encoder.encoding_map[decoded]
-            lines.append(json.dumps({"tokens": [inputs[t] for t in [BOS, *prompt]], "target": target}))
+            lines.append(
+                json.dumps({"tokens": [inputs[t] for t in [BOS, *prompt]], "target": target})
+            )
         (folder / "prompts.jsonl").write_text("\n".join(lines) + "\n")
-        meta = {"program": program.label, "candidates": outputs, "heads": config["n_layers"] * config["n_heads"]}
+        meta = {
+            "program": program.label,
+            "candidates": outputs,
+            "heads": config["n_layers"] * config["n_heads"],
+        }
         (folder / "tracr.json").write_text(json.dumps(meta) + "\n")
-        print(f"{name}: {config['n_layers']} layers x {config['n_heads']} heads, {len(lines)} prompts")
+        print(
+            f"{name}: {config['n_layers']} layers x {config['n_heads']} heads, {len(lines)} prompts"
+        )
 
 
 if __name__ == "__main__":

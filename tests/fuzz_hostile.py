@@ -111,11 +111,118 @@ def nested_json(root: Path) -> Iterator[list[str]]:
                f"splits={nested}"]  # fmt: skip
 
 
+def _unsigned_copy(clean: Path, root: Path, name: str) -> Path:
+    """A copy without the weights' checksum, as a checkpoint written by other code has none:
+    the weights themselves must be refused."""
+    copy = _copy(clean, root, name)
+    config = json.loads((copy / "config.json").read_text())
+    config.pop("weights_sha256")
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def _header(file: Path) -> tuple[dict, bytes]:
+    raw = file.read_bytes()
+    length = int.from_bytes(raw[:8], "little")
+    return json.loads(raw[8 : 8 + length]), raw[8 + length :]
+
+
+def _write_safetensors(file: Path, header: dict, data: bytes, size: int | None = None) -> None:
+    """A safetensors file with this header, this data, and (as a hole) up to ``size`` bytes."""
+    text = json.dumps(header).encode()
+    with open(file, "wb") as handle:
+        handle.write(len(text).to_bytes(8, "little") + text + data)
+        if size is not None:
+            handle.truncate(size)
+
+
+def mismatched_weights(root: Path) -> Iterator[list[str]]:
+    """Configs within the memory budget (up to 3.5 GB of parameters) whose weights file is the
+    small model's, and small configs whose weights are of another shape."""
+    clean = _checkpoint(root)
+    changes = [{"d_model": 4096, "n_heads": 64, "d_head": 64, "n_layers": 12, "n_ctx": 64},
+               {"d_vocab": 200_000, "d_model": 4096, "n_ctx": 64}, {"n_layers": 2},
+               {"d_head": 4}, {"attn_only": False, "d_mlp": 64}]  # fmt: skip
+    for k, change in enumerate(changes):
+        copy = _unsigned_copy(clean, root, f"mismatch_{k}")
+        config = json.loads((copy / "config.json").read_text())
+        config["model"] |= change
+        (copy / "config.json").write_text(json.dumps(config))
+        yield ["eval", str(copy)]
+
+
+def lying_headers(root: Path) -> Iterator[list[str]]:
+    """safetensors headers that name tensors the model lacks, declare gigabytes (the file
+    grown to match, as a hole), relabel a dtype, or hold malformed offsets and shapes."""
+    clean = _checkpoint(root)
+    header, data = _header(clean / "model.safetensors")
+    name = next(k for k in header if k != "__metadata__")
+    end = len(data)
+    cases = [
+        (
+            {
+                "extra.W": {
+                    "dtype": "F32",
+                    "shape": [2**15, 2**15],
+                    "data_offsets": [end, end + 2**32],
+                }
+            },
+            end + 2**32,
+        ),
+        ({name: {**header[name], "shape": [2**20, 2**20]}}, None),
+        ({name: {**header[name], "dtype": "I32"}}, None),
+    ] + [
+        ({name: {**header[name], "data_offsets": bad}}, None) for bad in (None, "0", 7, [], [5, 1])
+    ]
+    cases += [({name: {**header[name], "shape": 12}}, None), ({name: None}, None)]
+    for k, (change, size) in enumerate(cases):
+        copy = _unsigned_copy(clean, root, f"header_{k}")
+        _write_safetensors(
+            copy / "model.safetensors",
+            header | change,
+            data,
+            None if size is None else 8 + len(json.dumps(header | change)) + size,
+        )
+        yield ["eval", str(copy)]
+
+
+def hostile_torch_files(root: Path) -> Iterator[list[str]]:
+    """torch files holding a sparse tensor, integer keys, a zero-stride view of a few bytes
+    that a dense copy makes gigabytes, or a compressed archive that unpacks to gigabytes."""
+    import zipfile
+
+    import torch
+    from safetensors.torch import load_file
+
+    clean = _checkpoint(root)
+    state = load_file(clean / "model.safetensors")
+    name = next(iter(state))
+    cases = {
+        "sparse": state | {name: state[name].to_sparse()},
+        "int_keys": {k: v for k, v in state.items()} | {7: state[name]},
+        "zero_stride": state | {name: torch.zeros(1).expand(2**16, 2**16)},
+        "ints": state | {name: state[name].long()},
+    }
+    for label, tensors in cases.items():
+        copy = _unsigned_copy(clean, root, f"torch_{label}")
+        (copy / "model.safetensors").unlink()
+        torch.save(tensors, copy / "model.pt")
+        yield ["eval", str(copy)]
+    copy = _unsigned_copy(clean, root, "torch_compressed")
+    (copy / "model.safetensors").unlink()
+    with zipfile.ZipFile(copy / "model.pt", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("archive/data/0", bytes(2**31))  # 2 GiB of zeros, a few MB packed
+    yield ["eval", str(copy)]
+
+
 CLASSES: dict[str, Callable[[Path], Iterator[list[str]]]] = {
     "special files": special_files,
     "sparse files": sparse_files,
     "huge settings": huge_settings,
     "nested JSON": nested_json,
+    "config within budget, weights that do not match": mismatched_weights,
+    "headers naming tensors the model lacks or declaring gigabytes": lying_headers,
+    "torch files: sparse, integer keys, zero strides, unpacked gigabytes": hostile_torch_files,
 }
 
 

@@ -8,9 +8,9 @@ from headcoop.compat import TL_VERSION, new_model, parameters
 from headcoop.config import ModelConfig
 from headcoop.engine.run import predict
 from headcoop.errors import HeadcoopError
+from headcoop.loading.checkpoint import load_checkpoint, save_checkpoint
 from headcoop.model import build_model
 from headcoop.tasks import Count01
-from headcoop.loading.checkpoint import load_checkpoint, save_checkpoint
 
 META = {"task": Count01().to_config(), "train": {"seed": 0, "epoch": 3}, "metrics": {"x": 1}}
 

@@ -13,9 +13,9 @@ from headcoop.engine.batches import read_logits
 from headcoop.engine.run import evaluate
 from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
+from headcoop.loading.checkpoint import load_checkpoint, save_checkpoint
 from headcoop.model import build_model
 from headcoop.tasks import Count01, SplitSpec
-from headcoop.loading.checkpoint import load_checkpoint, save_checkpoint
 
 CUDA = torch.cuda.is_available()
 SPEC = SplitSpec(300, (0, 12), (0, 12))

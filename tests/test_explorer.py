@@ -67,8 +67,8 @@ def test_a_head_s_margin_is_its_head_only_logit_difference(explored):
     other, from the direct path through W_O and the unembedding at the frozen final scale."""
     from headcoop.engine.cache import collect
     from headcoop.explore.head_data import sample
-    from headcoop.metrics.attribution import decompose
     from headcoop.loading.checkpoint import load_with_task
+    from headcoop.metrics.attribution import decompose
 
     run, out = explored
     model, task, _ = load_with_task(run)

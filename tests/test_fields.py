@@ -24,7 +24,10 @@ BASE = {"n_layers": 1, "d_model": 32, "n_heads": 2, "d_head": 4, "n_ctx": 10, "d
 FIELD_CASES = {
     "mlp of width 64": {"attn_only": False, "d_mlp": 64},
     "rotary, rotary_dim 2": {"positional_embedding_type": "rotary", "rotary_dim": 2},
-    "rotary, adjacent pairs": {"positional_embedding_type": "rotary", "rotary_adjacent_pairs": True},
+    "rotary, adjacent pairs": {
+        "positional_embedding_type": "rotary",
+        "rotary_adjacent_pairs": True,
+    },
     "LN": {"normalization_type": "LN", "attn_only": False, "d_mlp": 16},
     "LNPre": {"normalization_type": "LNPre"},
     "RMS": {"normalization_type": "RMS", "attn_only": False, "d_mlp": 16},
@@ -179,9 +182,12 @@ def test_fields_that_do_not_compute_are_ignored_and_said(tmp_path, caplog):
 
 def test_a_wrong_type_or_range_is_one_line_naming_the_field(tmp_path):
     write_plain(tmp_path / "ck", BASE)
-    for field, value, said in [("eps", "0.1", "'eps' must be a finite number > 0"),
-                               ("eps", -1.0, "'eps' must be"), ("d_model", 32.5, "'d_model'"),
-                               ("act_fn", "swish2", "'act_fn' must be one of")]:
+    for field, value, said in [
+        ("eps", "0.1", "'eps' must be a finite number > 0"),
+        ("eps", -1.0, "'eps' must be"),
+        ("d_model", 32.5, "'d_model'"),
+        ("act_fn", "swish2", "'act_fn' must be one of"),
+    ]:
         (tmp_path / "ck" / "config.json").write_text(json.dumps(BASE | {field: value}))
         with pytest.raises(HeadcoopError, match=said):
             load_checkpoint(tmp_path / "ck")

@@ -31,10 +31,10 @@ def test_hostile_inputs_by_class(tmp_path):
     """Per class: cases, tracebacks (0), the largest peak memory of a refused input (under
     1 GB) and the longest time to refuse one (under 15 s)."""
     rows = hostile_table(tmp_path)
-    print("\nclass            cases  tracebacks  peak MB  longest s")
+    print(f"\n{'class':<66} cases  tracebacks  peak MB  longest s")
     for row in rows:
         print(
-            f"{row['class']:<16} {row['cases']:>5}  {row['tracebacks']:>10}  "
+            f"{row['class']:<66} {row['cases']:>5}  {row['tracebacks']:>10}  "
             f"{row['peak_mb'] if row['peak_mb'] is not None else '-':>7}  "
             f"{row['longest_s'] if row['longest_s'] is not None else '-':>9}"
         )

@@ -18,10 +18,10 @@ from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
 from headcoop.files import LOCK, owned
 from headcoop.heads.analyze import analysis_saved, analyze, read_analysis
-from headcoop.model import build_model
-from headcoop.pages import PLOTLY_JS, write_plotly_js
 from headcoop.loading import checkpoint
 from headcoop.loading.checkpoint import load_checkpoint, save_checkpoint
+from headcoop.model import build_model
+from headcoop.pages import PLOTLY_JS, write_plotly_js
 
 from .test_robustness import SMALL, one_line_error
 

@@ -57,7 +57,11 @@ def _own_attribution(model, tokens: torch.Tensor) -> torch.Tensor:
     _, cache = model.run_with_cache(tokens)
     stack = cache.stack_head_results(layer=-1, pos_slice=-1)  # [head batch d_model]
     scaled = cache.apply_ln_to_stack(stack, layer=-1, pos_slice=-1)
-    return (scaled @ model.W_U[:, CANDIDATES]).squeeze(-2) if scaled.dim() == 4 else scaled @ model.W_U[:, CANDIDATES]
+    return (
+        (scaled @ model.W_U[:, CANDIDATES]).squeeze(-2)
+        if scaled.dim() == 4
+        else scaled @ model.W_U[:, CANDIDATES]
+    )
 
 
 def test_each_heads_direct_logit_attribution_is_transformer_lens_own(setting):

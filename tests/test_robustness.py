@@ -12,10 +12,10 @@ from headcoop.cli import build_parser, main
 from headcoop.config import ModelConfig
 from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
+from headcoop.loading.checkpoint import load_checkpoint, run_checkpoints
 from headcoop.model import build_model
 from headcoop.paper.plots_runs import table_figure
 from headcoop.tasks import Count01
-from headcoop.loading.checkpoint import load_checkpoint, run_checkpoints
 
 TINY = json.dumps(
     {

@@ -15,9 +15,9 @@ from headcoop.engine.cache import collect
 from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
 from headcoop.heads.analyze import SetScorer
+from headcoop.loading.checkpoint import load_stack, save_stack
 from headcoop.metrics.single_heads import measure_models
 from headcoop.model import build_model
-from headcoop.loading.checkpoint import load_stack, save_stack
 from headcoop.training.sweep import Experiment, load_results, run_sweep, train_stack
 
 EXPERIMENTS = [

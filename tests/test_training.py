@@ -8,9 +8,9 @@ from headcoop.compat import parameters
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
+from headcoop.loading.checkpoint import load_checkpoint, run_checkpoints
 from headcoop.model import build_model
 from headcoop.tasks import Count01, SplitSpec
-from headcoop.loading.checkpoint import load_checkpoint, run_checkpoints
 from headcoop.training.trainer import _denormals_flushed, train, train_models
 
 SMALL = ModelConfig(d_model=8, n_heads=4, d_head=2)

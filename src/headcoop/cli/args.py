@@ -44,9 +44,7 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_checkpoint(
-    parser: argparse.ArgumentParser, out: bool = True, prompts: bool = True
-) -> None:
+def add_checkpoint(parser: argparse.ArgumentParser, out: bool = True, prompts: bool = True) -> None:
     """The positional checkpoint (or run directory), ``--out`` for the result files, the
     task flags (for a checkpoint that names no task, or to measure it on another) and, where
     ``prompts``, ``--prompts``/``--candidates`` (a researcher's own prompts as the task)."""
@@ -118,7 +116,9 @@ def _prompt_task(args: argparse.Namespace) -> Any:
         try:
             candidates = [int(part) for part in args.candidates.split(",")]
         except ValueError:
-            raise HeadcoopError(f"--candidates needs token ids as ID,ID,..., got {args.candidates!r:.60}") from None
+            raise HeadcoopError(
+                f"--candidates needs token ids as ID,ID,..., got {args.candidates!r:.60}"
+            ) from None
     return PromptTask.from_jsonl(args.prompts, candidates=candidates)
 
 

@@ -45,8 +45,8 @@ def run_tasks(args: argparse.Namespace) -> None:
     from headcoop.tasks import make_task, registered_tasks
 
     for name, cls in registered_tasks().items():
-        task = make_task(name)
         about = next(iter((cls.__doc__ or "").strip().splitlines()), "")
+        task = make_task(name)
         decision = task.readouts[task.decision]
         engine = "bags" if task.supports_bags else "full sequences"
         facts = f"{len(task.readouts)} readout(s), decision {decision.name!r} with "
@@ -204,8 +204,8 @@ def report_accuracy(
     """Print the checkpoint's accuracy of each readout on ``split`` (or its metrics as JSON),
     on ``task`` (by default the checkpoint's)."""
     from headcoop.engine.run import choose_engine, evaluate
-    from headcoop.tasks import read_names
     from headcoop.loading.checkpoint import load_with_task
+    from headcoop.tasks import read_names
 
     model, task, _ = load_with_task(path, task, device)
     mode = "full" if full else "auto"

@@ -29,7 +29,6 @@ from headcoop.engine.batches import inference_batches, read_logits
 from headcoop.engine.cache import collect
 from headcoop.engine.loss import accuracies
 from headcoop.engine.stack import MODEL_CHUNK, PairCounts, Stack, stackable
-from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Task
 
 

@@ -57,7 +57,12 @@ def stackable(model: Model) -> bool:
     """Whether the stacked engine covers ``model``: bag-exact, attention only, and normalized
     by LayerNorm (the final one too) or not at all."""
     cfg = model.cfg
-    return bag_exact(model) and cfg.attn_only and cfg.normalization_type in ("LN", None) and not cfg.final_rms
+    return (
+        bag_exact(model)
+        and cfg.attn_only
+        and cfg.normalization_type in ("LN", None)
+        and not cfg.final_rms
+    )
 
 
 @dataclass

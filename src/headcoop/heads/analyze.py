@@ -29,6 +29,8 @@ from headcoop.engine.loss import accuracies
 from headcoop.errors import HeadcoopError
 from headcoop.files import read_json, write_atomic
 from headcoop.heads.subset_plan import SubsetPlan, plan_subsets
+from headcoop.loading.checkpoint import check_fits, load_with_task
+from headcoop.loading.fields import check_model_config
 from headcoop.metrics.attention import measured_ratio, weight_ratio
 from headcoop.metrics.attribution import ALL_SUFFIXES, SetLogits, head_weights
 from headcoop.metrics.classes import (
@@ -47,9 +49,7 @@ from headcoop.metrics.subsets import (
     logit_metrics,
     singles_and_pairs,
 )
-from headcoop.loading.fields import check_model_config
 from headcoop.tasks.base import Task, candidate_ids, read_names
-from headcoop.loading.checkpoint import check_fits, load_with_task
 
 
 @dataclass(frozen=True)

@@ -20,11 +20,11 @@ from headcoop.device import Device
 from headcoop.engine.run import run
 from headcoop.engine.stack import Stack
 from headcoop.errors import HeadcoopError
+from headcoop.loading.checkpoint import load_with_task, run_checkpoints
 from headcoop.metrics.attribution import head_weights
 from headcoop.metrics.single_heads import S_ACC_SPLITS, measure_models, single_head_s_acc
 from headcoop.model import build_model
 from headcoop.tasks.base import Task, candidate_ids
-from headcoop.loading.checkpoint import load_with_task, run_checkpoints
 
 
 @dataclass(frozen=True)

@@ -249,7 +249,9 @@ def model_section(config: dict[str, Any], where: Path) -> dict[str, Any]:
     return model_kwargs(plain, str(where), top_level=True)
 
 
-_HEADCOOP_ENTRIES = frozenset({"task", "train", "metrics", CHECKSUM, TASK_CHECKSUM, OPTIMIZER_CHECKSUM})
+_HEADCOOP_ENTRIES = frozenset(
+    {"task", "train", "metrics", CHECKSUM, TASK_CHECKSUM, OPTIMIZER_CHECKSUM}
+)
 
 
 def _weights_file(path: Path) -> Path:

@@ -79,7 +79,9 @@ def _rotary_dim(value: Any, section: dict[str, Any]) -> bool:
         return True
     d_head = section.get("d_head")
     whole = isinstance(value, int) and not isinstance(value, bool)
-    return whole and value > 0 and value % 2 == 0 and (not isinstance(d_head, int) or value <= d_head)
+    return (
+        whole and value > 0 and value % 2 == 0 and (not isinstance(d_head, int) or value <= d_head)
+    )
 
 
 _BOOL = _one_of(True, False)
@@ -91,7 +93,9 @@ BUILT: dict[str, Check] = {
     "n_ctx": _whole(1),
     "n_heads": _whole(1, allow=(-1,)),
     "d_vocab": _whole(1),
-    "d_mlp": Check(lambda v, _: v is None or _whole(1).accepts(v, _), "None or a whole number >= 1"),
+    "d_mlp": Check(
+        lambda v, _: v is None or _whole(1).accepts(v, _), "None or a whole number >= 1"
+    ),
     "attn_only": _BOOL,
     "act_fn": _one_of(*ACT_FNS),
     "normalization_type": _one_of(None, *NORMALIZATIONS),
@@ -122,7 +126,12 @@ IGNORED = frozenset(
         *("use_attn_result", "use_split_qkv_input", "use_hook_mlp_in", "use_attn_in"),
         *("use_hook_tokens", "seed", "init_mode", "init_weights", "n_params"),
         *("from_checkpoint", "checkpoint_index", "checkpoint_label_type", "checkpoint_value"),
-        *("uses_rms_norm", "layer_norm_folding", "tie_word_embeddings", "ungroup_grouped_query_attention"),
+        *(
+            "uses_rms_norm",
+            "layer_norm_folding",
+            "tie_word_embeddings",
+            "ungroup_grouped_query_attention",
+        ),
         *("rotary_base_local", "train_seq_length", "norm_topk_prob", "qk_norm_after_rope"),
         *("NTK_by_parts_low_freq_factor", "NTK_by_parts_high_freq_factor", "NTK_by_parts_factor"),
         *("NTK_original_ctx_len", "yarn_factor", "yarn_attention_factor", "yarn_beta_fast"),
@@ -216,14 +225,18 @@ def model_kwargs(section: dict[str, Any], where: str, top_level: bool = False) -
 def _check_built(name: str, value: Any, section: dict[str, Any], where: str) -> None:
     check = BUILT[name]
     if not check.accepts(value, section):
-        raise HeadcoopError(f"{where}: model setting {name!r} must be {check.expect}, got {value!r:.60}")
+        raise HeadcoopError(
+            f"{where}: model setting {name!r} must be {check.expect}, got {value!r:.60}"
+        )
 
 
 def check_refused(name: str, value: Any, where: str) -> None:
     """Refuse ``value`` of a `REFUSED` field unless it is the field's default (or an
     equivalent 'off')."""
     default, meaning = REFUSED[name]
-    if value == default and type(value) is type(default) or value in _OFF_EQUIVALENTS.get(name, ()):
+    if (value == default and type(value) is type(default)) or value in _OFF_EQUIVALENTS.get(
+        name, ()
+    ):
         return
     if isinstance(default, float) and isinstance(value, int) and value == default:
         return
@@ -256,7 +269,7 @@ def check_model_config(cfg: Any, where: str = "the model") -> None:
             f"(d_vocab_out={cfg.d_vocab_out}, d_vocab={cfg.d_vocab})"
         )
     for name, value in section.items():
-        if name in ("act_fn", "d_mlp") and cfg.attn_only or name == "d_vocab_out":
+        if (name in ("act_fn", "d_mlp") and cfg.attn_only) or name == "d_vocab_out":
             continue
         if name == "attn_scale" and isinstance(value, float) and value > 0:
             continue  # 3.x writes sqrt(d_head) back into the config

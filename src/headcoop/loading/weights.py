@@ -18,9 +18,9 @@ A refused file costs a header read (or an archive listing), never the tensors.
 
 import math
 import zipfile
-from types import SimpleNamespace
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import safetensors
@@ -78,7 +78,7 @@ def expected_shapes(kwargs: dict[str, Any]) -> Shapes:
     >>> shapes = expected_shapes({"d_model": 8, "d_head": 4, "n_layers": 1, "n_ctx": 5,
     ...                           "d_vocab": 7, "attn_only": True, "normalization_type": None})
     >>> shapes["blocks.0.attn.W_Q"], shapes["unembed.W_U"], len(shapes)
-    ((2, 8, 4), (8, 7), 13)
+    ((2, 8, 4), (8, 7), 12)
     """
     return dict(iter_shapes(kwargs))
 
@@ -87,7 +87,7 @@ def iter_shapes(kwargs: dict[str, Any]) -> Iterator[tuple[str, tuple[int, ...]]]
     """`expected_shapes` one parameter at a time, layer by layer (a config of a million
     layers is compared with a header without listing them all)."""
     c = with_defaults(kwargs)
-    d, h, k, v = c["d_model"], c["n_heads"], c["d_head"], c["d_vocab"]
+    d, v = c["d_model"], c["d_vocab"]
     yield "embed.W_E", (v, d)
     if c["positional_embedding_type"] == "standard":
         yield "pos_embed.W_pos", (c["n_ctx"], d)
@@ -146,7 +146,9 @@ def read_header(file: Path) -> dict[str, tuple[str, tuple[int, ...], tuple[int, 
     return entries
 
 
-def _header_entry(name: str, entry: Any, file: Path) -> tuple[str, tuple[int, ...], tuple[int, int]]:
+def _header_entry(
+    name: str, entry: Any, file: Path
+) -> tuple[str, tuple[int, ...], tuple[int, int]]:
     """One header entry, checked: a float dtype, a shape of whole numbers, ordered offsets
     spanning exactly the tensor's bytes."""
     bad = f"{file} is corrupt: tensor {name!r:.60}"

@@ -29,6 +29,7 @@ from headcoop.files import config_key, write_atomic
 from headcoop.heads.analyze import analyze, read_analysis
 from headcoop.heads.dynamics import random_head_s_acc, trajectory
 from headcoop.heads.interventions import intervention_curves
+from headcoop.loading.checkpoint import load_checkpoint
 from headcoop.metrics.single_heads import measure_models_liblinear
 from headcoop.paper import head_space
 from headcoop.paper.evidence import (
@@ -41,7 +42,6 @@ from headcoop.paper.evidence import (
 from headcoop.paper.minimal import minimal_solution
 from headcoop.paper.plan import Plan, Table1Row
 from headcoop.tasks.base import Task
-from headcoop.loading.checkpoint import load_checkpoint
 from headcoop.training.sweep import EXAMPLE_ORDER, Experiment, run_sweep, train_stack
 
 log = logging.getLogger(__name__)

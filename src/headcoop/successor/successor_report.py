@@ -29,6 +29,7 @@ from headcoop.heads.succession import (
     succession_scores,
     successor_heads,
 )
+from headcoop.loading.checkpoint import load_with_task
 from headcoop.runinfo import machine
 from headcoop.successor.periodic import (
     ablation_importance,
@@ -38,7 +39,6 @@ from headcoop.successor.periodic import (
     steer,
 )
 from headcoop.tasks.base import Task
-from headcoop.loading.checkpoint import load_with_task
 
 
 def successor_checkpoint(

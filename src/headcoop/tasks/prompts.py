@@ -22,7 +22,7 @@ import torch
 from jaxtyping import Int
 
 from headcoop.errors import HeadcoopError
-from headcoop.tasks.base import Batch, Readout, register_task
+from headcoop.tasks.base import Batch, Readout
 
 MAX_PROMPTS_FILE = 2**28
 """The largest prompts file read (256 MiB)."""
@@ -31,7 +31,6 @@ MAX_TOKENS = 2**26
 PROMPT_SPLITS = ("train", "test")
 
 
-@register_task
 class PromptTask:
     """A researcher's own prompts: token ids, the position read in each and its target.
 
@@ -75,7 +74,9 @@ class PromptTask:
             raise HeadcoopError(f"prompts: more than {MAX_TOKENS:,} token ids in all")
         self._targets = _ids(targets, "targets", len(self._tokens))
         lengths = torch.tensor([len(row) for row in self._tokens])
-        self._positions = lengths - 1 if positions is None else _ids(positions, "positions", len(lengths))
+        self._positions = (
+            lengths - 1 if positions is None else _ids(positions, "positions", len(lengths))
+        )
         if (self._positions >= lengths).any() or (lengths == 0).any():
             k = int(((self._positions >= lengths) | (lengths == 0)).nonzero()[0])
             raise HeadcoopError(f"prompts: prompt {k} has no position {int(self._positions[k])}")
@@ -133,6 +134,8 @@ class PromptTask:
         return max(len(row) for row in self._tokens)
 
     def to_config(self) -> dict[str, Any]:
+        """The prompts whole (``PromptTask(**config)`` without its name and vocab rebuilds
+        them); not a registered task: it has no defaults to build by name."""
         return {
             "name": self.name,
             "vocab": list(self.vocab),

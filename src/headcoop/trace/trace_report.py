@@ -24,6 +24,7 @@ from headcoop import pages
 from headcoop.compat import Model
 from headcoop.engine.bags import bag_exact
 from headcoop.files import write_atomic
+from headcoop.loading.checkpoint import load_with_task
 from headcoop.runinfo import machine
 from headcoop.tasks.base import Task
 from headcoop.trace.components import qk_svd, sparsity
@@ -35,7 +36,6 @@ from headcoop.trace.tracing import (
     token_inputs,
     trace,
 )
-from headcoop.loading.checkpoint import load_with_task
 
 INTERVENTION_COLUMNS = (
     "source", "target", "side", "removed", "firings", "mean_contribution", "score_change",

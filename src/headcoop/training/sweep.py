@@ -38,10 +38,6 @@ from headcoop.config import ModelConfig, TrainConfig
 from headcoop.device import Device
 from headcoop.errors import HeadcoopError
 from headcoop.files import config_key, exclusive, write_atomic
-from headcoop.memory import keep_freed_memory
-from headcoop.metrics.single_heads import measure_models
-from headcoop.model import build_model
-from headcoop.tasks.base import Task
 from headcoop.loading.checkpoint import (
     epoch_dir,
     load_stack,
@@ -49,6 +45,10 @@ from headcoop.loading.checkpoint import (
     save_checkpoint,
     save_stack,
 )
+from headcoop.memory import keep_freed_memory
+from headcoop.metrics.single_heads import measure_models
+from headcoop.model import build_model
+from headcoop.tasks.base import Task
 from headcoop.training.trainer import EpochEnd, train_models
 
 log = logging.getLogger(__name__)

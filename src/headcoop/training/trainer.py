@@ -28,8 +28,6 @@ from headcoop.engine.run import choose_engine, evaluate
 from headcoop.engine.stack import PairCounts, Stack, drop_out
 from headcoop.errors import HeadcoopError
 from headcoop.files import owned, writable_dir
-from headcoop.model import build_model
-from headcoop.tasks.base import Task, read_names
 from headcoop.loading.checkpoint import (
     clear_run,
     epoch_dir,
@@ -39,6 +37,8 @@ from headcoop.loading.checkpoint import (
     run_checkpoints,
     save_checkpoint,
 )
+from headcoop.model import build_model
+from headcoop.tasks.base import Task, read_names
 
 log = logging.getLogger(__name__)
 
