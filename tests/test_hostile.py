@@ -260,3 +260,13 @@ def test_float_negative_or_malformed_counts_in_a_split_are_refused():
     )
     lines = done.stdout.strip().splitlines()
     assert [line.startswith("refused: split ") for line in lines] == [True] * 4, done.stderr
+
+
+def test_a_number_of_thousands_of_digits_is_one_line(tmp_path, capsys):
+    path = save_checkpoint(tmp_path / "ck", build_model(ModelConfig(n_heads=2), 8, seed=0), {})
+    text = (path / "config.json").read_text().replace('"d_model": 32', '"d_model": ' + "9" * 5000)
+    (path / "config.json").write_text(text)
+    assert main(["eval", str(path)]) == 1
+    one_line_error(capsys, "Exceeds the limit")
+    assert main(["eval", str(path), "--task", "count01", "--task-param", "seed=" + "9" * 5000]) == 1
+    one_line_error(capsys, "a number too long to read")

@@ -41,7 +41,9 @@ def test_analyze_works_on_any_vocabulary_from_python_and_the_command_line(tmp_pa
     lines = [json.dumps({"tokens": r, "target": t}) for r, t in zip(rows, targets, strict=True)]
     (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n")
     args = ["analyze", str(tmp_path / "ck"), "--prompts", str(tmp_path / "p.jsonl")]
-    assert main([*args, "--candidates", "30,31,32,33", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert (
+        main([*args, "--candidates", "30,31,32,33", "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    )
     heads = pd.read_csv(tmp_path / "a" / "heads.csv")
     assert len(heads) == 4 and heads["l_acc"].between(0, 1).all()
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())

@@ -182,6 +182,8 @@ def parse_json(raw: str | bytes, what: str) -> Any:
         raise HeadcoopError(f"{what} is corrupt: nested too deeply to read") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise HeadcoopError(f"{what} is corrupt: not valid JSON ({exc})") from None
+    except ValueError as exc:  # an integer of thousands of digits
+        raise HeadcoopError(f"{what} is corrupt: {str(exc).split(':')[0]}") from None
 
 
 def write_atomic(path: str | Path, data: str | bytes, compress: bool = False) -> Path:

@@ -143,6 +143,8 @@ def task_params(pairs: list[str]) -> dict[str, Any]:
             params[key] = value
         except RecursionError:
             raise HeadcoopError(f"--task-param {key} is nested too deeply") from None
+        except ValueError:  # a number of thousands of digits
+            raise HeadcoopError(f"--task-param {key}: a number too long to read") from None
     return params
 
 
