@@ -35,6 +35,7 @@ FIELD_CASES = {
     "no normalization": {"normalization_type": None},
     "gelu": {"attn_only": False, "d_mlp": 16, "act_fn": "gelu"},
     "relu": {"attn_only": False, "d_mlp": 16, "act_fn": "relu"},
+    "solu": {"attn_only": False, "d_mlp": 16, "act_fn": "solu"},
     "solu_ln": {"attn_only": False, "d_mlp": 16, "act_fn": "solu_ln"},
     "attn_scale 3": {"attn_scale": 3.0},
     "use_attn_scale off": {"use_attn_scale": False},
