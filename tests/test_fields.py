@@ -215,3 +215,11 @@ def test_checkpoints_written_by_transformer_lens_3_give_its_logits(name):
 
 def test_every_field_case_has_a_transformer_lens_3_fixture():
     assert len(FIXTURE_CASES) == len(FIELD_CASES)
+
+
+def test_trace_refuses_a_rotary_model_in_one_line():
+    from headcoop.trace import trace
+
+    model = plain_model(BASE | FIELD_CASES["rotary, rotary_dim 2"])
+    with pytest.raises(HeadcoopError, match="rotary attention"):
+        trace(model, prompts(), prompts().split("test"))

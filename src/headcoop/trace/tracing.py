@@ -22,6 +22,7 @@ import torch
 from jaxtyping import Float, Int
 
 from headcoop.compat import Model, attention_scores, score_hooks
+from headcoop.errors import HeadcoopError
 from headcoop.tasks.base import Task
 from headcoop.trace.components import (
     QKSVD,
@@ -134,7 +135,16 @@ def trace(
     share: float = SHARE,
 ) -> Trace:
     """Trace every firing of the heads of ``layer`` (the last by default) whose query is one of
-    the task's scored positions, recursing into upstream heads that fire where they are read."""
+    the task's scored positions, recursing into upstream heads that fire where they are read.
+
+    Raises:
+        HeadcoopError: a rotary model, whose scores are not the bilinear form of W_Q and W_K
+            that the decomposition splits.
+    """
+    if model.cfg.positional_embedding_type == "rotary":
+        raise HeadcoopError(
+            "trace cannot decompose rotary attention (its scores move with position)"
+        )
     batch = task.sequences(examples)
     run = _Run(model, batch.tokens)
     layer = model.cfg.n_layers - 1 if layer is None else layer
