@@ -77,6 +77,14 @@ def special_files(root: Path) -> Iterator[list[str]]:
         yield ["eval", str(copy)]
 
 
+def _with_model(copy: Path, change: dict) -> Path:
+    """``copy`` with its config.json's model section changed."""
+    config = json.loads((copy / "config.json").read_text())
+    config["model"] |= change
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
 def sparse_files(root: Path) -> Iterator[list[str]]:
     clean = _checkpoint(root)
     for gib in (1, 4, 16):
@@ -91,11 +99,7 @@ def huge_settings(root: Path) -> Iterator[list[str]]:
     changes = [{"d_vocab": 10**9}, {"n_ctx": 10**7}, {"n_layers": 10**7}, {"d_model": 2**40},
                {"n_heads": 10**6, "d_head": 10**6}, {"d_mlp": 10**12}]  # fmt: skip
     for k, change in enumerate(changes):
-        copy = _copy(clean, root, f"huge_{k}")
-        config = json.loads((copy / "config.json").read_text())
-        config["model"] |= change
-        (copy / "config.json").write_text(json.dumps(config))
-        yield ["eval", str(copy)]
+        yield ["eval", str(_with_model(_copy(clean, root, f"huge_{k}"), change))]
     yield ["train", "--out", str(root / "huge_train"), "--n-ctx", str(10**7), *TRAIN]
 
 
@@ -144,11 +148,7 @@ def mismatched_weights(root: Path) -> Iterator[list[str]]:
                {"d_vocab": 200_000, "d_model": 4096, "n_ctx": 64}, {"n_layers": 2},
                {"d_head": 4}, {"attn_only": False, "d_mlp": 64}]  # fmt: skip
     for k, change in enumerate(changes):
-        copy = _unsigned_copy(clean, root, f"mismatch_{k}")
-        config = json.loads((copy / "config.json").read_text())
-        config["model"] |= change
-        (copy / "config.json").write_text(json.dumps(config))
-        yield ["eval", str(copy)]
+        yield ["eval", str(_with_model(_unsigned_copy(clean, root, f"mismatch_{k}"), change))]
 
 
 def lying_headers(root: Path) -> Iterator[list[str]]:

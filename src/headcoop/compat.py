@@ -59,6 +59,7 @@ else:
     from transformer_lens.utilities.tl_checkpoint_conversion import convert_tl_checkpoint
 
 __all__ = [
+    "BUFFER_SUFFIXES",
     "TL_VERSION",
     "Model",
     "attention_scale",
@@ -241,9 +242,13 @@ def _check_shapes(expected: dict[str, torch.Size], state: dict[str, Tensor]) -> 
             )
 
 
+BUFFER_SUFFIXES = (".attn.mask", ".attn.IGNORE", ".rotary_sin", ".rotary_cos")
+"""Entries of a 3.x state dict that are buffers, not parameters (each attention layer's mask
+and IGNORE value, rotary tables): rebuilt from the config, never loaded."""
+
+
 def _is_buffer_name(name: str) -> bool:
-    """3.x state dicts also hold each attention layer's mask and IGNORE value."""
-    return name.endswith((".attn.mask", ".attn.IGNORE", ".rotary_sin", ".rotary_cos"))
+    return name.endswith(BUFFER_SUFFIXES)
 
 
 def attention_scale(model: Model, layer: int = 0) -> float:

@@ -55,12 +55,12 @@ from headcoop.files import atomic_path, read_json, umask
 from headcoop.loading.fields import check_model_config, model_kwargs
 from headcoop.loading.weights import (
     compare,
-    expected_shapes,
+    finite_floats,
     iter_shapes,
+    load_torch,
     parameter_count,
     read_header,
     read_safetensors,
-    read_torch,
     with_defaults,
 )
 from headcoop.model import freeze_positions
@@ -270,16 +270,25 @@ def _read_weights(
     4.x bridge's own names."""
     if file.name != WEIGHTS:
         _check_weights_sum(config, file)
-        return _read_torch(file, kwargs)
+        state = load_torch(file, parameter_count(kwargs))
+        names, bridge = _compare(state, {k: tuple(v.shape) for k, v in state.items()}, kwargs, file)
+        return finite_floats(state, names, file), bridge
     header = read_header(file)
-    bridge = _bridge_names(header, file)
-    found = {k: shape for k, (_, shape, _) in header.items()}
+    names, bridge = _compare(header, {k: s for k, (_, s, _) in header.items()}, kwargs, file)
+    _check_weights_sum(config, file)
+    return read_safetensors(file, names), bridge
+
+
+def _compare(
+    entries: Any, found: dict[str, tuple[int, ...]], kwargs: dict[str, Any], file: Path
+) -> tuple[list[str], bool]:
+    """The parameters' names once ``found`` fits the config under whichever names the file
+    uses, and whether they are a bridge's."""
+    bridge = _bridge_names(entries, file)
     if bridge:
         _check_layers(found, kwargs["n_layers"], file)  # before a model is built to compare
     expected = bridge_shapes(kwargs).items() if bridge else iter_shapes(kwargs)
-    names = compare(found, expected, file)
-    _check_weights_sum(config, file)
-    return read_safetensors(file, names), bridge
+    return compare(found, expected, file), bridge
 
 
 def _check_layers(names: Any, n_layers: int, file: Path) -> None:
@@ -298,16 +307,6 @@ def _check_weights_sum(config: dict[str, Any], file: Path) -> None:
             f"{file} does not match the checksum in {CONFIG}: the file is corrupt or "
             "was changed after saving"
         )
-
-
-def _read_torch(file: Path, kwargs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], bool]:
-    """A torch state dict; whether its names are a bridge's is known once its keys are."""
-    try:
-        return read_torch(file, expected_shapes(kwargs)), False
-    except HeadcoopError:
-        if TL_VERSION[0] == 3:
-            raise
-    return read_torch(file, bridge_shapes(kwargs)), True
 
 
 def _bridge_names(names: Any, file: Path) -> bool:

@@ -58,7 +58,7 @@ def _number(low: float, open_low: bool = True, allow: tuple = ()) -> Check:
     def accepts(value: Any, _: dict) -> bool:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False
-        if value in allow and isinstance(value, int | float):
+        if value in allow:
             return True
         fine = math.isfinite(value) and abs(value) < 1e30
         return bool(fine and (value > low if open_low else value >= low))

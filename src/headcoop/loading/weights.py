@@ -26,6 +26,7 @@ from typing import Any
 import safetensors
 import torch
 
+from headcoop.compat import BUFFER_SUFFIXES
 from headcoop.errors import HeadcoopError
 from headcoop.files import parse_json
 from headcoop.loading.fields import final_normalization
@@ -38,8 +39,6 @@ FLOAT_DTYPES = {"F16": 2, "BF16": 2, "F32": 4, "F64": 8}
 BUFFER_DTYPES = {**FLOAT_DTYPES, "BOOL": 1, "U8": 1, "I8": 1, "I16": 2, "I32": 4, "I64": 8}
 """What a buffer (`BUFFER_SUFFIXES`: 3.x's attention mask, say) may be stored in."""
 
-BUFFER_SUFFIXES = (".attn.mask", ".attn.IGNORE", ".rotary_sin", ".rotary_cos")
-"""Entries of a 3.x state dict that are buffers, not parameters (rebuilt from the config)."""
 
 Shapes = dict[str, tuple[int, ...]]
 
@@ -220,18 +219,19 @@ def read_safetensors(file: Path, names: list[str]) -> dict[str, torch.Tensor]:
     try:
         with safetensors.safe_open(file, framework="pt") as handle:
             for name in names:
-                state[name] = _finite(handle.get_tensor(name).float(), name, file)
+                state |= finite_floats({name: handle.get_tensor(name)}, [name], file)
     except (safetensors.SafetensorError, OSError) as exc:
         raise HeadcoopError(f"{file} is corrupt: {exc}") from None
     return state
 
 
-def read_torch(file: Path, expected: Shapes) -> dict[str, torch.Tensor]:
-    """A torch state dict, checked before and after ``torch.load``: its archive unpacks to at
-    most twice the size of float32 parameters (plus a MiB), and every entry is a dense float
-    tensor under a string key that its storage holds exactly."""
-    bound = 8 * sum(math.prod(s) for s in expected.values()) + 2**20
-    _check_archive(file, bound)
+def load_torch(file: Path, n_parameters: int) -> dict[str, torch.Tensor]:
+    """A torch state dict, memory mapped, checked before and after ``torch.load``: its
+    archive unpacks to at most twice the size of ``n_parameters`` float32 numbers (plus a
+    MiB), and every entry is a dense float tensor under a string key that its storage holds
+    exactly. Its names are compared by the caller (`compare`), its values read by
+    `finite_floats`."""
+    _check_archive(file, 8 * n_parameters + 2**20)
     try:
         mmap = zipfile.is_zipfile(file)
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=mmap)
@@ -241,7 +241,13 @@ def read_torch(file: Path, expected: Shapes) -> dict[str, torch.Tensor]:
         raise HeadcoopError(f"{file} is not a state dict of tensors")
     for key, value in state.items():
         _check_tensor(key, value, file)
-    names = compare({k: tuple(v.shape) for k, v in state.items()}, expected.items(), file)
+    return state
+
+
+def finite_floats(
+    state: dict[str, torch.Tensor], names: list[str], file: Path
+) -> dict[str, torch.Tensor]:
+    """The named tensors as float32, each finite and of sane magnitude (`MAX_WEIGHT`)."""
     return {name: _finite(state[name].float(), name, file) for name in names}
 
 
