@@ -9,6 +9,7 @@ commands on one model in `model_commands` (tasks, train, eval, analyze), the stu
 import argparse
 import errno
 import multiprocessing
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -42,6 +43,13 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for add in COMMANDS:
         add(commands)
+    for command in commands.choices.values():
+        command.add_argument(
+            "--debug",
+            action="store_true",
+            default=os.environ.get("HEADCOOP_DEBUG", "") not in ("", "0"),
+            help="on an error, show the whole stack, not one line (also HEADCOOP_DEBUG=1)",
+        )
     return parser
 
 
@@ -60,6 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.run(args)
     except HeadcoopError as exc:
+        if args.debug:
+            raise
         return _fail(args, f"error: {exc}", 1)
     except Terminated:
         _stop_helpers()

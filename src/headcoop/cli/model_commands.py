@@ -24,6 +24,7 @@ from headcoop.config import (
     OPTIMIZERS,
     SEED,
     SGD_MOMENTUM,
+    SUBSET_MODES,
     SUBSETS_BUDGET,
     ModelConfig,
     Rule,
@@ -231,13 +232,22 @@ def add_analyze(commands: Any) -> None:
         "OUT/summary.json and OUT/report.html.",
     )
     add_checkpoint(analyze)
-    analyze.add_argument("--no-subsets", action="store_true", help="skip the all-subsets pass")
+    analyze.add_argument(
+        "--subsets",
+        choices=SUBSET_MODES,
+        default="auto",
+        help="which sets of heads to measure besides singles and pairs: as the cost model "
+        "decides from the model's and task's sizes (auto), every set (all), sets sampled by "
+        "size (sampled), or none",
+    )
+    analyze.add_argument("--no-subsets", action="store_true", help="the same as --subsets none")
     analyze.add_argument(
         "--subsets-budget",
         type=Rule(float, 0).parse,
         default=SUBSETS_BUDGET,
-        help="seconds the pass over all sets may take by its estimate (many classes make it "
-        "slow); above, sets are sampled, or s-acc is measured on single heads and pairs only",
+        help="seconds the pass over all sets may take by the cost model's estimate (many "
+        "classes make it slow); above, sets are sampled, or s-acc is measured on single heads "
+        "and pairs only",
     )
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.add_argument(
@@ -256,7 +266,7 @@ def run_analyze(args: argparse.Namespace) -> None:
         result = analyze(
             args.checkpoint,
             chosen_task(args),
-            subsets=not args.no_subsets,
+            subsets="none" if args.no_subsets else args.subsets,
             subsets_budget=args.subsets_budget,
             progress=not args.quiet,
             device=args.device,

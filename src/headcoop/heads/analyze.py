@@ -28,7 +28,7 @@ from headcoop.engine.cache import HeadCache, collect
 from headcoop.engine.loss import accuracies
 from headcoop.errors import HeadcoopError
 from headcoop.files import read_json, write_atomic
-from headcoop.heads.subset_plan import SubsetPlan, plan_subsets
+from headcoop.heads.subset_plan import SetSizes, SubsetPlan, plan_subsets
 from headcoop.loading.checkpoint import check_fits, load_with_task
 from headcoop.loading.fields import check_model_config
 from headcoop.metrics.attention import measured_ratio, weight_ratio
@@ -44,7 +44,6 @@ from headcoop.metrics.classes import (
 from headcoop.metrics.interactions import Interactions, estimated_interactions
 from headcoop.metrics.separation import liblinear_s_acc, separation_accuracy
 from headcoop.metrics.subsets import (
-    all_subsets,
     learned_accuracy,
     logit_metrics,
     singles_and_pairs,
@@ -185,7 +184,7 @@ def _whole_files(out: Path) -> dict[str, bytes]:
 def analyze(
     model: Model | str | Path,
     task: Task | None = None,
-    subsets: bool | Bool[torch.Tensor, "subset head_index"] = True,
+    subsets: bool | str | Bool[torch.Tensor, "subset head_index"] = True,
     progress: bool = False,
     device: Device = None,
     subsets_budget: float | None = SUBSETS_BUDGET,
@@ -201,14 +200,15 @@ def analyze(
         model: a model (``HookedTransformer`` or ``TransformerBridge``), or the path of a
             checkpoint (whose task is used if ``task`` is None).
         task: the task; required for a model object, or a checkpoint that names none.
-        subsets: also measure every set of heads (True; as `headcoop.heads.subset_plan`
-            says), or the sets these masks give (`headcoop.metrics.subsets.sampled_subsets`,
-            say), or none (False).
+        subsets: which sets of heads to measure besides singles and pairs: True (or
+            'auto') as the cost model of `headcoop.heads.subset_plan` decides from the sizes,
+            'all' or 'sampled' to force one, False (or 'none') for none, or these masks
+            (`headcoop.metrics.subsets.sampled_subsets`, say).
         progress: show progress bars.
         device: where a checkpoint is loaded and measured (see `headcoop.device`); a model
             object is measured where it is.
-        subsets_budget: seconds the pass over all sets may take by its estimate; above,
-            `headcoop.heads.subset_plan` measures less (None: no limit).
+        subsets_budget: seconds the pass over all sets may take by the cost model's
+            estimate; above, `headcoop.heads.subset_plan` measures less (None: no limit).
 
     >>> from headcoop import Count01, ModelConfig, SplitSpec, build_model
     >>> spec = SplitSpec(200, (0, 20), (0, 20))
@@ -234,7 +234,7 @@ def analyze(
     pair_masks = singles_and_pairs(n_heads)
     pairs = SetTable(pair_masks, scorer(pair_masks, every_readout=True, liblinear=True))
     timings["singles_and_pairs"] = time.perf_counter() - clock
-    plan = plan_subsets(subsets, n_heads, scorer.seconds_per_set, subsets_budget)
+    plan = plan_subsets(subsets, set_sizes(model, scorer), subsets_budget)
 
     subset_table, interactions = _measure_subsets(plan, scorer, progress, timings)
     heads = _head_columns(model, scorer, pairs[:n_heads].columns)
@@ -276,8 +276,6 @@ def _measure_subsets(
 
 ESTIMATE_SETS = 2000
 """Sets measured to estimate Shapley values and pair interactions where sets were sampled."""
-ESTIMATE_HEADS = 7
-"""`SetScorer.s_acc_seconds_per_set` times all sets of this many heads (128 sets)."""
 GAMES = (*(f"{m}{s}" for s in ALL_SUFFIXES.values() for m in ("l_acc", "roc_auc")), "s_acc")
 """The metrics at the decision whose interactions `analyze` reads out, on all sets; the l-acc
 of each other readout (paper's definition; Count01's ``eos_l_acc``) joins them."""
@@ -428,20 +426,6 @@ class SetScorer:
             progress=progress,
         )
 
-    def seconds_per_set(self, n_heads: int) -> tuple[float, float]:
-        """The time s-acc and the logit metrics take per set over all sets, measured on all
-        sets of the first `ESTIMATE_HEADS` heads (the s-acc solver reuses each set's parent,
-        so isolated sets would cost more than their share; measured, this errs long by a
-        factor of 1.5 to 3)."""
-        k = min(n_heads, ESTIMATE_HEADS)
-        masks = torch.zeros(2**k, n_heads, dtype=torch.bool)
-        masks[:, :k] = all_subsets(k)
-        clock = time.perf_counter()
-        self.s_acc(masks)
-        middle = time.perf_counter()
-        self(masks, s_acc=False)
-        return (middle - clock) / len(masks), (time.perf_counter() - middle) / len(masks)
-
     def class_shares(self) -> dict[str, float]:
         """The share of each candidate among the test split's targets at the decision."""
         counts = self.test_labels.bincount(minlength=len(self.candidates))
@@ -475,6 +459,32 @@ class SetScorer:
 
     def _other_readouts(self) -> list:
         return [(k, r) for k, r in enumerate(self.task.readouts) if k != self.decision]
+
+
+def set_sizes(model: Model, scorer: SetScorer) -> SetSizes:
+    """The sizes that decide what the pass over sets of heads costs (`SetSizes`)."""
+    cfg, n_test = model.cfg, len(scorer.test.targets)
+    n_classes = len(scorer.candidates)
+    passes = tail = 0.0
+    if scorer.logits.by_forward_passes:
+        mlp = 4 * cfg.d_model * (cfg.d_mlp or 0) if not cfg.attn_only else 0
+        per_token = cfg.n_layers * (8 * cfg.d_model * cfg.n_heads * cfg.d_head + mlp)
+        unembed = 2 * cfg.d_model * cfg.d_vocab
+        tokens = float(scorer.task.lengths(scorer.task.split("test")).sum())
+        passes = tokens * (per_token + unembed)
+        tail = float(n_test * (mlp + unembed))
+    return SetSizes(
+        n_heads=cfg.n_layers * cfg.n_heads,
+        last_layer_heads=cfg.n_heads,
+        d_head=cfg.d_head,
+        n_train=len(scorer.train.targets),
+        n_test=n_test,
+        n_separators=1 if n_classes == 2 else n_classes,
+        n_candidates=n_classes,
+        n_definitions=len(ALL_SUFFIXES),
+        pass_flops=passes,
+        tail_flops=tail,
+    )
 
 
 def _resolve(model: Model | str | Path, task: Task | None, device: Device) -> tuple:

@@ -231,11 +231,20 @@ def make_task(name: str, **params: Any) -> Task:
 
     if name not in _TASKS:
         raise HeadcoopError(f"unknown task {name!r}; known tasks: {', '.join(sorted(_TASKS))}")
+    return _build(repr(name), _TASKS[name], params)
+
+
+def _build(label: str, cls: type, params: dict[str, Any]) -> Task:
+    """``cls(**params)``, checked; a researcher's own class behind `UserTask`'s guard."""
+    from headcoop.tasks.user import build_users_task, is_users
+
+    if is_users(cls):
+        return check_task(build_users_task(cls, params))
     try:
-        task = _TASKS[name](**params)
+        task = cls(**params)
     except TypeError as exc:  # an unknown parameter, or (under a type checker) a mistyped one
         first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
-        raise HeadcoopError(f"bad parameters for task {name!r}: {first}") from None
+        raise HeadcoopError(f"bad parameters for task {label}: {first}") from None
     return check_task(task)
 
 
@@ -253,11 +262,7 @@ def load_task(spec: str, **params: Any) -> Task:
     cls = getattr(module, class_name, None)
     if not isinstance(cls, type):
         raise HeadcoopError(f"task {spec!r}: {where} has no class {class_name!r}")
-    try:
-        task = cls(**params)
-    except TypeError as exc:
-        raise HeadcoopError(f"bad parameters for task {spec!r}: {exc}") from None
-    return check_task(task)
+    return _build(repr(spec), cls, params)
 
 
 def _import_module(name: str) -> Any:
@@ -272,6 +277,7 @@ def _import_module(name: str) -> Any:
 def _import_file(path: str) -> Any:
     """Import a Python file as a module of its own (its ``register_task`` calls register)."""
     import importlib.util
+    import sys
     from pathlib import Path
 
     file = Path(path)
@@ -279,6 +285,7 @@ def _import_file(path: str) -> Any:
         raise HeadcoopError(f"no task file {path}: it does not exist")
     spec = importlib.util.spec_from_file_location(f"headcoop_user_task_{file.stem}", file)
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # so that its classes know their file (and pickle)
     try:
         spec.loader.exec_module(module)
     except Exception as exc:  # a user's file may fail in any way; say where, in one line
