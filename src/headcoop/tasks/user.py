@@ -46,7 +46,9 @@ def build_users_task(cls: type, params: dict[str, Any]) -> "UserTask":
 
 
 def _failed(where: str, method: str, exc: BaseException) -> HeadcoopError:
-    return HeadcoopError(f"task {where}, in {method}(): {type(exc).__name__}: {exc}"[:400])
+    """The error ``exc`` raised in the user's ``method``, in one line."""
+    first = next(iter(str(exc).strip().splitlines()), "")
+    return HeadcoopError(f"task {where}, in {method}(): {type(exc).__name__}: {first:.300}")
 
 
 class UserTask:
