@@ -90,6 +90,20 @@ def test_a_rerun_reuses_the_analysis_of_the_same_weights(explored, caplog):
     assert any("reusing the analysis" in r.message for r in caplog.records)
 
 
+def test_an_analysis_under_other_task_settings_is_not_reused(explored, caplog, tmp_path):
+    """The same weights, explored on another data seed: the numbers must be of that task."""
+    run, out = explored
+    other = tmp_path / "other"
+    for name in ("heads.csv", "pairs.csv", "summary.json", "manifest.json"):
+        (other / name).parent.mkdir(exist_ok=True)
+        (other / name).write_bytes((out / name).read_bytes())
+    args = ["--task", "count01", "--task-param", f"splits={TINY}", "--task-param", "seed=7"]
+    with caplog.at_level("INFO", logger="headcoop.explore"):
+        assert main(["explore", str(run), "--out", str(other), *args]) == 0
+    assert not any("reusing the analysis" in r.message for r in caplog.records)
+    assert json.loads((other / "summary.json").read_text())["task_config"]["seed"] == 7
+
+
 def _driver():
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

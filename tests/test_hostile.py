@@ -270,3 +270,62 @@ def test_a_number_of_thousands_of_digits_is_one_line(tmp_path, capsys):
     one_line_error(capsys, "Exceeds the limit")
     assert main(["eval", str(path), "--task", "count01", "--task-param", "seed=" + "9" * 5000]) == 1
     one_line_error(capsys, "a number too long to read")
+
+
+@pytest.mark.parametrize(
+    "tamper, problem",
+    [
+        (lambda out: (out / "manifest.json").write_text("[1, 2]"), "is not file: checksum"),
+        (lambda out: _drop_from_manifest(out, "pairs.csv"), "lacks pairs.csv"),
+        (lambda out: _rewrite(out, "summary.json", b"[1, 2]\n"), "summary.json is not an object"),
+        (lambda out: _rewrite(out, "heads.csv", b'"a\n'), "not a complete analysis"),
+    ],
+    ids=["manifest a list", "manifest without pairs", "summary a list", "heads unparsable"],
+)
+def test_a_tampered_analysis_is_refused_in_one_line(task, tmp_path, tamper, problem):
+    out = tmp_path / "analysis"
+    model = build_model(ModelConfig(n_heads=3), len(task.vocab), seed=0)
+    analyze(model, task, subsets=False).save(out)
+    tamper(out)
+    with pytest.raises(HeadcoopError, match="not a complete analysis") as refused:
+        read_analysis(out)
+    assert problem in str(refused.value) and "\n" not in str(refused.value)
+    assert not analysis_saved(out)  # the commands that cache analyses make it again
+
+
+def _drop_from_manifest(out: Path, name: str) -> None:
+    sums = json.loads((out / "manifest.json").read_text())
+    del sums[name]
+    (out / "manifest.json").write_text(json.dumps(sums))
+
+
+def _rewrite(out: Path, name: str, data: bytes) -> None:
+    """``name`` replaced, and the manifest's checksum with it (a consistent forgery)."""
+    import hashlib
+
+    (out / name).write_bytes(data)
+    sums = json.loads((out / "manifest.json").read_text())
+    sums[name] = hashlib.sha256(data).hexdigest()
+    (out / "manifest.json").write_text(json.dumps(sums))
+
+
+def test_a_cached_figures_table_cut_mid_line_is_measured_again(tmp_path, caplog):
+    import pandas as pd
+
+    from headcoop.paper.compute import FigureData
+    from headcoop.paper.plan import Plan
+
+    data = FigureData(Plan.quick(), tmp_path)
+    whole = pd.DataFrame({"size": range(21), "mean": [0.5] * 21})
+    calls = []
+
+    def make() -> pd.DataFrame:
+        calls.append(1)
+        return whole
+
+    assert data._csv("grid.csv", make).equals(whole)
+    raw = (data.root / "grid.csv").read_bytes()
+    (data.root / "grid.csv").write_bytes(raw[: len(raw) // 2 + 3])  # cut mid-line
+    assert data._csv("grid.csv", make).equals(whole) and len(calls) == 2
+    assert "was changed or cut short" in caplog.text
+    assert data._csv("grid.csv", make).equals(whole) and len(calls) == 2  # whole: reused

@@ -12,6 +12,7 @@ import fcntl
 import gzip
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -200,6 +201,31 @@ def write_atomic(path: str | Path, data: str | bytes, compress: bool = False) ->
     with atomic_path(path) as tmp:
         tmp.write_bytes(raw)
     return Path(path)
+
+
+def write_checked(path: str | Path, data: str | bytes) -> Path:
+    """Write a cached result atomically, then its SHA-256 beside it (``path.sha256``), so that
+    `read_checked` can tell a whole file from one cut short or edited since."""
+    raw = data.encode() if isinstance(data, str) else data
+    write_atomic(path, raw)
+    write_atomic(f"{path}.sha256", hashlib.sha256(raw).hexdigest() + "\n")
+    return Path(path)
+
+
+def read_checked(path: str | Path) -> bytes | None:
+    """The bytes of a cached result written by `write_checked`, or None where there is none or
+    it does not match its checksum (one warning line: it is then measured again)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    raw, stamp = path.read_bytes(), Path(f"{path}.sha256")
+    digest = stamp.read_text().strip() if stamp.is_file() else None
+    if digest != hashlib.sha256(raw).hexdigest():
+        logging.getLogger(__name__).warning(
+            "cached %s was changed or cut short (or has no checksum): measured again", path
+        )
+        return None
+    return raw
 
 
 def config_key(settings: Any) -> str:

@@ -1,6 +1,7 @@
 """`explore`: the head explorer of one checkpoint or model, with the analysis it shows."""
 
 import contextlib
+import json
 import logging
 import time
 from pathlib import Path
@@ -47,7 +48,9 @@ def explore(
     else:
         weights = None
     if analysis is None:
-        _analyse(model, task, out, {"checkpoint": str(run), "weights_sha256": weights})
+        task_config = json.loads(json.dumps(task.to_config()))  # as summary.json holds it
+        origin = {"checkpoint": str(run), "weights_sha256": weights, "task_config": task_config}
+        _analyse(model, task, out, origin)
         analysis = read_analysis(out)
     log.info("measuring each head's circuits and samples")
     data = explorer_data(model, task, analysis, run)
@@ -57,7 +60,8 @@ def explore(
 
 
 def _analyse(model: Model, task: Task, out: str | Path, origin: dict[str, Any]) -> None:
-    """Save the analysis of ``model`` in ``out`` unless the one there is of these weights."""
+    """Save the analysis of ``model`` in ``out`` unless the one there is of these weights on
+    this task, with the same settings."""
     from headcoop.heads.analyze import analyze, read_analysis
 
     with contextlib.suppress(HeadcoopError):  # none there, or not whole

@@ -27,7 +27,7 @@ from headcoop.engine.bags import bag_exact
 from headcoop.engine.cache import HeadCache, collect
 from headcoop.engine.loss import accuracies
 from headcoop.errors import HeadcoopError
-from headcoop.files import read_json, write_atomic
+from headcoop.files import parse_json, read_json, write_atomic
 from headcoop.heads.subset_plan import SetSizes, SubsetPlan, plan_subsets
 from headcoop.loading.checkpoint import check_fits, load_with_task
 from headcoop.loading.fields import check_model_config
@@ -130,6 +130,8 @@ ANALYSIS_FILES = (
     "shapley.csv",
     "pair_interactions.csv",
 )
+REQUIRED_FILES = ANALYSIS_FILES[:2] + ANALYSIS_FILES[3:4]
+"""heads.csv, pairs.csv and summary.json: in every analysis."""
 MANIFEST = "manifest.json"
 """Written last by `HeadAnalysis.save`: the SHA-256 of each file of the analysis."""
 
@@ -145,24 +147,30 @@ def read_analysis(out: str | Path) -> dict[str, Any]:
     import pandas as pd
 
     files = _whole_files(Path(out))
-    found = {
-        "heads": pd.read_csv(io.BytesIO(files["heads.csv"])),
-        "pairs": pd.read_csv(io.BytesIO(files["pairs.csv"])),
-        "summary": json.loads(files["summary.json"]),
-    }
-    if "subsets.csv.gz" in files:
-        raw = io.BytesIO(files["subsets.csv.gz"])
-        found["subsets"] = pd.read_csv(raw, compression="gzip", dtype={"heads": str})
-    for name in ("shapley", "pair_interactions"):
-        if f"{name}.csv" in files:
-            found[name] = pd.read_csv(io.BytesIO(files[f"{name}.csv"]), dtype={"heads": str})
+    try:
+        found = {
+            "heads": pd.read_csv(io.BytesIO(files["heads.csv"])),
+            "pairs": pd.read_csv(io.BytesIO(files["pairs.csv"])),
+            "summary": parse_json(files["summary.json"], "summary.json"),
+        }
+        if "subsets.csv.gz" in files:
+            raw = io.BytesIO(files["subsets.csv.gz"])
+            found["subsets"] = pd.read_csv(raw, compression="gzip", dtype={"heads": str})
+        for name in ("shapley", "pair_interactions"):
+            if f"{name}.csv" in files:
+                found[name] = pd.read_csv(io.BytesIO(files[f"{name}.csv"]), dtype={"heads": str})
+    except (ValueError, OSError, EOFError, HeadcoopError) as exc:  # pandas, gzip, JSON
+        raise HeadcoopError(f"{out}: not a complete analysis: {exc}") from None
+    if not isinstance(found["summary"], dict):
+        raise HeadcoopError(f"{out}: not a complete analysis: summary.json is not an object")
     return found
 
 
 def analysis_saved(out: str | Path) -> bool:
-    """Whether ``out`` holds a whole analysis (see `read_analysis`), without parsing it."""
+    """Whether ``out`` holds a whole analysis that `read_analysis` reads (else it is made
+    again by the commands that cache analyses)."""
     try:
-        _whole_files(Path(out))
+        read_analysis(out)
     except HeadcoopError:
         return False
     return True
@@ -171,13 +179,20 @@ def analysis_saved(out: str | Path) -> bool:
 def _whole_files(out: Path) -> dict[str, bytes]:
     """The files of the analysis in ``out``, each read once and checked against the manifest."""
     sums = read_json(out / MANIFEST, "analysis manifest")
+    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
+        raise HeadcoopError(f"{out}: not a complete analysis: {MANIFEST} is not file: checksum")
+    missing = [name for name in REQUIRED_FILES if name not in sums]
+    if missing:
+        raise HeadcoopError(f"{out}: not a complete analysis: {MANIFEST} lacks {missing[0]}")
     files = {}
     for name, digest in sums.items():
         if name not in ANALYSIS_FILES or not (out / name).is_file():
-            raise HeadcoopError(f"{out}: the analysis lacks {name}")
+            raise HeadcoopError(f"{out}: not a complete analysis: it lacks {name}")
         files[name] = (out / name).read_bytes()
         if hashlib.sha256(files[name]).hexdigest() != digest:
-            raise HeadcoopError(f"{out / name} was changed or cut short after the analysis")
+            raise HeadcoopError(
+                f"{out}: not a complete analysis: {name} was changed or cut short after it"
+            )
     return files
 
 

@@ -7,6 +7,7 @@ picks up where it stopped and a rerun only redraws.
 """
 
 import contextlib
+import io
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from headcoop.config import ModelConfig
 from headcoop.device import Device, resolve_device
 from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
-from headcoop.files import config_key, write_atomic
+from headcoop.files import config_key, read_checked, write_atomic, write_checked
 from headcoop.heads.analyze import analyze, read_analysis
 from headcoop.heads.dynamics import random_head_s_acc, trajectory
 from headcoop.heads.interventions import intervention_curves
@@ -155,8 +156,9 @@ class FigureData:
         with its heads' s-acc at epoch `SNAPSHOT_EPOCH` (the last, if training is shorter) from the
         trajectories."""
         path = self.root / "claims" / f"evidence_seed_{seed}.json"
-        if path.exists():
-            return Evidence.from_result(json.loads(path.read_text()))
+        cached = read_checked(path)
+        if cached is not None:
+            return Evidence.from_result(json.loads(cached))
         log.info("measuring the claims' evidence of seed %d", seed)
         found = self.analysis(seed)
         curves = intervention_evidence(self.main_model(seed), self.task)
@@ -167,7 +169,7 @@ class FigureData:
         epoch = int(min(SNAPSHOT_EPOCH, run["epoch"].max()))
         s_acc = run[run["epoch"] == epoch].sort_values("head")["s_acc"].tolist()
         result["snapshots"] = {str(epoch): {"s_acc": s_acc}}
-        write_atomic(path, json.dumps(result) + "\n")
+        write_checked(path, json.dumps(result) + "\n")
         return Evidence.from_result(result)
 
     # --- per-figure measurements of the first main model -----------------------------------
@@ -305,11 +307,12 @@ class FigureData:
         """Read ``name`` from the cache, or make it and write it there atomically. The
         ``text`` columns hold token names, read back as strings (not as numbers)."""
         path = self.root / name
-        if path.exists():
-            return pd.read_csv(path, dtype={column: str for column in text})
+        cached = read_checked(path)
+        if cached is not None:
+            return pd.read_csv(io.BytesIO(cached), dtype={column: str for column in text})
         log.info("measuring %s", name)
         frame = make()
-        write_atomic(path, frame.to_csv(index=False))
+        write_checked(path, frame.to_csv(index=False))
         return frame
 
 
