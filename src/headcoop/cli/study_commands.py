@@ -291,18 +291,9 @@ def run_explore(args: argparse.Namespace) -> None:
     size = page.stat().st_size / 1e6
     print(f"explorer: {page} ({size:.2f} MB)")
     if args.serve:
-        _serve(page, args.port)
+        from headcoop.explore.serve import serve
 
-
-def _serve(page: Path, port: int) -> None:
-    """Serve ``page``'s directory on 127.0.0.1 and print the page's address, until Ctrl-C."""
-    import functools
-    import http.server
-
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(page.parent))
-    with http.server.ThreadingHTTPServer(("127.0.0.1", port), handler) as server:
-        print(f"serving http://127.0.0.1:{server.server_address[1]}/{page.name} (Ctrl-C stops)")
-        server.serve_forever()
+        serve(page, args.port)
 
 
 def _run_search(args: argparse.Namespace, plan: Any) -> None:
