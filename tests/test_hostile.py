@@ -329,3 +329,70 @@ def test_a_cached_figures_table_cut_mid_line_is_measured_again(tmp_path, caplog)
     assert data._csv("grid.csv", make).equals(whole) and len(calls) == 2
     assert "was changed or cut short" in caplog.text
     assert data._csv("grid.csv", make).equals(whole) and len(calls) == 2  # whole: reused
+
+
+def test_a_lock_that_is_a_symlink_a_directory_or_a_fifo_is_one_line(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    kinds = {
+        "link": lambda lock: lock.symlink_to(victim),
+        "dir": lambda lock: lock.mkdir(),
+        "fifo": lambda lock: os.mkfifo(lock),
+    }
+    for name, make in kinds.items():
+        run = tmp_path / name
+        run.mkdir()
+        make(run / LOCK)
+        with pytest.raises(
+            HeadcoopError, match="the lock .* (symbolic link|not a regular file|is a directory)"
+        ) as refused:
+            with owned(run, "run directory"):
+                pass
+        assert "\n" not in str(refused.value) and "precious" not in str(refused.value)
+    assert victim.read_text() == "precious"  # never truncated nor printed
+
+
+def test_a_stale_lock_with_foreign_content_is_taken_over_without_printing_it(tmp_path, caplog):
+    (tmp_path / LOCK).write_text("SECRET line from another file\n")
+    with owned(tmp_path, "run directory"):
+        pass
+    assert "SECRET" not in caplog.text and "process unknown" in caplog.text
+
+
+def test_overwrite_removes_a_symlinked_epoch_as_a_link_only(tmp_path):
+    from headcoop.loading.checkpoint import clear_run
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "keep.txt").write_text("kept")
+    run = tmp_path / "run"
+    (run / "epoch_0002").mkdir(parents=True)
+    (run / "epoch_0001").symlink_to(elsewhere, target_is_directory=True)
+    clear_run(run)
+    assert not (run / "epoch_0001").exists() and not (run / "epoch_0002").exists()
+    assert (elsewhere / "keep.txt").read_text() == "kept"
+
+
+def test_an_unreadable_file_is_one_line(monkeypatch, capsys):
+    """As root every file is readable: the refusal is raised where a reader would meet it."""
+    from headcoop.cli import model_commands
+
+    def unreadable(args):
+        raise PermissionError(errno.EACCES, "Permission denied", "ck/config.json")
+
+    monkeypatch.setattr(model_commands, "run_eval", unreadable)
+    assert main(["eval", "ck"]) == 1
+    assert (
+        capsys.readouterr().err.strip()
+        == "headcoop eval: error: permission denied (ck/config.json)"
+    )
+
+
+def test_a_small_address_space_is_one_line_at_import():
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_AS, (300 * 2**20, 300 * 2**20))"
+    found = run_python(
+        f"{limit}\nimport sys\nfrom headcoop.cli import main\nsys.exit(main(['tasks']))"
+    )
+    lines = found.stderr.strip().splitlines()
+    assert found.returncode == 1 and "Traceback" not in found.stderr, found.stderr
+    assert lines[-1].startswith("headcoop tasks: error: out of memory")

@@ -8,6 +8,7 @@ machine can read results.
 
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import gzip
 import hashlib
@@ -62,7 +63,7 @@ def exclusive(path: str | Path, wait: bool = True) -> Iterator[bool]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    with open_lock(path, "lock") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
         except BlockingIOError:
@@ -104,7 +105,8 @@ def owned(directory: str | Path, what: str) -> Iterator[Path]:
     path = directory / LOCK
     handle = _lock_file(path, what, directory)
     with handle:
-        previous = handle.read().strip()
+        previous = handle.read(32).strip()
+        previous = previous if previous.isdigit() else "unknown" if previous else ""
         if previous and previous != str(os.getpid()):
             logging.getLogger(__name__).warning(
                 "%s %s: taking over the lock of process %s, which is gone",
@@ -130,12 +132,13 @@ def _lock_file(path: Path, what: str, directory: Path) -> Any:
     from headcoop.errors import HeadcoopError
 
     while True:
-        handle = open(path, "a+")  # noqa: SIM115 (closed by the caller's with)
+        handle = open_lock(path, what)
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            owner = handle.read().strip() or "unknown"
+            owner = handle.read(32).strip()
+            owner = owner if owner.isdigit() else "unknown"
             handle.close()
             raise HeadcoopError(
                 f"{what} {directory} is in use by process {owner} (lock {path}); wait for it "
@@ -145,6 +148,30 @@ def _lock_file(path: Path, what: str, directory: Path) -> Any:
             handle.seek(0)
             return handle
         handle.close()
+
+
+def open_lock(path: Path, what: str) -> Any:
+    """The lock file ``path`` opened for reading and writing, created if missing, never through
+    a symlink (``O_NOFOLLOW``) and only if it is a regular file: a lock never writes into a
+    file that is not its own.
+
+    Raises:
+        HeadcoopError: ``path`` is a symlink, a directory, a FIFO or unreadable.
+    """
+    import stat
+
+    from headcoop.errors import HeadcoopError
+
+    flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o666 & ~umask())
+    except OSError as exc:
+        kind = "a symbolic link" if exc.errno == errno.ELOOP else exc.strerror.lower()
+        raise HeadcoopError(f"{what}: the lock {path} cannot be used: {kind}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise HeadcoopError(f"{what}: the lock {path} is not a regular file; remove it")
+    return os.fdopen(fd, "r+")
 
 
 MAX_JSON_BYTES = 16 * 2**20

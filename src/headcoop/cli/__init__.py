@@ -78,17 +78,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         _stop_helpers()
         return _fail(args, "interrupted", 130)
     except OSError as exc:
-        if exc.errno not in DISK_ERRORS:
+        if exc.errno not in FILE_ERRORS or args.debug:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         return _fail(args, f"error: {exc.strerror.lower()}{where}", 1)
+    except (MemoryError, ImportError) as exc:
+        if args.debug or not _short_of_memory(exc):
+            raise
+        detail = str(exc) or type(exc).__name__
+        return _fail(args, f"error: out of memory: {detail} ({_LIMIT})", 1)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
 
 
-DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO)
-"""Faults of the disk, not of headcoop: reported in one line, like bad input."""
+FILE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
+"""Faults of the disk and of file permissions, not of headcoop: one line, like bad input."""
+_LIMIT = "is a limit such as ulimit -v too low for torch and the model?"
+
+
+def _short_of_memory(exc: BaseException) -> bool:
+    """A MemoryError, or an import that failed to map a shared library (a low ulimit -v)."""
+    return isinstance(exc, MemoryError) or "failed to map segment" in str(exc)
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:

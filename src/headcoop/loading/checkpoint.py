@@ -160,11 +160,16 @@ def mark_final(run: str | Path, checkpoint: str | Path) -> Path:
 
 
 def clear_run(run: str | Path) -> None:
-    """Remove a training run's checkpoints and ``final`` link from ``run`` (other files stay)."""
+    """Remove a training run's checkpoints and ``final`` link from ``run`` (other files stay).
+    An epoch that is a symlink loses the link only: what it points at is never touched."""
     run = Path(run)
     (run / FINAL).unlink(missing_ok=True)
     for child in run.iterdir():
-        if _EPOCH_DIR.match(child.name) and child.is_dir():
+        if not _EPOCH_DIR.match(child.name):
+            continue
+        if child.is_symlink():
+            child.unlink()
+        elif child.is_dir():
             shutil.rmtree(child)
 
 
