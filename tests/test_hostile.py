@@ -396,3 +396,35 @@ def test_a_small_address_space_is_one_line_at_import():
     lines = found.stderr.strip().splitlines()
     assert found.returncode == 1 and "Traceback" not in found.stderr, found.stderr
     assert lines[-1].startswith("headcoop tasks: error: out of memory")
+
+
+def test_workers_end_when_their_parent_is_killed():
+    """SIGKILL leaves the parent no chance to stop its workers: each notices and ends."""
+    found = run_python(
+        """
+        import os, signal
+        from headcoop.training.sweep import _worker_pool
+        pool = _worker_pool(2)
+        pids = {pool.submit(os.getpid).result() for _ in range(8)}
+        print(" ".join(map(str, pids)), flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+        """
+    )
+    assert found.returncode == -signal.SIGKILL
+    pids = [int(p) for p in found.stdout.split()]
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.2)
+    assert pids and not any(_alive(p) for p in pids)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as stat:  # a zombie waiting for init is gone too
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

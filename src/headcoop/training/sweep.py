@@ -255,7 +255,7 @@ def _worker_pool(workers: int) -> "ProcessPoolExecutor":
     # Workers stopped by Ctrl-C or SIGTERM leave their queue's semaphores to multiprocessing's
     # tracker process, which cleans them up and would say so after our one line.
     sys.warnoptions.append(f"ignore::UserWarning:{resource_tracker.__name__}")
-    pool = ProcessPoolExecutor(workers, context, _start_worker, (threads,))
+    pool = ProcessPoolExecutor(workers, context, _start_worker, (threads, os.getpid()))
     atexit.register(_shut_down, pool)
     return pool
 
@@ -299,10 +299,26 @@ def _ctrl_c_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _start_worker(threads: int) -> None:
-    """A worker's start: its share of the cores and malloc keeping freed memory."""
+def _start_worker(threads: int, parent: int) -> None:
+    """A worker's start: its share of the cores, malloc keeping freed memory, and a watch on
+    its parent (process ``parent``): a parent killed with SIGKILL cannot stop its workers, so
+    each ends itself once it is orphaned."""
     torch.set_num_threads(threads)
     keep_freed_memory()
+    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
+
+
+ORPHAN_CHECK_SECONDS = 0.5
+"""How often a worker looks whether its parent is still alive."""
+
+
+def _exit_when_orphaned(parent: int) -> None:
+    """End this process when its parent is gone (it is then re-parented: another parent id)."""
+    import os
+
+    while os.getppid() == parent:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(1)
 
 
 def _wait(jobs: list) -> None:
