@@ -66,6 +66,7 @@ def test_a_larger_search_keeps_the_trials_and_adds(lab):
     assert (after["source"] == "search").sum() == 10
     kept = after[after["trial"].isin(before["trial"])].reset_index(drop=True)
     pd.testing.assert_frame_equal(kept, before)
+    assert after.loc[after["source"] == "search", "setting"].is_unique  # new settings asked
 
 
 def test_a_killed_search_asks_its_running_trials_again(lab):
@@ -84,6 +85,9 @@ def test_a_killed_search_asks_its_running_trials_again(lab):
     states = sorted(t.state.name for t in again)
     assert states == ["COMPLETE", "FAIL"]
     assert trial_setting(plan, orphan.params).name in {t.user_attrs.get("setting") for t in again}
+    finished = study.get_trials(states=(TrialState.COMPLETE,))
+    settings = [t.user_attrs["setting"] for t in finished if t.user_attrs["source"] == "search"]
+    assert len(settings) == len(set(settings))  # a resumed search asks no setting twice
 
 
 def test_two_plans_never_share_a_study(lab, tmp_path):
@@ -92,3 +96,13 @@ def test_two_plans_never_share_a_study(lab, tmp_path):
     assert quick.study_name != paper.study_name and not paper.get_trials()
     summary = json.loads((out / "summary_search.json").read_text())
     assert summary["trials"] >= 8 and summary["machine"]["cores"] >= 1
+
+
+def test_an_extended_search_asks_new_settings(tmp_path):
+    """Two trials, then two more in a fresh sampler (as a new process has): the sampler's
+    state comes from the study, so the later trials are not the first ones again."""
+    plan, out, cache = Plan.quick(), tmp_path / "lab", tmp_path / "cache"
+    search(plan, cache, out, 2, SearchRun(batch=2))
+    study = search(plan, cache, out, 4, SearchRun(batch=2))
+    params = [tuple(sorted(t.params.items())) for t in study.get_trials()]
+    assert len(params) == 4 and len(set(params)) == 4

@@ -125,8 +125,10 @@ def judged(plan: Plan, s: Setting, evidence: list) -> dict[str, Any]:
 
 
 def open_study(plan: Plan, out: Path) -> Any:
-    """The plan's study in the journal of ``out`` (made on first use): two objectives,
-    a seeded multivariate TPE sampler."""
+    """The plan's study in the journal of ``out`` (made on first use): two objectives, a
+    multivariate TPE sampler seeded by the number of trials the study already holds, so that
+    a search extended or resumed in a new process asks new settings (a fixed seed would ask
+    the first ones again), and the same history asks the same ones."""
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
@@ -134,13 +136,15 @@ def open_study(plan: Plan, out: Path) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     out.mkdir(parents=True, exist_ok=True)
     storage = JournalStorage(JournalFileBackend(str(out / JOURNAL)))
-    return optuna.create_study(
+    study = optuna.create_study(
         study_name=f"claims-{config_key(plan)}",
         storage=storage,
         load_if_exists=True,
         directions=["maximize", "minimize"],
-        sampler=optuna.samplers.TPESampler(seed=0, multivariate=True, constant_liar=True),
     )
+    seed = len(study.get_trials(deepcopy=False))
+    study.sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True)
+    return study
 
 
 def ask_again_what_was_left_running(study: Any) -> int:
