@@ -428,3 +428,64 @@ def _alive(pid: int) -> bool:
             return stat.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+SPLIT = '{"size":%d,"n01":[0,20],"n2":[0,20]}'
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["train", "--n-ctx", "65536"], "train: the model (its sizes and n_ctx)"),
+        (
+            [
+                "train",
+                "--task",
+                "histogram",
+                "--task-param",
+                "size=3000000",
+                "--task-param",
+                "length=512",
+            ],
+            "histogram: size x length",
+        ),  # fmt: skip
+        (
+            [
+                "train",
+                "--task",
+                "induction",
+                "--task-param",
+                "size=10000000",
+                "--task-param",
+                "tokens=1000",
+            ],
+            "induction: size x tokens",
+        ),  # fmt: skip
+    ],
+    ids=["context", "histogram split", "induction split"],
+)
+def test_sizes_that_would_allocate_gigabytes_are_refused_naming_them(tmp_path, capsys, argv, named):
+    assert main([*argv, "--out", str(tmp_path / "run"), "--epochs", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert named in err and "over the budget of 4.0 GiB" in err and "\n" not in err
+
+
+def test_a_cache_over_budget_is_refused_before_it_is_built(tmp_path, capsys):
+    from headcoop.tasks import Count01
+
+    model = build_model(ModelConfig(n_heads=3), len(Count01().vocab), seed=0)
+    save_checkpoint(tmp_path / "ck", model, {"task": Count01().to_config()})
+    splits = {"train": SPLIT % 5_000_000, "val": SPLIT % 100, "test": SPLIT % 100}
+    text = "{" + ",".join(f'"{k}":{v}' for k, v in splits.items()) + "}"
+    argv = ["analyze", str(tmp_path / "ck"), "--out", str(tmp_path / "a"), "--quiet"]
+    assert main([*argv, "--task", "count01", "--task-param", f"splits={text}"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "the cache of 5,000,000 examples" in err and "over the budget" in err
+
+
+def test_a_large_task_within_its_rules_is_checked_in_seconds():
+    from headcoop.tasks import make_task
+
+    clock = time.perf_counter()
+    task = make_task("induction", tokens=1000, half=1000, size=10)
+    assert len(task.readouts) == 999 and time.perf_counter() - clock < 20

@@ -18,6 +18,7 @@ from transformer_lens.hook_points import HookPoint
 from headcoop.compat import Model
 from headcoop.device import device_of
 from headcoop.engine.batches import Hook, inference_batches, read_logits
+from headcoop.memory import check_bytes
 from headcoop.tasks.base import Batch, Task
 
 
@@ -80,6 +81,7 @@ def collect(
     >>> collect(model, task, task.split("test")[:10]).z.shape
     torch.Size([10, 2, 16, 2])
     """
+    check_bytes(cache_bytes(model, len(examples), len(task.readouts)), _what(task, examples))
     names = ("z", "mass", "rest", "counts", "read_tokens", "logits")
     parts: dict[str, list[torch.Tensor]] = {k: [] for k in names}
     index, other = [], []
@@ -105,6 +107,19 @@ def collect(
     result = torch.einsum("erhd,hdm->erhm", z, W_O)
     targets = task.targets(examples).to(device)
     return HeadCache(z, result, mass, rest, counts, read_tokens, z_other, logits, targets)
+
+
+def cache_bytes(model: Model, n_examples: int, n_read: int) -> int:
+    """The bytes of a `HeadCache` of ``n_examples`` (each field, and the copies its assembly
+    makes): it grows with the split's size and the model's heads, widths and vocabulary."""
+    cfg = model.cfg
+    heads = cfg.n_layers * cfg.n_heads
+    per_read = heads * (cfg.d_head + cfg.d_model + cfg.d_vocab) + cfg.d_model + 2 * cfg.d_vocab
+    return 2 * 4 * n_examples * n_read * per_read
+
+
+def _what(task: Task, examples: torch.Tensor) -> str:
+    return f"the cache of {len(examples):,} examples of task {task.name!r} (its split size)"
 
 
 def _layer_major(

@@ -63,6 +63,7 @@ from headcoop.loading.weights import (
     read_safetensors,
     with_defaults,
 )
+from headcoop.memory import check_bytes
 from headcoop.model import freeze_positions
 from headcoop.tasks.base import Task, task_from_config
 
@@ -81,9 +82,6 @@ TASK_CHECKSUM = "task_sha256"
 what the model is evaluated on)."""
 OPTIMIZER_CHECKSUM = "optimizer_sha256"
 """config.json's entry holding the SHA-256 of optimizer.safetensors, checked on resume."""
-MAX_MEMORY = "HEADCOOP_MAX_MEMORY"
-"""The environment setting that raises the memory a checkpoint may ask for (in GiB)."""
-DEFAULT_MAX_MEMORY_GIB = 4.0
 _EPOCH_DIR = re.compile(r"epoch_(\d+)$")
 
 
@@ -348,7 +346,7 @@ def _check_checksums(config: dict[str, Any], path: Path) -> None:
 def check_memory(kwargs: dict[str, Any], what: str) -> int:
     """The bytes a checked model section asks for (its parameters, as `parameter_count`
     counts them, and one layer's attention scores over a full context), refused with one line
-    above the budget (`memory_budget`). Checked before anything is built.
+    above the budget (`headcoop.memory.memory_budget`). Checked before anything is built.
 
     Raises:
         HeadcoopError: the total is over budget.
@@ -356,26 +354,8 @@ def check_memory(kwargs: dict[str, Any], what: str) -> int:
     full = with_defaults(kwargs)
     scores = (full["n_heads"] + 1) * full["n_ctx"] ** 2
     need = 4 * (parameter_count(kwargs) + scores)
-    budget = memory_budget()
-    if need > budget:
-        raise HeadcoopError(
-            f"{what}: the model would take about {need / 2**30:.1f} GiB, over the budget of "
-            f"{budget / 2**30:.1f} GiB (raise it with {MAX_MEMORY}=GiB)"
-        )
+    check_bytes(need, f"{what}: the model (its sizes and n_ctx)")
     return need
-
-
-def memory_budget() -> float:
-    """Bytes a model (or an allocation that grows with user input) may ask for:
-    ``HEADCOOP_MAX_MEMORY`` GiB, 4 by default."""
-    text = os.environ.get(MAX_MEMORY, "")
-    try:
-        gib = float(text) if text else DEFAULT_MAX_MEMORY_GIB
-    except ValueError:
-        gib = float("nan")
-    if not 0 < gib < 2**20:
-        raise HeadcoopError(f"{MAX_MEMORY} must be a positive number of GiB, got {text!r:.40}")
-    return gib * 2**30
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -196,9 +196,9 @@ def check_task(task: Any) -> Task:
         raise HeadcoopError(f"task {task!r} lacks {', '.join(missing)}")
     if not 0 <= task.decision < len(task.readouts):
         raise HeadcoopError(f"task {task.name!r}: decision {task.decision} is not a readout")
-    named = [t for r in task.readouts for t in r.candidates]
-    named += [t for ratio in task.attention_ratios.values() for t in ratio]
-    unknown = sorted({t for t in named if t not in task.vocab})
+    named = {t for r in task.readouts for t in r.candidates}
+    named |= {t for ratio in task.attention_ratios.values() for t in ratio}
+    unknown = sorted(named - set(task.vocab))
     if unknown:
         raise HeadcoopError(f"task {task.name!r} names tokens outside its vocabulary: {unknown}")
     return task

@@ -20,6 +20,7 @@ from jaxtyping import Int
 
 from headcoop.config import SEED, SPLIT_SIZE, Rule
 from headcoop.errors import HeadcoopError
+from headcoop.memory import check_bytes
 from headcoop.tasks.base import Batch, Readout, register_task, split_generator
 from headcoop.tasks.counting import quote
 
@@ -57,6 +58,7 @@ class Histogram:
         Rule(int, 2, len(LETTERS)).check("histogram: letters", self.letters)
         Rule(int, 2, 512).check("histogram: length", self.length)
         SPLIT_SIZE.check("histogram: size", self.size)
+        check_bytes(32 * self.size * self.length, "histogram: size x length (one split's data)")
 
     @property
     def decision(self) -> int:

@@ -17,6 +17,7 @@ from jaxtyping import Int
 
 from headcoop.config import SEED, SPLIT_SIZE, Rule
 from headcoop.errors import HeadcoopError
+from headcoop.memory import check_bytes
 from headcoop.tasks.base import Batch, Readout, register_task, split_generator
 from headcoop.tasks.counting import quote
 
@@ -51,6 +52,7 @@ class Induction:
         Rule(int, 2, 1000).check("induction: tokens", self.tokens)
         Rule(int, 3, self.tokens).check("induction: half", self.half)
         SPLIT_SIZE.check("induction: size", self.size)
+        check_bytes(12 * self.size * self.tokens, "induction: size x tokens (one split drawn)")
 
     @property
     def vocab(self) -> tuple[str, ...]:

@@ -29,6 +29,7 @@ from headcoop.engine.stack import PairCounts, Stack, drop_out
 from headcoop.errors import HeadcoopError
 from headcoop.files import owned, writable_dir
 from headcoop.loading.checkpoint import (
+    check_memory,
     clear_run,
     epoch_dir,
     load_checkpoint,
@@ -185,6 +186,7 @@ def _start(
         model, meta = load_checkpoint(path, device)
         _check_resumable(meta, task, model_cfg, train_cfg, path)
         return model, epoch, load_optimizer_state(path)
+    check_memory(model_cfg.hooked_kwargs(len(task.vocab)), "train")
     model = build_model(
         model_cfg, len(task.vocab), train_cfg.seed, device, train_cfg.init, train_cfg.init_scale
     )
