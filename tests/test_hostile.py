@@ -489,3 +489,15 @@ def test_a_large_task_within_its_rules_is_checked_in_seconds():
     clock = time.perf_counter()
     task = make_task("induction", tokens=1000, half=1000, size=10)
     assert len(task.readouts) == 999 and time.perf_counter() - clock < 20
+
+
+def test_eval_json_is_valid_json_when_the_loss_is_not_finite(tmp_path, monkeypatch, capsys):
+    from headcoop.engine import run
+    from headcoop.tasks import Count01
+
+    model = build_model(ModelConfig(n_heads=2), len(Count01().vocab), seed=0)
+    save_checkpoint(tmp_path / "ck", model, {"task": Count01().to_config()})
+    monkeypatch.setattr(run, "evaluate", lambda *a, **k: {"loss": float("nan"), "answer": 0.0})
+    assert main(["eval", str(tmp_path / "ck"), "--json"]) == 0
+    found = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
+    assert found["loss"] is None and found["answer"] == 0.0

@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -253,6 +254,24 @@ def read_checked(path: str | Path) -> bytes | None:
         )
         return None
     return raw
+
+
+def strict_json(value: Any) -> str:
+    """``value`` as standard JSON on one line: a number that is not finite (a NaN loss, say),
+    which ``json.dumps`` would write as the invalid ``NaN``, becomes null.
+
+    >>> strict_json({"loss": float("nan"), "accuracy": [1.0, float("inf")]})
+    '{"loss": null, "accuracy": [1.0, null]}'
+    """
+
+    def finite(x: Any) -> Any:
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: finite(v) for k, v in x.items()}
+        return [finite(v) for v in x] if isinstance(x, list | tuple) else x
+
+    return json.dumps(finite(value), allow_nan=False)
 
 
 def config_key(settings: Any) -> str:

@@ -5,7 +5,6 @@ sets; heavy imports happen inside the handlers, so that ``--help`` stays instant
 """
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +29,7 @@ from headcoop.config import (
     Rule,
     TrainConfig,
 )
-from headcoop.files import owned, writable_dir
+from headcoop.files import owned, strict_json, writable_dir
 
 
 def add_tasks(commands: Any) -> None:
@@ -213,7 +212,7 @@ def report_accuracy(
     metrics = evaluate(model, task, task.split(split), mode)
     engine = "full sequences" if choose_engine([model], task, mode) == "full" else "bag engine"
     if as_json:
-        print(json.dumps({"split": split, "mode": mode, **metrics}))
+        print(strict_json({"split": split, "mode": mode, **metrics}))
         return
     accuracies = ", ".join(f"{name} {metrics[name]:.4f}" for name in read_names(task))
     print(f"{split} accuracy ({len(task.split(split))} examples, {engine}): {accuracies}")
