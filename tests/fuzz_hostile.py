@@ -215,6 +215,106 @@ def hostile_torch_files(root: Path) -> Iterator[list[str]]:
     yield ["eval", str(copy)]
 
 
+def allocating_sizes(root: Path) -> Iterator[list[str]]:
+    clean, run = _checkpoint(root), ["--out", str(root / "sizes_run"), "--epochs", "1", "--quiet"]
+    yield ["train", *run, "--n-ctx", "65536"]
+    for task, params in (("histogram", ("size=3000000", "length=512")),
+                         ("induction", ("size=10000000", "tokens=1000"))):  # fmt: skip
+        yield ["train", *run, "--task", task, *(f"--task-param={p}" for p in params)]
+    large = ("size=100", "tokens=1000", "half=1000")  # within every rule: checked in seconds
+    yield ["eval", str(clean), "--task", "induction", *(f"--task-param={p}" for p in large)]
+    split = {"size": 2_000_000, "n01": [0, 20], "n2": [0, 20]}
+    splits = json.dumps(json.loads(SPLITS) | {"train": split})
+    out = ["--out", str(root / "sizes_analysis"), "--quiet"]
+    os.environ["HEADCOOP_MAX_MEMORY"] = "1"  # a cache of 1.4 GiB, refused before it is built
+    yield ["analyze", str(clean), *out, "--task", "count01", "--task-param", f"splits={splits}"]
+    del os.environ["HEADCOOP_MAX_MEMORY"]
+
+
+BROKEN_TASKS = """
+import torch
+from headcoop.tasks.count01 import Count01
+
+class Empty(Count01):
+    def split(self, name):
+        return torch.zeros(0, 3, dtype=torch.long)
+
+class Raises(Count01):
+    def targets(self, examples):
+        raise KeyError("a bug in the user's code")
+
+class Ragged(Count01):
+    def bags(self, examples):
+        b = super().bags(examples)
+        return type(b)(b.tokens[:-1], b.read_pos, b.targets, b.multiplicity)
+
+class Refuses(Count01):
+    def __init__(self, **params):
+        raise ValueError("cannot build")
+"""
+
+
+def broken_user_tasks(root: Path) -> Iterator[list[str]]:
+    clean, file = _checkpoint(root), root / "broken_tasks.py"
+    file.write_text(BROKEN_TASKS)
+    for name in ("Empty", "Raises", "Ragged", "Refuses"):
+        yield ["eval", str(clean), "--task", f"{file}:{name}"]
+        yield ["analyze", str(clean), "--out", str(root / f"broken_{name}"), "--task",
+               f"{file}:{name}", "--quiet"]  # fmt: skip
+
+
+def tampered_analyses(root: Path) -> Iterator[list[str]]:
+    clean = _checkpoint(root)
+    tampers = {
+        "manifest_list": lambda d: (d / "manifest.json").write_text("[1, 2]"),
+        "manifest_without_pairs": lambda d: _edit_manifest(d, lambda m: m.pop("pairs.csv")),
+        "summary_list": lambda d: _forge(d, "summary.json", b"[]"),
+        "heads_cut": lambda d: (d / "heads.csv").write_bytes((d / "heads.csv").read_bytes()[:40]),
+    }
+    for name, tamper in tampers.items():
+        out = root / f"tampered_{name}"
+        assert _call(["analyze", str(clean), "--out", str(out), "--quiet"])[0] == 0
+        tamper(out)
+        yield ["explore", str(clean), "--out", str(out)]  # made again, exit 0
+
+
+def _edit_manifest(out: Path, edit: Callable[[dict], object]) -> None:
+    sums = json.loads((out / "manifest.json").read_text())
+    edit(sums)
+    (out / "manifest.json").write_text(json.dumps(sums))
+
+
+def _forge(out: Path, name: str, data: bytes) -> None:
+    """``name`` replaced and its checksum in the manifest with it."""
+    import hashlib
+
+    (out / name).write_bytes(data)
+    _edit_manifest(out, lambda m: m.update({name: hashlib.sha256(data).hexdigest()}))
+
+
+def locks_and_links(root: Path) -> Iterator[list[str]]:
+    clean, victim = _checkpoint(root), root / "victim.txt"
+    victim.write_text("not a lock")
+    for kind in ("symlink", "dir", "fifo"):
+        out = root / f"lock_{kind}"
+        out.mkdir(exist_ok=True)
+        lock = out / ".headcoop.lock"
+        if lock.is_symlink() or lock.exists():
+            pass
+        elif kind == "symlink":
+            lock.symlink_to(victim)
+        else:
+            lock.mkdir() if kind == "dir" else os.mkfifo(lock)
+        yield ["analyze", str(clean), "--out", str(out), "--quiet"]
+    run = root / "linked_run"
+    assert _call(["train", "--out", str(run), "--epochs", "1", *TRAIN])[0] == 0
+    (root / "elsewhere").mkdir(exist_ok=True)
+    (run / "epoch_0007").unlink(missing_ok=True)
+    (run / "epoch_0007").symlink_to(root / "elsewhere", target_is_directory=True)
+    yield ["train", "--out", str(run), "--epochs", "1", "--overwrite", *TRAIN]
+    assert victim.read_text() == "not a lock" and (root / "elsewhere").is_dir()
+
+
 CLASSES: dict[str, Callable[[Path], Iterator[list[str]]]] = {
     "special files": special_files,
     "sparse files": sparse_files,
@@ -223,6 +323,10 @@ CLASSES: dict[str, Callable[[Path], Iterator[list[str]]]] = {
     "config within budget, weights that do not match": mismatched_weights,
     "headers naming tensors the model lacks or declaring gigabytes": lying_headers,
     "torch files: sparse, integer keys, zero strides, unpacked gigabytes": hostile_torch_files,
+    "task parameters and sizes that allocate gigabytes or hang": allocating_sizes,
+    "a user's task with bugs": broken_user_tasks,
+    "tampered analyses (made again)": tampered_analyses,
+    "locks that are links, directories or FIFOs; a symlinked epoch": locks_and_links,
 }
 
 
@@ -292,6 +396,86 @@ def full_disk(root: Path) -> dict:
         subprocess.run(["umount", str(mount)], capture_output=True)
 
 
+SERVED_REQUESTS = (
+    b"GET /explorer.html HTTP/1.0\r\n\r\n",
+    b"GET /explorer%00.html HTTP/1.0\r\n\r\n",
+    b"GET /../../etc/passwd HTTP/1.0\r\n\r\n",
+    b"GET /%2e%2e/%2e%2e/etc/passwd HTTP/1.0\r\n\r\n",
+    b"GET /out.txt HTTP/1.0\r\n\r\n",
+    b"GET /.headcoop.lock HTTP/1.0\r\n\r\n",
+    b"GET / HTTP/1.0\r\n\r\n",
+    b"GARBAGE\x00\xff\r\n\r\n",
+    b"GET /" + b"a" * 70000 + b" HTTP/1.0\r\n\r\n",
+)
+"""Requests to the served explorer: its page, a NUL byte, traversals, a symlink out, the lock,
+a listing, garbage and an overlong line; each is sent whole, then again with a hang-up."""
+
+
+def served_explorer(root: Path) -> dict:
+    """`explore --serve`'s server on a directory holding a symlink out and a lock: only the
+    page is served, every bad request is at most one log line, a taken port moves on."""
+    import functools
+    import socket
+    import threading
+
+    from headcoop.explore import serve as serving
+
+    site = root / "served"
+    site.mkdir(exist_ok=True)
+    (site / "explorer.html").write_text("<html></html>")
+    (site / ".headcoop.lock").write_text("1")
+    (root / "secret.txt").write_text("secret")
+    if not (site / "out.txt").is_symlink():
+        (site / "out.txt").symlink_to(root / "secret.txt")
+    err, clock, failures = io.StringIO(), time.perf_counter(), []
+    with contextlib.redirect_stderr(err):
+        server = serving._bind(functools.partial(serving._Handler, directory=str(site)), 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        replies = []
+        for request in SERVED_REQUESTS:
+            for hang_up in (False, True):
+                with socket.create_connection(server.server_address, timeout=10) as sock:
+                    sock.sendall(request)
+                    replies.append(b"" if hang_up else sock.recv(65536))
+        with contextlib.redirect_stdout(io.StringIO()):
+            taken = serving._bind(serving._Handler, server.server_address[1])
+        taken.server_close()
+        server.shutdown()
+        server.server_close()
+    if not replies[0].startswith(b"HTTP/1.0 200"):
+        failures.append(f"the page was not served: {replies[0][:80]!r}")
+    leaked = [r[:60] for r in replies[1:] if b" 200 " in r.split(b"\r\n")[0]]
+    failures += [f"served: {r!r}" for r in leaked] + (
+        ["a traceback"] if "Traceback" in err.getvalue() else []
+    )
+    return {"class": "served explorer", "cases": 2 * len(SERVED_REQUESTS) + 1,
+            "tracebacks": len(failures), "peak_mb": None,
+            "longest_s": round(time.perf_counter() - clock, 2), "failures": failures}  # fmt: skip
+
+
+def small_address_space(root: Path) -> dict:
+    """Commands under ``ulimit -v`` of 300 MB to 2 GB (torch's import alone needs more than
+    the first): one line and exit 1 where they cannot run, never a traceback."""
+    import resource
+
+    clean, clock, failures, cases = _checkpoint(root), time.perf_counter(), [], 0
+    for megabytes in (300, 1000, 2000):
+        limit = megabytes * 2**20
+
+        def cap(limit: int = limit) -> None:
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+        for argv in (["tasks"], ["eval", str(clean)]):
+            cases += 1
+            done = subprocess.run([sys.executable, "-m", "headcoop.cli", *argv], preexec_fn=cap,
+                                  capture_output=True, text=True, timeout=300)  # fmt: skip
+            if "Traceback" in done.stderr or done.returncode not in (0, 1):
+                failures.append(f"{megabytes} MB {argv[0]}: {done.stderr.strip()[-300:]}")
+    return {"class": "a small ulimit -v", "cases": cases, "tracebacks": len(failures),
+            "peak_mb": None, "longest_s": round(time.perf_counter() - clock, 2),
+            "failures": failures}  # fmt: skip
+
+
 def hostile_table(root: Path) -> list[dict]:
     """Every class, each in a fresh process (the in-process ones) or by its own processes."""
     rows = []
@@ -300,7 +484,8 @@ def hostile_table(root: Path) -> list[dict]:
         done = subprocess.run(command, capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, done.stderr[-2000:]
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    return [*rows, concurrent_runs(root), full_disk(root), signals(root)]
+    checks = (concurrent_runs, full_disk, served_explorer, small_address_space, signals)
+    return [*rows, *(check(root) for check in checks)]
 
 
 if __name__ == "__main__":
@@ -356,17 +541,18 @@ def _interrupt_figures(root: Path, name: str, signum: int, workers: int) -> tupl
 
 
 def signals(root: Path) -> dict:
-    """SIGTERM to ``headcoop figures --quick`` while its sweep workers train, and Ctrl-C to
-    its whole group while they start: one line each (exit 143, 130), no traceback from any
-    process, and none of its workers left running."""
+    """SIGTERM to ``headcoop figures --quick`` while its sweep workers train, Ctrl-C to its
+    whole group while they start, and SIGKILL: one line each for the first two (exit 143,
+    130), no traceback from any process, and none of its workers left running after any."""
     clock, failures = time.perf_counter(), []
     for name, signum, workers, code, line in (
         ("sigterm", 15, 2, 143, "headcoop figures: terminated"),
         ("ctrl_c", 2, 1, 130, "headcoop figures: interrupted"),
+        ("sigkill", 9, 2, -9, None),  # no line can be said; the workers must still end
     ):
         got, err, left = _interrupt_figures(root, name, signum, workers)
-        ok = got == code and err.strip().splitlines()[-1:] == [line]
+        ok = got == code and (line is None or err.strip().splitlines()[-1:] == [line])
         if not (ok and not left and "Traceback" not in err):
             failures.append(f"{name}: exit {got}, left {left}: {err[-300:]}")
-    return {"class": "signals", "cases": 2, "tracebacks": len(failures), "peak_mb": None,
+    return {"class": "signals", "cases": 3, "tracebacks": len(failures), "peak_mb": None,
             "longest_s": round(time.perf_counter() - clock, 2), "failures": failures}  # fmt: skip

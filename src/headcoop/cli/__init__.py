@@ -92,8 +92,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-FILE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM)
-"""Faults of the disk and of file permissions, not of headcoop: one line, like bad input."""
+FILE_ERRORS = (
+    *(errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM),
+    errno.ENOMEM,
+)
+"""Faults of the disk, of file permissions and of the memory the system grants (a low
+``ulimit -v`` during an import), not of headcoop: one line, like bad input."""
 _LIMIT = "is a limit such as ulimit -v too low for torch and the model?"
 
 

@@ -66,6 +66,13 @@ class UserTask:
     def __repr__(self) -> str:
         return f"UserTask({self.where})"
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to the task it guards, as that task compares (guarded or not)."""
+        return self.task == (other.task if isinstance(other, UserTask) else other)
+
+    def __hash__(self) -> int:
+        return hash(self.task)
+
     def _call(self, method: str, *args: Any) -> Any:
         try:
             return getattr(self.task, method)(*args)
