@@ -34,7 +34,7 @@ def main() -> None:
     from headcoop import load_checkpoint, task_from_config
     from headcoop.engine.cache import collect
     from headcoop.heads.analyze import SetScorer
-    from headcoop.metrics.attribution import DEFINITIONS, decompose
+    from headcoop.metrics.attribution import DEFINITIONS, SetLogits
     from headcoop.metrics.separation import fit_separators
     from headcoop.metrics.subsets import all_subsets, logit_metrics
 
@@ -43,7 +43,8 @@ def main() -> None:
     start = time.perf_counter()
     train = collect(model, task, task.split("train"))
     test = collect(model, task, task.split("test"))
-    measure = SetScorer(task, train, test, decompose(model, test))
+    logits = SetLogits.of(model, task, train, test, task.split("test"))
+    measure = SetScorer(task, train, test, logits)
     cache_seconds = time.perf_counter() - start
 
     masks = all_subsets(model.cfg.n_heads)
@@ -55,7 +56,7 @@ def main() -> None:
     timings = {}
     for definition in DEFINITIONS:
         start = time.perf_counter()
-        logit_metrics(measure.decomposition, masks, targets, read, candidates, definition)
+        logit_metrics(logits, masks, targets, read, candidates, definition)
         timings[f"l-acc, AUC ({definition})"] = time.perf_counter() - start
     start = time.perf_counter()
     s_acc = measure.s_acc(masks, progress=True)

@@ -343,11 +343,14 @@ def test_a_lock_that_is_a_symlink_a_directory_or_a_fifo_is_one_line(tmp_path):
         run = tmp_path / name
         run.mkdir()
         make(run / LOCK)
-        with pytest.raises(
-            HeadcoopError, match="the lock .* (symbolic link|not a regular file|is a directory)"
-        ) as refused:
-            with owned(run, "run directory"):
-                pass
+        with (
+            pytest.raises(
+                HeadcoopError,
+                match=r"the lock .* (symbolic link|not a regular file|is a directory)",
+            ) as refused,
+            owned(run, "run directory"),
+        ):
+            pass
         assert "\n" not in str(refused.value) and "precious" not in str(refused.value)
     assert victim.read_text() == "precious"  # never truncated nor printed
 
@@ -448,7 +451,7 @@ SPLIT = '{"size":%d,"n01":[0,20],"n2":[0,20]}'
                 "length=512",
             ],
             "histogram: size x length",
-        ),  # fmt: skip
+        ),
         (
             [
                 "train",
@@ -460,7 +463,7 @@ SPLIT = '{"size":%d,"n01":[0,20],"n2":[0,20]}'
                 "tokens=1000",
             ],
             "induction: size x tokens",
-        ),  # fmt: skip
+        ),
     ],
     ids=["context", "histogram split", "induction split"],
 )

@@ -11,7 +11,7 @@ from headcoop.errors import HeadcoopError
 from headcoop.loading.checkpoint import save_checkpoint
 from headcoop.tasks import Count01, load_task
 
-BUGS = '''
+BUGS = """
 import torch
 from headcoop.tasks.count01 import Count01
 
@@ -40,7 +40,7 @@ class FewTargets(Count01):
 class BadInit(Count01):
     def __init__(self):
         raise ValueError("no such setting")
-'''
+"""
 
 CASES = {
     "Empty": "split(): 'test' has no examples",

@@ -215,10 +215,9 @@ def analyze(
         model: a model (``HookedTransformer`` or ``TransformerBridge``), or the path of a
             checkpoint (whose task is used if ``task`` is None).
         task: the task; required for a model object, or a checkpoint that names none.
-        subsets: which sets of heads to measure besides singles and pairs: True (or
-            'auto') as the cost model of `headcoop.heads.subset_plan` decides from the sizes,
-            'all' or 'sampled' to force one, False (or 'none') for none, or these masks
-            (`headcoop.metrics.subsets.sampled_subsets`, say).
+        subsets: the sets besides singles and pairs: True or 'auto' (the cost model of
+            `headcoop.heads.subset_plan` decides), 'all' or 'sampled' (forced), False or
+            'none', or these masks (`headcoop.metrics.subsets.sampled_subsets`, say).
         progress: show progress bars.
         device: where a checkpoint is loaded and measured (see `headcoop.device`); a model
             object is measured where it is.

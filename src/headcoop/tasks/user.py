@@ -52,8 +52,9 @@ def _failed(where: str, method: str, exc: BaseException) -> HeadcoopError:
 
 
 class UserTask:
-    """A user's task behind a guard: the same members, each method's errors in one line and
-    its results checked (see the module's docstring)."""
+    """A user's task behind a guard: the same members and class (``isinstance`` sees the
+    task's own), each method's errors in one line and its results checked (see the module's
+    docstring)."""
 
     def __init__(self, task: Any, where: str) -> None:
         self.task, self.where = task, where
@@ -65,6 +66,13 @@ class UserTask:
 
     def __repr__(self) -> str:
         return f"UserTask({self.where})"
+
+    @property
+    def __class__(self) -> type:
+        return type(self.task)
+
+    def __reduce__(self) -> tuple:
+        return UserTask, (self.task, self.where)
 
     def __eq__(self, other: object) -> bool:
         """Equal to the task it guards, as that task compares (guarded or not)."""
