@@ -12,13 +12,13 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model
 from headcoop.device import device_of
 from headcoop.engine.batches import Hook, inference_batches, read_logits
 from headcoop.memory import check_bytes
+from headcoop.progress import progress_bar
 from headcoop.tasks.base import Batch, Task
 
 
@@ -87,7 +87,7 @@ def collect(
     index, other = [], []
     device = device_of(model)
     batches = inference_batches(model, task, examples, mode, batch_size)
-    for idx, batch in tqdm(batches, desc="cache", disable=not progress, unit="batch"):
+    for idx, batch in progress_bar(batches, desc="cache", disable=not progress, unit="batch"):
         batch = batch.to(device)
         captured: dict[str, torch.Tensor] = {}
         hooks = [] if intervention is None else intervention(batch)

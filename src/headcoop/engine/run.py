@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import torch
 from jaxtyping import Float, Int
-from tqdm.auto import tqdm
 
 from headcoop.compat import Model
 from headcoop.device import device_of
@@ -29,6 +28,7 @@ from headcoop.engine.batches import inference_batches, read_logits
 from headcoop.engine.cache import collect
 from headcoop.engine.loss import accuracies
 from headcoop.engine.stack import MODEL_CHUNK, PairCounts, Stack, stackable
+from headcoop.progress import progress_bar
 from headcoop.tasks.base import Task
 
 
@@ -79,7 +79,7 @@ def run(
     if isinstance(models, Stack) or choose_engine(models, task, mode) == "stack":
         return _run_stacked(models, task, examples, logits, progress)
     z, out = [], []
-    for model in tqdm(models, desc="models", disable=not progress or len(models) == 1):
+    for model in progress_bar(models, desc="models", disable=not progress or len(models) == 1):
         cache = collect(model, task, examples, mode, progress=progress and len(models) == 1)
         z.append(cache.z[:, task.decision])
         out += [cache.logits] if logits else []
@@ -105,7 +105,7 @@ def _run_stacked(
     pairs = PairCounts.of(bags, len(task.vocab))
     z, out = [], []
     total = -(-len(n_heads) // MODEL_CHUNK)
-    for chunk in tqdm(chunks, total=total, desc="models", disable=not progress):
+    for chunk in progress_bar(chunks, total=total, desc="models", disable=not progress):
         heads = chunk.head_outputs(pairs)[:, :, task.decision]  # [model example head d_head]
         z += [heads[i, :, : n_heads[len(z) + i]] for i in range(len(chunk))]
         out += list(chunk.logits(pairs)) if logits else []

@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from jaxtyping import Float, Int
-from tqdm.auto import tqdm
 
 from headcoop.config import ModelConfig
 from headcoop.device import Device
@@ -24,6 +23,7 @@ from headcoop.loading.checkpoint import load_with_task, run_checkpoints
 from headcoop.metrics.attribution import head_weights
 from headcoop.metrics.single_heads import S_ACC_SPLITS, measure_models, single_head_s_acc
 from headcoop.model import build_model
+from headcoop.progress import progress_bar
 from headcoop.tasks.base import Task, candidate_ids
 
 
@@ -81,7 +81,7 @@ def trajectory(
     found = [(e, p) for e, p in run_checkpoints(run) if epochs is None or e in epochs]
     if not found:
         raise HeadcoopError(f"no epoch checkpoints in {run}")
-    paths = tqdm([path for _, path in found], desc="checkpoints", disable=not progress)
+    paths = progress_bar([path for _, path in found], desc="checkpoints", disable=not progress)
     loaded = [load_with_task(path, task, device) for path in paths]
     models = [model for model, _, _ in loaded]
     task = loaded[0][1]

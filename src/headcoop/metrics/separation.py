@@ -19,12 +19,12 @@ from collections.abc import Callable
 
 import torch
 from jaxtyping import Bool, Float, Int
-from tqdm.auto import tqdm
 
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.classes import highest
 from headcoop.metrics.subsets import check_masks
 from headcoop.metrics.svm_tree import fit_tree
+from headcoop.progress import progress_bar
 
 CHUNK_ELEMENTS = 4_000_000
 """Problems are fitted in batches whose [problem, example] arrays hold about this many numbers
@@ -159,7 +159,7 @@ def separation_accuracy_each(
     def fit(positive: Bool[torch.Tensor, " example"]) -> torch.Tensor:
         signs = _signs(positive)
         out = []
-        for chunk in tqdm(train_x.split(size), desc="s-acc", disable=not progress):
+        for chunk in progress_bar(train_x.split(size), desc="s-acc", disable=not progress):
             signed = _with_intercept(chunk).mT * signs  # [problem feature example]
             start = _newton(_Own(signed[..., sample]), C, max_iter)[0]
             out.append(_newton(_Own(signed), C, max_iter, start)[0])
@@ -297,7 +297,7 @@ def _fit_batches(
     solved = torch.zeros(n_sets + 1, dtype=torch.bool, device=device)
     order = keep.sum(-1).argsort(stable=True)  # parents before children
     chunks = order.split(_chunk_size(len(signed)))
-    for rows in tqdm(chunks, desc="s-acc", disable=not progress, unit="chunk"):
+    for rows in progress_bar(chunks, desc="s-acc", disable=not progress, unit="chunk"):
         parent = parents[rows]
         start = weights[parent.clamp(min=0)] * keep[rows]
         orphans = ~solved[parent]  # no parent among the sets, or not solved yet

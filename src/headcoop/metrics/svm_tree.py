@@ -22,7 +22,8 @@ from typing import no_type_check
 
 import numba
 import numpy as np
-from tqdm.auto import tqdm
+
+from headcoop.progress import progress_bar
 
 _FASTMATH = {"reassoc", "contract", "nsz"}
 """Sums in any order and fused multiply-adds (the order of a sum is rounding), nothing else."""
@@ -69,7 +70,9 @@ def fit_tree(
     trunk, jobs = _jobs(order, size, parent)
     solve(trunk)
     jobs.sort(key=len, reverse=True)  # the largest first: the threads finish together
-    bar = tqdm(total=len(keep), initial=len(trunk), desc="s-acc", unit="set", disable=not progress)
+    bar = progress_bar(
+        total=len(keep), initial=len(trunk), desc="s-acc", unit="set", disable=not progress
+    )
     with bar, ThreadPoolExecutor(max(1, threads)) as pool:
         for nodes in pool.map(solve, jobs):
             bar.update(len(nodes))

@@ -48,6 +48,7 @@ from headcoop.loading.checkpoint import (
 from headcoop.memory import keep_freed_memory
 from headcoop.metrics.single_heads import measure_models
 from headcoop.model import build_model
+from headcoop.progress import progress_bar
 from headcoop.tasks.base import Task
 from headcoop.training.trainer import EpochEnd, train_models
 
@@ -219,13 +220,11 @@ def run_workers(
     results are kept)."""
     from concurrent.futures import as_completed
 
-    from tqdm.auto import tqdm
-
     pool = _worker_pool(workers)
     calls = sorted(calls, key=lambda args: -_stack_cost(args[1], args[2]))
     with _ctrl_c_ignored():  # the workers start with it ignored: their parent stops them
         futures = [pool.submit(run_stack, *args, wait=True, **options) for args in calls]
-    bar = tqdm(total=len(futures), desc="stacks", unit="stack", disable=not progress)
+    bar = progress_bar(total=len(futures), desc="stacks", unit="stack", disable=not progress)
     try:
         for future in as_completed(futures):
             future.result()

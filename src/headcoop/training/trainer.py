@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 from jaxtyping import Float
-from tqdm.auto import tqdm
 from transformer_lens.hook_points import HookPoint
 
 from headcoop.compat import Model, parameters
@@ -39,6 +38,7 @@ from headcoop.loading.checkpoint import (
     save_checkpoint,
 )
 from headcoop.model import build_model
+from headcoop.progress import progress_bar
 from headcoop.tasks.base import Task, read_names
 
 log = logging.getLogger(__name__)
@@ -257,7 +257,7 @@ def train_models(
         optimizer.load_state_dict(optimizer_state)
 
     end = None
-    bar = tqdm(
+    bar = progress_bar(
         range(start_epoch + 1, cfg.epochs + 1),
         total=cfg.epochs,
         initial=start_epoch,
