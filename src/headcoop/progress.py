@@ -61,6 +61,6 @@ class StageLine:
         self.closed = True
         count = f"{self.n:,}" + (f"/{self.total:,}" if self.total is not None else "")
         seconds = time.perf_counter() - self.start
-        units = self.unit + ("es" if self.unit.endswith(("s", "ch")) else "s")
+        units = self.unit + ("es" if self.unit.endswith(("ss", "sh", "tch", "x")) else "s")
         line = f"{self.desc}: {count} {units} in {seconds:.1f} s{self.postfix}"
         print(line, file=sys.stderr, flush=True)
