@@ -20,6 +20,7 @@ help:
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
 	@echo "make explore    that model's head explorer: $(RUNS)/paper/explore/explorer.html"
 	@echo "make bench      speed: full sequences vs bags, stacked sweeps, CPU kernel, all-subsets"
+	@echo "                (QUICK=1: every bench on small inputs, in about two minutes)"
 	@echo "make trace      attention decomposition: 3 induction models and a Count01 model, traced"
 	@echo "make successor  successor heads: 5 one-layer models and a two-layer one, scored and steered"
 	@echo "make cooperation do heads compete or cooperate? every task's models x 3 seeds, their"
@@ -144,25 +145,27 @@ successor: $(STAMP)
 cooperation: $(STAMP)
 	$(VENV)/bin/headcoop cooperation --out $(RUNS)/cooperation$(if $(QUICK),-quick --quick)
 
+# QUICK=1: every bench on small inputs (each still prints its ratio against its baseline),
+# so that .ci/run catches a bench that no longer runs.
 bench: bench-train bench-subsets bench-sweep bench-fused bench-analyze bench-explorer bench-search
 
 bench-train: $(STAMP)
-	$(PY) scripts/bench_train.py
+	$(PY) scripts/bench_train.py $(if $(QUICK),--examples 200 --bag-epochs 2 --skip-full-run)
 
 bench-sweep: $(STAMP)
-	$(PY) scripts/bench_sweep.py
+	$(PY) scripts/bench_sweep.py $(if $(QUICK),--quick)
 
 bench-fused: $(STAMP)
-	$(PY) scripts/bench_fused.py
+	$(PY) scripts/bench_fused.py $(if $(QUICK),--steps 5 --rounds 1)
 
 bench-subsets: train
-	$(PY) scripts/bench_subsets.py $(RUNS)/paper
+	$(PY) scripts/bench_subsets.py $(RUNS)/paper $(if $(QUICK),--quick)
 
 bench-analyze: train
-	$(PY) scripts/bench_analyze.py $(RUNS)/paper
+	$(PY) scripts/bench_analyze.py $(RUNS)/paper $(if $(QUICK),--quick)
 
 bench-search: $(STAMP)
-	$(PY) scripts/bench_search.py
+	$(PY) scripts/bench_search.py $(if $(QUICK),--trials 2)
 
 bench-explorer: train chromium
 	$(PY) scripts/bench_explorer.py $(RUNS)/paper --out $(RUNS)/paper/explore

@@ -9,7 +9,8 @@
 3. A one-layer 16-head induction model (24 classes): `analyze` with its defaults, and what
    its s-acc budget chose.
 
-Run on idle cores: `make bench-analyze` (the paper's model from `make train`).
+Run on idle cores: `make bench-analyze` (the paper's model from `make train`); `--quick`
+(`make bench QUICK=1`) checks that it runs, in seconds.
 """
 
 import sys
@@ -63,28 +64,33 @@ def _candidates(task):
 
 
 @torch.no_grad()
-def main(paper_run: str) -> None:
+def main(paper_run: str, quick: bool = False) -> None:
+    """The three measurements; ``quick``: 400 sequences, 4 sets timed plainly, the paper's
+    model and the wide one on every set of their first heads only (a smoke run)."""
     torch.manual_seed(0)
-    task = Induction()
+    task = Induction(size=400 if quick else 4000)
     model = build_model(TWO_LAYERS, len(task.vocab), seed=0)
     masks = all_subsets(8)
+    timed = 4 if quick else 16
     engine = engine_seconds(model, task, masks)
-    plain = plain_seconds(model, task, masks[:: len(masks) // 16]) * len(masks) / 16
-    print(f"two-layer induction, 256 sets x 4,000 sequences, _direct and _mean: "
-          f"engine {engine:.1f} s, plain per-set passes {plain:.0f} s (16 sets timed, "
+    plain = plain_seconds(model, task, masks[:: len(masks) // timed]) * len(masks) / timed
+    print(f"two-layer induction, 256 sets x {task.size:,} sequences, _direct and _mean: "
+          f"engine {engine:.1f} s, plain per-set passes {plain:.0f} s ({timed} sets timed, "
           f"scaled): {plain / engine:.0f}x")  # fmt: skip
+    subsets = "sampled" if quick else True
     paper, _ = load_checkpoint(paper_run)
     clock = time.perf_counter()
-    result = analyze(paper, Count01())
+    result = analyze(paper, Count01(), subsets=subsets)
     print(f"paper's model, 65,536 sets, defaults: {time.perf_counter() - clock:.1f} s "
           f"(stages {result.summary['seconds']})")  # fmt: skip
     wide = build_model(ModelConfig(n_heads=16, positional=True, n_ctx=17), len(task.vocab), 0)
     clock = time.perf_counter()
-    result = analyze(wide, task)
+    result = analyze(wide, task, subsets=subsets)
     plan = result.summary["subsets"]
     print(f"one-layer induction, 16 heads, 24 classes, defaults: "
           f"{time.perf_counter() - clock:.1f} s; the plan: {plan}")  # fmt: skip
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "runs/paper")
+    arguments = [a for a in sys.argv[1:] if a != "--quick"]
+    main(arguments[0] if arguments else "runs/paper", quick="--quick" in sys.argv)

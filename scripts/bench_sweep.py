@@ -30,6 +30,7 @@ from collections import Counter
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=200, help="steps of each lone model")
+    parser.add_argument("--quick", action="store_true", help="the quick plan's sweeps, 10 steps")
     args = parser.parse_args()
 
     from headcoop.memory import keep_freed_memory
@@ -38,14 +39,15 @@ def main() -> None:
 
     import torch
 
-    from headcoop import Count01, TrainConfig, build_model, train_models
+    from headcoop import TrainConfig, build_model, train_models
     from headcoop.engine.batches import read_logits
     from headcoop.engine.loss import batch_loss
     from headcoop.paper.compute import grid_stacks, table1_stacks
     from headcoop.paper.plan import Plan
     from headcoop.runinfo import machine
 
-    task, plan = Count01(), Plan.paper()
+    plan = Plan.quick() if args.quick else Plan.paper()
+    task, steps = plan.make_task(), 10 if args.quick else args.steps
     cfg = TrainConfig(epochs=1)
     n_train = len(task.split("train"))
     info = machine()
@@ -65,7 +67,7 @@ def main() -> None:
         for models in built:
             train_models(task, models, cfg)
         engine = time.perf_counter() - start
-        pooled = time_in_workers(stacks, info["cores"])
+        pooled = time_in_workers(stacks, task, info["cores"])
 
         shapes = Counter(e.model for e in experiments)
         lone = 0.0
@@ -74,7 +76,7 @@ def main() -> None:
             optimizer = torch.optim.AdamW(
                 [p for p in model.parameters() if p.requires_grad], lr=cfg.lr
             )
-            batches = torch.randperm(n_train).split(cfg.batch_size)[: args.steps]
+            batches = torch.randperm(n_train).split(cfg.batch_size)[:steps]
             start = time.perf_counter()
             for idx in batches:
                 batch = bags[idx]
@@ -94,7 +96,7 @@ def main() -> None:
         )
         print(
             f"  one TL model at a time:    {work / lone:12,.0f} model-examples/s "
-            f"({lone:.1f} s, extrapolated from {args.steps} steps a shape)"
+            f"({lone:.1f} s, extrapolated from {steps} steps a shape)"
         )
         print(
             f"  sweep engine, {info['cores']} workers: {work / pooled:12,.0f} model-examples/s "
@@ -109,7 +111,7 @@ def main() -> None:
         )
 
 
-def time_in_workers(stacks, workers: int) -> float:
+def time_in_workers(stacks, task, workers: int) -> float:
     """Training time of one epoch of every stack spread over ``workers`` single-threaded
     processes: the busiest worker's total, building the models left out, as above."""
     import multiprocessing
@@ -119,7 +121,7 @@ def time_in_workers(stacks, workers: int) -> float:
     context = multiprocessing.get_context("spawn")
     busy = defaultdict(float)
     with ProcessPoolExecutor(workers, context, one_thread) as pool:
-        for worker, seconds in pool.map(train_one_epoch, stacks):
+        for worker, seconds in pool.map(train_one_epoch, stacks, [task] * len(stacks)):
             busy[worker] += seconds
     return max(busy.values())
 
@@ -130,13 +132,12 @@ def one_thread() -> None:
     torch.set_num_threads(1)
 
 
-def train_one_epoch(experiments) -> tuple[int, float]:
-    """One epoch of a stack, in a worker: (the worker's pid, seconds of training)."""
+def train_one_epoch(experiments, task) -> tuple[int, float]:
+    """One epoch of a stack on ``task``, in a worker: (the worker's pid, seconds of training)."""
     import os
 
-    from headcoop import Count01, TrainConfig, build_model, train_models
+    from headcoop import TrainConfig, build_model, train_models
 
-    task = Count01()
     models = [build_model(e.model, len(task.vocab), e.seed) for e in experiments]
     start = time.perf_counter()
     train_models(task, models, TrainConfig(epochs=1))
