@@ -165,7 +165,7 @@ bench-analyze: train
 	$(PY) scripts/bench_analyze.py $(RUNS)/paper $(if $(QUICK),--quick)
 
 bench-search: $(STAMP)
-	$(PY) scripts/bench_search.py $(if $(QUICK),--trials 2)
+	$(PY) scripts/bench_search.py $(if $(QUICK),--quick --trials 2)
 
 bench-explorer: train chromium
 	$(PY) scripts/bench_explorer.py $(RUNS)/paper --out $(RUNS)/paper/explore

@@ -27,9 +27,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--quick", action="store_true", help="the quick plan (a smoke run)")
     args = parser.parse_args()
     keep_freed_memory()
-    plan, root = Plan.paper(), Path(tempfile.mkdtemp(prefix="bench-search-"))
+    plan = Plan.quick() if args.quick else Plan.paper()
+    root = Path(tempfile.mkdtemp(prefix="bench-search-"))
     seeds = len(plan.lab.seeds)
 
     clock = time.perf_counter()
