@@ -88,3 +88,21 @@ def test_subsets_flag_forces_sampled_sets_and_stores_the_reason(tmp_path):
     assert summary["subsets"]["measured"] == "sampled"
     assert "asked for sampled" in summary["subsets"]["reason"]
     assert summary["subsets"]["sets"] == 2**5 - 1  # every size has fewer sets than the sample
+
+
+def test_the_paper_models_own_sizes_give_every_set_with_s_acc():
+    """The sizes `analyze` reads off the paper's model and Count01's default splits."""
+    from headcoop.engine.cache import collect
+    from headcoop.heads.analyze import SetScorer, set_sizes
+    from headcoop.metrics.attribution import SetLogits
+
+    task = Count01()
+    model = build_model(ModelConfig(), len(task.vocab), seed=0)
+    train, test = (collect(model, task, task.split(s)) for s in ("train", "test"))
+    scorer = SetScorer(
+        task, train, test, SetLogits.of(model, task, train, test, task.split("test"))
+    )
+    sizes = set_sizes(model, scorer)
+    assert sizes == PAPER
+    plan = plan_subsets(True, sizes)
+    assert plan.every_set and plan.s_acc and plan.about["estimate_seconds"] < 300
