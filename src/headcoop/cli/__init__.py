@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         where = f" ({exc.filename})" if exc.filename else ""
         return _fail(args, f"error: {exc.strerror.lower()}{where}", 1)
-    except (MemoryError, ImportError) as exc:
+    except (MemoryError, ImportError, SystemError) as exc:
         if args.debug or not _short_of_memory(exc):
             raise
         detail = str(exc) or type(exc).__name__
@@ -102,8 +102,14 @@ _LIMIT = "is a limit such as ulimit -v too low for torch and the model?"
 
 
 def _short_of_memory(exc: BaseException) -> bool:
-    """A MemoryError, or an import that failed to map a shared library (a low ulimit -v)."""
-    return isinstance(exc, MemoryError) or "failed to map segment" in str(exc)
+    """A MemoryError, an import that failed to map a shared library, or an import or
+    interpreter failure under a limit on the address space (a low ``ulimit -v`` makes the
+    interpreter fail in such ways when an allocation is refused)."""
+    import resource
+
+    if isinstance(exc, MemoryError) or "failed to map segment" in str(exc):
+        return True
+    return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
 
 
 def _fail(args: argparse.Namespace, message: str, code: int) -> int:
