@@ -504,3 +504,13 @@ def test_eval_json_is_valid_json_when_the_loss_is_not_finite(tmp_path, monkeypat
     assert main(["eval", str(tmp_path / "ck"), "--json"]) == 0
     found = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(c))
     assert found["loss"] is None and found["answer"] == 0.0
+
+
+def test_the_pairs_of_thousands_of_heads_are_refused_before_their_masks_exist():
+    from headcoop.tasks import Count01, SplitSpec
+
+    spec = SplitSpec(50, (0, 20), (0, 20))
+    task = Count01(splits={"train": spec, "val": spec, "test": spec})
+    model = build_model(ModelConfig(n_heads=4096, d_head=1, d_model=2, n_ctx=16), 10, seed=0)
+    with pytest.raises(HeadcoopError, match=r"8,390,656 single heads and pairs of 4096"):
+        analyze(model, task)

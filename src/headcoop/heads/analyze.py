@@ -31,6 +31,7 @@ from headcoop.files import parse_json, read_json, write_atomic
 from headcoop.heads.subset_plan import SetSizes, SubsetPlan, plan_subsets
 from headcoop.loading.checkpoint import check_fits, load_with_task
 from headcoop.loading.fields import check_model_config
+from headcoop.memory import check_bytes
 from headcoop.metrics.attention import measured_ratio, weight_ratio
 from headcoop.metrics.attribution import ALL_SUFFIXES, SetLogits, head_weights
 from headcoop.metrics.classes import (
@@ -245,7 +246,7 @@ def analyze(
 
     n_heads = model.cfg.n_layers * model.cfg.n_heads
     clock = time.perf_counter()
-    pair_masks = singles_and_pairs(n_heads)
+    pair_masks = _checked_pairs(n_heads)
     pairs = SetTable(pair_masks, scorer(pair_masks, every_readout=True, liblinear=True))
     timings["singles_and_pairs"] = time.perf_counter() - clock
     plan = plan_subsets(subsets, set_sizes(model, scorer), subsets_budget)
@@ -256,6 +257,14 @@ def analyze(
     if interactions is not None:
         summary |= interactions.summary()
     return HeadAnalysis(heads, pairs[n_heads:], subset_table, summary, interactions)
+
+
+def _checked_pairs(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
+    """`singles_and_pairs`, refused in one line where their masks and tables would not fit
+    the memory budget (thousands of heads have millions of pairs)."""
+    n_sets = n_heads * (n_heads + 1) // 2
+    check_bytes(n_sets * (n_heads + 8 * 16), f"the {n_sets:,} single heads and pairs of {n_heads}")
+    return singles_and_pairs(n_heads)
 
 
 def _measure_subsets(
