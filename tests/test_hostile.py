@@ -511,6 +511,6 @@ def test_the_pairs_of_thousands_of_heads_are_refused_before_their_masks_exist():
 
     spec = SplitSpec(50, (0, 20), (0, 20))
     task = Count01(splits={"train": spec, "val": spec, "test": spec})
-    model = build_model(ModelConfig(n_heads=4096, d_head=1, d_model=2, n_ctx=16), 10, seed=0)
+    model = build_model(ModelConfig(n_heads=4096, d_head=1, d_model=2, n_ctx=16), 8, seed=0)
     with pytest.raises(HeadcoopError, match=r"8,390,656 single heads and pairs of 4096"):
         analyze(model, task)
