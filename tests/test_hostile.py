@@ -509,8 +509,11 @@ def test_eval_json_is_valid_json_when_the_loss_is_not_finite(tmp_path, monkeypat
 def test_the_pairs_of_thousands_of_heads_are_refused_before_their_masks_exist():
     from headcoop.tasks import Count01, SplitSpec
 
-    spec = SplitSpec(50, (0, 20), (0, 20))
+    spec = SplitSpec(4, (0, 20), (0, 20))  # caches (with their head x head Gram) fit
     task = Count01(splits={"train": spec, "val": spec, "test": spec})
     model = build_model(ModelConfig(n_heads=4096, d_head=1, d_model=2, n_ctx=16), 8, seed=0)
     with pytest.raises(HeadcoopError, match=r"8,390,656 single heads and pairs of 4096"):
         analyze(model, task)
+    big = Count01(splits={"train": SplitSpec(50, (0, 20), (0, 20)), "val": spec, "test": spec})
+    with pytest.raises(HeadcoopError, match=r"the cache of 50 examples"):
+        analyze(model, big)  # its Gram matrix alone would be 6.7 GB

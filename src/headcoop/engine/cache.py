@@ -111,10 +111,12 @@ def collect(
 
 def cache_bytes(model: Model, n_examples: int, n_read: int) -> int:
     """The bytes of a `HeadCache` of ``n_examples`` (each field, and the copies its assembly
-    makes): it grows with the split's size and the model's heads, widths and vocabulary."""
+    makes) and of the decomposition built from it (its head-by-head Gram matrix): they grow
+    with the split's size and the model's heads, widths and vocabulary."""
     cfg = model.cfg
     heads = cfg.n_layers * cfg.n_heads
-    per_read = heads * (cfg.d_head + cfg.d_model + cfg.d_vocab) + cfg.d_model + 2 * cfg.d_vocab
+    per_head = cfg.d_head + cfg.d_model + cfg.d_vocab + heads
+    per_read = heads * per_head + cfg.d_model + 2 * cfg.d_vocab
     return 2 * 4 * n_examples * n_read * per_read
 
 
