@@ -235,17 +235,22 @@ def make_task(name: str, **params: Any) -> Task:
 
 
 def _build(label: str, cls: type, params: dict[str, Any]) -> Task:
-    """``cls(**params)``, checked; a researcher's own class behind `UserTask`'s guard."""
-    from headcoop.tasks.user import build_users_task, is_users
+    """``cls(**params)``, checked; a researcher's own class (`headcoop.tasks.user`) behind its
+    guard, an error raised in its constructor said in one line."""
+    from headcoop.tasks.user import UserTask, failed, is_users, where_defined
 
-    if is_users(cls):
-        return check_task(build_users_task(cls, params))
+    users = is_users(cls)
+    label = where_defined(cls) if users else label
     try:
         task = cls(**params)
     except TypeError as exc:  # an unknown parameter, or (under a type checker) a mistyped one
         first = next(iter(str(exc).strip().splitlines()), type(exc).__name__)
         raise HeadcoopError(f"bad parameters for task {label}: {first}") from None
-    return check_task(task)
+    except Exception as exc:  # a user's code may fail in any way
+        if not users or isinstance(exc, HeadcoopError):
+            raise
+        raise failed(label, "__init__", exc) from exc
+    return check_task(UserTask(task, label) if users else task)
 
 
 def load_task(spec: str, **params: Any) -> Task:

@@ -31,21 +31,7 @@ def where_defined(cls: type) -> str:
         return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def build_users_task(cls: type, params: dict[str, Any]) -> "UserTask":
-    """``cls(**params)``, with an error in its constructor said in one line."""
-    where = where_defined(cls)
-    try:
-        task = cls(**params)
-    except HeadcoopError:
-        raise
-    except TypeError as exc:
-        raise HeadcoopError(f"bad parameters for task {where}: {exc}") from exc
-    except Exception as exc:  # a user's code may fail in any way
-        raise _failed(where, "__init__", exc) from exc
-    return UserTask(task, where)
-
-
-def _failed(where: str, method: str, exc: BaseException) -> HeadcoopError:
+def failed(where: str, method: str, exc: BaseException) -> HeadcoopError:
     """The error ``exc`` raised in the user's ``method``, in one line."""
     first = next(iter(str(exc).strip().splitlines()), "")
     return HeadcoopError(f"task {where}, in {method}(): {type(exc).__name__}: {first:.300}")
@@ -87,7 +73,7 @@ class UserTask:
         except HeadcoopError:
             raise
         except Exception as exc:  # a user's code may fail in any way
-            raise _failed(self.where, method, exc) from exc
+            raise failed(self.where, method, exc) from exc
 
     def _refuse(self, method: str, problem: str) -> HeadcoopError:
         return HeadcoopError(f"task {self.where}, {method}(): {problem}")
