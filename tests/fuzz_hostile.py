@@ -231,33 +231,12 @@ def allocating_sizes(root: Path) -> Iterator[list[str]]:
     del os.environ["HEADCOOP_MAX_MEMORY"]
 
 
-BROKEN_TASKS = """
-import torch
-from headcoop.tasks.count01 import Count01
-
-class Empty(Count01):
-    def split(self, name):
-        return torch.zeros(0, 3, dtype=torch.long)
-
-class Raises(Count01):
-    def targets(self, examples):
-        raise KeyError("a bug in the user's code")
-
-class Ragged(Count01):
-    def bags(self, examples):
-        b = super().bags(examples)
-        return type(b)(b.tokens[:-1], b.read_pos, b.targets, b.multiplicity)
-
-class Refuses(Count01):
-    def __init__(self, **params):
-        raise ValueError("cannot build")
-"""
-
-
 def broken_user_tasks(root: Path) -> Iterator[list[str]]:
+    from tests.test_user_task import BUGS, CASES  # the suite's broken tasks, one of each bug
+
     clean, file = _checkpoint(root), root / "broken_tasks.py"
-    file.write_text(BROKEN_TASKS)
-    for name in ("Empty", "Raises", "Ragged", "Refuses"):
+    file.write_text(BUGS)
+    for name in CASES:
         yield ["eval", str(clean), "--task", f"{file}:{name}"]
         yield ["analyze", str(clean), "--out", str(root / f"broken_{name}"), "--task",
                f"{file}:{name}", "--quiet"]  # fmt: skip

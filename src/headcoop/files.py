@@ -96,8 +96,6 @@ def owned(directory: str | Path, what: str) -> Iterator[Path]:
     Raises:
         HeadcoopError: another living process owns ``directory``.
     """
-    import logging
-
     directory = Path(directory).resolve()
     if directory in _OWNED:
         yield directory
@@ -106,8 +104,7 @@ def owned(directory: str | Path, what: str) -> Iterator[Path]:
     path = directory / LOCK
     handle = _lock_file(path, what, directory)
     with handle:
-        previous = handle.read(32).strip()
-        previous = previous if previous.isdigit() else "unknown" if previous else ""
+        previous = _owner(handle)
         if previous and previous != str(os.getpid()):
             logging.getLogger(__name__).warning(
                 "%s %s: taking over the lock of process %s, which is gone",
@@ -138,8 +135,7 @@ def _lock_file(path: Path, what: str, directory: Path) -> Any:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            owner = handle.read(32).strip()
-            owner = owner if owner.isdigit() else "unknown"
+            owner = _owner(handle) or "unknown"
             handle.close()
             raise HeadcoopError(
                 f"{what} {directory} is in use by process {owner} (lock {path}); wait for it "
@@ -149,6 +145,13 @@ def _lock_file(path: Path, what: str, directory: Path) -> Any:
             handle.seek(0)
             return handle
         handle.close()
+
+
+def _owner(handle: Any) -> str:
+    """The pid a lock file names; "unknown" where it holds anything else (never another
+    file's content), "" where it is empty."""
+    text = handle.read(32).strip()
+    return text if text.isdigit() or not text else "unknown"
 
 
 def open_lock(path: Path, what: str) -> Any:

@@ -93,7 +93,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 FILE_ERRORS = (
-    *(errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EIO, errno.EACCES, errno.EPERM),
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EIO,
+    errno.EACCES,
+    errno.EPERM,
     errno.ENOMEM,
 )
 """Faults of the disk, of file permissions and of the memory the system grants (a low

@@ -10,7 +10,6 @@ one, said so.
 import functools
 import http.server
 import logging
-import socket
 from pathlib import Path
 from typing import Any
 
@@ -79,4 +78,4 @@ def _bind(handler: Any, port: int) -> _Server:
 def _taken(exc: OSError) -> bool:
     import errno
 
-    return exc.errno in (errno.EADDRINUSE, errno.EACCES) and isinstance(exc, socket.error)
+    return exc.errno in (errno.EADDRINUSE, errno.EACCES)
