@@ -35,10 +35,9 @@ def main() -> None:
 
     from joblib import Parallel, delayed
 
-    from headcoop import load_checkpoint, task_from_config
+    from headcoop import Definition, SetLogits, load_checkpoint, task_from_config
     from headcoop.engine.cache import collect
     from headcoop.heads.analyze import SetScorer
-    from headcoop.metrics.attribution import DEFINITIONS, SetLogits
     from headcoop.metrics.separation import fit_separators
     from headcoop.metrics.subsets import all_subsets, logit_metrics
 
@@ -60,10 +59,10 @@ def main() -> None:
     measure(masks[:64])
     first_call = time.perf_counter() - start
     timings = {}
-    for definition in DEFINITIONS:
+    for definition in Definition:
         start = time.perf_counter()
-        logit_metrics(logits, masks, targets, read, candidates, definition)
-        timings[f"l-acc, AUC ({definition})"] = time.perf_counter() - start
+        logit_metrics(logits.readers[definition], masks, targets, read, candidates)
+        timings[f"l-acc, AUC ({definition.value})"] = time.perf_counter() - start
     start = time.perf_counter()
     s_acc = measure.s_acc(masks, progress=True)
     timings["s-acc"] = time.perf_counter() - start

@@ -1,5 +1,5 @@
-"""The two definitions of a set's logits on the main models: the paper's head-only logits and
-ablation with the direct path kept, seed by seed.
+"""The judged definitions of a set's logits on the main models (the paper's head-only logits
+and ablation with the direct path kept), seed by seed.
 
 Trains (or reads from the figures cache) the main models of `make figures` and prints, for
 each seed, how many single heads and pairs are above chance in answer l-acc and perfect in
@@ -19,7 +19,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="the quick plan (a smoke test)")
     args = parser.parse_args()
 
-    from headcoop.metrics.attribution import SUFFIX
+    from headcoop import Definition
     from headcoop.paper.compute import FigureData
     from headcoop.paper.plan import Plan
     from headcoop.paper.summary import l_acc_counts
@@ -31,11 +31,11 @@ def main() -> None:
         summary = found["summary"]
         shares = list(summary["class_shares"].values())
         row = {"classes": summary["classes"], "direct_path": summary["direct_path"]}
-        for name, suffix in SUFFIX.items():
+        for definition in Definition.judged_ones():
             counts = l_acc_counts(
-                found["heads"], found["pairs"], summary["majority_share"], shares, suffix
+                found["heads"], found["pairs"], summary["majority_share"], shares, definition
             )
-            row[name] = {key.removesuffix(suffix): n for key, n in counts.items()}
+            row[definition.value] = {definition.plain(k): n for k, n in counts.items()}
         print(f"seed {seed}: {json.dumps(row)}")
 
 

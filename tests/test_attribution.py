@@ -31,7 +31,7 @@ def test_direct_definition_equals_ablation_by_hook(model, task):
     subsets = random_sets(12, seed=0)
     bags = task.bags(counts)
     for read in (0, 1):
-        logits = parts.set_logits(subsets, read, torch.arange(8), "direct")
+        logits = parts.ablated(subsets, read, torch.arange(8))
         for keep, cached in zip(subsets, logits, strict=True):
 
             def ablate(z, hook, keep=keep):
@@ -47,7 +47,7 @@ def test_paper_definition_equals_head_only_logits_by_hook(model, task):
     bags = task.bags(counts)
     subsets = torch.cat([torch.eye(16, dtype=torch.bool)[:3], random_sets(6, seed=1)])
     for read in (0, 1):
-        logits = parts.set_logits(subsets, read, torch.arange(8), "paper")
+        logits = parts.head_only(subsets, read, torch.arange(8))
         for keep, cached in zip(subsets, logits, strict=True):
             hooked = paper_logits_by_hook(model, bags, keep)[:, read]
             assert (cached - hooked).abs().max() < 1e-4
@@ -57,8 +57,8 @@ def test_the_definitions_differ_by_the_direct_path_alone_without_layernorm(train
     cache = collect(trained_no_ln, task, task.split("test")[:50])
     parts = decompose(trained_no_ln, cache)
     sets = random_sets(5, seed=2)
-    paper = parts.set_logits(sets, 0, torch.arange(8), "paper")
-    direct = parts.set_logits(sets, 0, torch.arange(8), "direct")
+    paper = parts.head_only(sets, 0, torch.arange(8))
+    direct = parts.ablated(sets, 0, torch.arange(8))
     embedding = trained_no_ln.W_E[task.vocab.index("=")]  # read 0 is at '='
     expected = (embedding @ trained_no_ln.W_U).detach()
     assert (direct - paper - expected).abs().max() < 1e-4

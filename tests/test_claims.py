@@ -9,8 +9,9 @@ import pytest
 import headcoop.training.sweep as sweep
 from headcoop.cli import main
 from headcoop.config import TrainConfig
+from headcoop.metrics.definitions import Definition
 from headcoop.paper.claims import BY_ID, CLAIMS
-from headcoop.paper.evidence import Evidence
+from headcoop.paper.evidence import Evidence, Reading
 from headcoop.paper.lab import Setting, factorial_settings, one_factor_settings, setting
 from headcoop.paper.plan import LabGrid, Plan
 
@@ -100,12 +101,15 @@ def test_statistics_read_the_evidence_by_the_papers_definitions():
     assert value["pairs.below_stronger"] == 1 / 6  # pair 0 2: 0.98 below head 0's 0.99
 
 
+DIRECT = Reading(Definition.DIRECT)
+
+
 def test_the_direct_definition_swaps_every_l_acc_and_auc_column():
     e = evidence()
     claim = BY_ID["subsets.l_acc_perfect"]
-    assert math.isnan(claim.value(e)) and claim.value(e, "direct") == 1.0  # only all 4 heads
-    assert BY_ID["l_acc.single_heads"].value(e, "direct") == 1
-    assert BY_ID["classes.successful"].value(e, "direct") == 0.5  # s-acc has one definition
+    assert math.isnan(claim.value(e)) and claim.value(e, DIRECT) == 1.0  # only all 4 heads
+    assert BY_ID["l_acc.single_heads"].value(e, DIRECT) == 1
+    assert BY_ID["classes.successful"].value(e, DIRECT) == 0.5  # s-acc has one definition
 
 
 def test_claims_without_their_evidence_do_not_hold():

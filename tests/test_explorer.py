@@ -76,7 +76,7 @@ def test_a_head_s_margin_is_its_head_only_logit_difference(explored):
     parts = decompose(model, cache)
     ids = torch.tensor([task.vocab.index(t) for t in task.readouts[task.decision].candidates])
     singles = torch.eye(model.cfg.n_layers * model.cfg.n_heads, dtype=torch.bool)
-    logits = parts.set_logits(singles, task.decision, ids)  # [head example candidate]
+    logits = parts.head_only(singles, task.decision, ids)  # [head example candidate]
     sign = torch.tensor(page_data(out / "explorer.html")["classes"]) * 2 - 1  # 1 if '5'
     expected = (logits[..., 1] - logits[..., 0]) * sign
     found = torch.tensor(page_data(out / "explorer.html")["heads"][0]["margins"])

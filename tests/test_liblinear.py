@@ -13,7 +13,7 @@ from sklearn.svm import LinearSVC
 from headcoop import Count01, ModelConfig, SplitSpec, analyze, build_model
 from headcoop.metrics.separation import liblinear_s_acc, separation_accuracy
 from headcoop.paper.claims import CLAIMS
-from headcoop.paper.evidence import Evidence
+from headcoop.paper.evidence import Evidence, Reading
 from headcoop.paper.plots_runs import table1_frame
 
 
@@ -49,6 +49,9 @@ def test_heads_and_pairs_carry_the_variant():
     assert heads["s_acc_liblinear"].between(0, 1).all() and len(pairs) == 3
 
 
+LIBLINEAR = Reading(liblinear=True)
+
+
 def _evidence(s_acc, liblinear, pair_s_acc=(0.9,), pair_liblinear=(0.5,)) -> Evidence:
     heads = pd.DataFrame({"s_acc": s_acc, "s_acc_liblinear": liblinear, "class": "mixed"})
     heads["w01"], heads["w02"] = 1.0, 2.0
@@ -59,24 +62,24 @@ def _evidence(s_acc, liblinear, pair_s_acc=(0.9,), pair_liblinear=(0.5,)) -> Evi
 
 def test_the_claims_on_heads_and_pairs_are_judged_under_liblinear_too():
     evidence = _evidence([1.0, 0.99], [0.97, 0.6])
-    swapped = evidence.under("liblinear")
+    swapped = evidence.under(LIBLINEAR)
     assert swapped.heads["class"].tolist() == ["mixed", "mixed"]
     assert swapped.pairs["s_acc"].tolist() == [0.5]
     by_id = {c.id: c for c in CLAIMS}
     assert by_id["classes.successful"].value(evidence) == 0.0  # the frame's own class column
     assert by_id["classes.successful"].value(swapped) == 0.0
-    assert by_id["pairs.below_stronger"].value(evidence, "liblinear") == 1.0  # 0.5 < 0.97
+    assert by_id["pairs.below_stronger"].value(evidence, LIBLINEAR) == 1.0  # 0.5 < 0.97
     assert by_id["pairs.below_stronger"].value(evidence) == 1.0  # 0.9 < 1.0
     variants = {c.id for c in CLAIMS if c.rests_on_s_acc}
     assert {"classes.successful", "pairs.below_stronger", "attention.w01"} <= variants
     one_successful = _evidence([1.0, 0.99], [0.99, 0.6])
-    assert by_id["attention.w01"].value(one_successful, "liblinear") == 1.0
+    assert by_id["attention.w01"].value(one_successful, LIBLINEAR) == 1.0
     before = replace(  # evidence measured before the variant existed: no verdict under it
         one_successful,
         heads=one_successful.heads.drop(columns="s_acc_liblinear"),
         pairs=one_successful.pairs.drop(columns="s_acc_liblinear"),
     )
-    assert pd.isna(by_id["attention.w01"].value(before, "liblinear"))
+    assert pd.isna(by_id["attention.w01"].value(before, LIBLINEAR))
 
 
 def test_table1_gives_both_shares():

@@ -33,25 +33,26 @@ def test_singles_then_pairs():
 def test_direct_l_acc_of_all_heads_is_the_models_accuracy(trained, task, parts):
     decomposition, targets = parts
     everything = torch.ones(1, 16, dtype=torch.bool)
-    l_acc = learned_accuracy(decomposition, everything, targets, 0, CHOICES, "direct")
+    l_acc = learned_accuracy(decomposition.ablated, everything, targets, 0, CHOICES)
     assert l_acc.item() == pytest.approx(evaluate(trained, task, task.split("test"))["answer"])
 
 
 def test_with_every_head_ablated_the_prediction_is_one_constant_class(parts):
     decomposition, targets = parts
     nothing = torch.zeros(1, 16, dtype=torch.bool)
-    l_acc = learned_accuracy(decomposition, nothing, targets, 0, CHOICES, "direct").item()
+    l_acc = learned_accuracy(decomposition.ablated, nothing, targets, 0, CHOICES).item()
     shares = {(targets == FOUR).float().mean().item(), (targets == FIVE).float().mean().item()}
     assert min(abs(l_acc - s) for s in shares) < 1e-6
-    assert roc_auc(decomposition, nothing, targets, 0, CHOICES, "direct").item() == 0.5
+    assert roc_auc(decomposition.ablated, nothing, targets, 0, CHOICES).item() == 0.5
 
 
-@pytest.mark.parametrize("definition", ["paper", "direct"])
-def test_roc_auc_matches_scikit_learn(parts, definition):
+@pytest.mark.parametrize("reader", ["head_only", "ablated"])
+def test_roc_auc_matches_scikit_learn(parts, reader):
     decomposition, targets = parts
+    reader = getattr(decomposition, reader)
     masks = all_subsets(16)[torch.randperm(2**16, generator=torch.Generator().manual_seed(1))[:6]]
-    ours = roc_auc(decomposition, masks, targets, 0, CHOICES, definition)
-    logits = decomposition.set_logits(masks, 0, CHOICES, definition)
+    ours = roc_auc(reader, masks, targets, 0, CHOICES)
+    logits = reader(masks, 0, CHOICES)
     for k in range(len(masks)):
         expected = max(
             roc_auc_score((targets == FOUR).numpy(), logits[k, :, 0].numpy()),

@@ -30,6 +30,7 @@ from headcoop.config import (
     TrainConfig,
 )
 from headcoop.files import owned, strict_json, writable_dir
+from headcoop.metrics.definitions import Definition
 
 
 def add_tasks(commands: Any) -> None:
@@ -223,9 +224,11 @@ def add_analyze(commands: Any) -> None:
         "analyze",
         help="measure every head of a checkpoint",
         description="Per-head and per-pair l-acc, ROC AUC and s-acc at the task's decision "
-        "(l-acc and ROC AUC under the paper's head-only logits, as *_direct with the other "
-        "heads zeroed in the running model, as *_mean with them at their mean), l-acc of "
-        "the other readouts, attention ratios and head weights, "
+        "(l-acc and ROC AUC under every definition of a set's logits: "
+        + "; ".join(
+            f"{columns} for {meaning}" for columns, meaning in Definition.described().items()
+        )
+        + "), l-acc of the other readouts, attention ratios and head weights, "
         "and the decision metrics of every subset of heads, for a model of any depth. "
         "Writes OUT/heads.csv, OUT/pairs.csv, OUT/subsets.csv.gz, the interactions, "
         "OUT/summary.json and OUT/report.html.",

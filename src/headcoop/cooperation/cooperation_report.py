@@ -9,9 +9,10 @@ import plotly.graph_objects as go
 
 from headcoop import pages
 from headcoop.files import write_atomic
+from headcoop.metrics.definitions import Definition
 from headcoop.metrics.interactions import FLAT_GAIN, VERDICT_CUT
 
-SHOWN = ("l_acc", "l_acc_direct", "roc_auc", "s_acc")
+SHOWN = ("l_acc", Definition.DIRECT.column("l_acc"), "roc_auc", "s_acc")
 """The metrics drawn across tasks (cooperation.csv has every game)."""
 
 

@@ -67,10 +67,9 @@ class Ablation:
         masks: Bool[torch.Tensor, "subset head_index"],
         read: int,
         tokens: Int[torch.Tensor, " token"],
-        definition: str = "direct",
     ) -> Float[torch.Tensor, "subset example token"]:
-        """The logits of ``tokens`` at scored position ``read`` of each set (``definition``
-        is the caller's name for this ablation; it selects nothing here)."""
+        """The logits of ``tokens`` at scored position ``read`` of each set (a
+        `headcoop.metrics.attribution.SetReader`)."""
         masks = masks.cpu()
         prefixes, which = _distinct_rows(masks[:, : self.n_prefix])
         self._run_prefixes(prefixes)

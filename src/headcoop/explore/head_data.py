@@ -88,7 +88,7 @@ def margins(model: Model, task: Task, cache: HeadCache) -> list[list[float]]:
     best other candidate's, at the decision."""
     candidates = candidate_ids(task, task.decision)
     singles = torch.eye(_n(model), dtype=torch.bool)
-    logits = decompose(model, cache).set_logits(singles, task.decision, candidates)
+    logits = decompose(model, cache).head_only(singles, task.decision, candidates)
     truth = labels(task, cache.targets)  # [example]: the true candidate's index
     true_logit = logits.gather(2, truth[None, :, None].expand(len(singles), -1, 1))[..., 0]
     others = logits.scatter(2, truth[None, :, None].expand(len(singles), -1, 1), -torch.inf)

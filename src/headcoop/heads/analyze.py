@@ -3,8 +3,8 @@
 Per head and per pair of heads, at the task's decision readout: learned accuracy (l-acc), ROC
 AUC and separation accuracy (s-acc); l-acc of every other readout (Count01's [EOS]); attention
 ratios and head weights; optionally the decision metrics of every subset of heads. l-acc and
-ROC AUC come under both definitions of a set's logits (`headcoop.metrics.attribution`): the
-paper's head-only logits (``l_acc``) and ablation with the direct path kept (``l_acc_direct``).
+ROC AUC come under every definition of a set's logits (`headcoop.metrics.definitions`): the
+paper's head-only logits (``l_acc``) and the two ablations, each column named by its definition.
 Results convert to pandas and save as CSV and JSON.
 """
 
@@ -33,7 +33,7 @@ from headcoop.loading.checkpoint import check_fits, load_with_task
 from headcoop.loading.fields import check_model_config
 from headcoop.memory import check_bytes
 from headcoop.metrics.attention import measured_ratio, weight_ratio
-from headcoop.metrics.attribution import ALL_SUFFIXES, SetLogits, head_weights
+from headcoop.metrics.attribution import SetLogits, head_weights
 from headcoop.metrics.classes import (
     CHANCE_MARGIN,
     HEAD_CLASSES,
@@ -42,6 +42,7 @@ from headcoop.metrics.classes import (
     labels,
     majority_share,
 )
+from headcoop.metrics.definitions import Definition
 from headcoop.metrics.interactions import Interactions, estimated_interactions
 from headcoop.metrics.separation import liblinear_s_acc, separation_accuracy
 from headcoop.metrics.subsets import (
@@ -279,7 +280,7 @@ def _measure_subsets(
     clock = time.perf_counter()
     columns = scorer(plan.masks, progress=progress, s_acc=plan.s_acc)
     if plan.every_set:
-        columns |= scorer.readout_l_acc(plan.masks, ("paper",))
+        columns |= scorer.readout_l_acc(plan.masks, (Definition.PAPER,))
     table = SetTable(plan.masks, columns)
     timings["all_subsets"] = time.perf_counter() - clock
     if plan.every_set:
@@ -299,7 +300,7 @@ def _measure_subsets(
 
 ESTIMATE_SETS = 2000
 """Sets measured to estimate Shapley values and pair interactions where sets were sampled."""
-GAMES = (*(f"{m}{s}" for s in ALL_SUFFIXES.values() for m in ("l_acc", "roc_auc")), "s_acc")
+GAMES = (*(c for d in Definition for c in d.columns(("l_acc", "roc_auc"))), "s_acc")
 """The metrics at the decision whose interactions `analyze` reads out, on all sets; the l-acc
 of each other readout (paper's definition; Count01's ``eos_l_acc``) joins them."""
 
@@ -314,8 +315,8 @@ def _head_columns(
     heads["layer"] = [h // n_heads for h in heads["head"]]
     heads["name"] = [f"L{h // n_heads}H{h % n_heads}" for h in heads["head"]]
     heads |= {k: singles[k].tolist() for k in ("s_acc", "l_acc", "roc_auc")}
-    for suffix in list(ALL_SUFFIXES.values())[1:]:
-        heads |= {k + suffix: singles[k + suffix].tolist() for k in ("l_acc", "roc_auc")}
+    for definition in [d for d in Definition if d is not Definition.PAPER]:
+        heads |= {k: singles[k].tolist() for k in definition.columns(("l_acc", "roc_auc"))}
     heads |= _ratio_columns(model, scorer)
     heads["head_weight"] = head_weights(model, scorer.candidates).tolist()
     for name in scorer.other_readout_columns():
@@ -354,7 +355,7 @@ def _summary(
         "majority_share": scorer.chance,
         "class_shares": scorer.class_shares(),
         "thresholds": {"successful": SUCCESSFUL, "failed_below": scorer.chance + CHANCE_MARGIN},
-        "definitions": DEFINITIONS,
+        "definitions": Definition.described(),
         "attention_ratios": list(task.attention_ratios),
         "direct_path": scorer.direct_path(model.cfg.n_layers * model.cfg.n_heads),
         "ablations_by_forward_passes": scorer.logits.by_forward_passes,
@@ -362,17 +363,6 @@ def _summary(
         "n_test": len(test),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
-
-
-DEFINITIONS = {
-    "l_acc, roc_auc": "the paper's head-only logits: each head's direct contribution plus "
-    "constant biases, no embeddings or MLPs, final normalization's scale frozen",
-    "*_direct": "heads outside the set zeroed (hook_z) in the running model: every other "
-    "path kept, normalization recomputed",
-    "*_mean": "heads outside the set replaced by their mean output over the training split "
-    "in the running model",
-}
-"""What the three definitions of a set's logits mean, as summary.json states them."""
 
 
 class SetScorer:
@@ -408,13 +398,13 @@ class SetScorer:
         if s_acc:
             columns["s_acc"] = self.s_acc(masks, progress)
         targets = self.test.targets[:, self.decision]
-        for definition, suffix in ALL_SUFFIXES.items():
-            l_acc, auc = logit_metrics(
-                self.logits, masks, targets, self.decision, self.candidates, definition
-            )
-            columns[f"l_acc{suffix}"], columns[f"roc_auc{suffix}"] = l_acc, auc
+        for definition in Definition:
+            reader = self.logits.readers[definition]
+            l_acc, auc = logit_metrics(reader, masks, targets, self.decision, self.candidates)
+            columns[definition.column("l_acc")] = l_acc
+            columns[definition.column("roc_auc")] = auc
         if every_readout:
-            columns |= self.readout_l_acc(masks, tuple(ALL_SUFFIXES))
+            columns |= self.readout_l_acc(masks, tuple(Definition))
         if liblinear:  # last, so that the earlier columns of pairs.csv keep their places
             z = self.train.z[:, self.decision], self.test.z[:, self.decision]
             labels_ = self.train_labels, self.test_labels
@@ -422,20 +412,19 @@ class SetScorer:
         return columns
 
     def readout_l_acc(
-        self, masks: torch.Tensor, definitions: tuple[str, ...]
+        self, masks: torch.Tensor, definitions: tuple[Definition, ...]
     ) -> dict[str, torch.Tensor]:
         """The l-acc of each set at every readout but the decision (Count01's [EOS]: the
         paper's syntax), under each of ``definitions``."""
         columns = {}
         for read, readout in self._other_readouts():
             for definition in definitions:
-                columns[f"{readout.name}_l_acc{ALL_SUFFIXES[definition]}"] = learned_accuracy(
-                    self.logits,
+                columns[definition.column(f"{readout.name}_l_acc")] = learned_accuracy(
+                    self.logits.readers[definition],
                     masks,
                     self.test.targets[:, read],
                     read,
                     candidate_ids(self.task, read),
-                    definition,
                 )
         return columns
 
@@ -458,7 +447,7 @@ class SetScorer:
     def other_readout_columns(self) -> list[str]:
         """The per-readout l-acc columns that ``every_readout`` adds, in order."""
         readouts = self._other_readouts()
-        return [f"{r.name}_l_acc{s}" for _, r in readouts for s in ALL_SUFFIXES.values()]
+        return [d.column(f"{r.name}_l_acc") for _, r in readouts for d in Definition]
 
     def direct_path(self, n_heads: int) -> dict[str, Any]:
         """The size of the embedding's direct path: its share of the decision's choice, and
@@ -467,12 +456,11 @@ class SetScorer:
         alone = {
             readout.name: float(
                 learned_accuracy(
-                    self.logits,
+                    self.logits.readers[Definition.DIRECT],
                     nothing,
                     self.test.targets[:, read],
                     read,
                     candidate_ids(self.task, read),
-                    "direct",
                 )[0]
             )
             for read, readout in enumerate(self.task.readouts)
@@ -504,7 +492,7 @@ def set_sizes(model: Model, scorer: SetScorer) -> SetSizes:
         n_test=n_test,
         n_separators=1 if n_classes == 2 else n_classes,
         n_candidates=n_classes,
-        n_definitions=len(ALL_SUFFIXES),
+        n_definitions=len(Definition),
         pass_flops=passes,
         tail_flops=tail,
     )

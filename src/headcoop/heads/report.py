@@ -13,9 +13,11 @@ import pandas as pd
 from headcoop import pages
 from headcoop.files import write_atomic
 from headcoop.heads import interaction_plots, plots
+from headcoop.metrics.definitions import Definition
 from headcoop.metrics.interactions import FLAT_GAIN, VERDICT_CUT, verdicts
 
-SINGLE_METRICS = ("s_acc", "l_acc", "l_acc_direct", "l_acc_mean")
+SINGLE_METRICS = ("s_acc", *(d.column("l_acc") for d in Definition))
+"""The single-head metrics the report draws: s-acc, and l-acc under every definition."""
 GAME_METRICS = ("l_acc", "roc_auc", "s_acc")
 """The games whose pair interactions the report draws (every game is in the files)."""
 

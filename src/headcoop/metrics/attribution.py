@@ -12,20 +12,20 @@ not; both divide by sqrt(mean(x^2) + eps) and may apply a weight w and bias b. S
 term is z_{t,i} = O_i . w_{i,t} / scale with w_{i,t} = (W_O[i] P diag(w) W_U)[:, t], the same
 for the other parts, and b W_U + b_U is constant.
 
-The logits of a set of heads H (`DEFINITIONS`; column suffixes in `SUFFIX`):
+The logits of a set of heads H, under each `headcoop.metrics.definitions.Definition`:
 
-- ``"paper"`` (the paper's §5.1, z_{t,H} = sum_{i in H} z_{t,i} + b_t): the head terms of H
+- ``PAPER`` (the paper's §5.1, z_{t,H} = sum_{i in H} z_{t,i} + b_t): the head terms of H
   plus the constant terms (b_U, the attention biases b_O, the normalization's bias). The
   embeddings and MLPs (``rest``) are left out. Every term is divided by the full model's scale,
   frozen, as TransformerLens's ``apply_ln_to_stack`` does. For one attention-only layer, the
   paper's own definition; for deeper models its generalisation to every layer's direct
   contribution.
-- ``"direct"``: the heads outside H ablated (their outputs zeroed, ``hook_z``) in the running
+- ``DIRECT``: the heads outside H ablated (their outputs zeroed, ``hook_z``) in the running
   model, every other path kept. Where heads reach the logits linearly but for the scale (one
   attention layer, no MLP: `linear_heads`) `decompose` gives it exactly from Gram matrices of
   the head contributions, with no further forward pass; elsewhere
   `headcoop.engine.ablation.Ablation` runs the model with the masks as a batch axis.
-- ``"mean"``: as ``"direct"``, but each head outside H outputs its mean over the training split
+- ``MEAN``: as ``DIRECT``, but each head outside H outputs its mean over the training split
   instead of zero (mean ablation).
 
 TransformerLens's own per-head attribution, ``ActivationCache.logit_attrs`` of
@@ -35,6 +35,7 @@ final LayerNorm it equals headcoop's head terms; with one, headcoop's equal
 ``apply_ln_to_stack`` of the head results read through diag(w_ln) W_U (both tested).
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -44,17 +45,19 @@ from headcoop.compat import Model
 from headcoop.engine.ablation import Ablation, ablation_means
 from headcoop.engine.cache import HeadCache
 from headcoop.loading.fields import final_normalization
+from headcoop.metrics.definitions import Definition
 from headcoop.tasks.base import Task
 
 SUBSET_CHUNK = 1024
 """Subsets evaluated together by `LogitDecomposition.set_logits` (bounds memory)."""
 
-DEFINITIONS = ("paper", "direct", "mean")
-SUFFIX = {"paper": "", "direct": "_direct"}
-"""Column suffix of a set metric under the paper study's two definitions: ``l_acc`` and
-``l_acc_direct``."""
-ALL_SUFFIXES = {**SUFFIX, "mean": "_mean"}
-"""Column suffixes of every definition: ``analyze`` writes all three."""
+SetReader = Callable[
+    [Bool[torch.Tensor, "subset head_index"], int, Int[torch.Tensor, " token"]],
+    Float[torch.Tensor, "subset example token"],
+]
+"""The protocol of every definition's implementation: ``reader(masks, read, tokens)`` gives the
+logits of ``tokens`` at scored position ``read`` for each set of heads (a row of ``masks``),
+laid out as [set, example, token]."""
 
 
 def head_unembed(model: Model) -> Float[torch.Tensor, "head_index d_head d_vocab"]:
@@ -130,7 +133,7 @@ class LogitDecomposition:
             final LayerNorm); they give the exact scale for any set of heads.
         eps: the LayerNorm's epsilon.
         linear: whether the heads reach the logits linearly but for the scale
-            (`linear_heads`): only then is the 'direct' definition exact here.
+            (`linear_heads`): only then are the ablations exact here.
     """
 
     heads: Float[torch.Tensor, "example read head_index d_vocab"]
@@ -159,29 +162,45 @@ class LogitDecomposition:
         """The logits less every head's contribution: ``logits = base + head_logits.sum``."""
         return (self.direct + self.attn_bias) / self.scale[..., None] + self.bias
 
-    def set_logits(
+    def head_only(
         self,
         masks: Bool[torch.Tensor, "subset head_index"],
         read: int,
         tokens: Int[torch.Tensor, " token"],
-        definition: str = "paper",
     ) -> Float[torch.Tensor, "subset example token"]:
-        """The logits of ``tokens`` at scored position ``read`` given by each set of heads,
-        under ``definition`` ('paper' or 'direct'; see the module docstring)."""
-        if definition not in SUFFIX:
-            raise ValueError(f"definition must be one of {tuple(SUFFIX)}, got {definition!r}")
-        if definition == "direct" and not self.linear:
-            raise ValueError("'direct' needs forward passes for this model: use SetLogits")
+        """The logits of ``tokens`` at scored position ``read`` given by each set of heads
+        under the paper's definition (a `SetReader`; see the module docstring)."""
+        return self._set_logits(masks, read, tokens, ablated=False)
+
+    def ablated(
+        self,
+        masks: Bool[torch.Tensor, "subset head_index"],
+        read: int,
+        tokens: Int[torch.Tensor, " token"],
+    ) -> Float[torch.Tensor, "subset example token"]:
+        """The same with the heads outside each set ablated (zeroed, or at the baseline this
+        decomposition was made with), every other path kept: exact only for `linear_heads`."""
+        if not self.linear:
+            raise ValueError("ablation needs forward passes for this model: use SetLogits")
+        return self._set_logits(masks, read, tokens, ablated=True)
+
+    def _set_logits(
+        self,
+        masks: Bool[torch.Tensor, "subset head_index"],
+        read: int,
+        tokens: Int[torch.Tensor, " token"],
+        ablated: bool,
+    ) -> Float[torch.Tensor, "subset example token"]:
         masks, tokens = masks.to(self.heads.device), tokens.to(self.heads.device)
         heads = self.heads[:, read][..., tokens].permute(2, 1, 0)  # [token head example]
         constant = self.attn_bias[tokens][:, None, None]  # [token 1 1]
-        if definition == "direct":
+        if ablated:
             constant = constant + self.direct[:, read][..., tokens].T[:, None]  # [token 1 example]
         bias = self.bias[tokens][:, None, None]
         chunks = []
         for m in masks.float().split(SUBSET_CHUNK):
             numer = constant + m @ heads  # [token subset example]
-            scale = self._ablated_scale(m, read) if definition == "direct" else self.scale[:, read]
+            scale = self._ablated_scale(m, read) if ablated else self.scale[:, read]
             chunks.append(numer / scale + bias)
         # Laid out token first, so that a choice among the tokens reduces over the outer axis.
         return torch.cat(chunks, dim=1).permute(1, 2, 0)
@@ -217,9 +236,9 @@ def decompose(
 ) -> LogitDecomposition:
     """Split the cached logits into their parts; see the module docstring for the algebra.
 
-    ``baseline`` is what a head outside a set contributes under the 'direct' definition:
-    nothing (None: zero ablation), or e.g. its mean contribution (mean ablation). The 'direct'
-    definition is exact here only where the heads' contributions reach the logits linearly
+    ``baseline`` is what a head outside a set contributes when ablated (`ablated`): nothing
+    (None: zero ablation), or e.g. its mean contribution (mean ablation). The ablations are
+    exact here only where the heads' contributions reach the logits linearly
     but for the final normalization (`linear_heads`); elsewhere `headcoop.engine.ablation`
     computes it."""
     norm = final_norm(model)
@@ -251,24 +270,24 @@ def decompose(
 
 def linear_heads(model: Model) -> bool:
     """Whether every head reaches the logits linearly but for the final normalization (one
-    attention layer and no MLP): then `decompose` gives the 'direct' definition exactly."""
+    attention layer and no MLP): then `decompose` gives the ablations exactly."""
     return model.cfg.n_layers == 1 and bool(model.cfg.attn_only)
 
 
 @dataclass(frozen=True)
 class SetLogits:
-    """The logits of any set of heads of one model on one split, under every definition
-    (`DEFINITIONS`): the paper's from its decomposition, the two ablations exactly, by algebra
-    where `linear_heads` allows it and by forward passes (`Ablation`) elsewhere.
+    """The logits of any set of heads of one model on one split, under every `Definition`:
+    the paper's from its decomposition, the two ablations exactly, by algebra where
+    `linear_heads` allows it and by forward passes (`Ablation`) elsewhere.
 
     Attributes:
         paper: the decomposition of the split's logits.
-        ablated: for 'direct' and 'mean', what gives the logits of the ablated model.
+        readers: each definition's `SetReader`.
         by_forward_passes: whether the ablations run the model.
     """
 
     paper: LogitDecomposition
-    ablated: dict[str, LogitDecomposition | Ablation]
+    readers: dict[Definition, SetReader]
     by_forward_passes: bool
 
     @classmethod
@@ -277,27 +296,56 @@ class SetLogits:
     ) -> "SetLogits":
         """Set logits on ``examples`` (whose cache is ``test``); mean ablation's means are taken
         over ``train``."""
-        means = ablation_means(train)
-        paper = decompose(model, test)
-        if linear_heads(model):
-            baseline = torch.einsum("khd,hdm->khm", means[:-1], model.W_O.flatten(0, 1).detach())
-            return cls(paper, {"direct": paper, "mean": decompose(model, test, baseline)}, False)
-        ablated = {
-            "direct": Ablation(model, task, examples),
-            "mean": Ablation(model, task, examples, means),
-        }
-        return cls(paper, ablated, True)
+        inputs = SetInputs(model, task, train, test, examples, decompose(model, test))
+        readers = {d: IMPLEMENTATIONS[d](inputs) for d in Definition}
+        return cls(inputs.paper, readers, not linear_heads(model))
 
     def set_logits(
         self,
         masks: Bool[torch.Tensor, "subset head_index"],
         read: int,
         tokens: Int[torch.Tensor, " token"],
-        definition: str = "paper",
+        definition: Definition,
     ) -> Float[torch.Tensor, "subset example token"]:
         """The logits of ``tokens`` at ``read`` given by each set under ``definition``."""
-        if definition not in DEFINITIONS:
-            raise ValueError(f"definition must be one of {DEFINITIONS}, got {definition!r}")
-        if definition == "paper":
-            return self.paper.set_logits(masks, read, tokens, "paper")
-        return self.ablated[definition].set_logits(masks, read, tokens, "direct")
+        return self.readers[definition](masks, read, tokens)
+
+
+@dataclass(frozen=True)
+class SetInputs:
+    """What a definition's implementation may read: the model, its task, the two splits' caches,
+    the test examples and the test split's decomposition."""
+
+    model: Model
+    task: Task
+    train: HeadCache
+    test: HeadCache
+    examples: torch.Tensor
+    paper: LogitDecomposition
+
+
+def _head_only(inputs: SetInputs) -> SetReader:
+    return inputs.paper.head_only
+
+
+def _zero_ablation(inputs: SetInputs) -> SetReader:
+    if linear_heads(inputs.model):
+        return inputs.paper.ablated
+    return Ablation(inputs.model, inputs.task, inputs.examples).set_logits
+
+
+def _mean_ablation(inputs: SetInputs) -> SetReader:
+    means = ablation_means(inputs.train)
+    if linear_heads(inputs.model):
+        W_O = inputs.model.W_O.flatten(0, 1).detach()
+        baseline = torch.einsum("khd,hdm->khm", means[:-1], W_O)
+        return decompose(inputs.model, inputs.test, baseline).ablated
+    return Ablation(inputs.model, inputs.task, inputs.examples, means).set_logits
+
+
+IMPLEMENTATIONS: dict[Definition, Callable[[SetInputs], SetReader]] = {
+    Definition.PAPER: _head_only,
+    Definition.DIRECT: _zero_ablation,
+    Definition.MEAN: _mean_ablation,
+}
+"""Each definition's implementation: from a `SetInputs`, its `SetReader`."""

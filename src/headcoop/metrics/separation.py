@@ -81,6 +81,11 @@ def separation_accuracy(
     return _one_vs_rest_accuracy(fit, scores, train_labels, test_labels, len(masks))
 
 
+LIBLINEAR = "_liblinear"
+"""The suffix of s-acc's columns under the solver variant (``s_acc_liblinear``): LinearSVC's
+defaults in place of our exact optimum. A parameter of s-acc, not a definition of set logits."""
+
+
 def liblinear_s_acc(
     train_x: Float[torch.Tensor, "example head_index d_head"],
     train_labels: Int[torch.Tensor, " example"],

@@ -1,9 +1,9 @@
 """Metrics of sets of heads, many sets at once: learned accuracy (l-acc) and ROC AUC.
 
 A set of heads is a row of a boolean mask over heads; `all_subsets` enumerates every one. Both
-metrics read the logits of each set, which `LogitDecomposition.set_logits` gives exactly from
-the cache under either definition (the paper's head-only logits, or ablation with the direct
-path kept), without a forward pass.
+metrics read the logits of each set from a `SetReader`: one definition's implementation
+(`headcoop.metrics.attribution.SetLogits.readers`, or a decomposition's ``head_only`` and
+``ablated``).
 """
 
 import itertools
@@ -16,7 +16,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from headcoop.errors import HeadcoopError
-from headcoop.metrics.attribution import SUBSET_CHUNK, LogitDecomposition, SetLogits
+from headcoop.metrics.attribution import SUBSET_CHUNK, SetReader
 from headcoop.metrics.classes import candidate_index, highest
 
 
@@ -83,41 +83,37 @@ def singles_and_pairs(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
 
 
 def learned_accuracy(
-    decomposition: LogitDecomposition | SetLogits,
+    reader: SetReader,
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,
     candidates: Int[torch.Tensor, " candidate"],
-    definition: str = "paper",
 ) -> Float[torch.Tensor, " subset"]:
-    """l-acc: accuracy of each set's logits (under ``definition``, see
-    `headcoop.metrics.attribution`), the prediction being the highest logit among
-    ``candidates``."""
-    return logit_metrics(decomposition, masks, targets, read, candidates, definition, False)[0]
+    """l-acc: accuracy of each set's logits (as ``reader`` gives them), the prediction being
+    the highest logit among ``candidates``."""
+    return logit_metrics(reader, masks, targets, read, candidates, False)[0]
 
 
 def roc_auc(
-    decomposition: LogitDecomposition | SetLogits,
+    reader: SetReader,
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,
     candidates: Int[torch.Tensor, " candidate"],
-    definition: str = "paper",
 ) -> Float[torch.Tensor, " subset"]:
     """ROC AUC of each set: for each candidate t, the AUC of logit t as a score for "the
     target is t"; with two candidates the larger of the two (the paper's definition), with
     more the mean over candidates (one-vs-rest). Candidates that are never or always the
     target are left out."""
-    return logit_metrics(decomposition, masks, targets, read, candidates, definition)[1]
+    return logit_metrics(reader, masks, targets, read, candidates)[1]
 
 
 def logit_metrics(
-    decomposition: LogitDecomposition | SetLogits,
+    reader: SetReader,
     masks: Bool[torch.Tensor, "subset head_index"],
     targets: Int[torch.Tensor, " example"],
     read: int,
     candidates: Int[torch.Tensor, " candidate"],
-    definition: str = "paper",
     with_auc: bool = True,
 ) -> tuple[Float[torch.Tensor, " subset"], Float[torch.Tensor, " subset"] | None]:
     """l-acc and (if ``with_auc``) ROC AUC of each set, from one pass over its logits, a chunk
@@ -126,7 +122,7 @@ def logit_metrics(
     candidates = candidates.to(targets.device)
     target_index = candidate_index(targets, candidates)  # -1: no candidate, never predicted
     for chunk in masks.to(targets.device).split(SUBSET_CHUNK):
-        logits = decomposition.set_logits(chunk, read, candidates, definition)
+        logits = reader(chunk, read, candidates)
         l_acc.append((highest(logits.permute(2, 0, 1)) == target_index).float().mean(-1))
         if with_auc:
             aucs.append(_candidate_auc(logits, targets, candidates))

@@ -10,7 +10,7 @@ only they may choose a training setting.
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 
 from headcoop.metrics.classes import CHANCE_MARGIN, SUCCESSFUL, class_shares
-from headcoop.paper.evidence import Evidence
+from headcoop.metrics.definitions import Definition
+from headcoop.paper.evidence import PAPER_READING, Evidence, Reading
 
 STRONG_L_ACC = 0.9
 """An l-acc that counts as strong (the subsets claim)."""
@@ -39,34 +40,30 @@ class Judgement:
         measured: what we measured, in words and numbers.
         criterion: when the measurement agrees.
         agrees: whether it does (None: not comparable).
-        measured_direct, agrees_direct: the same with the direct path kept, for statements
-            that rest on l-acc (None otherwise).
+        readings: the same under other readings (`Reading`), keyed by the reading's suffix:
+            what was measured and whether it agrees (with the direct path kept for
+            statements that rest on l-acc, under LinearSVC's defaults for those that rest on
+            the s-acc of single heads or pairs).
     """
 
     paper: str
     measured: str
     criterion: str
     agrees: bool | None
-    measured_direct: str | None = None
-    agrees_direct: bool | None = None
-    measured_liblinear: str | None = None
-    agrees_liblinear: bool | None = None
+    readings: dict[str, tuple[str, bool | None]] = field(default_factory=dict)
 
     def row(self) -> dict[str, str]:
-        """paper, measured, criterion, verdict and, where judged, measured_direct and
-        verdict_direct (summary.json's paper_comparison rows)."""
+        """paper, measured, criterion, verdict and, for each other reading, measured and
+        verdict under its suffix (``measured_direct``, ``verdict_direct``: summary.json's
+        paper_comparison rows)."""
         row = {
             "paper": self.paper,
             "measured": self.measured,
             "criterion": self.criterion,
             "verdict": verdict(self.agrees),
         }
-        if self.measured_direct is not None:
-            row |= {"measured_direct": self.measured_direct}
-            row |= {"verdict_direct": verdict(self.agrees_direct)}
-        if self.measured_liblinear is not None:
-            row |= {"measured_liblinear": self.measured_liblinear}
-            row |= {"verdict_liblinear": verdict(self.agrees_liblinear)}
+        for suffix, (measured, agrees) in self.readings.items():
+            row |= {f"measured{suffix}": measured, f"verdict{suffix}": verdict(agrees)}
         return row
 
 
@@ -88,12 +85,12 @@ class Claim:
         low, high: the statistic holds within these bounds (inclusive).
         rationale: why the bounds are where they are.
         calibration: the paper reports the measured value (so the claim may select settings).
-        rests_on_l_acc: the statistic reads l-acc or ROC AUC, so it is also reported with the
-            direct path kept (`Evidence.under`).
+        rests_on_l_acc: the statistic reads l-acc or ROC AUC, so it is also reported under
+            every other judged definition (the direct path kept: `Evidence.under`).
         measure: the statistic of one model's evidence (NaN where it is undefined, e.g. a
             median over no successful heads; NaN never holds).
         rests_on_s_acc: the statistic reads the s-acc of single heads or pairs, so it is also
-            reported with LinearSVC's defaults (`Evidence.under` 'liblinear').
+            reported with LinearSVC's defaults (`Reading` ``liblinear``).
     """
 
     id: str
@@ -109,8 +106,17 @@ class Claim:
     measure: Callable[[Evidence], float]
     rests_on_s_acc: bool = False
 
-    def value(self, evidence: Evidence, definition: str = "paper") -> float:
-        return float(self.measure(evidence.under(definition)))
+    def value(self, evidence: Evidence, reading: Reading = PAPER_READING) -> float:
+        """The statistic of ``evidence`` as ``reading`` reads it (the paper's by default)."""
+        return float(self.measure(evidence.under(reading)))
+
+    def readings(self) -> tuple[Reading, ...]:
+        """The readings besides the paper's under which this claim is also judged."""
+        others = [Reading(d) for d in Definition.judged_ones() if d is not Definition.PAPER]
+        return (*(others if self.rests_on_l_acc else []), *self._liblinear())
+
+    def _liblinear(self) -> list[Reading]:
+        return [Reading(liblinear=True)] if self.rests_on_s_acc else []
 
     def holds(self, value: float) -> bool:
         return not math.isnan(value) and self.low <= value <= self.high
@@ -125,25 +131,13 @@ class Claim:
             return text, bool(2 * sum(holds) > len(holds))
 
         text, agrees = measured(judged["values"], judged["holds"])
-        direct, agrees_direct = (
-            measured(judged["values_direct"], judged["holds_direct"])
-            if self.rests_on_l_acc
-            else (None, None)
-        )
-        liblinear, agrees_liblinear = (
-            measured(judged["values_liblinear"], judged["holds_liblinear"])
-            if self.rests_on_s_acc
-            else (None, None)
-        )
+        suffixes = [r.suffix for r in self.readings()]
         return Judgement(
             paper=f"{self.finding} (Sec. {self.section}; the paper: {self.paper})",
             measured=text,
             criterion=f"{self.band()} on most models",
             agrees=agrees,
-            measured_direct=direct,
-            agrees_direct=agrees_direct,
-            measured_liblinear=liblinear,
-            agrees_liblinear=agrees_liblinear,
+            readings={s: measured(judged[f"values{s}"], judged[f"holds{s}"]) for s in suffixes},
         )
 
     def band(self) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from headcoop.metrics.definitions import Definition
 from headcoop.paper.claims import CLAIMS, Judgement
 
 
@@ -109,19 +110,23 @@ def _cooperation_statements(summary: dict[str, Any]) -> list[Judgement]:
         index = found[metric]["cooperation_index"]  # None where the metric is flat
         return f"{metric} {'-' if index is None else f'{index:+.2f}'} ({found[metric]['verdict']})"
 
+    def substitutes(metrics: list[str]) -> bool:
+        return all(found[m]["verdict"] == "substitutes" for m in metrics)
+
     semantics = [m for m in ("s_acc", "l_acc", "roc_auc") if m in found]
-    direct = [m for m in ("l_acc_direct", "roc_auc_direct") if m in found]
+    others = {
+        d.suffix: [m for m in d.columns(("l_acc", "roc_auc")) if m in found]
+        for d in Definition.judged_ones()
+        if d is not Definition.PAPER
+    }
     return [
         Judgement(
             paper="on the semantics of counting the heads act as a pseudo-ensemble (Abstract, "
             "Sec. 6.1)",
             measured="cooperation index: " + ", ".join(map(said, semantics)),
             criterion="substitutes (index <= -1/3) on every metric at '='",
-            agrees=all(found[m]["verdict"] == "substitutes" for m in semantics),
-            measured_direct=", ".join(map(said, direct)) or None,
-            agrees_direct=all(found[m]["verdict"] == "substitutes" for m in direct)
-            if direct
-            else None,
+            agrees=substitutes(semantics),
+            readings={s: (", ".join(map(said, m)), substitutes(m)) for s, m in others.items() if m},
         ),
         Judgement(
             paper="only the syntax (ending with [EOS]) brings in cooperation among the heads "

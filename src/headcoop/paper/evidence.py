@@ -16,8 +16,9 @@ from jaxtyping import Bool
 from headcoop.compat import Model
 from headcoop.heads.analyze import analyze
 from headcoop.heads.interventions import attention_sweep
-from headcoop.metrics.attribution import SUFFIX
 from headcoop.metrics.classes import head_class
+from headcoop.metrics.definitions import Definition
+from headcoop.metrics.separation import LIBLINEAR
 from headcoop.metrics.subsets import sampled_subsets
 from headcoop.tasks.base import Task
 
@@ -35,12 +36,32 @@ _FRAMES = ("heads", "pairs", "subsets", "interventions")
 
 
 @dataclass(frozen=True)
+class Reading:
+    """Which measurements a claim's statistic reads: l-acc and ROC AUC under ``definition``,
+    s-acc of single heads and pairs from our exact solver or (``liblinear``) LinearSVC's
+    defaults."""
+
+    definition: Definition = Definition.PAPER
+    liblinear: bool = False
+
+    @property
+    def suffix(self) -> str:
+        """What the reading appends to the names it is reported under ('' for the paper's,
+        then e.g. ``values_direct`` or ``verdict_liblinear``)."""
+        return self.definition.suffix + (LIBLINEAR if self.liblinear else "")
+
+
+PAPER_READING = Reading()
+"""The paper's own reading: its definition of set logits, our exact s-acc."""
+
+
+@dataclass(frozen=True)
 class Evidence:
     """One model's measurements that the claims read.
 
     Attributes:
         heads: per head: s_acc, l_acc, roc_auc, the attention ratios, the l-acc of every other
-            readout, class (each l-acc column under both definitions: plain, and ``_direct``).
+            readout, class (each l-acc column under every `Definition`, named by its suffix).
         pairs: per pair of heads: s_acc and the same l-acc columns.
         subsets: mean s_acc, roc_auc and l_acc of the measured sets of each ``size``.
         interventions: mean and std over heads of s-acc, by ``sweep`` (ratio name) and
@@ -62,20 +83,18 @@ class Evidence:
     snapshot_epoch: int | None = None
     snapshot_s_acc: list[float] | None = None
 
-    def under(self, definition: str) -> "Evidence":
-        """The same evidence, with every l-acc and ROC AUC column read under ``definition``
-        ('paper': the paper's head-only logits; 'direct': the direct path kept), or with the
-        s-acc of single heads and pairs (and so the classes) as LinearSVC's defaults give it
-        ('liblinear'; NaN in evidence measured before that column existed)."""
-        if definition == "liblinear":
-            return self._liblinear()
-        suffix = SUFFIX[definition]
-        if not suffix:
-            return self
+    def under(self, reading: Reading) -> "Evidence":
+        """The same evidence as ``reading`` reads it: every l-acc and ROC AUC column under its
+        definition, and (``liblinear``) the s-acc of single heads and pairs, and so the
+        classes, as LinearSVC's defaults give it (NaN in evidence measured before that column
+        existed)."""
+        evidence = self if reading.definition is Definition.PAPER else self._defined(reading)
+        return evidence._liblinear() if reading.liblinear else evidence
 
+    def _defined(self, reading: Reading) -> "Evidence":
         def swap(frame: pd.DataFrame) -> pd.DataFrame:
-            columns = [c for c in frame.columns if c.endswith(suffix)]
-            plain = {c: c.removesuffix(suffix) for c in columns}
+            found = {c: reading.definition.plain(c) for c in frame.columns}
+            plain = {c: m for c, m in found.items() if m is not None}
             return frame.drop(columns=list(plain.values())).rename(columns=plain)
 
         return replace(
@@ -84,7 +103,7 @@ class Evidence:
 
     def _liblinear(self) -> "Evidence":
         def swap(frame: pd.DataFrame) -> pd.DataFrame:
-            return frame.assign(s_acc=frame.get("s_acc_liblinear", float("nan")))
+            return frame.assign(s_acc=frame.get("s_acc" + LIBLINEAR, float("nan")))
 
         heads = swap(self.heads)
         heads["class"] = [head_class(s, self.chance) for s in heads["s_acc"]]

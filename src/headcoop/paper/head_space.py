@@ -30,7 +30,7 @@ def single_head_logits(model: Model, task: Task, n: int) -> pd.DataFrame:
     singles = torch.eye(model.cfg.n_heads, dtype=torch.bool)
     frames = []
     for read in range(len(task.readouts)):
-        logits = parts.set_logits(singles, read, ids)  # [head example token]
+        logits = parts.head_only(singles, read, ids)  # [head example token]
         names = {
             "current": [vocab[t] for t in current[:, read].tolist()],
             "next": [vocab[t] for t in cache.targets[:, read].tolist()],

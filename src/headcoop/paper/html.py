@@ -5,6 +5,8 @@ import html
 from typing import Any
 
 from headcoop import pages
+from headcoop.metrics.definitions import Definition
+from headcoop.paper.evidence import Reading
 from headcoop.paper.items import Rendered
 from headcoop.paper.plan import Plan
 
@@ -59,7 +61,7 @@ def _plan_note(plan: Plan, note: str) -> str:
 
 def _comparison_html(comparison: list[dict[str, str]]) -> str:
     """The statements of the paper beside our verdicts, disagreements first in words."""
-    changed = [r for r in comparison if _definition_decides(r)]
+    changed = [r for r in comparison if _decides(r, DIRECT)]
     disagreements = [r for r in comparison if r["verdict"] == "disagrees"]
     plain = (
         "Every checked statement of the paper's text agrees with our measurements."
@@ -91,29 +93,32 @@ optimum).</p>
 {rows}</table>"""
 
 
+DIRECT = Reading(Definition.DIRECT).suffix
+LIBLINEAR = Reading(liblinear=True).suffix
+"""The suffixes of the comparison's two other columns: the direct path kept, LinearSVC."""
+
+
 def _comparison_row(row: dict[str, str]) -> str:
-    direct = (
-        f"{html.escape(row['verdict_direct'])}: {html.escape(row['measured_direct'])}"
-        if "verdict_direct" in row
-        else "(does not rest on l-acc)"
-    )
-    liblinear = (
-        f"{html.escape(row['verdict_liblinear'])}: {html.escape(row['measured_liblinear'])}"
-        if "verdict_liblinear" in row
-        else "(does not rest on s-acc of heads or pairs)"
-    )
+    direct = _reading_cell(row, DIRECT, "(does not rest on l-acc)")
+    liblinear = _reading_cell(row, LIBLINEAR, "(does not rest on s-acc of heads or pairs)")
     cells = [row["paper"], row["measured"], row["criterion"], row["verdict"]]
-    changed = "verdict_liblinear" in row and row["verdict_liblinear"] != row["verdict"]
     return (
         f"<tr class='{html.escape(row['verdict'].replace(' ', '-'))}'>"
         + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
-        + f"<td class='{'decides' if _definition_decides(row) else ''}'>{direct}</td>"
-        + f"<td class='{'decides' if changed else ''}'>{liblinear}</td></tr>"
+        + f"<td class='{'decides' if _decides(row, DIRECT) else ''}'>{direct}</td>"
+        + f"<td class='{'decides' if _decides(row, LIBLINEAR) else ''}'>{liblinear}</td></tr>"
     )
 
 
-def _definition_decides(row: dict[str, str]) -> bool:
-    return "verdict_direct" in row and row["verdict_direct"] != row["verdict"]
+def _reading_cell(row: dict[str, str], suffix: str, otherwise: str) -> str:
+    if f"verdict{suffix}" not in row:
+        return otherwise
+    return f"{html.escape(row[f'verdict{suffix}'])}: {html.escape(row[f'measured{suffix}'])}"
+
+
+def _decides(row: dict[str, str], suffix: str) -> bool:
+    """Whether the reading of ``suffix`` gives another verdict than the paper's."""
+    return f"verdict{suffix}" in row and row[f"verdict{suffix}"] != row["verdict"]
 
 
 def _key_numbers_html(summary: dict[str, Any]) -> str:

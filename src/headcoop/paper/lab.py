@@ -23,7 +23,7 @@ import pandas as pd
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.device import Device, resolve_device
 from headcoop.paper.claims import CLAIMS, Claim
-from headcoop.paper.evidence import SNAPSHOT_EPOCH, Evidence, measure_evidence
+from headcoop.paper.evidence import SNAPSHOT_EPOCH, Evidence, Reading, measure_evidence
 from headcoop.paper.plan import Plan
 from headcoop.tasks.base import Task
 from headcoop.training.sweep import (
@@ -249,7 +249,8 @@ def claim_rows(setting_name: str, seed: int, evidence: Evidence) -> list[dict[st
             }
         )
         if claim.rests_on_s_acc:
-            rows[-1]["holds_liblinear"] = claim.holds(claim.value(evidence, "liblinear"))
+            liblinear = Reading(liblinear=True)
+            rows[-1][f"holds{liblinear.suffix}"] = claim.holds(claim.value(evidence, liblinear))
     return rows
 
 

@@ -1,8 +1,8 @@
 """The key numbers of a report, from the cached measurements (written to summary.json).
 
-Counts that rest on l-acc are given under both definitions of a set's logits (the paper's
-head-only logits, and ablation with the direct path kept, suffix ``_direct``), so that the
-comparison with the paper can show where the definition changes a conclusion.
+Counts that rest on l-acc are given under every judged definition of a set's logits (the
+paper's head-only logits, and ablation with the direct path kept: `Definition.judged_ones`), so
+that the comparison with the paper can show where the definition changes a conclusion.
 """
 
 import json
@@ -13,8 +13,8 @@ import torch
 
 from headcoop.heads import plots as plots_heads
 from headcoop.heads.dynamics import weighted_s_acc_correlation
-from headcoop.metrics.attribution import SUFFIX
 from headcoop.metrics.classes import CHANCE_MARGIN, HEAD_CLASSES, SUCCESSFUL, class_shares
+from headcoop.metrics.definitions import Definition
 from headcoop.metrics.interactions import verdicts
 from headcoop.paper import plots_runs
 from headcoop.paper.claims import BIAS_TOLERANCE, CLAIMS
@@ -65,8 +65,8 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
     }
     summary["claims"] = judge_claims([data.evidence(s) for s in plan.main_seeds])
     shares = list(first["summary"]["class_shares"].values())
-    for suffix in SUFFIX.values():
-        summary |= l_acc_counts(heads, pairs, chance, shares, suffix)
+    for definition in Definition.judged_ones():
+        summary |= l_acc_counts(heads, pairs, chance, shares, definition)
     if "subsets" in first:
         by_size = first["subsets"].groupby("size")[["s_acc", "roc_auc", "l_acc"]].mean()
         summary["subset_means_by_size"] = json.loads(by_size.to_json(orient="index"))
@@ -78,26 +78,30 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
 
 def judge_claims(evidence: list[Evidence]) -> dict[str, dict[str, list]]:
     """Every claim of the registry on each model: its statistic and whether it holds, under
-    the paper's definitions and, for claims that rest on l-acc, with the direct path kept, and
-    for claims that rest on single heads' or pairs' s-acc, under LinearSVC's defaults."""
+    the paper's definitions and under each of the claim's other readings (`Claim.readings`),
+    keyed by the reading's suffix (``values_direct``, ``holds_liblinear``)."""
     judged = {}
     for claim in CLAIMS:
         values = [claim.value(e) for e in evidence]
         judged[claim.id] = {"values": values, "holds": [claim.holds(v) for v in values]}
-        variants = {"direct": claim.rests_on_l_acc, "liblinear": claim.rests_on_s_acc}
-        for variant in [v for v, applies in variants.items() if applies]:
-            found = [claim.value(e, variant) for e in evidence]
+        for reading in claim.readings():
+            found = [claim.value(e, reading) for e in evidence]
             judged[claim.id] |= {
-                f"values_{variant}": found,
-                f"holds_{variant}": [claim.holds(v) for v in found],
+                f"values{reading.suffix}": found,
+                f"holds{reading.suffix}": [claim.holds(v) for v in found],
             }
     return judged
 
 
 def l_acc_counts(
-    heads: pd.DataFrame, pairs: pd.DataFrame, chance: float, shares: list[float], suffix: str
+    heads: pd.DataFrame,
+    pairs: pd.DataFrame,
+    chance: float,
+    shares: list[float],
+    definition: Definition,
 ) -> dict[str, int]:
-    """The counts that rest on l-acc, under the definition that ``suffix`` names."""
+    """The counts that rest on l-acc, under ``definition`` (each key ends in its suffix)."""
+    suffix = definition.suffix
     l_acc, pair_l_acc = heads[f"l_acc{suffix}"], pairs[f"l_acc{suffix}"]
     one_class = pd.concat([(l_acc - s).abs() < BIAS_TOLERANCE for s in shares], axis=1).any(axis=1)
     return {
