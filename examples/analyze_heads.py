@@ -9,11 +9,7 @@ import sys
 import torch
 
 import headcoop
-from headcoop.engine.cache import collect
-from headcoop.heads.dynamics import trajectory
-from headcoop.heads.interventions import attention_sweep
-from headcoop.metrics.attribution import decompose
-from headcoop.tasks import candidate_ids
+from headcoop import attention_sweep, candidate_ids, collect, decompose, trajectory
 
 run = sys.argv[1] if len(sys.argv) > 1 else "runs/paper"
 model, config = headcoop.load_checkpoint(run)

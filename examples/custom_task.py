@@ -2,7 +2,7 @@
 
 "Twice as many?": ``[BOS] {x,y,z}* = {Y,N} [EOS]`` answers Y when the string holds more than
 twice as many x as y. Like Count01 the answer depends on counts alone, so the task builds on
-`headcoop.tasks.counting.CountingLanguage` and gets the exact bag engine for free; a task of
+`headcoop.CountingLanguage` and gets the exact bag engine for free; a task of
 another shape implements the `headcoop.Task` protocol directly (see
 `headcoop.tasks.histogram` for one that runs on full sequences).
 
@@ -16,8 +16,7 @@ from typing import ClassVar
 import torch
 
 import headcoop
-from headcoop.tasks.base import split_generator
-from headcoop.tasks.counting import CountingLanguage
+from headcoop import CountingLanguage, split_generator
 
 
 @headcoop.register_task

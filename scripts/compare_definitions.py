@@ -28,12 +28,16 @@ def main() -> None:
     data = FigureData(plan, args.cache, progress=True)
     for seed in plan.main_seeds:
         found = data.analysis(seed)
-        summary = found["summary"]
+        summary = found.summary
         shares = list(summary["class_shares"].values())
         row = {"classes": summary["classes"], "direct_path": summary["direct_path"]}
         for definition in Definition.judged_ones():
             counts = l_acc_counts(
-                found["heads"], found["pairs"], summary["majority_share"], shares, definition
+                found.heads_frame(),
+                found.pairs_frame(),
+                summary["majority_share"],
+                shares,
+                definition,
             )
             row[definition.value] = {definition.plain(k): n for k, n in counts.items()}
         print(f"seed {seed}: {json.dumps(row)}")

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from headcoop import Count01, HeadAnalysis, SplitSpec, build_model
 from headcoop.cli import main
 from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.batches import read_logits
@@ -117,3 +118,36 @@ def test_cli_writes_tables_and_summary(task, tmp_path, capsys):
         evaluate(model, task, task.split("test"))["answer"]
     )
     assert set(summary["seconds"]) == {"cache", "singles_and_pairs", "all_subsets"}
+
+
+def test_a_saved_analysis_loads_back_equal(result, tmp_path):
+    loaded = HeadAnalysis.load(result.save(tmp_path / "analysis"))
+    assert loaded == result
+    assert torch.equal(loaded.subsets.masks, result.subsets.masks)
+    assert torch.equal(loaded.interactions.dividend, result.interactions.dividend)
+    assert loaded.verdicts().equals(result.verdicts())
+    changed = dict(result.heads, s_acc=[0.5, *result.heads["s_acc"][1:]])
+    assert HeadAnalysis(changed, result.pairs, result.subsets, result.summary) != result
+
+
+ROUND_TRIP_SHAPES = {
+    "two layers, positions": ModelConfig(
+        d_model=16, n_heads=2, d_head=4, n_layers=2, positional=True, n_ctx=48
+    ),
+    "one layer, MLP": ModelConfig(d_model=16, n_heads=3, d_head=4, d_mlp=24),
+}
+
+
+@pytest.mark.parametrize("shape", ROUND_TRIP_SHAPES)
+@pytest.mark.parametrize("subsets", ["all", "sampled", "none"])
+def test_every_kind_of_analysis_round_trips(shape, subsets, tmp_path):
+    """Deeper models, MLPs, and analyses with every set, sampled sets (estimated
+    interactions) or none."""
+    spec = SplitSpec(60, n01=(0, 8), n2=(0, 8))
+    task = Count01(splits={"train": spec, "val": spec, "test": spec})
+    model = build_model(ROUND_TRIP_SHAPES[shape], len(task.vocab), seed=2)
+    result = analyze(model, task, subsets=subsets)
+    assert (result.subsets is None) == (subsets == "none")
+    loaded = HeadAnalysis.load(result.save(tmp_path / "analysis"))
+    assert loaded == result
+    assert (loaded.interactions is None) == (result.interactions is None)

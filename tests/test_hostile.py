@@ -17,7 +17,8 @@ from headcoop.cli import main
 from headcoop.config import ModelConfig
 from headcoop.errors import HeadcoopError
 from headcoop.files import LOCK, owned
-from headcoop.heads.analyze import analysis_saved, analyze, read_analysis
+from headcoop.heads.analysis import analysis_saved, read_analysis
+from headcoop.heads.analyze import analyze
 from headcoop.loading import checkpoint
 from headcoop.loading.checkpoint import load_checkpoint, save_checkpoint
 from headcoop.model import build_model

@@ -2,6 +2,7 @@
 functions stay short and every module has a name of its own."""
 
 import ast
+import importlib
 import re
 from collections import Counter
 from pathlib import Path
@@ -103,3 +104,81 @@ def test_every_package_says_what_is_in_it():
     for init in PACKAGE.rglob("__init__.py"):
         doc = ast.get_docstring(ast.parse(init.read_text()))
         assert doc and len(doc.split()) > 8, init
+
+
+ROOT = PACKAGE.parent.parent
+DOCUMENTS = ("CONTRIBUTING.md", "docs/glossary.md")
+
+
+def _named_paths(text: str) -> list[str]:
+    """The code spans of ``text`` that name a path (a folder, a .py or .md file, or a module
+    and a name in it: ``engine/bags.bag_exact``)."""
+    spans = re.findall(r"`([^`\s]+)`", text)
+    return [
+        s for s in spans if ("/" in s or s.endswith((".py", ".md"))) and "*" not in s and s != "/"
+    ]
+
+
+def _exists(span: str) -> bool:
+    """Whether ``span`` names something real: a path from the repository or the package, a
+    module file anywhere in the package, or a module and a name defined in it."""
+    if span.endswith((".py", ".md", "/")):
+        found = [ROOT / span, PACKAGE / span]
+        return any(p.exists() for p in found) or any(PACKAGE.rglob(span))
+    module, _, names = span.partition(".")
+    if not (PACKAGE / f"{module}.py").is_file():
+        return False
+    value = importlib.import_module("headcoop." + module.replace("/", "."))
+    for name in names.split(".") if names else []:
+        if not hasattr(value, name):
+            return False
+        value = getattr(value, name)
+    return True
+
+
+@pytest.mark.parametrize("document", DOCUMENTS)
+def test_every_path_the_contributor_documents_name_exists(document):
+    spans = _named_paths((ROOT / document).read_text())
+    assert len(spans) > 10
+    assert [s for s in spans if not _exists(s)] == []
+
+
+def test_the_path_check_sees_a_stale_name():
+    assert not _exists("paper/plots_heads.py") and not _exists("metrics/attribution.NoSuchName")
+    assert _exists("metrics/attribution.SetLogits.of") and _exists("subsets.py")
+
+
+def _example_sources() -> dict[str, str]:
+    """Each example's code: the scripts, and the notebook's code cells joined."""
+    import json
+
+    found = {p.name: p.read_text() for p in sorted((ROOT / "examples").glob("*.py"))}
+    for notebook in sorted((ROOT / "examples").glob("*.ipynb")):
+        cells = json.loads(notebook.read_text())["cells"]
+        code = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
+        found[notebook.name] = "\n".join(
+            line
+            for c in code
+            for line in c.splitlines()
+            if not line.lstrip().startswith(("!", "%"))
+        )
+    return found
+
+
+def _deep_imports(source: str) -> list[str]:
+    """The headcoop submodules ``source`` imports from (an example uses the package's exports)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        names = [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+        names += [a.name for a in node.names] if isinstance(node, ast.Import) else []
+        found += [n for n in names if n.startswith("headcoop.")]
+    return found
+
+
+def test_examples_import_from_headcoop_only():
+    sources = _example_sources()
+    assert {"analyze_heads.py", "custom_task.py", "walkthrough.ipynb"} <= set(sources)
+    assert {name: _deep_imports(s) for name, s in sources.items() if _deep_imports(s)} == {}
+    assert _deep_imports("from headcoop.tasks.base import split_generator") == [
+        "headcoop.tasks.base"
+    ]

@@ -260,7 +260,8 @@ def add_analyze(commands: Any) -> None:
 
 
 def run_analyze(args: argparse.Namespace) -> None:
-    from headcoop.heads.analyze import analyze, read_analysis
+    from headcoop.heads.analysis import HeadAnalysis
+    from headcoop.heads.analyze import analyze
     from headcoop.heads.report import write_report
 
     writable_dir(args.out, "--out")
@@ -274,6 +275,6 @@ def run_analyze(args: argparse.Namespace) -> None:
             device=args.device,
         )
         out = result.save(args.out, checkpoint=str(args.checkpoint))
-        write_report(read_analysis(out), out, png=args.png)
+        write_report(HeadAnalysis.load(out), out, png=args.png)
     classes = ", ".join(f"{n} {c}" for c, n in result.summary["classes"].items())
     print(f"heads: {classes}; results in {out}")

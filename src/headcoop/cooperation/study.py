@@ -21,6 +21,7 @@ from headcoop.config import ModelConfig, TrainConfig
 from headcoop.cooperation.cooperation_report import write_page
 from headcoop.errors import HeadcoopError
 from headcoop.files import write_atomic
+from headcoop.heads.analysis import HeadAnalysis
 from headcoop.runinfo import machine
 from headcoop.tasks.count01 import QUICK_SPLITS
 
@@ -109,14 +110,14 @@ def _about(tasks: tuple[str, ...], seeds: int, fast: bool, seconds: float) -> di
     }
 
 
-def _analysis(shape: Shape, seed: int, where: Path) -> dict[str, Any]:
+def _analysis(shape: Shape, seed: int, where: Path) -> HeadAnalysis:
     """The saved analysis of one seed's model, trained and analysed first if missing."""
-    from headcoop.heads.analyze import analyze, read_analysis
+    from headcoop.heads.analyze import analyze
     from headcoop.tasks import make_task
     from headcoop.training.trainer import train
 
     with contextlib.suppress(HeadcoopError):  # none yet, or not whole: made again
-        return read_analysis(where / "analysis")
+        return HeadAnalysis.load(where / "analysis")
     task = make_task(shape.task, **shape.params)
     if not (where / "model" / "final").exists():
         log.info("training %s, seed %d", shape.task, seed)
@@ -125,20 +126,18 @@ def _analysis(shape: Shape, seed: int, where: Path) -> dict[str, Any]:
     log.info("analysing %s, seed %d", shape.task, seed)
     found = analyze(where / "model", task, subsets_budget=ANALYSIS_BUDGET)
     found.save(where / "analysis", seed=seed, task_name=shape.task)
-    return read_analysis(where / "analysis")
+    return HeadAnalysis.load(where / "analysis")
 
 
-def cooperation_rows(found: dict[str, Any], task: str, seed: int) -> list[dict[str, Any]]:
+def cooperation_rows(found: HeadAnalysis, task: str, seed: int) -> list[dict[str, Any]]:
     """cooperation.csv's rows of one analysed model: one per metric whose interactions were
     measured (exact) or estimated (no shares by size then)."""
-    from headcoop.metrics.interactions import verdicts
-
-    if "shapley" not in found:
+    if found.interactions is None:
         return []
-    n_heads = len(found["heads"])
-    spectrum = found["summary"].get("interaction_spectrum", {})
+    n_heads = len(found.heads_frame())
+    spectrum = found.summary.get("interaction_spectrum", {})
     rows = []
-    for verdict in verdicts(found["shapley"], found["pair_interactions"]).to_dict("records"):
+    for verdict in found.verdicts().to_dict("records"):
         row = {"task": task, "seed": seed, "n_heads": n_heads, **verdict}
         row["exact"] = verdict["metric"] in spectrum
         row |= _shares(spectrum.get(verdict["metric"]), n_heads)

@@ -12,6 +12,7 @@ from headcoop.device import Device
 from headcoop.errors import HeadcoopError
 from headcoop.explore.explorer_page import write_explorer
 from headcoop.explore.head_data import explorer_data
+from headcoop.heads.analysis import HeadAnalysis
 from headcoop.runinfo import machine
 from headcoop.tasks.base import Task
 
@@ -23,19 +24,18 @@ def explore(
     out: str | Path,
     task: Task | None = None,
     device: Device = None,
-    analysis: dict[str, Any] | None = None,
+    analysis: HeadAnalysis | None = None,
 ) -> Path:
     """Write ``out/explorer.html`` for a model (or a checkpoint or run directory, whose saved
     epochs then give each head's course over training).
 
-    The page shows ``analysis`` (as `headcoop.heads.analyze.read_analysis` gives it) where
+    The page shows ``analysis`` where
     one is given; otherwise the analysis saved in ``out``, made there first unless the one
     there is of the same weights.
 
     Returns:
         The page's path.
     """
-    from headcoop.heads.analyze import read_analysis
     from headcoop.loading.checkpoint import CHECKSUM, load_with_task
 
     clock = time.perf_counter()
@@ -51,7 +51,7 @@ def explore(
         task_config = json.loads(json.dumps(task.to_config()))  # as summary.json holds it
         origin = {"checkpoint": str(run), "weights_sha256": weights, "task_config": task_config}
         _analyse(model, task, out, origin)
-        analysis = read_analysis(out)
+        analysis = HeadAnalysis.load(out)
     log.info("measuring each head's circuits and samples")
     data = explorer_data(model, task, analysis, run)
     about = {"checkpoint": str(run), "task": task.to_config(), "machine": machine()}
@@ -62,10 +62,10 @@ def explore(
 def _analyse(model: Model, task: Task, out: str | Path, origin: dict[str, Any]) -> None:
     """Save the analysis of ``model`` in ``out`` unless the one there is of these weights on
     this task, with the same settings."""
-    from headcoop.heads.analyze import analyze, read_analysis
+    from headcoop.heads.analyze import analyze
 
     with contextlib.suppress(HeadcoopError):  # none there, or not whole
-        summary = read_analysis(out)["summary"]
+        summary = HeadAnalysis.load(out).summary
         if origin["weights_sha256"] and all(summary.get(k) == v for k, v in origin.items()):
             log.info("reusing the analysis in %s", out)
             return

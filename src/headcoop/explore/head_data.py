@@ -22,9 +22,11 @@ from jaxtyping import Float
 
 from headcoop.compat import Model
 from headcoop.engine.cache import HeadCache, collect
+from headcoop.heads.analysis import HeadAnalysis
 from headcoop.metrics.attribution import decompose
 from headcoop.metrics.classes import labels
 from headcoop.metrics.separation import fit_separators
+from headcoop.metrics.subsets import pair_members
 from headcoop.tasks.base import Task, candidate_ids
 
 SAMPLES = 300
@@ -197,11 +199,9 @@ def succession(model: Model, task: Task) -> dict[str, dict[str, float]] | None:
     }
 
 
-def explorer_data(
-    model: Model, task: Task, found: dict[str, Any], run: Any = None
-) -> dict[str, Any]:
-    """Everything the page draws, JSON-ready: the analysis ``found`` (as
-    `headcoop.heads.analyze.read_analysis` gives it) beside each head's circuits and samples."""
+def explorer_data(model: Model, task: Task, found: HeadAnalysis, run: Any = None) -> dict[str, Any]:
+    """Everything the page draws, JSON-ready: the analysis ``found`` beside each head's
+    circuits and samples."""
     candidates = candidate_ids(task, task.decision)
     cache = collect(model, task, sample(task.split("test")))
     names = head_names(model)
@@ -219,24 +219,26 @@ def explorer_data(
         "candidates": list(task.readouts[task.decision].candidates),
         "classes": labels(task, cache.targets).tolist(),
         "heads": round_all(heads),
-        "table": found["heads"].to_dict(orient="list"),
+        "table": found.heads_frame().to_dict(orient="list"),
         "pairs": _pairs(found),
         "interventions": round_all(intervention_curves(model, task)),
         "dynamics": round_all(dynamics(run, task)),
         "succession": succession(model, task),
-        "summary": {k: found["summary"].get(k) for k in ("task", "accuracy", "classes")},
+        "summary": {k: found.summary.get(k) for k in ("task", "accuracy", "classes")},
     }
 
 
-def _pairs(found: dict[str, Any]) -> dict[str, list]:
+def _pairs(found: HeadAnalysis) -> dict[str, list]:
     """Each metric's pair interactions as [i, j, value] rows (the page ranks partners)."""
-    if "pair_interactions" not in found:
+    if found.interactions is None:
         return {}
-    rows = found["pair_interactions"]
+    rows, n_heads = found.tables["pair_interactions"], len(found.heads_frame())
     return {
         metric: [
-            [*map(int, str(h).split()), float(v)]
-            for h, v in zip(g["heads"], g["interaction"], strict=True)
+            [*members, float(v)]
+            for members, v in zip(
+                pair_members(list(g["heads"]), n_heads).tolist(), g["interaction"], strict=True
+            )
         ]
         for metric, g in rows.groupby("metric", sort=False)
     }

@@ -5,20 +5,16 @@ AUC and separation accuracy (s-acc); l-acc of every other readout (Count01's [EO
 ratios and head weights; optionally the decision metrics of every subset of heads. l-acc and
 ROC AUC come under every definition of a set's logits (`headcoop.metrics.definitions`): the
 paper's head-only logits (``l_acc``) and the two ablations, each column named by its definition.
-Results convert to pandas and save as CSV and JSON.
+The result is a `headcoop.heads.analysis.HeadAnalysis`, which saves as CSV and JSON and loads
+back equal.
 """
 
-import gzip
-import hashlib
-import io
-import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from jaxtyping import Bool, Float
+from jaxtyping import Bool
 
 from headcoop.compat import Model
 from headcoop.config import SUBSETS_BUDGET
@@ -27,7 +23,7 @@ from headcoop.engine.bags import bag_exact
 from headcoop.engine.cache import HeadCache, collect
 from headcoop.engine.loss import accuracies
 from headcoop.errors import HeadcoopError
-from headcoop.files import parse_json, read_json, write_atomic
+from headcoop.heads.analysis import HeadAnalysis, SetTable
 from headcoop.heads.subset_plan import SetSizes, SubsetPlan, plan_subsets
 from headcoop.loading.checkpoint import check_fits, load_with_task
 from headcoop.loading.fields import check_model_config
@@ -51,151 +47,6 @@ from headcoop.metrics.subsets import (
     singles_and_pairs,
 )
 from headcoop.tasks.base import Task, candidate_ids, read_names
-
-
-@dataclass(frozen=True)
-class SetTable:
-    """Metrics of many sets of heads: one row of ``masks`` each, one tensor per metric."""
-
-    masks: Bool[torch.Tensor, "subset head_index"]
-    columns: dict[str, Float[torch.Tensor, " subset"]]
-
-    def __getitem__(self, rows: slice | torch.Tensor) -> "SetTable":
-        return SetTable(self.masks[rows], {k: v[rows] for k, v in self.columns.items()})
-
-    def to_pandas(self) -> Any:
-        import pandas as pd
-
-        heads = [" ".join(map(str, torch.nonzero(m).flatten().tolist())) for m in self.masks]
-        columns = {k: v.tolist() for k, v in self.columns.items()}
-        return pd.DataFrame({"heads": heads, "size": self.masks.sum(-1).tolist(), **columns})
-
-
-@dataclass(frozen=True)
-class HeadAnalysis:
-    """What `analyze` measures. ``heads`` has one row per head; ``pairs`` one per pair."""
-
-    heads: dict[str, list]
-    pairs: SetTable
-    subsets: SetTable | None
-    summary: dict[str, Any] = field(default_factory=dict)
-    interactions: Interactions | None = None
-
-    def heads_frame(self) -> Any:
-        import pandas as pd
-
-        return pd.DataFrame(self.heads)
-
-    def pairs_frame(self) -> Any:
-        return self.pairs.to_pandas()
-
-    def save(self, out: str | Path, **extra: Any) -> Path:
-        """Write heads.csv, pairs.csv, subsets.csv.gz (if measured), the interactions (if every
-        set was measured: interactions.csv.gz, shapley.csv, pair_interactions.csv; if sets were
-        sampled, the estimated shapley.csv and pair_interactions.csv) and
-        summary.json (with ``extra`` entries) into the directory ``out`` as one unit: the old
-        manifest is removed first, then each file atomically, then a manifest of their
-        checksums, so that `read_analysis` sees one whole analysis or none, and no file of an
-        earlier analysis stays behind."""
-        out = Path(out)
-        (out / MANIFEST).unlink(missing_ok=True)
-        files = {
-            "heads.csv": self.heads_frame().to_csv(index=False).encode(),
-            "pairs.csv": self.pairs_frame().to_csv(index=False).encode(),
-            "summary.json": (json.dumps({**extra, **self.summary}, indent=2) + "\n").encode(),
-        }
-        if self.subsets is not None:
-            subsets = self.subsets.to_pandas().to_csv(index=False).encode()
-            files["subsets.csv.gz"] = gzip.compress(subsets, mtime=0)
-        if self.interactions is not None:
-            frames = self.interactions.frames()
-            if "interactions" in frames:
-                dividends = frames.pop("interactions").to_csv(index=False).encode()
-                files["interactions.csv.gz"] = gzip.compress(dividends, mtime=0)
-            for name, frame in frames.items():
-                files[f"{name}.csv"] = frame.to_csv(index=False).encode()
-        for name in set(ANALYSIS_FILES) - set(files):
-            (out / name).unlink(missing_ok=True)
-        for name, data in files.items():
-            write_atomic(out / name, data)
-        sums = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
-        write_atomic(out / MANIFEST, json.dumps(sums, indent=2) + "\n")
-        return out
-
-
-ANALYSIS_FILES = (
-    "heads.csv",
-    "pairs.csv",
-    "subsets.csv.gz",
-    "summary.json",
-    "interactions.csv.gz",
-    "shapley.csv",
-    "pair_interactions.csv",
-)
-REQUIRED_FILES = ANALYSIS_FILES[:2] + ANALYSIS_FILES[3:4]
-"""heads.csv, pairs.csv and summary.json: in every analysis."""
-MANIFEST = "manifest.json"
-"""Written last by `HeadAnalysis.save`: the SHA-256 of each file of the analysis."""
-
-
-def read_analysis(out: str | Path) -> dict[str, Any]:
-    """The analysis saved in ``out``: heads, pairs, subsets, shapley and pair_interactions
-    (where measured) as DataFrames, and the summary; only if it is whole (every file of its
-    manifest, unchanged).
-
-    Raises:
-        HeadcoopError: ``out`` holds no analysis, or a partial or changed one.
-    """
-    import pandas as pd
-
-    files = _whole_files(Path(out))
-    try:
-        found = {
-            "heads": pd.read_csv(io.BytesIO(files["heads.csv"])),
-            "pairs": pd.read_csv(io.BytesIO(files["pairs.csv"])),
-            "summary": parse_json(files["summary.json"], "summary.json"),
-        }
-        if "subsets.csv.gz" in files:
-            raw = io.BytesIO(files["subsets.csv.gz"])
-            found["subsets"] = pd.read_csv(raw, compression="gzip", dtype={"heads": str})
-        for name in ("shapley", "pair_interactions"):
-            if f"{name}.csv" in files:
-                found[name] = pd.read_csv(io.BytesIO(files[f"{name}.csv"]), dtype={"heads": str})
-    except (ValueError, OSError, EOFError, HeadcoopError) as exc:  # pandas, gzip, JSON
-        raise HeadcoopError(f"{out}: not a complete analysis: {exc}") from None
-    if not isinstance(found["summary"], dict):
-        raise HeadcoopError(f"{out}: not a complete analysis: summary.json is not an object")
-    return found
-
-
-def analysis_saved(out: str | Path) -> bool:
-    """Whether ``out`` holds a whole analysis that `read_analysis` reads (else it is made
-    again by the commands that cache analyses)."""
-    try:
-        read_analysis(out)
-    except HeadcoopError:
-        return False
-    return True
-
-
-def _whole_files(out: Path) -> dict[str, bytes]:
-    """The files of the analysis in ``out``, each read once and checked against the manifest."""
-    sums = read_json(out / MANIFEST, "analysis manifest")
-    if not isinstance(sums, dict) or not all(isinstance(v, str) for v in sums.values()):
-        raise HeadcoopError(f"{out}: not a complete analysis: {MANIFEST} is not file: checksum")
-    missing = [name for name in REQUIRED_FILES if name not in sums]
-    if missing:
-        raise HeadcoopError(f"{out}: not a complete analysis: {MANIFEST} lacks {missing[0]}")
-    files = {}
-    for name, digest in sums.items():
-        if name not in ANALYSIS_FILES or not (out / name).is_file():
-            raise HeadcoopError(f"{out}: not a complete analysis: it lacks {name}")
-        files[name] = (out / name).read_bytes()
-        if hashlib.sha256(files[name]).hexdigest() != digest:
-            raise HeadcoopError(
-                f"{out}: not a complete analysis: {name} was changed or cut short after it"
-            )
-    return files
 
 
 def analyze(

@@ -3,14 +3,13 @@ dividends by set size, the pair-interaction matrix and the Shapley values agains
 head weight. Every report of one model (`headcoop.heads.report`) and the paper study's
 "Do heads compete or cooperate?" item draw them with these functions."""
 
-from typing import Any
-
 import pandas as pd
 import plotly.graph_objects as go
 from plotly.colors import qualitative
 from plotly.subplots import make_subplots
 
-from headcoop.metrics.interactions import VERDICT_CUT, pair_matrix, verdicts
+from headcoop.heads.analysis import HeadAnalysis
+from headcoop.metrics.interactions import VERDICT_CUT, pair_matrix
 
 COLOURS = qualitative.Plotly + qualitative.D3
 """One colour per metric, the same in every panel of a figure."""
@@ -100,7 +99,7 @@ def shapley_figure(heads: pd.DataFrame, shapley: pd.DataFrame, metrics: list[str
     return figure.update_layout(title="Shapley values of single heads", height=420)
 
 
-def cooperation_figure(found: dict[str, Any], metrics: list[str], title: str) -> go.Figure:
+def cooperation_figure(found: HeadAnalysis, metrics: list[str], title: str) -> go.Figure:
     """Of three ``metrics`` of one analysis: the spectrum and each metric's cooperation index
     (top), the pair matrices (bottom)."""
     figure = make_subplots(
@@ -109,8 +108,8 @@ def cooperation_figure(found: dict[str, Any], metrics: list[str], title: str) ->
         subplot_titles=(*SPECTRUM_TITLES, "cooperation index", *metrics),
         vertical_spacing=0.14,
     )
-    add_spectrum(figure, found["summary"]["interaction_spectrum"], metrics, row=1)
-    found_verdicts = verdicts(found["shapley"], found["pair_interactions"]).set_index("metric")
+    add_spectrum(figure, found.summary["interaction_spectrum"], metrics, row=1)
+    found_verdicts = found.verdicts().set_index("metric")
     index = found_verdicts.loc[metrics, "cooperation_index"]
     bars = go.Bar(
         x=metrics,
@@ -124,5 +123,7 @@ def cooperation_figure(found: dict[str, Any], metrics: list[str], title: str) ->
     for cut in (-VERDICT_CUT, VERDICT_CUT):
         figure.add_hline(y=cut, line_dash="dot", row=1, col=3)
     figure.update_yaxes(range=[-1.2, 1.2], row=1, col=3)
-    add_pair_matrices(figure, found["heads"], found["pair_interactions"], metrics, row=2)
+    add_pair_matrices(
+        figure, found.heads_frame(), found.tables["pair_interactions"], metrics, row=2
+    )
     return figure.update_layout(title=title, height=820)

@@ -11,7 +11,9 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from headcoop.heads.analysis import HeadAnalysis
 from headcoop.heads.colours import CLASS_COLOURS, TOKEN_COLOURS, seed_colour
+from headcoop.metrics.subsets import pair_members
 
 
 def fig01_logits(logits: pd.DataFrame) -> go.Figure:
@@ -55,9 +57,8 @@ def pair_matrix(heads: pd.DataFrame, pairs: pd.DataFrame, column: str) -> np.nda
     n = len(heads)
     matrix = np.full((n, n), np.nan)
     matrix[np.arange(n), np.arange(n)] = heads[column].to_numpy()
-    for members, value in zip(pairs["heads"], pairs[column], strict=True):
-        i, j = map(int, str(members).split())
-        matrix[i, j] = matrix[j, i] = value
+    i, j = pair_members(list(pairs["heads"]), n).T.numpy()
+    matrix[i, j] = matrix[j, i] = pairs[column].to_numpy()
     return matrix
 
 
@@ -89,12 +90,12 @@ def fig03_pairs(heads: pd.DataFrame, pairs: pd.DataFrame, title: str = "Fig 3") 
     return fig
 
 
-def fig_pair_replicas(analyses: dict[int, dict], panel: str, title: str) -> go.Figure:
+def fig_pair_replicas(analyses: dict[int, HeadAnalysis], panel: str, title: str) -> go.Figure:
     """Fig 3a (``panel='l_acc'``) or 3c (``'gain'``) for several seeds side by side."""
     seeds = list(analyses)
     fig = make_subplots(rows=1, cols=len(seeds), subplot_titles=[f"seed {s}" for s in seeds])
     for col, seed in enumerate(seeds, start=1):
-        heads, pairs = analyses[seed]["heads"], analyses[seed]["pairs"]
+        heads, pairs = analyses[seed].heads_frame(), analyses[seed].pairs_frame()
         if panel == "gain":
             trace = _head_heatmap(pair_gain(heads, pairs), "RdBu", 0.0, showscale=col == 1)
         else:
@@ -156,11 +157,13 @@ RATIO_LABELS = {
 }
 
 
-def fig_ratio_replicas(analyses: dict[int, dict], title: str) -> go.Figure:
+def fig_ratio_replicas(analyses: dict[int, HeadAnalysis], title: str) -> go.Figure:
     seeds = list(analyses)
     fig = make_subplots(rows=1, cols=len(seeds), subplot_titles=[f"seed {s}" for s in seeds])
     for col, seed in enumerate(seeds, start=1):
-        fig.add_trace(_ratio_scatter(analyses[seed]["heads"], showscale=col == 1), row=1, col=col)
+        fig.add_trace(
+            _ratio_scatter(analyses[seed].heads_frame(), showscale=col == 1), row=1, col=col
+        )
         fig.update_xaxes(type="log", title_text="w01", row=1, col=col)
         fig.update_yaxes(type="log", title_text="w02", row=1, col=col)
     fig.update_layout(title=title, width=420 * len(seeds))

@@ -13,8 +13,9 @@ import pandas as pd
 from headcoop import pages
 from headcoop.files import write_atomic
 from headcoop.heads import interaction_plots, plots
+from headcoop.heads.analysis import HeadAnalysis
 from headcoop.metrics.definitions import Definition
-from headcoop.metrics.interactions import FLAT_GAIN, VERDICT_CUT, verdicts
+from headcoop.metrics.interactions import FLAT_GAIN, VERDICT_CUT
 
 SINGLE_METRICS = ("s_acc", *(d.column("l_acc") for d in Definition))
 """The single-head metrics the report draws: s-acc, and l-acc under every definition."""
@@ -22,14 +23,14 @@ GAME_METRICS = ("l_acc", "roc_auc", "s_acc")
 """The games whose pair interactions the report draws (every game is in the files)."""
 
 
-def write_report(found: dict[str, Any], out: str | Path, png: bool = False) -> Path:
+def write_report(found: HeadAnalysis, out: str | Path, png: bool = False) -> Path:
     """Write ``out/report.html`` from an analysis as `headcoop.heads.analyze.read_analysis`
     gives it (with PNGs of its figures beside it if ``png``); returns the page's path."""
     out = Path(out)
-    heads, pairs, summary = found["heads"], found["pairs"], found["summary"]
+    heads, pairs, summary = found.heads_frame(), found.pairs_frame(), found.summary
     figures = {"single_heads": _single_heads(heads), "pairs": plots.fig03_pairs(heads, pairs)}
-    if "subsets" in found:
-        figures["sets_by_size"] = plots.fig04_subsets(found["subsets"])
+    if found.subsets is not None:
+        figures["sets_by_size"] = plots.fig04_subsets(found.subsets_frame())
     if summary.get("attention_ratios"):
         figures["attention_ratios"] = _ratios(heads, summary["attention_ratios"])
     figures |= _interactions(found)
@@ -88,28 +89,28 @@ def _ratios(heads: pd.DataFrame, ratios: list[str]) -> Any:
     )
 
 
-def _interactions(found: dict[str, Any]) -> dict[str, Any]:
+def _interactions(found: HeadAnalysis) -> dict[str, Any]:
     """The spectrum (where every set was measured), the pair matrix and the Shapley values."""
-    if "shapley" not in found:
+    if found.interactions is None:
         return {}
-    heads, shapley = found["heads"], found["shapley"]
+    heads, shapley = found.heads_frame(), found.tables["shapley"]
     games = [m for m in GAME_METRICS if m in set(shapley["metric"])]
     figures = {}
-    if "interaction_spectrum" in found["summary"]:
-        spectrum = found["summary"]["interaction_spectrum"]
+    if "interaction_spectrum" in found.summary:
+        spectrum = found.summary["interaction_spectrum"]
         figure = interaction_plots.spectrum_figure(spectrum, list(spectrum))
         figures["interaction_spectrum"] = figure
-    pairs = found["pair_interactions"]
+    pairs = found.tables["pair_interactions"]
     figures["pair_interactions"] = interaction_plots.pair_matrix_figure(heads, pairs, games)
     figures["shapley_values"] = interaction_plots.shapley_figure(heads, shapley, games)
     return figures
 
 
-def _verdicts(found: dict[str, Any]) -> str:
-    if "shapley" not in found:
+def _verdicts(found: HeadAnalysis) -> str:
+    if found.interactions is None:
         return ""
-    table = verdicts(found["shapley"], found["pair_interactions"]).round(4)
-    estimate = found["summary"].get("interaction_estimate")
+    table = found.verdicts().round(4)
+    estimate = found.summary.get("interaction_estimate")
     how = (
         f"Estimated from {estimate['sets']} sets by {estimate['estimator']}; largest error "
         f"(half the gap of two independent halves): {estimate['error']}."

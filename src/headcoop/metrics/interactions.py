@@ -35,6 +35,7 @@ import torch
 from jaxtyping import Bool, Float
 
 from headcoop.errors import HeadcoopError
+from headcoop.metrics.subsets import pair_members, set_names
 
 
 def _n_heads(values: torch.Tensor) -> int:
@@ -149,6 +150,30 @@ class Interactions:
         m = dividends(torch.stack([v.double().cpu() for v in values.values()]))
         return cls(tuple(values), m, shapley_values(m), banzhaf_values(m), pair_interactions(m))
 
+    @classmethod
+    def from_frames(cls, frames: dict[str, Any], about: dict[str, Any]) -> "Interactions":
+        """The interactions that `frames` wrote (shapley, pair_interactions and, where exact,
+        interactions), ``about`` being the estimate's description (empty where exact)."""
+        shapley = frames["shapley"]
+        metrics = tuple(shapley["metric"].drop_duplicates())
+        k = len(metrics)
+
+        def table(frame: Any, column: str) -> torch.Tensor:
+            return torch.tensor(frame[column].to_numpy(), dtype=torch.float64).view(k, -1)
+
+        n = table(shapley, "shapley").shape[-1]
+        pairs = frames["pair_interactions"]
+        matrices = [pair_matrix(pairs[pairs["metric"] == m], n) for m in metrics]
+        dividend = table(frames["interactions"], "dividend") if "interactions" in frames else None
+        return cls(
+            metrics,
+            dividend,
+            table(shapley, "shapley"),
+            table(shapley, "banzhaf"),
+            torch.stack(matrices) if matrices else torch.zeros(0, n, n, dtype=torch.float64),
+            about,
+        )
+
     def summary(self) -> dict[str, Any]:
         """summary.json's ``interaction_spectrum`` (per metric and set size, the sum of the
         dividends and the sum of their absolute values) where exact, else its
@@ -193,7 +218,7 @@ class Interactions:
         import pandas as pd
 
         n, k = self.shapley.shape[-1], len(self.metrics)
-        names = [" ".join(map(str, torch.nonzero(m).flatten().tolist())) for m in _members(n)]
+        names = set_names(_members(n).bool())
         return pd.DataFrame(
             {
                 "metric": [name for name in self.metrics for _ in names],
@@ -318,9 +343,9 @@ def pair_matrix(pairs: Any, n_heads: int) -> Float[torch.Tensor, "head head_"]:
     """One metric's rows of a saved pair_interactions.csv frame as the symmetric matrix of
     `pair_interactions` (zero diagonal)."""
     matrix = torch.zeros(n_heads, n_heads, dtype=torch.float64)
-    for heads, value in zip(pairs["heads"], pairs["interaction"], strict=True):
-        i, j = map(int, str(heads).split())
-        matrix[i, j] = matrix[j, i] = value
+    i, j = pair_members(list(pairs["heads"]), n_heads).T
+    values = torch.tensor(pairs["interaction"].to_numpy(), dtype=torch.float64)
+    matrix[i, j] = matrix[j, i] = values
     return matrix
 
 

@@ -71,6 +71,30 @@ def sampled_subsets(
     return torch.cat(masks)
 
 
+def set_names(masks: Bool[torch.Tensor, "subset head_index"]) -> list[str]:
+    """Each set as the CSV files name it: its heads' indices, ascending, spaced ('' for none).
+
+    >>> set_names(torch.tensor([[True, False, True], [False, False, False]]))
+    ['0 2', '']
+    """
+    return [" ".join(map(str, torch.nonzero(m).flatten().tolist())) for m in masks]
+
+
+def masks_of(names: Any, n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
+    """The sets that `set_names` names (an empty name, or the NaN pandas reads it as, is the
+    empty set), as masks over ``n_heads`` heads."""
+    masks = torch.zeros(len(names), n_heads, dtype=torch.bool)
+    for row, name in enumerate(names):
+        heads = [int(h) for h in name.split()] if isinstance(name, str) else []
+        masks[row, heads] = True
+    return masks
+
+
+def pair_members(names: Any, n_heads: int) -> Int[torch.Tensor, "pair 2"]:
+    """The two heads of each pair that `set_names` names, the lower first."""
+    return torch.nonzero(masks_of(names, n_heads))[:, 1].view(-1, 2)
+
+
 def singles_and_pairs(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
     """The single heads (in order), then every pair (i < j) in lexicographic order."""
     rows = [[i] for i in range(n_heads)] + [

@@ -19,6 +19,7 @@ import torch
 
 from headcoop.metrics.classes import CHANCE_MARGIN, SUCCESSFUL, class_shares
 from headcoop.metrics.definitions import Definition
+from headcoop.metrics.subsets import pair_members
 from headcoop.paper.evidence import PAPER_READING, Evidence, Reading
 
 STRONG_L_ACC = 0.9
@@ -205,8 +206,8 @@ def _one_class_share(e: Evidence) -> float:
 
 def _pairs_below_stronger(e: Evidence) -> float:
     s_acc = e.heads["s_acc"].to_numpy()
-    heads = [tuple(map(int, str(h).split())) for h in e.pairs["heads"]]
-    stronger = np.array([max(s_acc[i], s_acc[j]) for i, j in heads])
+    i, j = pair_members(list(e.pairs["heads"]), len(s_acc)).T.numpy()
+    stronger = np.maximum(s_acc[i], s_acc[j])
     return float((e.pairs["s_acc"].to_numpy() < stronger - 1e-9).mean())
 
 

@@ -27,7 +27,8 @@ from headcoop.device import Device, resolve_device
 from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
 from headcoop.files import config_key, read_checked, write_atomic, write_checked
-from headcoop.heads.analyze import analyze, read_analysis
+from headcoop.heads.analysis import HeadAnalysis
+from headcoop.heads.analyze import analyze
 from headcoop.heads.dynamics import random_head_s_acc, trajectory
 from headcoop.heads.interventions import intervention_curves
 from headcoop.loading.checkpoint import load_checkpoint
@@ -138,18 +139,18 @@ class FigureData:
     def main_model(self, seed: int) -> Model:
         return load_checkpoint(self.main_run(seed), self.device)[0]
 
-    def analysis(self, seed: int) -> dict[str, Any]:
+    def analysis(self, seed: int) -> HeadAnalysis:
         """heads, pairs and sets of heads of a main model: all of them for the first seed, the
         claims' sample (`evidence_subsets`) for the others."""
         out = self.root / "analysis" / f"seed_{seed}"
         with contextlib.suppress(HeadcoopError):  # none yet, or not whole: measured again
-            return read_analysis(out)
+            return HeadAnalysis.load(out)
         full = seed == self.plan.main_seeds[0]
         log.info("analysing seed %d%s", seed, " (all subsets)" if full else "")
         model = self.main_model(seed)
         subsets = True if full else evidence_subsets(model.cfg.n_heads)
         analyze(model, self.task, subsets=subsets, progress=self.progress).save(out, seed=seed)
-        return read_analysis(out)
+        return HeadAnalysis.load(out)
 
     def evidence(self, seed: int) -> Evidence:
         """What the claims read of a main model (`headcoop.paper.evidence`), from its analysis,
@@ -162,8 +163,7 @@ class FigureData:
         log.info("measuring the claims' evidence of seed %d", seed)
         found = self.analysis(seed)
         curves = intervention_evidence(self.main_model(seed), self.task)
-        frames = found["heads"], found["pairs"], found["subsets"], found["summary"]
-        result = evidence_from(*frames, curves).to_json()
+        result = evidence_from(found, curves).to_json()
         runs = self.trajectories()
         run = runs[runs["run"] == seed]
         epoch = int(min(SNAPSHOT_EPOCH, run["epoch"].max()))

@@ -14,12 +14,13 @@ import torch
 from jaxtyping import Bool
 
 from headcoop.compat import Model
+from headcoop.heads.analysis import HeadAnalysis
 from headcoop.heads.analyze import analyze
 from headcoop.heads.interventions import attention_sweep
 from headcoop.metrics.classes import head_class
 from headcoop.metrics.definitions import Definition
 from headcoop.metrics.separation import LIBLINEAR
-from headcoop.metrics.subsets import sampled_subsets
+from headcoop.metrics.subsets import sampled_subsets, set_names
 from headcoop.tasks.base import Task
 
 SNAPSHOT_EPOCH = 50
@@ -134,8 +135,7 @@ def model_evidence(model: Model, task: Task) -> Evidence:
     """Measure one model: every head and pair, `SUBSETS_PER_SIZE` sets of heads of each size,
     and the pattern interventions on the `W01_GRID` and `W02_GRID`."""
     result = analyze(model, task, subsets=evidence_subsets(model.cfg.n_heads))
-    frames = result.heads_frame(), result.pairs_frame(), result.subsets.to_pandas()
-    return evidence_from(*frames, result.summary, intervention_evidence(model, task))
+    return evidence_from(result, intervention_evidence(model, task))
 
 
 def evidence_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
@@ -143,24 +143,15 @@ def evidence_subsets(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
     return sampled_subsets(n_heads, SUBSETS_PER_SIZE)
 
 
-def evidence_from(
-    heads: pd.DataFrame,
-    pairs: pd.DataFrame,
-    subsets: pd.DataFrame,
-    summary: dict[str, Any],
-    interventions: pd.DataFrame,
-) -> Evidence:
-    """The evidence in an analysis of one model (`headcoop.heads.analyze`'s frames and
-    summary), whose ``subsets`` include `evidence_subsets` (the means by size read only
-    those), and its `intervention_evidence`."""
-    sampled = {
-        " ".join(map(str, torch.nonzero(m).flatten().tolist()))
-        for m in evidence_subsets(len(heads))
-    }
+def evidence_from(analysis: HeadAnalysis, interventions: pd.DataFrame) -> Evidence:
+    """The evidence in an analysis of one model, whose subsets include `evidence_subsets` (the
+    means by size read only those), and its `intervention_evidence`."""
+    heads, subsets, summary = analysis.heads_frame(), analysis.subsets_frame(), analysis.summary
+    sampled = set(set_names(evidence_subsets(len(heads))))
     chosen = subsets[subsets["heads"].isin(sampled)].drop(columns="heads")
     return Evidence(
         heads=heads,
-        pairs=pairs,
+        pairs=analysis.pairs_frame(),
         subsets=chosen.groupby("size").mean().reset_index(),
         interventions=interventions,
         chance=summary["majority_share"],

@@ -8,12 +8,12 @@ all-subsets figure without subsets, the replicas with a single seed) say so with
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import plotly.graph_objects as go
 
 from headcoop.heads import interaction_plots
 from headcoop.heads import plots as heads_plots
+from headcoop.heads.analysis import HeadAnalysis
 from headcoop.heads.dynamics import weighted_s_acc_correlation
 from headcoop.paper import plots_runs as runs_plots
 from headcoop.paper.compute import FigureData
@@ -61,17 +61,17 @@ def render(data: FigureData) -> list[Rendered]:
     ]
 
 
-def _first(data: FigureData) -> dict[str, Any]:
+def _first(data: FigureData) -> HeadAnalysis:
     return data.analysis(data.plan.main_seeds[0])
 
 
-def _replicas(data: FigureData) -> dict[int, dict[str, Any]]:
+def _replicas(data: FigureData) -> dict[int, HeadAnalysis]:
     """Figures 11-13 repeat Figures 3 and 5 for the next three main seeds."""
     return {s: data.analysis(s) for s in data.plan.main_seeds[1:4]}
 
 
 def _heads_by_s_acc(data: FigureData) -> list[int]:
-    return _first(data)["heads"].sort_values("s_acc")["head"].tolist()
+    return _first(data).heads_frame().sort_values("s_acc")["head"].tolist()
 
 
 def _fig10(data: FigureData) -> go.Figure:
@@ -80,7 +80,9 @@ def _fig10(data: FigureData) -> go.Figure:
 
 
 def _outputs(data: FigureData, heads: list[int], title: str) -> go.Figure:
-    return heads_plots.fig_head_outputs(data.head_outputs(), _first(data)["heads"], heads, title)
+    return heads_plots.fig_head_outputs(
+        data.head_outputs(), _first(data).heads_frame(), heads, title
+    )
 
 
 ITEMS: tuple[Item, ...] = (
@@ -104,7 +106,7 @@ ITEMS: tuple[Item, ...] = (
     Item(
         "fig03",
         "Fig 3: single heads and pairs",
-        lambda d: heads_plots.fig03_pairs(_first(d)["heads"], _first(d)["pairs"]),
+        lambda d: heads_plots.fig03_pairs(_first(d).heads_frame(), _first(d).pairs_frame()),
         "Diagonal: single heads; off the diagonal: pairs. l-acc and ROC AUC use the paper's "
         "head-only logits. In (c) the off-diagonal cells are a pair's s-acc minus that of its "
         "stronger head.",
@@ -112,14 +114,14 @@ ITEMS: tuple[Item, ...] = (
     Item(
         "fig04",
         "Fig 4: all subsets of heads",
-        lambda d: heads_plots.fig04_subsets(_first(d)["subsets"]),
+        lambda d: heads_plots.fig04_subsets(_first(d).subsets_frame()),
         "s-acc, ROC AUC and l-acc (head-only logits) of every subset, by size.",
-        shown=lambda d: "subsets" in _first(d),
+        shown=lambda d: _first(d).subsets is not None,
     ),
     Item(
         "fig05",
         "Fig 5: attention ratios",
-        lambda d: heads_plots.fig05_ratios(_first(d)["heads"]),
+        lambda d: heads_plots.fig05_ratios(_first(d).heads_frame()),
         "w01 and w02 at '=' of each head (log axes), coloured by s-acc.",
     ),
     Item(
@@ -199,7 +201,7 @@ ITEMS: tuple[Item, ...] = (
     Item(
         "fig15",
         "Fig 15: every head's output space",
-        lambda d: _outputs(d, _first(d)["heads"]["head"].tolist(), "Fig 15: all heads"),
+        lambda d: _outputs(d, _first(d).heads_frame()["head"].tolist(), "Fig 15: all heads"),
     ),
     Item(
         "table1",
@@ -222,7 +224,7 @@ ITEMS: tuple[Item, ...] = (
         "of every pair (red: complements, blue: substitutes). The paper's answer: a "
         "pseudo-ensemble on the semantics, cooperation only on the syntax ([EOS]); its verdict "
         "beside ours is in the comparison table.",
-        shown=lambda d: "shapley" in _first(d) and "subsets" in _first(d),
+        shown=lambda d: _first(d).interactions is not None and _first(d).subsets is not None,
     ),
     Item(
         "appendix_a",

@@ -15,7 +15,6 @@ from headcoop.heads import plots as plots_heads
 from headcoop.heads.dynamics import weighted_s_acc_correlation
 from headcoop.metrics.classes import CHANCE_MARGIN, HEAD_CLASSES, SUCCESSFUL, class_shares
 from headcoop.metrics.definitions import Definition
-from headcoop.metrics.interactions import verdicts
 from headcoop.paper import plots_runs
 from headcoop.paper.claims import BIAS_TOLERANCE, CLAIMS
 from headcoop.paper.compute import FigureData
@@ -27,9 +26,9 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
     plan = data.plan
     analyses = {s: data.analysis(s) for s in plan.main_seeds}
     first = analyses[plan.main_seeds[0]]
-    heads, pairs = first["heads"], first["pairs"]
-    chance = first["summary"]["majority_share"]
-    classes = {str(s): a["summary"]["classes"] for s, a in analyses.items()}
+    heads, pairs = first.heads_frame(), first.pairs_frame()
+    chance = first.summary["majority_share"]
+    classes = {str(s): a.summary["classes"] for s, a in analyses.items()}
     total = {c: sum(v[c] for v in classes.values()) for c in HEAD_CLASSES}
     trajectories = data.trajectories()
     _, r = weighted_s_acc_correlation(trajectories, plan.first_epoch)
@@ -39,10 +38,10 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
     table1 = plots_runs.table1_frame(data.table1())
     summary = {
         "plan": plan.key(),
-        "accuracy_by_seed": {str(s): a["summary"]["accuracy"] for s, a in analyses.items()},
+        "accuracy_by_seed": {str(s): a.summary["accuracy"] for s, a in analyses.items()},
         "head_classes_by_seed": classes,
         "head_class_shares": {c: n / sum(total.values()) for c, n in total.items()},
-        "direct_path_by_seed": {str(s): a["summary"]["direct_path"] for s, a in analyses.items()},
+        "direct_path_by_seed": {str(s): a.summary["direct_path"] for s, a in analyses.items()},
         "majority_share": chance,
         "n_heads": len(heads),
         "n_pairs": len(pairs),
@@ -64,14 +63,14 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
         "minimal_solution": json.loads(data.minimal().to_json(orient="records")),
     }
     summary["claims"] = judge_claims([data.evidence(s) for s in plan.main_seeds])
-    shares = list(first["summary"]["class_shares"].values())
+    shares = list(first.summary["class_shares"].values())
     for definition in Definition.judged_ones():
         summary |= l_acc_counts(heads, pairs, chance, shares, definition)
-    if "subsets" in first:
-        by_size = first["subsets"].groupby("size")[["s_acc", "roc_auc", "l_acc"]].mean()
+    if first.subsets is not None:
+        by_size = first.subsets_frame().groupby("size")[["s_acc", "roc_auc", "l_acc"]].mean()
         summary["subset_means_by_size"] = json.loads(by_size.to_json(orient="index"))
-    if "shapley" in first:
-        found = verdicts(first["shapley"], first["pair_interactions"])
+    if first.interactions is not None:
+        found = first.verdicts()
         summary["cooperation"] = json.loads(found.set_index("metric").to_json(orient="index"))
     return summary
 
