@@ -407,7 +407,7 @@ def test_workers_end_when_their_parent_is_killed():
     found = run_python(
         """
         import os, signal
-        from headcoop.training.sweep import _worker_pool
+        from headcoop.training.workers import _worker_pool
         pool = _worker_pool(2)
         pids = {pool.submit(os.getpid).result() for _ in range(8)}
         print(" ".join(map(str, pids)), flush=True)

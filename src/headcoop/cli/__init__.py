@@ -128,6 +128,6 @@ def _stop_helpers() -> None:
     process alone would leave them running."""
     for child in multiprocessing.active_children():
         child.terminate()
-    sweep = sys.modules.get("headcoop.training.sweep")
-    if sweep is not None:
-        sweep.forget_workers()
+    workers = sys.modules.get("headcoop.training.workers")
+    if workers is not None:
+        workers.forget_workers()

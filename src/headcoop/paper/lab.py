@@ -26,13 +26,9 @@ from headcoop.paper.claims import CLAIMS, Claim
 from headcoop.paper.evidence import SNAPSHOT_EPOCH, Evidence, Reading, measure_evidence
 from headcoop.paper.plan import Plan
 from headcoop.tasks.base import Task
-from headcoop.training.sweep import (
-    Experiment,
-    pending_stacks,
-    run_jobs,
-    run_sweep,
-    run_workers,
-)
+from headcoop.training.jobs import run_jobs
+from headcoop.training.sweep import Experiment, by_cost, pending_stacks, run_stack, run_sweep
+from headcoop.training.workers import run_workers
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +147,7 @@ def run_lab(
 ) -> LabResult:
     """Train and measure every setting of the grid (cached in ``cache``) and judge every claim
     on every model. ``workers`` processes train the settings of a stage at once (default: one
-    per core on the CPU, one on a GPU; see `headcoop.training.sweep.run_workers`)."""
+    per core on the CPU, one on a GPU; see `headcoop.training.workers.run_workers`)."""
     device = resolve_device(device)
     workers = workers or ((os.cpu_count() or 1) if device.type == "cpu" else 1)
     task = plan.make_task()
@@ -199,9 +195,9 @@ def train_settings(
             calls.append((task, stack, train, sweep_dir))
     options = {"device": device, "measure": measure_evidence, "snapshots": (SNAPSHOT_EPOCH,)}
     if executor is not None and calls:
-        run_jobs(executor, calls, options, sweep_dir)
+        run_jobs(run_stack, executor, calls, options, sweep_dir)
     elif workers > 1 and len(calls) > 1:
-        run_workers(min(workers, len(calls)), calls, options, progress)
+        run_workers(run_stack, min(workers, len(calls)), by_cost(calls), options, progress)
     found = []
     for k, s in enumerate(settings):
         log.info("setting %d of %d: %s", k + 1, len(settings), s.name)

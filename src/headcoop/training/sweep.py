@@ -9,29 +9,21 @@ Every finished experiment's result is a file ``results/<key>.json``, the key a h
 configuration (task, model, seed, training), so a rerun skips finished work, a changed setting
 is trained afresh, and workers running at once never overwrite each other. A stack in training
 saves its state every few epochs, and an interrupted run resumes from it. Stacks run in this
-process or as submitit jobs on this machine or a Slurm cluster (`run_sweep`'s ``executor``).
+process, in a pool of worker processes (`headcoop.training.workers`) or as submitit jobs on
+this machine or a Slurm cluster (`headcoop.training.jobs`; `run_sweep`'s ``executor``).
 """
 
-import atexit
-import contextlib
-import functools
 import json
 import logging
-import signal
-import sys
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
-from multiprocessing import active_children as multiprocessing_children
-from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 if TYPE_CHECKING:
-    from concurrent.futures import ProcessPoolExecutor
+    pass
 
 from headcoop.compat import Model, load_parameters
 from headcoop.config import ModelConfig, TrainConfig
@@ -45,24 +37,22 @@ from headcoop.loading.checkpoint import (
     save_checkpoint,
     save_stack,
 )
-from headcoop.memory import keep_freed_memory
 from headcoop.metrics.single_heads import measure_models
 from headcoop.model import build_model
-from headcoop.progress import progress_bar
 from headcoop.tasks.base import Task
+from headcoop.training.jobs import run_jobs
 from headcoop.training.trainer import EpochEnd, train_models
+from headcoop.training.workers import run_workers
 
 log = logging.getLogger(__name__)
 
 RESULTS = "results"
 """The directory of a sweep's results: one JSON file per experiment, named by its key."""
 LEGACY_RESULTS = "results.json"
-EXECUTORS = ("local", "slurm")
 EXAMPLE_ORDER = "one per stack"
 """How the models of a stack read the training examples (`headcoop.training.train_models`).
 Part of every result's key: results trained when each model had an order of its own (before
 this version) are not reused."""
-JOB_TIMEOUT_MIN = 24 * 60
 
 
 @dataclass(frozen=True)
@@ -112,12 +102,13 @@ def run_sweep(
 
     Args:
         executor: None runs the stacks on this machine (see ``workers``); 'local' or 'slurm'
-            runs each stack as a submitit job (`run_jobs`) and waits for them all.
+            runs each stack as a submitit job (`headcoop.training.jobs.run_jobs`) and waits
+            for them all.
         workers: without an executor, how many processes train stacks at once, each on its
-            share of the cores (`run_workers`); 1 trains them in this process, one after
-            another. Small models are bound by the cost of each operation, not by arithmetic,
-            so two single-threaded processes on two cores train 1.2-1.3x as fast as one
-            process with two threads (``scripts/bench_sweep.py``).
+            share of the cores (`headcoop.training.workers.run_workers`); 1 trains them in
+            this process, one after another. Small models are bound by the cost of each
+            operation, not by arithmetic, so two single-threaded processes on two cores
+            train 1.2-1.3x as fast as one process with two threads (``scripts/bench_sweep.py``).
         device: where the models train (see `headcoop.device`); in jobs, resolved on the node.
         snapshots: epochs at which `measure_models` also measures the models in training (one
             past the last epoch is taken at the last); the result's ``snapshots`` maps each
@@ -131,10 +122,11 @@ def run_sweep(
     pending = pending_stacks(task, stacks, train_cfg, out)
     options = {"device": device, "measure": measure, "snapshots": snapshots}
     if executor is not None:
-        run_jobs(executor, [(task, stack, train_cfg, out) for stack in pending], options, out)
-    elif workers > 1 and len(pending) > 1:
         calls = [(task, stack, train_cfg, out) for stack in pending]
-        run_workers(min(workers, len(pending)), calls, options, progress)
+        run_jobs(run_stack, executor, calls, options, out)
+    elif workers > 1 and len(pending) > 1:
+        calls = by_cost([(task, stack, train_cfg, out) for stack in pending])
+        run_workers(run_stack, min(workers, len(pending)), calls, options, progress)
     else:
         busy = [
             s
@@ -187,90 +179,10 @@ def run_stack(
     return True
 
 
-def run_jobs(executor: str, calls: Sequence[tuple], options: dict[str, Any], out: Path) -> None:
-    """Run `run_stack` on each argument tuple of ``calls``, with the keyword ``options``, as a
-    submitit job ('local': on this machine, one job at a time, since a stack's training uses
-    every core; 'slurm': one job array). Job logs go to ``out/jobs``; a failed job is reported
-    with the end of its log."""
-    try:
-        import submitit
-    except ImportError:
-        raise HeadcoopError("--executor needs submitit: pip install submitit") from None
-    if executor not in EXECUTORS:
-        raise HeadcoopError(f"unknown executor {executor!r}: choose from {', '.join(EXECUTORS)}")
-    runner = submitit.AutoExecutor(folder=out / "jobs" / "%j", cluster=executor)
-    runner.update_parameters(timeout_min=JOB_TIMEOUT_MIN, name="headcoop-stack")
-    if executor == "slurm":
-        with runner.batch():
-            jobs = [runner.submit(run_stack, *args, **options) for args in calls]
-        _wait(jobs)
-    else:
-        for args in calls:
-            _wait([runner.submit(run_stack, *args, **options)])
-
-
-def run_workers(
-    workers: int, calls: Sequence[tuple], options: dict[str, Any], progress: bool = False
-) -> None:
-    """Run `run_stack` on each argument tuple of ``calls`` (with the keyword ``options``) in
-    ``workers`` processes on this machine, each with an equal share of the cores, and wait for
-    them all. The costliest stacks start first (`_stack_cost`), so that the last to finish are
-    small. The processes stay for the next sweep of this process (`_worker_pool`). After a
-    failure no further stack starts, and the error is raised once the running ones end (their
-    results are kept)."""
-    from concurrent.futures import as_completed
-
-    pool = _worker_pool(workers)
-    calls = sorted(calls, key=lambda args: -_stack_cost(args[1], args[2]))
-    with _ctrl_c_ignored():  # the workers start with it ignored: their parent stops them
-        futures = [pool.submit(run_stack, *args, wait=True, **options) for args in calls]
-    bar = progress_bar(total=len(futures), desc="stacks", unit="stack", disable=not progress)
-    try:
-        for future in as_completed(futures):
-            future.result()
-            bar.update()
-    except BaseException as exc:
-        _worker_pool.cache_clear()
-        if isinstance(exc, KeyboardInterrupt):  # Ctrl-C or SIGTERM: the workers stop now
-            for process in multiprocessing_children():
-                process.terminate()
-        pool.shutdown(cancel_futures=True)  # start no more stacks; running ones end
-        raise
-    finally:
-        bar.close()
-
-
-@functools.cache
-def _worker_pool(workers: int) -> "ProcessPoolExecutor":
-    """``workers`` fresh processes, each with an equal share of the cores, kept for every
-    sweep of this process: a worker's start (importing torch, TransformerLens and the kernel)
-    takes several seconds, paid once rather than once per sweep. Shut down at exit."""
-    import multiprocessing
-    import os
-    from concurrent.futures import ProcessPoolExecutor
-
-    threads = max(1, (os.cpu_count() or 1) // workers)
-    context = multiprocessing.get_context("spawn")  # torch's thread pools do not survive fork
-    # Workers stopped by Ctrl-C or SIGTERM leave their queue's semaphores to multiprocessing's
-    # tracker process, which cleans them up and would say so after our one line.
-    sys.warnoptions.append(f"ignore::UserWarning:{resource_tracker.__name__}")
-    pool = ProcessPoolExecutor(workers, context, _start_worker, (threads, os.getpid()))
-    atexit.register(_shut_down, pool)
-    return pool
-
-
-def _shut_down(pool: "ProcessPoolExecutor") -> None:
-    """Stop the kept workers at exit; a Ctrl-C during it only ends the wait."""
-    try:
-        pool.shutdown()
-    except KeyboardInterrupt:
-        for process in multiprocessing_children():
-            process.terminate()
-
-
-def forget_workers() -> None:
-    """Drop the kept worker processes (after they were stopped): the next sweep starts anew."""
-    _worker_pool.cache_clear()
+def by_cost(calls: Sequence[tuple]) -> list[tuple]:
+    """`run_stack`'s argument tuples (task, stack, training, out), the costliest stack first
+    (`_stack_cost`), so that the last to finish are small."""
+    return sorted(calls, key=lambda args: -_stack_cost(args[1], args[2]))
 
 
 def _stack_cost(stack: Sequence[Experiment], train_cfg: TrainConfig) -> int:
@@ -281,93 +193,6 @@ def _stack_cost(stack: Sequence[Experiment], train_cfg: TrainConfig) -> int:
     d_model = max(e.model.d_model for e in stack)
     heads = max(e.model.n_heads for e in stack) * max(e.model.d_head for e in stack)
     return train_cfg.epochs * (400 + len(stack) * (3 + d_model + heads))
-
-
-@contextlib.contextmanager
-def _ctrl_c_ignored() -> Iterator[None]:
-    """Ctrl-C ignored while worker processes start (submitting spawns them): a process started
-    with it ignored keeps it so, Python included, and a terminal sends it to every process of
-    the group; the parent alone handles it and stops its workers."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _start_worker(threads: int, parent: int) -> None:
-    """A worker's start: its share of the cores, malloc keeping freed memory, and a watch on
-    its parent (process ``parent``): a parent killed with SIGKILL cannot stop its workers, so
-    each ends itself once it is orphaned."""
-    torch.set_num_threads(threads)
-    keep_freed_memory()
-    threading.Thread(target=_exit_when_orphaned, args=(parent,), daemon=True).start()
-
-
-ORPHAN_CHECK_SECONDS = 0.5
-"""How often a worker looks whether its parent is still alive."""
-
-
-def _exit_when_orphaned(parent: int) -> None:
-    """End this process when its parent is gone (it is then re-parented: another parent id)."""
-    import os
-
-    while os.getppid() == parent:
-        time.sleep(ORPHAN_CHECK_SECONDS)
-    os._exit(1)
-
-
-def _wait(jobs: list) -> None:
-    """Wait for every job; a job that failed, or left the Slurm queue without a result
-    (cancelled or killed), is one error, and the jobs still queued or running are cancelled.
-    Every finished result stays: a rerun resumes."""
-    try:
-        for job in jobs:
-            _wait_one(job)
-    except HeadcoopError:
-        for job in jobs:
-            if not job.done():
-                job.cancel(check=False)
-        raise
-
-
-def _wait_one(job: Any) -> None:
-    while not job.done():
-        if _left_the_queue(job):
-            raise HeadcoopError(
-                f"sweep job {job.job_id} ended without a result (cancelled or killed?): "
-                "run again to resume"
-            )
-        time.sleep(JOB_POLL_SECONDS)
-    try:
-        job.result()
-    except Exception as exc:  # submitit raises its own errors, or the job's
-        tail = " ".join(str(exc).strip().splitlines()[-3:])
-        raise HeadcoopError(f"sweep job {job.job_id} failed: {tail}") from None
-
-
-JOB_POLL_SECONDS = 2.0
-"""How often `_wait` looks at a job that is not done."""
-
-
-def _left_the_queue(job: Any) -> bool:
-    """Whether a Slurm job is out of the queue with no result written. submitit learns a job's
-    end from ``sacct``, which a cluster without accounting lacks: there a cancelled job would
-    be waited for forever."""
-    import subprocess
-
-    if type(job).__name__ != "SlurmJob":
-        return False
-    listed = subprocess.run(
-        ["squeue", "-h", "-j", str(job.job_id), "-o", "%T"], capture_output=True, text=True
-    )
-    if listed.stdout.strip():
-        return False
-    time.sleep(JOB_POLL_SECONDS)  # a result written as the job left the queue
-    return not job.done(force_check=True) and not job.paths.result_pickle.exists()
 
 
 def load_results(out: str | Path) -> dict[str, Any]:
