@@ -37,7 +37,7 @@ def main() -> None:
 
     from headcoop import Definition, SetLogits, load_checkpoint, task_from_config
     from headcoop.engine.cache import collect
-    from headcoop.heads.analyze import SetScorer
+    from headcoop.heads.set_scorer import SetScorer
     from headcoop.metrics.separation import fit_separators
     from headcoop.metrics.subsets import all_subsets, logit_metrics
 

@@ -34,6 +34,9 @@ HEAD_COLUMNS = [
     "eos_l_acc_mean",
     "class",
     "s_acc_liblinear",
+    *("s_acc_low", "s_acc_high", "l_acc_low", "l_acc_high", "roc_auc_low", "roc_auc_high"),
+    *("l_acc_low_direct", "l_acc_high_direct", "roc_auc_low_direct", "roc_auc_high_direct"),
+    *("l_acc_low_mean", "l_acc_high_mean", "roc_auc_low_mean", "roc_auc_high_mean"),
 ]
 
 

@@ -93,7 +93,7 @@ def test_subsets_flag_forces_sampled_sets_and_stores_the_reason(tmp_path):
 def test_the_paper_models_own_sizes_give_every_set_with_s_acc():
     """The sizes `analyze` reads off the paper's model and Count01's default splits."""
     from headcoop.engine.cache import collect
-    from headcoop.heads.analyze import SetScorer, set_sizes
+    from headcoop.heads.set_scorer import SetScorer, set_sizes
     from headcoop.metrics.attribution import SetLogits
 
     task = Count01()

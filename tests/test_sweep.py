@@ -14,7 +14,7 @@ from headcoop.config import ModelConfig, TrainConfig
 from headcoop.engine.cache import collect
 from headcoop.engine.run import evaluate
 from headcoop.errors import HeadcoopError
-from headcoop.heads.analyze import SetScorer
+from headcoop.heads.set_scorer import SetScorer
 from headcoop.loading.checkpoint import load_stack, save_stack
 from headcoop.metrics.single_heads import measure_models
 from headcoop.model import build_model

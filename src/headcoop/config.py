@@ -211,6 +211,10 @@ class ModelConfig:
 SUBSET_MODES = ("auto", "all", "sampled", "none")
 """What ``analyze`` measures besides singles and pairs (``subsets``, ``--subsets``): as the cost
 model of `headcoop.heads.subset_plan` decides, or forced."""
+BOOTSTRAP = 200
+"""Bootstrap resamples of the test split behind every interval `analyze` gives (``--bootstrap``;
+0 for none): see `headcoop.metrics.bootstrap`."""
+MAX_BOOTSTRAP = 100_000
 SUBSETS_BUDGET = 300.0
 """Seconds the pass over all sets of heads may take by its estimate (``analyze``'s
 ``subsets_budget``, ``--subsets-budget``); see `headcoop.heads.subset_plan`."""

@@ -17,8 +17,10 @@ from headcoop.cli.args import (
 )
 from headcoop.config import (
     ACTIVATIONS,
+    BOOTSTRAP,
     INIT_SCHEMES,
     LR_SCHEDULES,
+    MAX_BOOTSTRAP,
     NORMALIZATIONS,
     OPTIMIZERS,
     SEED,
@@ -251,6 +253,15 @@ def add_analyze(commands: Any) -> None:
         "classes make it slow); above, sets are sampled, or s-acc is measured on single heads "
         "and pairs only",
     )
+    analyze.add_argument(
+        "--bootstrap",
+        type=Rule(int, 0, MAX_BOOTSTRAP).parse,
+        default=BOOTSTRAP,
+        metavar="N",
+        help="bootstrap resamples of the test split (seeded) for the 95%% intervals of every "
+        "head's and pair's metrics (the *_low, *_high columns) and of each game's cooperation "
+        "index; 0 for none",
+    )
     analyze.add_argument("--quiet", action="store_true", help="no progress bars")
     analyze.add_argument(
         "--png", action="store_true", help="also PNGs of report.html's figures (needs Chromium)"
@@ -271,6 +282,7 @@ def run_analyze(args: argparse.Namespace) -> None:
             chosen_task(args),
             subsets="none" if args.no_subsets else args.subsets,
             subsets_budget=args.subsets_budget,
+            bootstrap=args.bootstrap,
             progress=not args.quiet,
             device=args.device,
         )

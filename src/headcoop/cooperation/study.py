@@ -131,7 +131,8 @@ def _analysis(shape: Shape, seed: int, where: Path) -> HeadAnalysis:
 
 def cooperation_rows(found: HeadAnalysis, task: str, seed: int) -> list[dict[str, Any]]:
     """cooperation.csv's rows of one analysed model: one per metric whose interactions were
-    measured (exact) or estimated (no shares by size then)."""
+    measured (exact) or estimated (no shares by size then), last the bootstrap interval of its
+    cooperation index over test examples (empty where not resampled)."""
     if found.interactions is None:
         return []
     n_heads = len(found.heads_frame())
@@ -141,6 +142,8 @@ def cooperation_rows(found: HeadAnalysis, task: str, seed: int) -> list[dict[str
         row = {"task": task, "seed": seed, "n_heads": n_heads, **verdict}
         row["exact"] = verdict["metric"] in spectrum
         row |= _shares(spectrum.get(verdict["metric"]), n_heads)
+        interval = found.summary.get("cooperation", {}).get(verdict["metric"], {})
+        row |= {k: interval.get(k) for k in ("index_low", "index_high")}
         rows.append(row)
     return rows
 

@@ -26,6 +26,7 @@ which is also the reference the exact transforms are tested against.
 """
 
 import itertools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,6 +188,12 @@ class Interactions:
         }
         return {"interaction_spectrum": by_metric}
 
+    def verdicts(self) -> Any:
+        """Each metric's gain, mean pair interaction, cooperation index and verdict
+        (`verdicts`, as the saved frames give them)."""
+        frames = self.frames()
+        return verdicts(frames["shapley"], frames["pair_interactions"])
+
     def frames(self) -> dict[str, Any]:
         """interactions (metric, heads, size, dividend: one row per set and metric; only where
         exact), shapley (metric, head, shapley, banzhaf) and pair_interactions (metric, heads,
@@ -325,6 +332,23 @@ def cooperation_index(
     upper = torch.triu(torch.ones(n, n, dtype=torch.bool), diagonal=1)
     mean = pairs[..., upper].mean(-1)
     gain = torch.as_tensor(gain, dtype=mean.dtype)
+    return torch.where(gain.abs() >= FLAT_GAIN, mean * (n - 1) / gain.abs(), torch.nan)
+
+
+def resampled_cooperation_index(
+    values: Float[torch.Tensor, "*game subset"],
+) -> Float[torch.Tensor, "*game"]:
+    """`cooperation_index` of each game straight from its values, without the pair matrix: a
+    set S of two or more heads holds |S| (|S| - 1) / 2 pairs, each given m(S) / (|S| - 1), so
+    the pairs' interactions sum to that of m(S) |S| / 2. One product per game: for many games
+    at once (bootstrap resamples)."""
+    dividend = dividends(values)
+    n = _n_heads(values)
+    if n < 2:
+        return torch.full(values.shape[:-1], torch.nan, dtype=torch.float64)
+    size = set_sizes(n).double()
+    mean = (dividend * torch.where(size >= 2, size, 0.0)).sum(-1) / 2 / math.comb(n, 2)
+    gain = values[..., -1].double() - values[..., 0].double()
     return torch.where(gain.abs() >= FLAT_GAIN, mean * (n - 1) / gain.abs(), torch.nan)
 
 

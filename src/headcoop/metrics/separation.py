@@ -21,6 +21,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 
 from headcoop.errors import HeadcoopError
+from headcoop.metrics.bootstrap import Resamples
 from headcoop.metrics.classes import highest
 from headcoop.metrics.subsets import check_masks
 from headcoop.metrics.svm_tree import fit_tree
@@ -49,7 +50,8 @@ def separation_accuracy(
     C: float = 1000.0,
     max_iter: int = 100,
     progress: bool = False,
-) -> Float[torch.Tensor, " subset"]:
+    resamples: Resamples | None = None,
+) -> Float[torch.Tensor, " subset"] | tuple[Float[torch.Tensor, " subset"], torch.Tensor]:
     """s-acc of each set of heads: fit on the train outputs, accuracy on the test outputs.
 
     Labels are class indices. Two classes give one separator; more give one per class against
@@ -63,6 +65,9 @@ def separation_accuracy(
         C: the inverse regularisation strength.
         max_iter: Newton steps at most (the exact optimum usually takes under 20).
         progress: show a progress bar over batches of sets.
+        resamples: bootstrap resamples of the test split; given, the result is the s-acc and
+            each set's s-acc under every resample [subset resample], the separators fitted
+            once (`headcoop.metrics.bootstrap`).
 
     Runs on the device of ``train_x``, in float64 (the Newton systems are ill-conditioned
     where classes are nearly separable).
@@ -78,7 +83,16 @@ def separation_accuracy(
     def scores(weights: torch.Tensor, rows: slice) -> torch.Tensor:
         return weights @ test_features.T  # [subset test_example]
 
-    return _one_vs_rest_accuracy(fit, scores, train_labels, test_labels, len(masks))
+    if resamples is None:
+        return _one_vs_rest_accuracy(fit, scores, train_labels, test_labels, len(masks))
+
+    def with_resamples(hit: torch.Tensor) -> torch.Tensor:
+        return torch.cat([hit.mean(-1, keepdim=True), resamples.means(hit)], dim=-1)
+
+    found = _one_vs_rest_accuracy(
+        fit, scores, train_labels, test_labels, len(masks), with_resamples
+    )
+    return found[:, 0], found[:, 1:]
 
 
 LIBLINEAR = "_liblinear"
@@ -207,15 +221,18 @@ def _one_vs_rest_accuracy(
     train_labels: torch.Tensor,
     test_labels: torch.Tensor,
     n_problems: int,
+    reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Test accuracy of separators fitted by ``fit`` (positive examples -> weights [problem
+    """Test accuracy (or ``reduce`` of each problem's test hits, a float per example) of
+    separators fitted by ``fit`` (positive examples -> weights [problem
     feature]) and scored by ``scores`` (weights of some problems, their rows -> test scores
     [problem test_example]): one separator for the second class against the first when
     training has two classes, else one per class, the highest winning. Scored a chunk of
     problems at a time (the scores of all would take gigabytes)."""
+    reduce = reduce or (lambda hit: hit.mean(-1))
     classes = train_labels.unique()  # sorted, as LinearSVC's classes_
     if len(classes) == 1:
-        return (test_labels == classes[0]).float().mean().expand(n_problems).clone()
+        return reduce((test_labels == classes[0]).float().expand(n_problems, -1)).clone()
     weights = [fit(train_labels == c) for c in (classes[1:] if len(classes) == 2 else classes)]
     accuracy = []
     for start in range(0, n_problems, SCORE_CHUNK):
@@ -225,7 +242,7 @@ def _one_vs_rest_accuracy(
         else:
             per_class = torch.stack([scores(w[rows], rows) for w in weights])
             hit = classes[highest(per_class)] == test_labels
-        accuracy.append(hit.float().mean(-1))
+        accuracy.append(reduce(hit.float()))
     return torch.cat(accuracy)
 
 

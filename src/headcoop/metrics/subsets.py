@@ -8,6 +8,7 @@ metrics read the logits of each set from a `SetReader`: one definition's impleme
 
 import itertools
 import math
+from dataclasses import dataclass
 from typing import Any, no_type_check
 
 import numba
@@ -17,6 +18,7 @@ from jaxtyping import Bool, Float, Int
 
 from headcoop.errors import HeadcoopError
 from headcoop.metrics.attribution import SUBSET_CHUNK, SetReader
+from headcoop.metrics.bootstrap import Resamples, resampled_auc
 from headcoop.metrics.classes import candidate_index, highest
 
 
@@ -115,7 +117,7 @@ def learned_accuracy(
 ) -> Float[torch.Tensor, " subset"]:
     """l-acc: accuracy of each set's logits (as ``reader`` gives them), the prediction being
     the highest logit among ``candidates``."""
-    return logit_metrics(reader, masks, targets, read, candidates, False)[0]
+    return logit_metrics(reader, masks, targets, read, candidates, with_auc=False).l_acc
 
 
 def roc_auc(
@@ -129,7 +131,17 @@ def roc_auc(
     target is t"; with two candidates the larger of the two (the paper's definition), with
     more the mean over candidates (one-vs-rest). Candidates that are never or always the
     target are left out."""
-    return logit_metrics(reader, masks, targets, read, candidates)[1]
+    return logit_metrics(reader, masks, targets, read, candidates).roc_auc
+
+
+@dataclass(frozen=True)
+class LogitMetrics:
+    """l-acc and ROC AUC of many sets, and (where asked) each under every bootstrap resample."""
+
+    l_acc: Float[torch.Tensor, " subset"]
+    roc_auc: Float[torch.Tensor, " subset"] | None = None
+    l_acc_resampled: Float[torch.Tensor, "subset resample"] | None = None
+    roc_auc_resampled: Float[torch.Tensor, "subset resample"] | None = None
 
 
 def logit_metrics(
@@ -139,34 +151,61 @@ def logit_metrics(
     read: int,
     candidates: Int[torch.Tensor, " candidate"],
     with_auc: bool = True,
-) -> tuple[Float[torch.Tensor, " subset"], Float[torch.Tensor, " subset"] | None]:
+    resamples: Resamples | None = None,
+    resample_auc: bool = False,
+) -> LogitMetrics:
     """l-acc and (if ``with_auc``) ROC AUC of each set, from one pass over its logits, a chunk
-    of sets at a time."""
-    l_acc, aucs = [], []
+    of sets at a time; with ``resamples``, l-acc under each resample too, and ROC AUC if
+    ``resample_auc`` (sets x resamples x examples of memory per chunk: for singles and
+    pairs)."""
+    parts: dict[str, list[torch.Tensor]] = {"l_acc": [], "roc_auc": []}
+    parts |= {"l_acc_resampled": [], "roc_auc_resampled": []}
     candidates = candidates.to(targets.device)
     target_index = candidate_index(targets, candidates)  # -1: no candidate, never predicted
     for chunk in masks.to(targets.device).split(SUBSET_CHUNK):
         logits = reader(chunk, read, candidates)
-        l_acc.append((highest(logits.permute(2, 0, 1)) == target_index).float().mean(-1))
+        hit = (highest(logits.permute(2, 0, 1)) == target_index).float()  # [set example]
+        parts["l_acc"].append(hit.mean(-1))
+        if resamples is not None:
+            parts["l_acc_resampled"].append(resamples.means(hit))
         if with_auc:
-            aucs.append(_candidate_auc(logits, targets, candidates))
-    return torch.cat(l_acc), torch.cat(aucs) if with_auc else None
+            parts["roc_auc"].append(_candidate_auc(logits, targets, candidates))
+        if with_auc and resample_auc and resamples is not None:
+            parts["roc_auc_resampled"].append(
+                _candidate_auc(logits, targets, candidates, resamples)
+            )
+    return LogitMetrics(**{k: torch.cat(v) if v else None for k, v in parts.items()})
 
 
 def _candidate_auc(
     logits: Float[torch.Tensor, "subset example candidate"],
     targets: Int[torch.Tensor, " example"],
     candidates: Int[torch.Tensor, " candidate"],
-) -> Float[torch.Tensor, " subset"]:
+    resamples: Resamples | None = None,
+) -> torch.Tensor:
+    """Each set's ROC AUC over the candidates (see `roc_auc`), or under every resample
+    [subset resample] (a few sets at a time: `resampled_auc` holds them all per example)."""
+
+    def one(scores: torch.Tensor, positive: torch.Tensor) -> torch.Tensor:
+        if resamples is None:
+            return auc(scores, positive)
+        blocks = [resampled_auc(s, positive, resamples) for s in scores.split(RESAMPLED_SETS)]
+        return torch.cat(blocks)
+
     per_candidate = [
-        auc(logits[..., k], targets == t)
+        one(logits[..., k], targets == t)
         for k, t in enumerate(candidates.tolist())
         if 0 < int((targets == t).sum()) < len(targets)
     ]
     if not per_candidate:
-        return logits.new_full(logits.shape[:1], float("nan"))
-    stacked = torch.stack(per_candidate)  # [candidate subset]
+        shape = logits.shape[:1] if resamples is None else (len(logits), len(resamples))
+        return logits.new_full(shape, float("nan"))
+    stacked = torch.stack(per_candidate)  # [candidate subset (resample)]
     return stacked.amax(0) if len(candidates) == 2 else stacked.mean(0)
+
+
+RESAMPLED_SETS = 8
+"""Sets whose resampled ROC AUC is computed at once (each holds resamples x examples)."""
 
 
 def auc(

@@ -107,8 +107,11 @@ def _cooperation_statements(summary: dict[str, Any]) -> list[Judgement]:
         return []
 
     def said(metric: str) -> str:
-        index = found[metric]["cooperation_index"]  # None where the metric is flat
-        return f"{metric} {'-' if index is None else f'{index:+.2f}'} ({found[metric]['verdict']})"
+        row = found[metric]
+        index = row["cooperation_index"]  # None where the metric is flat
+        low, high = row.get("index_low"), row.get("index_high")  # 95 % over test examples
+        interval = f" [{low:+.2f}, {high:+.2f}]" if low is not None and high is not None else ""
+        return f"{metric} {'-' if index is None else f'{index:+.2f}'}{interval} ({row['verdict']})"
 
     def substitutes(metrics: list[str]) -> bool:
         return all(found[m]["verdict"] == "substitutes" for m in metrics)

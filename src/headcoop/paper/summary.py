@@ -71,7 +71,12 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
         summary["subset_means_by_size"] = json.loads(by_size.to_json(orient="index"))
     if first.interactions is not None:
         found = first.verdicts()
-        summary["cooperation"] = json.loads(found.set_index("metric").to_json(orient="index"))
+        found = json.loads(found.set_index("metric").to_json(orient="index"))
+        intervals = first.summary.get("cooperation", {})  # over test examples, if resampled
+        summary["cooperation"] = {
+            metric: row | {k: intervals.get(metric, {}).get(k) for k in ("index_low", "index_high")}
+            for metric, row in found.items()
+        }
     return summary
 
 
