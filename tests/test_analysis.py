@@ -120,7 +120,12 @@ def test_cli_writes_tables_and_summary(task, tmp_path, capsys):
     assert summary["accuracy"]["answer"] == pytest.approx(
         evaluate(model, task, task.split("test"))["answer"]
     )
-    assert set(summary["seconds"]) == {"cache", "singles_and_pairs", "all_subsets"}
+    assert set(summary["seconds"]) == {
+        "cache",
+        "singles_and_pairs",
+        "all_subsets",
+        "game_intervals",
+    }
 
 
 def test_a_saved_analysis_loads_back_equal(result, tmp_path):

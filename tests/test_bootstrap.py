@@ -11,11 +11,12 @@ from headcoop.metrics.classes import candidate_index, highest, labels
 from headcoop.metrics.interactions import (
     cooperation_index,
     dividends,
+    index_of_values,
+    index_sets,
     pair_interactions,
-    resampled_cooperation_index,
 )
 from headcoop.metrics.separation import separation_accuracy
-from headcoop.metrics.subsets import auc
+from headcoop.metrics.subsets import all_subsets, auc
 from headcoop.tasks.base import candidate_ids
 
 
@@ -61,13 +62,19 @@ def test_s_acc_under_a_resample_keeps_the_separators_fitted_on_train():
     assert torch.allclose(resampled[:, 7], again)
 
 
-def test_the_cooperation_index_of_many_games_at_once_is_the_pair_matrix_s():
-    values = torch.rand(5, 2**6, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
-    gain = values[:, -1] - values[:, 0]
-    expected = cooperation_index(pair_interactions(dividends(values)), gain)
-    assert torch.allclose(resampled_cooperation_index(values), expected)
-    ensemble = torch.tensor([0.0] + [1.0] * 15)  # any one head does it all
-    assert resampled_cooperation_index(ensemble).item() == pytest.approx(-1.0)
+def test_the_index_sets_alone_give_the_cooperation_index_of_every_game():
+    """2n + 2 values (none, singles, leave-one-outs, all) give what the pair matrix of all 2^n
+    gives, on random games and the three reference games."""
+    n = 6
+    values = torch.rand(5, 2**n, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    sizes = all_subsets(n).sum(-1)
+    references = [(sizes > 0).double(), sizes.double(), (sizes == n).double()]
+    values = torch.cat([values, torch.stack(references)])
+    expected = cooperation_index(pair_interactions(dividends(values)), values[:, -1] - values[:, 0])
+    codes = (index_sets(n).long() << torch.arange(n)).sum(-1)  # their rows in all_subsets
+    found = index_of_values(values[:, codes])
+    assert torch.allclose(found, expected)
+    assert found[-3:].tolist() == pytest.approx([-1.0, 0.0, 1.0])
 
 
 def test_intervals_cover_a_fresh_splits_value_about_as_often_as_stated(trained):
@@ -131,14 +138,9 @@ def test_analyze_gives_every_interval_and_each_games_index_interval(shape):
             assert (frame[low] <= frame[high] + 1e-9).all() and frame[low].between(0, 1).all()
     found = result.summary["cooperation"]
     resampled = [m for m, row in found.items() if row["index_low"] is not None]
-    assert resampled and set(resampled) <= {
-        "s_acc",
-        "eos_l_acc",
-        "l_acc",
-        "l_acc_direct",
-        "l_acc_mean",
-    }
-    assert all(found[m]["index_low"] <= found[m]["index_high"] for m in resampled)
+    assert resampled and all(found[m]["index_low"] <= found[m]["index_high"] for m in resampled)
+    nulls = {m for m, row in found.items() if row["null_index"] is not None}
+    assert nulls <= {"l_acc", "roc_auc", "eos_l_acc"}  # the paper's definition only
     assert result.summary["bootstrap"]["resamples"] == 200
     none = analyze(build_model(shape, len(task.vocab), seed=4), task, subsets="none", bootstrap=0)
     assert "s_acc_low" not in none.heads_frame()

@@ -129,10 +129,25 @@ def _analysis(shape: Shape, seed: int, where: Path) -> HeadAnalysis:
     return HeadAnalysis.load(where / "analysis")
 
 
+ERROR_BARS = (
+    "index_low",
+    "index_high",
+    "null_index",
+    "null_low",
+    "null_high",
+    "excess",
+    "excess_low",
+    "excess_high",
+    "excess_verdict",
+)
+"""cooperation.csv's last columns, from the analysis's summary (`headcoop.heads.games`)."""
+
+
 def cooperation_rows(found: HeadAnalysis, task: str, seed: int) -> list[dict[str, Any]]:
     """cooperation.csv's rows of one analysed model: one per metric whose interactions were
     measured (exact) or estimated (no shares by size then), last the bootstrap interval of its
-    cooperation index over test examples (empty where not resampled)."""
+    cooperation index over test examples and the null model beside it (`ERROR_BARS`; empty
+    where not measured)."""
     if found.interactions is None:
         return []
     n_heads = len(found.heads_frame())
@@ -142,8 +157,8 @@ def cooperation_rows(found: HeadAnalysis, task: str, seed: int) -> list[dict[str
         row = {"task": task, "seed": seed, "n_heads": n_heads, **verdict}
         row["exact"] = verdict["metric"] in spectrum
         row |= _shares(spectrum.get(verdict["metric"]), n_heads)
-        interval = found.summary.get("cooperation", {}).get(verdict["metric"], {})
-        row |= {k: interval.get(k) for k in ("index_low", "index_high")}
+        errors = found.summary.get("cooperation", {}).get(verdict["metric"], {})
+        row |= {k: errors.get(k) for k in ERROR_BARS}
         rows.append(row)
     return rows
 

@@ -24,6 +24,7 @@ from headcoop.engine.cache import collect
 from headcoop.engine.loss import accuracies
 from headcoop.errors import HeadcoopError
 from headcoop.heads.analysis import HeadAnalysis, SetTable
+from headcoop.heads.games import game_summary
 from headcoop.heads.set_scorer import SetScorer, interval_columns, set_sizes
 from headcoop.heads.subset_plan import SubsetPlan, plan_subsets
 from headcoop.loading.checkpoint import check_fits, load_with_task
@@ -39,11 +40,7 @@ from headcoop.metrics.classes import (
     head_class,
 )
 from headcoop.metrics.definitions import Definition
-from headcoop.metrics.interactions import (
-    Interactions,
-    estimated_interactions,
-    resampled_cooperation_index,
-)
+from headcoop.metrics.interactions import Interactions, estimated_interactions
 from headcoop.metrics.separation import LIBLINEAR
 from headcoop.metrics.subsets import (
     singles_and_pairs,
@@ -103,13 +100,24 @@ def analyze(
     timings["singles_and_pairs"] = time.perf_counter() - clock
     plan = plan_subsets(subsets, set_sizes(model, scorer), subsets_budget)
 
-    subset_table, interactions, indices = _measure_subsets(plan, scorer, progress, timings)
+    subset_table, interactions = _measure_subsets(plan, scorer, progress, timings)
+    games = _games(interactions, scorer, timings)
     heads = _head_columns(model, scorer, pairs[:n_heads].columns)
-    summary = _summary(model, scorer, heads, timings) | {"subsets": plan.about}
-    if interactions is not None:
-        cooperation = _cooperation(interactions, indices, scorer.resamples)
-        summary |= interactions.summary() | {"cooperation": cooperation}
+    summary = _summary(model, scorer, heads, timings) | {"subsets": plan.about} | games
     return HeadAnalysis(heads, pairs[n_heads:], subset_table, summary, interactions)
+
+
+def _games(
+    interactions: Interactions | None, scorer: SetScorer, timings: dict[str, float]
+) -> dict[str, Any]:
+    """summary.json's entries on the games: their spectrum, and each one's cooperation index
+    with its interval and null (`headcoop.heads.games`)."""
+    if interactions is None:
+        return {}
+    clock = time.perf_counter()
+    games = interactions.summary() | {"cooperation": game_summary(interactions, scorer)}
+    timings["game_intervals"] = time.perf_counter() - clock
+    return games
 
 
 def _scorer(model: Model, task: Task, progress: bool, bootstrap: int) -> SetScorer:
@@ -132,29 +140,24 @@ def _checked_pairs(n_heads: int) -> Bool[torch.Tensor, "subset head_index"]:
 
 def _measure_subsets(
     plan: SubsetPlan, scorer: SetScorer, progress: bool, timings: dict[str, float]
-) -> tuple[SetTable | None, Interactions | None, dict[str, torch.Tensor]]:
+) -> tuple[SetTable | None, Interactions | None]:
     """The sets of the plan measured, and the interactions of each metric: exact where they
-    are every set (each metric is then a whole game, the other readouts' l-acc among them;
-    with resamples, the cooperation index of each l-acc and s-acc game under each), estimated
-    from `ESTIMATE_SETS` more sets where they were sampled (l-acc and ROC AUC only)."""
+    are every set (each metric is then a whole game, the other readouts' l-acc among them),
+    estimated from `ESTIMATE_SETS` more sets where they were sampled (l-acc and ROC AUC
+    only)."""
     if plan.masks is None:
-        return None, None, {}
+        return None, None
     clock = time.perf_counter()
-    resample = plan.every_set and scorer.resamples is not None
-    columns, resampled = scorer.scored(plan.masks, False, progress, plan.s_acc, resample)
+    columns = scorer(plan.masks, progress=progress, s_acc=plan.s_acc)
     if plan.every_set:
-        more, more_resampled = scorer.readout_l_acc(
-            plan.masks, (Definition.PAPER,), scorer.resamples if resample else None
-        )
-        columns, resampled = columns | more, resampled | more_resampled
+        columns |= scorer.readout_l_acc(plan.masks, (Definition.PAPER,))[0]
     table = SetTable(plan.masks, columns)
     timings["all_subsets"] = time.perf_counter() - clock
     if plan.every_set:
         games = [k for k in columns if k in GAMES or k.endswith("_l_acc")]
-        indices = {k: resampled_cooperation_index(v.T) for k, v in resampled.items() if k in games}
-        return table, Interactions.of({k: columns[k] for k in games}), indices
+        return table, Interactions.of({k: columns[k] for k in games})
     if plan.about["measured"] != "sampled":
-        return table, None, {}
+        return table, None
     clock = time.perf_counter()
     interactions = estimated_interactions(
         lambda masks: {k: v for k, v in scorer(masks, s_acc=False).items() if k in GAMES},
@@ -162,30 +165,7 @@ def _measure_subsets(
         ESTIMATE_SETS,
     )
     timings["interaction_estimate"] = time.perf_counter() - clock
-    return table, interactions, {}
-
-
-def _cooperation(
-    interactions: Interactions, indices: dict[str, torch.Tensor], resamples: Resamples | None
-) -> dict[str, dict[str, Any]]:
-    """summary.json's ``cooperation``: each game's cooperation index and verdict
-    (`headcoop.metrics.interactions.verdicts`) and, where resampled, the index's percentile
-    interval (``index_low``, ``index_high``; None where not resampled)."""
-    found = {}
-    for row in interactions.verdicts().to_dict("records"):
-        metric = row.pop("metric")
-        low = high = None
-        if metric in indices and resamples is not None:
-            low, high = (float(x) for x in resamples.interval(indices[metric][None]))
-        found[metric] = _finite(row) | {"index_low": _finite(low), "index_high": _finite(high)}
-    return found
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN as None (strict JSON)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return None if isinstance(value, float) and value != value else value
+    return table, interactions
 
 
 ESTIMATE_SETS = 2000

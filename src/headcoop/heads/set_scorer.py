@@ -9,7 +9,7 @@ import torch
 from headcoop.compat import Model
 from headcoop.engine.cache import HeadCache
 from headcoop.heads.subset_plan import SetSizes
-from headcoop.metrics.attribution import SetLogits
+from headcoop.metrics.attribution import SetLogits, SetReader
 from headcoop.metrics.bootstrap import Resamples
 from headcoop.metrics.classes import labels, majority_share
 from headcoop.metrics.definitions import Definition
@@ -147,6 +147,18 @@ class SetScorer:
                 if found.l_acc_resampled is not None:
                     resampled[name] = found.l_acc_resampled
         return columns, resampled
+
+    def paper_games(self, masks: torch.Tensor, reader: SetReader) -> dict[str, torch.Tensor]:
+        """l-acc and ROC AUC of each set at the decision, and l-acc at every other readout,
+        from the logits ``reader`` gives under the paper's definition (the null model's)."""
+        targets = self.test.targets[:, self.decision]
+        found = logit_metrics(reader, masks, targets, self.decision, self.candidates)
+        games = {"l_acc": found.l_acc, "roc_auc": found.roc_auc}
+        for read, readout in self._other_readouts():
+            games[f"{readout.name}_l_acc"] = learned_accuracy(
+                reader, masks, self.test.targets[:, read], read, candidate_ids(self.task, read)
+            )
+        return {Definition.PAPER.column(name): values for name, values in games.items()}
 
     def s_acc(self, masks: torch.Tensor, progress: bool = False) -> torch.Tensor:
         return self._s_acc(masks, progress, None)

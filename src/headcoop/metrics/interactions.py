@@ -335,20 +335,33 @@ def cooperation_index(
     return torch.where(gain.abs() >= FLAT_GAIN, mean * (n - 1) / gain.abs(), torch.nan)
 
 
-def resampled_cooperation_index(
-    values: Float[torch.Tensor, "*game subset"],
-) -> Float[torch.Tensor, "*game"]:
-    """`cooperation_index` of each game straight from its values, without the pair matrix: a
-    set S of two or more heads holds |S| (|S| - 1) / 2 pairs, each given m(S) / (|S| - 1), so
-    the pairs' interactions sum to that of m(S) |S| / 2. One product per game: for many games
-    at once (bootstrap resamples)."""
-    dividend = dividends(values)
-    n = _n_heads(values)
+def index_sets(n_heads: int) -> Bool[torch.Tensor, "set head"]:
+    """The 2n + 2 sets whose values alone give the cooperation index (`index_of_values`): none,
+    each head alone, each head left out, all."""
+    eye = torch.eye(n_heads, dtype=torch.bool)
+    none, every = (
+        torch.zeros(1, n_heads, dtype=torch.bool),
+        torch.ones(1, n_heads, dtype=torch.bool),
+    )
+    return torch.cat([none, eye, ~eye, every])
+
+
+def index_of_values(values: Float[torch.Tensor, "*game set"]) -> Float[torch.Tensor, "*game"]:
+    """`cooperation_index` from the values of the `index_sets` alone. The pairs' interactions
+    sum to that of m(S) |S| / 2 over the sets of two heads or more, and the dividends'
+    alternating sums reduce that weight to four terms of the values:
+
+        sum_S m(S) |S| [|S| >= 2] = n v(all) - sum_i v(all but i) - sum_i v(i) + n v(none)
+
+    (a pure ensemble gives -n, an additive game 0, the game of all heads together n)."""
+    n = (values.shape[-1] - 2) // 2
+    none, singles = values[..., 0].double(), values[..., 1 : n + 1].double()
+    left_out, every = values[..., n + 1 : 2 * n + 1].double(), values[..., -1].double()
     if n < 2:
         return torch.full(values.shape[:-1], torch.nan, dtype=torch.float64)
-    size = set_sizes(n).double()
-    mean = (dividend * torch.where(size >= 2, size, 0.0)).sum(-1) / 2 / math.comb(n, 2)
-    gain = values[..., -1].double() - values[..., 0].double()
+    total = n * every - left_out.sum(-1) - singles.sum(-1) + n * none
+    mean = total / 2 / math.comb(n, 2)
+    gain = every - none
     return torch.where(gain.abs() >= FLAT_GAIN, mean * (n - 1) / gain.abs(), torch.nan)
 
 

@@ -72,10 +72,9 @@ def key_numbers(data: FigureData) -> dict[str, Any]:
     if first.interactions is not None:
         found = first.verdicts()
         found = json.loads(found.set_index("metric").to_json(orient="index"))
-        intervals = first.summary.get("cooperation", {})  # over test examples, if resampled
+        errors = first.summary.get("cooperation", {})  # intervals and the null, if measured
         summary["cooperation"] = {
-            metric: row | {k: intervals.get(metric, {}).get(k) for k in ("index_low", "index_high")}
-            for metric, row in found.items()
+            metric: errors.get(metric, {}) | row for metric, row in found.items()
         }
     return summary
 
