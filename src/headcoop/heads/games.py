@@ -11,7 +11,7 @@ from jaxtyping import Float
 from headcoop.heads.set_scorer import SetScorer
 from headcoop.metrics.bootstrap import Resamples
 from headcoop.metrics.interactions import Interactions, index_of_values, index_sets
-from headcoop.metrics.null_model import excess, excess_verdict, null_indices
+from headcoop.metrics.null_model import NULL_DRAWS, excess, excess_verdict, null_indices
 
 
 def game_summary(interactions: Interactions, scorer: SetScorer) -> dict[str, dict[str, Any]]:
@@ -48,12 +48,10 @@ def game_indices(scorer: SetScorer, n_heads: int) -> dict[str, Float[torch.Tenso
 
 def game_nulls(scorer: SetScorer) -> dict[str, Float[torch.Tensor, " draw"]]:
     """The null index of each game it applies to (l-acc and ROC AUC under the paper's
-    definition), on as many draws as there are resamples; empty without resamples."""
+    definition), on `NULL_DRAWS` draws; empty without resamples (the excess needs them)."""
     if scorer.resamples is None:
         return {}
-    return null_indices(
-        scorer.logits.paper, scorer.test_labels, scorer.paper_games, len(scorer.resamples)
-    )
+    return null_indices(scorer.logits.paper, scorer.test_labels, scorer.paper_games, NULL_DRAWS)
 
 
 def _null_entry(

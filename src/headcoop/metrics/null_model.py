@@ -24,6 +24,10 @@ from jaxtyping import Bool, Float, Int
 from headcoop.metrics.attribution import LogitDecomposition, SetReader
 from headcoop.metrics.interactions import index_of_values, index_sets
 
+NULL_DRAWS = 20
+"""Draws of independent heads per game. The null's spread over draws is far below the test
+split's (a tenth on the paper's model), so a few suffice; the excess pairs resample b with
+draw b mod `NULL_DRAWS`."""
 AS_INDEPENDENT = "as independent heads"
 """The excess verdict where the excess's interval holds zero."""
 
