@@ -20,7 +20,7 @@ help:
 	@echo "make analyze    measure every head of that model into $(RUNS)/paper/analysis"
 	@echo "make explore    that model's head explorer: $(RUNS)/paper/explore/explorer.html"
 	@echo "make bench      speed: full sequences vs bags, stacked sweeps, CPU kernel, all-subsets"
-	@echo "                (QUICK=1: every bench on small inputs, in about two minutes)"
+	@echo "                (QUICK=1: every bench on small inputs, in about four minutes)"
 	@echo "make trace      attention decomposition: 3 induction models and a Count01 model, traced"
 	@echo "make successor  successor heads: 5 one-layer models and a two-layer one, scored and steered"
 	@echo "make cooperation do heads compete or cooperate? every task's models x 3 seeds, their"
