@@ -22,14 +22,19 @@ INTERVAL_METRICS = ("l_acc", "roc_auc")
 (and s-acc's, which has one)."""
 
 
+def _interval_names() -> list[tuple[str, str, str]]:
+    """Each interval's metric column and its low and high columns, in heads.csv's order."""
+    names = [("s_acc", "s_acc_low", "s_acc_high")]
+    for definition in Definition:
+        for metric in INTERVAL_METRICS:
+            names.append(tuple(definition.columns((metric, f"{metric}_low", f"{metric}_high"))))
+    return names
+
+
 def interval_columns() -> list[str]:
     """The interval columns of heads.csv and pairs.csv, in order: s-acc's, then each logit
     metric's under every definition (``l_acc_low``, ``l_acc_high``, ``l_acc_low_direct``...)."""
-    columns = ["s_acc_low", "s_acc_high"]
-    for definition in Definition:
-        for metric in INTERVAL_METRICS:
-            columns += definition.columns((f"{metric}_low", f"{metric}_high"))
-    return columns
+    return [column for _, low, high in _interval_names() for column in (low, high)]
 
 
 class SetScorer:
@@ -178,13 +183,9 @@ class SetScorer:
 
     def _intervals(self, resampled: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """`interval_columns` from the resampled decision metrics."""
-        low, high = self.resamples.interval(resampled["s_acc"])
-        columns = {"s_acc_low": low, "s_acc_high": high}
-        for definition in Definition:
-            for metric in INTERVAL_METRICS:
-                low, high = self.resamples.interval(resampled[definition.column(metric)])
-                columns[definition.column(f"{metric}_low")] = low
-                columns[definition.column(f"{metric}_high")] = high
+        columns = {}
+        for metric, low, high in _interval_names():
+            columns[low], columns[high] = self.resamples.interval(resampled[metric])
         return columns
 
     def class_shares(self) -> dict[str, float]:

@@ -191,19 +191,23 @@ class Interactions:
     def verdicts(self) -> Any:
         """Each metric's gain, mean pair interaction, cooperation index and verdict
         (`verdicts`, as the saved frames give them)."""
-        frames = self.frames()
+        frames = self._value_frames()
         return verdicts(frames["shapley"], frames["pair_interactions"])
 
     def frames(self) -> dict[str, Any]:
         """interactions (metric, heads, size, dividend: one row per set and metric; only where
         exact), shapley (metric, head, shapley, banzhaf) and pair_interactions (metric, heads,
         interaction)."""
+        frames = {} if self.dividend is None else {"interactions": self._dividend_frame()}
+        return frames | self._value_frames()
+
+    def _value_frames(self) -> dict[str, Any]:
+        """shapley and pair_interactions (without the dividends' one row per set)."""
         import pandas as pd
 
         n, k = self.shapley.shape[-1], len(self.metrics)
         pairs = list(itertools.combinations(range(n), 2))
-        frames = {} if self.dividend is None else {"interactions": self._dividend_frame()}
-        return frames | {
+        return {
             "shapley": pd.DataFrame(
                 {
                     "metric": [name for name in self.metrics for _ in range(n)],
